@@ -1,0 +1,3 @@
+from dictopt.cli import main
+
+raise SystemExit(main())

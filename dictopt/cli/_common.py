@@ -1,0 +1,51 @@
+"""Argument helpers shared by subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from dictopt.validation import DictoptInputError
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``["lr=1e-3", "tied=true"]`` → ``{"lr": 0.001, "tied": True}`` (JSON values, else str)."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DictoptInputError(f"--set: expected KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """``--world NAME`` or ``--activations PATH`` (a .npy file or a folder of shards)."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument("--world", help="a built-in synthetic world (see `dictopt worlds`)")
+    group.add_argument(
+        "--activations", help="a .npy file [N, d] or a folder of .npy shards of equal width"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--world-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a world parameter (repeatable), e.g. --world-set n=5000",
+    )
+
+
+def load_data(args: argparse.Namespace) -> Any:
+    """The activation source named by ``--world`` / ``--activations``."""
+    from dictopt.data.sources import as_source
+
+    if getattr(args, "activations", None):
+        return as_source(args.activations)
+    from dictopt.data.worlds import make_world
+
+    world = make_world(args.world, seed=args.seed, **parse_options(args.world_set))
+    return as_source(world.x)

@@ -1,0 +1,214 @@
+"""Activation sources: data arrive as chunks, never as one array (DESIGN.md "Streams").
+
+A source knows its width ``d`` and (when cheap) its number of rows, and yields
+:class:`Chunk` objects carrying the rows, their global row offset and a label naming where they
+came from, so that errors can say "shard_003.npy, row 1234". Every chunk is validated: 2-D,
+the source's width, finite.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dictopt.validation import DictoptInputError, check_finite, check_positive_int, to_tensor
+
+DEFAULT_CHUNK_SIZE = 8192
+
+
+class Chunk(NamedTuple):
+    """Rows ``[m, d]`` of a source, their first global row index, and where they came from."""
+
+    data: torch.Tensor
+    start: int
+    label: str
+
+
+class ActivationSource(ABC):
+    """Base class: subclasses implement :meth:`_raw_chunks`; validation happens here."""
+
+    d: int
+    n: int | None
+    chunk_size: int
+    dtype: torch.dtype | None
+
+    @abstractmethod
+    def _raw_chunks(self) -> Iterator[tuple[np.ndarray | torch.Tensor, str]]:
+        """Raw ``(rows, label)`` pairs in order; validation is done by :meth:`iter_chunks`."""
+
+    def iter_chunks(self, *, progress: bool = False, desc: str = "chunks") -> Iterator[Chunk]:
+        """Validated chunks in order; raises on a bad chunk (naming it) or on empty data."""
+        start = 0
+        bar = tqdm(total=self.n, desc=desc, unit="rows", disable=not progress, leave=False)
+        try:
+            for raw, label in self._raw_chunks():
+                x = to_tensor(raw, label, dtype=self.dtype)
+                if x.ndim != 2 or x.shape[1] != self.d:
+                    raise DictoptInputError(
+                        f"{label}: expected rows of width {self.d}, got shape {tuple(x.shape)}"
+                    )
+                if x.shape[0] == 0:
+                    continue
+                check_finite(x, "activations", row_offset=start, where=f"({label})")
+                yield Chunk(x, start, label)
+                start += x.shape[0]
+                bar.update(x.shape[0])
+        finally:
+            bar.close()
+        if start == 0:
+            raise DictoptInputError(f"activations: {self.describe()} holds no rows")
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for chunk in self.iter_chunks():
+            yield chunk.data
+
+    def to_tensor(self) -> torch.Tensor:
+        """All rows in memory (only for data known to be small)."""
+        return torch.cat([c.data for c in self.iter_chunks()], dim=0)
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class ArraySource(ActivationSource):
+    """An in-memory ``[N, d]`` numpy array or torch tensor, served in chunks."""
+
+    def __init__(
+        self, array: Any, *, chunk_size: int = DEFAULT_CHUNK_SIZE, dtype: torch.dtype | None = None
+    ) -> None:
+        x = to_tensor(array, "activations")
+        if x.ndim != 2:
+            raise DictoptInputError(
+                f"activations: expected a 2-D array [N, d], got shape {tuple(x.shape)}"
+            )
+        if x.shape[0] == 0:
+            raise DictoptInputError("activations: empty array (0 rows)")
+        self.array = x
+        self.d = int(x.shape[1])
+        self.n = int(x.shape[0])
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        self.dtype = dtype
+
+    def _raw_chunks(self) -> Iterator[tuple[torch.Tensor, str]]:
+        for i, lo in enumerate(range(0, self.n, self.chunk_size)):
+            yield self.array[lo : lo + self.chunk_size], f"chunk {i}"
+
+    def describe(self) -> str:
+        return f"array [{self.n}, {self.d}]"
+
+
+def _open_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DictoptInputError(f"{path}: not a readable .npy file ({err})") from err
+    if arr.ndim != 2:
+        raise DictoptInputError(f"{path}: expected a 2-D array [N, d], got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DictoptInputError(f"{path}: expected numeric data, got dtype {arr.dtype}")
+    return arr
+
+
+class NpySource(ActivationSource):
+    """One ``.npy`` file, memory-mapped: only the current chunk is read into memory."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DictoptInputError(f"{self.path}: no such file")
+        arr = _open_npy(self.path)
+        self.d = int(arr.shape[1])
+        self.n = int(arr.shape[0])
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        self.dtype = dtype
+
+    def _raw_chunks(self) -> Iterator[tuple[np.ndarray, str]]:
+        arr = _open_npy(self.path)
+        for lo in range(0, self.n, self.chunk_size):
+            yield np.array(arr[lo : lo + self.chunk_size]), f"{self.path.name} rows {lo}+"
+
+    def describe(self) -> str:
+        return str(self.path)
+
+
+class ShardFolderSource(ActivationSource):
+    """A folder of ``.npy`` shards (sorted by name), all of the same width.
+
+    If the folder holds a ``manifest.json`` with a ``shards`` list, that order is used.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise DictoptInputError(f"{self.folder}: no such folder")
+        manifest = self.folder / "manifest.json"
+        if manifest.is_file():
+            try:
+                names = json.loads(manifest.read_text())["shards"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise DictoptInputError(f"{manifest}: unreadable manifest ({err})") from err
+            self.shards = [self.folder / name for name in names]
+        else:
+            self.shards = sorted(self.folder.glob("*.npy"))
+        if not self.shards:
+            raise DictoptInputError(f"{self.folder}: no .npy shards found")
+        widths = {}
+        self.n = 0
+        for shard in self.shards:
+            arr = _open_npy(shard)
+            widths[shard.name] = arr.shape[1]
+            self.n += int(arr.shape[0])
+        first = self.shards[0].name
+        for name, width in widths.items():
+            if width != widths[first]:
+                raise DictoptInputError(
+                    f"{self.folder / name}: width {width} differs from {first} "
+                    f"(width {widths[first]}); all shards must have the same width"
+                )
+        self.d = int(widths[first])
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        self.dtype = dtype
+
+    def _raw_chunks(self) -> Iterator[tuple[np.ndarray, str]]:
+        for shard in self.shards:
+            arr = _open_npy(shard)
+            for lo in range(0, arr.shape[0], self.chunk_size):
+                yield np.array(arr[lo : lo + self.chunk_size]), f"{shard.name} rows {lo}+"
+
+    def describe(self) -> str:
+        return f"{self.folder} ({len(self.shards)} shards)"
+
+
+def as_source(
+    obj: Any, *, chunk_size: int = DEFAULT_CHUNK_SIZE, dtype: torch.dtype | None = None
+) -> ActivationSource:
+    """Turn an array, tensor, ``.npy`` path or shard folder into an :class:`ActivationSource`."""
+    if isinstance(obj, ActivationSource):
+        return obj
+    if isinstance(obj, str | Path):
+        path = Path(obj)
+        if path.is_dir():
+            return ShardFolderSource(path, chunk_size=chunk_size, dtype=dtype)
+        if path.suffix == ".npy" or path.is_file():
+            return NpySource(path, chunk_size=chunk_size, dtype=dtype)
+        raise DictoptInputError(f"{path}: no such file or folder")
+    return ArraySource(obj, chunk_size=chunk_size, dtype=dtype)

@@ -1,0 +1,126 @@
+"""dictopt's own folder format, laid out like a SAELens SAE so other tools can read it.
+
+A folder holds ``cfg.json`` and ``sae_weights.safetensors`` with
+
+- ``W_dec [K, d]``: the *raw* decoder (canonical atoms times ``code_scale``), as SAELens stores it;
+- ``b_dec [d]``: the decoder bias;
+- the encoder's own tensors (``W_enc``, ``b_enc``, ``threshold``, ...) when there is an encoder.
+
+``cfg.json`` records ``architecture`` (the encoder's registered name, or ``"lasso"`` for
+dictionaries whose codes are optimal lasso codes), ``d_in``, ``d_sae``, ``lam`` with its
+convention, ``has_bias``, the encoder's config and dictopt's provenance ``meta``. Loading
+canonicalises exactly as :meth:`Dictionary.from_decoder` does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from dictopt.problem import Dictionary, get_encoder_class
+from dictopt.validation import DictoptInputError
+
+CONFIG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+FORMAT_VERSION = 1
+LAM_CONVENTION = "(1/N) sum_n [ 1/2 ||x_n - b - D^T a_n||^2 + lam * sum_k a_kn ], unit-norm atoms"
+LASSO = "lasso"
+
+
+def save_dictionary(dictionary: Dictionary, folder: str | Path) -> Path:
+    """Write ``dictionary`` to ``folder`` (created if needed); returns the folder."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {
+        "W_dec": dictionary.decoder.contiguous(),
+        "b_dec": dictionary.bias.contiguous(),
+    }
+    encoder_cfg: dict[str, Any] = {}
+    architecture = LASSO
+    if dictionary.encoder is not None:
+        architecture = dictionary.encoder.architecture
+        encoder_cfg = dictionary.encoder.config()
+        for name, tensor in dictionary.encoder.tensors().items():
+            if name in tensors:
+                raise ValueError(f"encoder tensor {name!r} clashes with a decoder tensor")
+            tensors[name] = tensor.detach().contiguous()
+    cfg = {
+        "architecture": architecture,
+        "d_in": dictionary.d,
+        "d_sae": dictionary.K,
+        "dtype": str(dictionary.dtype).removeprefix("torch."),
+        "lam": dictionary.lam,
+        "lam_convention": LAM_CONVENTION,
+        "has_bias": dictionary.has_bias,
+        "encoder": encoder_cfg,
+        "dictopt_format_version": FORMAT_VERSION,
+        "meta": dictionary.meta,
+    }
+    save_file({k: v.detach().cpu() for k, v in tensors.items()}, str(out / WEIGHTS_FILE))
+    (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, default=str) + "\n")
+    return out
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    """Parse ``cfg.json`` with clear errors for a missing or corrupt file."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise DictoptInputError(f"{path}: no such file (is {folder} a dictopt/SAELens folder?)")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DictoptInputError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(cfg, dict):
+        raise DictoptInputError(f"{path}: expected a JSON object")
+    return cfg
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file with a clear error when it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise DictoptInputError(f"{path}: no such file")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise DictoptInputError(f"{path}: corrupt or unreadable safetensors file ({err})") from err
+
+
+def load_dictionary(folder: str | Path) -> Dictionary:
+    """Read a folder written by :func:`save_dictionary` into a canonical :class:`Dictionary`."""
+    folder = Path(folder)
+    cfg = read_config(folder)
+    weights_path = folder / WEIGHTS_FILE
+    tensors = read_weights(weights_path)
+    for key in ("W_dec", "b_dec"):
+        if key not in tensors:
+            raise DictoptInputError(f"{weights_path}: missing tensor {key!r}")
+    W_dec, b_dec = tensors.pop("W_dec"), tensors.pop("b_dec")
+    for key, expected, actual in (
+        ("d_sae", cfg.get("d_sae"), W_dec.shape[0]),
+        ("d_in", cfg.get("d_in"), W_dec.shape[1] if W_dec.ndim == 2 else None),
+    ):
+        if expected is not None and expected != actual:
+            raise DictoptInputError(
+                f"{folder / CONFIG_FILE}: {key} = {expected} disagrees with W_dec of shape "
+                f"{tuple(W_dec.shape)} in {weights_path.name}"
+            )
+    architecture = cfg.get("architecture", LASSO)
+    encoder = None
+    if architecture != LASSO:
+        cls = get_encoder_class(architecture)
+        encoder = cls.from_saved(cfg.get("encoder", {}), tensors)
+    lam = cfg.get("lam")
+    return Dictionary.from_decoder(
+        W_dec,
+        b_dec,
+        lam=lam,
+        encoder=encoder,
+        has_bias=bool(cfg.get("has_bias", True)),
+        meta=dict(cfg.get("meta") or {}),
+    )

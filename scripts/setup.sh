@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up dictopt in ./.venv: torch==2.13.0 first (the CPU wheel; a loose torch requirement
+# would pull several GB of CUDA packages), then dictopt itself with the extras named in $1
+# (comma-separated, e.g. "dev" or "dev,saelens"). Safe to run again: it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "torch==2.13.0"
+if [ -n "$extras" ]; then
+    .venv/bin/python -m pip install -q -e ".[$extras]"
+else
+    .venv/bin/python -m pip install -q -e .
+fi
