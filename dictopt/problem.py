@@ -58,12 +58,15 @@ class RawEncoder(Protocol):
         ...
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Named tensors (SAELens names where they exist: ``W_enc``, ``b_enc``, ``threshold``)."""
+        """Named tensors (SAELens names: ``W_enc``, ``b_enc``, ``threshold``, ...).
+
+        Never ``W_dec``/``b_dec``: the dictionary saves those itself (raw scale).
+        """
         ...
 
     @classmethod
     def from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> RawEncoder:
-        """Rebuild from :meth:`config` and :meth:`tensors`."""
+        """Rebuild from :meth:`config` and the saved tensors (which include ``W_dec``/``b_dec``)."""
         ...
 
 

@@ -100,7 +100,7 @@ def load_dictionary(folder: str | Path) -> Dictionary:
     for key in ("W_dec", "b_dec"):
         if key not in tensors:
             raise DictoptInputError(f"{weights_path}: missing tensor {key!r}")
-    W_dec, b_dec = tensors.pop("W_dec"), tensors.pop("b_dec")
+    W_dec, b_dec = tensors["W_dec"], tensors["b_dec"]
     for key, expected, actual in (
         ("d_sae", cfg.get("d_sae"), W_dec.shape[0]),
         ("d_in", cfg.get("d_in"), W_dec.shape[1] if W_dec.ndim == 2 else None),
@@ -114,6 +114,8 @@ def load_dictionary(folder: str | Path) -> Dictionary:
     encoder = None
     if architecture != LASSO:
         cls = get_encoder_class(architecture)
+        # The encoder sees every tensor: SAEs that subtract b_dec from the input, or encode by
+        # pursuit over the decoder, need the decoder tensors too.
         encoder = cls.from_saved(cfg.get("encoder", {}), tensors)
     lam = cfg.get("lam")
     return Dictionary.from_decoder(
