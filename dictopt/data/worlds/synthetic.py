@@ -29,6 +29,8 @@ from dictopt.data.worlds._core import (
 )
 from dictopt.validation import DictoptInputError
 
+_BLOCK_ROWS = 8192
+
 _COMMON_DOCS = {
     "n": "number of data points N",
     "d": "data dimension",
@@ -120,8 +122,13 @@ def independent(params: dict[str, Any], rng: Streams) -> World:
 
     atoms = random_atoms(rng.atoms, k, d, mu)
     bias = random_bias(rng.atoms, d, bias_norm)
-    active = rng.codes.random((n, k)) < p
-    codes = np.where(active, magnitudes(rng.codes, (n, k), kind), 0.0)
+    # Row blocks of fixed size keep temporaries small for large n (codes are the only [n, k]
+    # array); magnitudes are drawn only for the active entries.
+    codes = np.zeros((n, k))
+    for lo in range(0, n, _BLOCK_ROWS):
+        block = codes[lo : lo + _BLOCK_ROWS]
+        active = rng.codes.random(block.shape) < p
+        block[active] = magnitudes(rng.codes, (int(active.sum()),), kind)
     return assemble(atoms, codes, bias, noise, rng.noise)
 
 
