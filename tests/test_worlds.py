@@ -284,7 +284,11 @@ def test_hierarchy_defaults_are_a_strict_hierarchy_with_visible_children() -> No
     for child, parent in world.edges:
         # THEORY C5 for (i = child, j = parent): H_ij = max of a_child where the parent is off.
         off = ~active[:, parent]
-        assert world.codes[off, child].max(initial=0.0) == 0.0
+        H = world.codes[off, child].max(initial=0.0)
+        assert H == 0.0
+        # ... so the truth violates the upper C5 inequality (1 - c_ij) ā_i ≤ H_ij on every edge
+        c_ij = world.atoms[child] @ world.atoms[parent]
+        assert (1 - c_ij) * world.codes[:, child].mean() > H + 0.01
         assert active[:, child].sum() > 20  # children do fire, so the hierarchy is observable
     # children split their parent's firing: P(child | parent) ≈ p_child / branching
     rate = np.mean([active[active[:, p], c].mean() for c, p in world.edges])
