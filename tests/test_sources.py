@@ -336,3 +336,11 @@ def test_as_source_dispatch(tmp_path: Path) -> None:
         as_source(tmp_path / "nothing")
     with pytest.raises(DictoptInputError, match="no such file"):
         as_source(tmp_path / "nothing.npy")
+
+
+def test_shard_folder_natural_order_without_manifest(tmp_path: Path) -> None:
+    """shard_2 comes before shard_10 (plain name order would put 10 first)."""
+    for i in (10, 2, 1):
+        np.save(tmp_path / f"shard_{i}.npy", np.full((2, 3), float(i)))
+    names = [c.label.split()[0] for c in collect(ShardFolderSource(tmp_path, chunk_size=100))]
+    assert names == ["shard_1.npy", "shard_2.npy", "shard_10.npy"]

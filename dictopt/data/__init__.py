@@ -8,6 +8,7 @@ from dictopt.data.sources import (
     ShardFolderSource,
     as_source,
 )
+from dictopt.data.worlds import WORLDS, World, WorldSpec, make_world
 
 __all__ = [
     "ActivationSource",
@@ -15,5 +16,9 @@ __all__ = [
     "Chunk",
     "NpySource",
     "ShardFolderSource",
+    "WORLDS",
+    "World",
+    "WorldSpec",
+    "make_world",
     "as_source",
 ]
