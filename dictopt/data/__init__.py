@@ -8,5 +8,17 @@ from dictopt.data.sources import (
     ShardFolderSource,
     as_source,
 )
+from dictopt.data.worlds import WORLDS, World, WorldSpec, make_world
 
-__all__ = ["ActivationSource", "ArraySource", "Chunk", "NpySource", "ShardFolderSource", "as_source"]
+__all__ = [
+    "ActivationSource",
+    "ArraySource",
+    "Chunk",
+    "NpySource",
+    "ShardFolderSource",
+    "WORLDS",
+    "World",
+    "WorldSpec",
+    "make_world",
+    "as_source",
+]

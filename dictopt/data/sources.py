@@ -9,6 +9,7 @@ the source's width, finite.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +105,11 @@ class ArraySource(ActivationSource):
         return f"array [{self.n}, {self.d}]"
 
 
+def _natural_key(path: Path) -> list[Any]:
+    """Sort ``shard_2.npy`` before ``shard_10.npy``: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
 def _open_npy(path: Path) -> np.ndarray:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -145,7 +151,7 @@ class NpySource(ActivationSource):
 
 
 class ShardFolderSource(ActivationSource):
-    """A folder of ``.npy`` shards (sorted by name), all of the same width.
+    """A folder of ``.npy`` shards (natural name order: 2 before 10), all of the same width.
 
     If the folder holds a ``manifest.json`` with a ``shards`` list, that order is used.
     """
@@ -166,9 +172,13 @@ class ShardFolderSource(ActivationSource):
                 names = json.loads(manifest.read_text())["shards"]
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise DictoptInputError(f"{manifest}: unreadable manifest ({err})") from err
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise DictoptInputError(
+                    f"{manifest}: 'shards' must be a list of file names, got {names!r}"
+                )
             self.shards = [self.folder / name for name in names]
         else:
-            self.shards = sorted(self.folder.glob("*.npy"))
+            self.shards = sorted(self.folder.glob("*.npy"), key=_natural_key)
         if not self.shards:
             raise DictoptInputError(f"{self.folder}: no .npy shards found")
         widths = {}
