@@ -190,7 +190,7 @@ class Toward(Move):
 def best_toward_step(
     move: Toward, atoms: torch.Tensor, mean_a: torch.Tensor, lam: float, t_max: float
 ) -> float:
-    """Minimise the exact (convex in ``t``) ``ΔL(t)`` of a :class:`Toward` move on ``(0, t_max]``."""
+    """Minimise the exact, convex ``ΔL(t)`` of a :class:`Toward` move on ``(0, t_max]``."""
     from scipy.optimize import minimize_scalar
 
     hi = min(t_max, 1e3)

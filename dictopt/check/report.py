@@ -153,13 +153,17 @@ class CheckReport:
                            if s["unstable_optimum"] else "all first-order conditions hold")
         )
         if self.violations:
-            lines.append(f"top {min(top, len(self.violations))} violations (by predicted decrease):")
+            shown = min(top, len(self.violations))
+            lines.append(f"top {shown} violations (by exact decrease of their certificate):")
             for v in self.violations[:top]:
-                pair = f"({v.i}, {v.j})" if v.j is not None else f"{v.i}" if v.i is not None else "-"
+                pair = "-" if v.i is None and v.j is None else (
+                    f"({v.i}, {v.j})" if v.i is not None and v.j is not None
+                    else f"atom {v.i if v.i is not None else v.j}"
+                )
                 meas = f"  measured {v.measured_decrease:.3g}" if v.measured_decrease else ""
                 lines.append(
                     f"  {v.condition:<4} {pair:<14} {v.label:<12} predicted "
-                    f"{v.predicted_decrease:.3g}{meas}"
+                    f"{v.predicted_decrease:.3g}  exact {v.model_decrease or 0:.3g}{meas}"
                 )
         return "\n".join(lines)
 
