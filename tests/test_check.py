@@ -171,7 +171,8 @@ def test_pass_one_statistics_merge_exactly():
     for name in ("sum_a", "sum_a2", "min_a", "max_a", "n_active", "G_sum", "kkt_max", "c1_gain"):
         torch.testing.assert_close(getattr(p1, name), getattr(whole, name))
     torch.testing.assert_close(p1.top.vals, whole.top.vals)
-    torch.testing.assert_close(p1.bottom.vals, whole.bottom.vals)
+    torch.testing.assert_close(p1.top.ids, whole.top.ids)
+    torch.testing.assert_close(p1.top.row_col, whole.top.row_col)
 
 
 # ---- joint hull ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """``check``: two streaming passes, every first-order condition, certificates (THEORY §2).
 
 Pass 1 encodes each chunk, forms residuals and accumulates :class:`PassOneStats` (C1–C4,
-capacity, top/bottom buffers). Between the passes the buffers decide ``H_ij``/``L_ij`` exactly
+capacity, top buffers). Between the passes the buffers decide ``H_ij`` exactly
 for almost every ordered pair (:mod:`dictopt.check.pairs`). Pass 2 re-encodes and computes
 the remaining pair extremes, the step bounds of the C5 certificates and the co-activity of
 label candidates. Memory: ``O(K d + K m L0)`` plus ``K × block`` blocks of the Gram matrix,
@@ -22,7 +22,7 @@ from dictopt.check.conditions import atom_conditions, atom_floor
 from dictopt.check.moves import Toward, best_toward_step
 from dictopt.check.pairs import buffer_extremes, dense_extremes
 from dictopt.check.report import CONDITIONS, LABELS, CheckReport, Label, Violation
-from dictopt.check.stats import PassOneStats, PassTwoStats
+from dictopt.check.stats import PassOneStats, PassTwoStats, argsort_stable, sort_unique
 from dictopt.check.tolerances import (
     DEFAULT_LABELS,
     DEFAULT_TOLERANCES,
@@ -204,7 +204,6 @@ def check(
     # ---- pair classification from the buffers ---------------------------------------------
     t1 = time.perf_counter()
     top = buffer_extremes(st1.top, K)
-    bot = buffer_extremes(st1.bottom, K)
     floor = atom_floor(abar, tol)
     D = atoms
     pair_found: list[tuple[torch.Tensor, ...]] = []  # (i, j, side, value) known violations
@@ -227,12 +226,9 @@ def check(
             up_viol = valid & ~torch.isnan(H) & (H <= 0) & (theta > tol_i)
         ii, jj = up_viol.nonzero(as_tuple=True)
         pair_found.append((rows[ii], jj, torch.ones_like(ii), H[ii, jj]))
-        if dictionary.has_bias:
-            L = dense_extremes(bot, rows, K)
-            lo_unknown = valid & torch.isnan(L)
-            lo_viol = valid & ~torch.isnan(L) & (L - theta > tol_i)
-            ii, jj = lo_viol.nonzero(as_tuple=True)
-            pair_found.append((rows[ii], jj, -torch.ones_like(ii), L[ii, jj]))
+        if dictionary.has_bias:  # lower side: see the lemma in dictopt.check.pairs
+            both = st1.n_active[rows, None] + st1.n_active[None, :] >= N
+            lo_unknown = valid & (both | (theta < tau))
         else:
             lo_unknown = torch.zeros_like(valid)
         ii, jj = (up_unknown | lo_unknown).nonzero(as_tuple=True)
@@ -254,22 +250,20 @@ def check(
     # rank known violations by slope; only the first max_pair_certificates get step bounds
     fc = (D[fi] * D[fj]).sum(1).to(F64)
     fslope = lam * fside * ((1 - fc) * abar[fi] - fval)
-    order = torch.argsort(fslope, descending=True)
+    order = argsort_stable(-fslope)
     fi, fj, fside, fval, fc, fslope = (t[order] for t in (fi, fj, fside, fval, fc, fslope))
     nb = min(max_pair_certificates, fi.numel())
     # pass-2 pair list: unknown pairs, certified pairs (step bounds), label pairs (co-activity)
     ui, uj = torch.cat(pass2_i), torch.cat(pass2_j)
     P_i = torch.cat([ui, fi[:nb], li])
     P_j = torch.cat([uj, fj[:nb], lj])
-    key, inv = torch.unique(P_i * K + P_j, return_inverse=True)
+    key = sort_unique(torch.cat([P_i * K + P_j]))
     P_i, P_j = key // K, key % K
     # initial extremes: exact where the buffers know them, otherwise the safe bounds
     H0 = torch.zeros(key.numel(), dtype=F64, device=dev)
     L0 = st1.max_a[P_i].clone()
     Hk = _lookup(top, P_i, P_j, K)
-    Lk = _lookup(bot, P_i, P_j, K)
     H0 = torch.where(torch.isnan(Hk), H0, Hk)
-    L0 = torch.where(torch.isnan(Lk), L0, Lk)
     timings["pairs"] = time.perf_counter() - t1
 
     # ---- pass 2 ---------------------------------------------------------------------------
@@ -372,7 +366,7 @@ def _lookup(ext, P_i: torch.Tensor, P_j: torch.Tensor, K: int) -> torch.Tensor: 
     """Buffer value of each pair (NaN = unknown): sparse entries override ``first[i]``."""
     out = ext.first[P_i].clone()
     keys = ext.pi * K + ext.pj
-    order = torch.argsort(keys)
+    order = argsort_stable(keys)
     sk = keys[order]
     q = P_i * K + P_j
     pos = torch.searchsorted(sk, q).clamp(max=max(sk.numel() - 1, 0))

@@ -30,8 +30,6 @@ def atom_conditions(
     tol: Tolerances,
 ) -> tuple[list[Violation], dict[str, torch.Tensor]]:
     """C1, C2 (tangential and radial), C3, C4. Returns violations and per-atom columns."""
-    from scipy.optimize import minimize_scalar
-
     n = st.n
     D = atoms_KD.to(F64)
     abar = st.mean_a
@@ -56,17 +54,15 @@ def atom_conditions(
     rad = radial - lam * abar
     tol2 = tol.stat_rel * lam * torch.clamp(abar, min=floor)
     for k in (tang > tol2).nonzero().flatten().tolist():
+        # d' = cos φ d + sin φ u gives ΔL(φ) = γ'(1 − cos φ) − p sin φ with p = ‖perp‖,
+        # γ' = d·G + (1/N)Σa²; minimised at φ* = atan2(p, γ') (capped below π/2, t = tan φ).
         u = perp[k] / tang[k]
-        qk = float(q2[k])
-        res = minimize_scalar(
-            lambda t, k=k, u=u, qk=qk: c2_model(G[k], D[k], qk, u, t),
-            bounds=(0.0, 1e3), method="bounded", options={"xatol": 1e-12},
-        )
-        t = float(res.x)
+        p, gp = float(tang[k]), float(radial[k] + q2[k])
+        phi = min(math.atan2(p, gp), 1.5)
+        t = math.tan(phi)
         out.append(Violation(
-            "C2", k, None, "rotation", float(tang[k]), t, t * float(tang[k]),
-            -c2_model(G[k], D[k], qk, u, t), detail={"tangential": float(tang[k])},
-            move=Rotate(t, k=k, u=u),
+            "C2", k, None, "rotation", p, t, t * p, p * math.sin(phi) - gp * (1 - math.cos(phi)),
+            detail={"tangential": p}, move=Rotate(t, k=k, u=u),
         ))
     for k in (rad.abs() > tol2).nonzero().flatten().tolist():
         rho, qk = float(rad[k]), float(q2[k])

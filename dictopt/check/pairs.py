@@ -1,4 +1,4 @@
-"""Which ordered pairs can violate C5, decided from the top/bottom buffers (THEORY C5).
+"""Which ordered pairs can violate C5, decided from the top buffers (THEORY C5).
 
 For a pair ``(i, j)`` let ``θ_ij = (1 − c_ij) ā_i`` and, over the points where ``j`` is
 inactive (``a_j ≤ τ``), ``H_ij = max a_i`` and ``L_ij = min a_i``. C5 asks
@@ -9,8 +9,13 @@ it ``O(K² + K m L0)``:
 ``n_1 … n_m``). Every point outside the buffer has ``a_i ≤ v_m``. If ``r`` is the first rank at
 which ``j`` is inactive, then every point with a larger ``a_i`` has ``j`` active, so
 ``H_ij = v_r`` **exactly**. Only when ``j`` is active at all ``m`` buffered points is ``H_ij``
-unknown (``≤ v_m``): such pairs go to pass 2, which computes ``H_ij`` exactly. The same
-argument on the ``m`` smallest codes gives ``L_ij``.
+unknown (``≤ v_m``): such pairs go to pass 2, which computes ``H_ij`` exactly.
+
+*Lower side.* ``L_ij ≤ a_in`` for any point where both are inactive, and ``a_in ≤ τ`` there.
+If ``|S_i| + |S_j| < N`` such a point exists, so whenever also ``τ ≤ θ_ij`` the lower side
+holds. Only pairs with ``|S_i| + |S_j| ≥ N`` (one of the two atoms is active on at least half
+the points) or ``θ_ij < τ`` need ``L_ij``, computed exactly in pass 2. (Many dense atoms would
+make this list long: ``K × #dense`` pairs.)
 
 Because a point's support has ``L0`` atoms, at most ``K · L0`` pairs have ``r > 1`` and the
 pairs left for pass 2 are those whose ``j`` fires at *all* of ``i``'s extreme points (parents
@@ -23,7 +28,7 @@ from typing import NamedTuple
 
 import torch
 
-from dictopt.check.stats import TopBuffer
+from dictopt.check.stats import TopBuffer, member, sort_unique
 
 F64 = torch.float64
 
@@ -47,7 +52,6 @@ def buffer_extremes(buf: TopBuffer, K: int) -> BufferExtremes:
     m = buf.vals.shape[0]
     device = buf.vals.device
     first = buf.vals[0].clone()
-    atoms = torch.arange(K, device=device)
     # pairs (i, j) with j active at rank 0 of i
     q, col = buf.supports(buf.ids[0])
     alive = q * K + col
@@ -56,8 +60,8 @@ def buffer_extremes(buf: TopBuffer, K: int) -> BufferExtremes:
     vals_out: list[torch.Tensor] = []
     for r in range(1, m):
         q, col = buf.supports(buf.ids[r])
-        here = q * K + col
-        still = torch.isin(alive, here)
+        here = sort_unique(q * K + col)
+        still = member(alive, here)
         gone = alive[~still]
         keys_out.append(gone)
         vals_out.append(buf.vals[r][gone // K])
@@ -66,7 +70,6 @@ def buffer_extremes(buf: TopBuffer, K: int) -> BufferExtremes:
     vals_out.append(torch.full((alive.numel(),), torch.nan, dtype=F64, device=device))
     keys = torch.cat(keys_out) if keys_out else alive
     vals = torch.cat(vals_out) if vals_out else alive.to(F64)
-    del atoms
     return BufferExtremes(first, keys // K, keys % K, vals)
 
 

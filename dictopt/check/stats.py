@@ -3,15 +3,16 @@
 Pass 1 (:class:`PassOneStats`) sees every chunk once with its codes and residuals and keeps
 only quantities whose size does not depend on N: sums over points (``Σ a_kn``, ``Σ a_kn²``,
 ``Σ a_kn r_n``, ``Σ r_n``), extremes (``min/max a_kn``, the largest KKT violation per atom)
-and, per atom, the ``m`` largest and ``m`` smallest codes with the support of those points
-(top/bottom buffers). Pass 2 (:class:`PassTwoStats`) computes exact conditional extremes
-``H_ij``/``L_ij`` only for the pairs the buffers could not decide (see
+and, per atom, the ``m`` largest codes with the support of those points (top buffer).
+Pass 2 (:class:`PassTwoStats`) computes exact conditional extremes ``H_ij``/``L_ij`` only
+for the pairs the buffers could not decide (see
 :mod:`dictopt.check.pairs`). Every statistic has ``merge`` so that chunk statistics from
 different processes combine exactly (sums add, extremes take max/min, buffers re-select).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from dictopt.problem import ExplainedVariance
@@ -44,7 +45,7 @@ class TopBuffer:
         # supports of the chunk's rows that made it into the buffer
         local = self.ids - start
         mask = (local >= 0) & (local < c)
-        rows = local[mask].unique()
+        rows = sort_unique(local[mask])
         if rows.numel():
             sub = codes_NK[rows]
             r, col = (sub > tau).nonzero(as_tuple=True)
@@ -70,7 +71,7 @@ class TopBuffer:
         self.row_val = torch.cat([self.row_val, val])
 
     def _prune(self) -> None:
-        keep = torch.isin(self.row_id, self.ids.unique())
+        keep = member(self.row_id, sort_unique(self.ids.flatten()))
         rid, col, val = self.row_id[keep], self.row_col[keep], self.row_val[keep]
         # drop duplicates (a row added twice through merges), sort by row id for lookups
         key = rid * self.K + col
@@ -90,11 +91,37 @@ class TopBuffer:
         return q, self.row_col[pos]
 
 
+def sort_unique(t: torch.Tensor) -> torch.Tensor:
+    """Sorted unique values (numpy on CPU: torch's threaded sort is very slow when the CPU is
+    shared)."""
+    if t.device.type == "cpu":
+        v = np.sort(t.numpy())
+        if v.size:
+            v = v[np.concatenate([[True], v[1:] != v[:-1]])]
+        return torch.from_numpy(v)
+    return t.unique()
+
+
+def argsort_stable(t: torch.Tensor) -> torch.Tensor:
+    """Stable argsort (numpy on CPU, see :func:`sort_unique`)."""
+    if t.device.type == "cpu":
+        return torch.from_numpy(np.argsort(t.numpy(), kind="stable"))
+    return torch.argsort(t, stable=True)
+
+
+def member(a: torch.Tensor, sorted_b: torch.Tensor) -> torch.Tensor:
+    """``a ∈ b`` elementwise for a sorted 1-D ``b`` (binary search; faster than ``isin``)."""
+    if sorted_b.numel() == 0:
+        return torch.zeros_like(a, dtype=torch.bool)
+    pos = torch.searchsorted(sorted_b, a).clamp(max=sorted_b.numel() - 1)
+    return sorted_b[pos] == a
+
+
 def _unique_first(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sorted unique keys and, for each, the index of one occurrence."""
     if key.numel() == 0:
         return key, key.clone()
-    order = torch.argsort(key, stable=True)
+    order = argsort_stable(key)
     sk = key[order]
     new = torch.ones_like(sk, dtype=torch.bool)
     new[1:] = sk[1:] != sk[:-1]
@@ -128,7 +155,6 @@ class PassOneStats:
         self.over_sum = 0.0
         self.over_max = 0.0
         self.top = TopBuffer(m, K, largest=True, device=device)
-        self.bottom = TopBuffer(m, K, largest=False, device=device)
 
     def update(
         self,
@@ -141,22 +167,34 @@ class PassOneStats:
         *,
         sparse: bool = False,
     ) -> None:
-        """Add one chunk: data, its codes (canonical), the dictionary, the row offset."""
+        """Add one chunk: data, its codes (canonical), the dictionary, the row offset.
+
+        Dense ``[c, K]`` work is kept to the two products that cannot be avoided (the codes
+        and ``g = R Dᵀ``) and a few fused reductions; everything about *active* codes is done
+        on the sparse list of active entries (``c · L0`` of them).
+        """
         a = codes_NK
+        c, K = a.shape
+        rows, cols = (a > tau).nonzero(as_tuple=True)
+        vals = a[rows, cols]
         if sparse:
-            a_sp = a.to_sparse()
+            a_sp = torch.sparse_coo_tensor(
+                torch.stack([rows, cols]), vals, (c, K), check_invariants=False
+            )
             recon = torch.sparse.mm(a_sp, atoms_KD) + bias_D
         else:
             recon = a @ atoms_KD + bias_D
         r = x_ND - recon
-        self.n += a.shape[0]
-        a64 = a.to(F64)
-        self.sum_a += a64.sum(0)
-        self.sum_a2 += (a64 * a64).sum(0)
-        self.min_a = torch.minimum(self.min_a, a64.amin(0))
-        self.max_a = torch.maximum(self.max_a, a64.amax(0))
-        active = a > tau
-        self.n_active += active.sum(0).to(F64)
+        self.n += c
+        # inactive codes (≤ τ) still count in sums: add them only when τ > 0
+        v64 = vals.to(F64)
+        if tau > 0:
+            self.sum_a += a.sum(0).to(F64)
+            self.sum_a2 += (a * a).sum(0).to(F64)
+        else:
+            self.sum_a += torch.bincount(cols, weights=v64, minlength=K)
+            self.sum_a2 += torch.bincount(cols, weights=v64 * v64, minlength=K)
+        self.n_active += torch.bincount(cols, minlength=K).to(F64)
         if sparse:
             self.G_sum += torch.sparse.mm(a_sp.t(), r).to(F64)
         else:
@@ -165,18 +203,40 @@ class PassOneStats:
         self.r_sum += r64.sum(0)
         sq = (r64 * r64).sum(1)
         self.half_sq += 0.5 * float(sq.sum())
-        self.l1 += float(a64.sum())
+        self.l1 += float(a.sum()) if tau > 0 else float(v64.sum())
         self.ev.update(x_ND, recon)
         if self.lam is not None:
             lam = self.lam
             g = r @ atoms_KD.t()  # g_kn = d_k · r_n  (THEORY C1)
-            excess = g - lam
-            viol = torch.where(active, excess.abs(), excess.clamp(min=0))
-            self.kkt_max = torch.maximum(self.kkt_max, viol.amax(0).to(F64))
-            # optimal step on a_kn alone: δ = max(g − λ, −a); exact decrease δ(g−λ) − δ²/2
-            delta = torch.maximum(excess, -a)
-            self.c1_slope += (delta * excess).sum(0).to(F64)
-            self.c1_gain += (delta * excess - 0.5 * delta * delta).sum(0).to(F64)
+            # inactive entries: violation v = max(g − λ, 0); the optimal step on a_kn alone is
+            # δ = v, with first-order gain δ(g − λ) = v² and exact gain v² − v²/2.
+            v = torch.relu(g - lam)
+            self.kkt_max = torch.maximum(self.kkt_max, v.amax(0).to(F64))
+            v2 = (v * v).sum(0).to(F64)
+            # active entries: violation |g − λ|, step δ = max(g − λ, −a); replace their
+            # inactive-formula contribution (relu ≤ |·|, so the max above stays correct).
+            ex = (g[rows, cols] - lam).to(F64)
+            delta = torch.maximum(ex, -v64)
+            wrong = torch.relu(ex) ** 2
+            self.kkt_max = torch.maximum(
+                self.kkt_max,
+                torch.zeros_like(self.kkt_max).scatter_reduce_(0, cols, ex.abs(), "amax"),
+            )
+            self.c1_slope += v2 + torch.bincount(cols, weights=delta * ex - wrong, minlength=K)
+            self.c1_gain += 0.5 * v2 + torch.bincount(
+                cols, weights=delta * ex - 0.5 * delta * delta - 0.5 * wrong, minlength=K
+            )
+            if tau > 0:  # entries with 0 < a ≤ τ: δ = max(g − λ, −a), not relu(g − λ)
+                small = (a > 0) & (a <= tau)
+                if bool(small.any()):
+                    rr, cc = small.nonzero(as_tuple=True)
+                    e2 = (g[rr, cc] - lam).to(F64)
+                    d2 = torch.maximum(e2, -a[rr, cc].to(F64))
+                    w2 = torch.relu(e2) ** 2
+                    self.c1_slope += torch.bincount(cc, weights=d2 * e2 - w2, minlength=K)
+                    self.c1_gain += torch.bincount(
+                        cc, weights=d2 * e2 - 0.5 * d2 * d2 - 0.5 * w2, minlength=K
+                    )
             norm = sq.sqrt()
             over = norm > lam
             self.n_over += int(over.sum())
@@ -185,7 +245,8 @@ class PassOneStats:
                 self.over_sum += float(gain.sum())
                 self.over_max = max(self.over_max, float(gain.max()))
         self.top.update(a, start, tau)
-        self.bottom.update(a, start, tau)
+        self.min_a = torch.minimum(self.min_a, a.amin(0).to(F64))
+        self.max_a = self.top.vals[0].clone()
 
     def merge(self, o: PassOneStats) -> None:
         """Absorb the statistics of other chunks (e.g. another process)."""
@@ -193,7 +254,6 @@ class PassOneStats:
         for name in ("sum_a", "sum_a2", "n_active", "G_sum", "r_sum", "c1_gain", "c1_slope"):
             setattr(self, name, getattr(self, name) + getattr(o, name))
         self.min_a = torch.minimum(self.min_a, o.min_a)
-        self.max_a = torch.maximum(self.max_a, o.max_a)
         self.kkt_max = torch.maximum(self.kkt_max, o.kkt_max)
         self.half_sq += o.half_sq
         self.l1 += o.l1
@@ -202,7 +262,7 @@ class PassOneStats:
         self.over_sum += o.over_sum
         self.over_max = max(self.over_max, o.over_max)
         self.top.merge(o.top)
-        self.bottom.merge(o.bottom)
+        self.max_a = self.top.vals[0].clone()
 
     # -- derived ----------------------------------------------------------------------------
     @property
