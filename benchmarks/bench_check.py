@@ -12,6 +12,7 @@ N = 100k and N = 1M rows (so the data never sit in memory), at ``--mem-K``/``--m
 Timings are noisy on a shared machine.
 """
 
+# ruff: noqa: T201  (a benchmark script prints its figures)
 from __future__ import annotations
 
 import argparse
@@ -164,8 +165,9 @@ def main() -> None:
             )
             rss[n] = int(out.stdout.strip().splitlines()[-1])
         growth = rss[1_000_000] / rss[100_000] - 1
-        print(f"peak RSS (ru_maxrss, K={args.mem_K}, d={args.mem_d}): N=100k {rss[100_000] / 1024:.0f} "
-              f"MiB, N=1M {rss[1_000_000] / 1024:.0f} MiB, growth {100 * growth:.1f}%")
+        print(f"peak RSS (ru_maxrss, K={args.mem_K}, d={args.mem_d}): "
+              f"N=100k {rss[100_000] / 1024:.0f} MiB, N=1M {rss[1_000_000] / 1024:.0f} MiB, "
+              f"growth {100 * growth:.1f}%")
 
 
 if __name__ == "__main__":

@@ -123,13 +123,18 @@ def random_problem(seed: int, has_bias: bool):
     return x, A, D, b, lam
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10**6), has_bias=st.booleans(), m=st.integers(1, 4),
-       chunk=st.integers(3, 25))
-def test_streaming_check_agrees_with_brute_force(seed, has_bias, m, chunk):
+       chunk=st.integers(3, 25), relu=st.booleans())
+def test_streaming_check_agrees_with_brute_force(seed, has_bias, m, chunk, relu):
+    """``relu``: τ = 0 and the sparse kernels (ReLU-SAE path); else solver τ, dense kernels."""
+    from dictopt.check import Tolerances
+
     x, A, D, b, lam = random_problem(seed, has_bias)
     dic = Dictionary(atoms=D, bias=b, lam=lam, has_bias=has_bias)
-    rep = check(dic, x, codes=A, buffer_size=m, chunk_size=chunk, hull=False)
+    tol = Tolerances(tau=0.0) if relu else Tolerances()
+    rep = check(dic, x, codes=A, buffer_size=m, chunk_size=chunk, hull=False, tol=tol,
+                sparse=relu)
     tau = rep.summary["tau"]
     ref = brute_force(x, A, D, b, lam, tau, has_bias=has_bias)
     assert rep.summary["loss"] == pytest.approx(ref.loss, rel=1e-10)

@@ -91,9 +91,17 @@ def make_coder(
 
 
 def _codes_for(coder, x: torch.Tensor, start: int, K: int, dtype: torch.dtype) -> torch.Tensor:
+    """Codes of a chunk, validated with one pass (``amin`` propagates NaN; +inf is caught
+    when the active entries are read) and clamped only if slightly negative."""
     a = coder(x, start).to(dtype)
-    check_codes(a, x.shape[0], K, tol=1e-9)
-    return a.clamp(min=0)
+    if a.shape != (x.shape[0], K):
+        check_codes(a, x.shape[0], K)
+    low = float(a.amin()) if a.numel() else 0.0
+    if low != low or low < -1e-9 or low == float("inf"):
+        check_codes(a, x.shape[0], K, tol=1e-9)
+    if bool(torch.isinf(a.amax())):
+        check_codes(a, x.shape[0], K, tol=1e-9)
+    return a.clamp(min=0) if low < 0 else a
 
 
 def check(
@@ -104,7 +112,7 @@ def check(
     lam: float | None = None,
     tol: Tolerances = DEFAULT_TOLERANCES,
     thresholds: LabelThresholds = DEFAULT_LABELS,
-    buffer_size: int = 16,
+    buffer_size: int = 4,
     hull: bool | str = "auto",
     hull_exact_limit: int = 5_000_000,
     amortisation: bool | None = None,
@@ -166,8 +174,15 @@ def check(
             f"activations: width {src.d} but the dictionary has d = {dictionary.d}"
         )
     mode, coder = make_coder(dictionary, codes)
+    amortisation_note = None
     if amortisation is None:
         amortisation = mode == "own"
+        if amortisation:
+            try:
+                import dictopt.solvers.coding  # noqa: F401
+            except ImportError:
+                amortisation = False
+                amortisation_note = "skipped: the exact coder dictopt.solvers.coding is missing"
     K, d = dictionary.K, dictionary.d
     atoms, bias = dictionary.atoms, dictionary.bias
     dev = dictionary.device
@@ -345,7 +360,7 @@ def check(
         "bias_residual": float(st1.r_mean.norm()),
         "capacity": {"points_over_lam": st1.n_over, "total_gain": st1.over_sum / N,
                      "max_gain": st1.over_max / N},
-        "amortisation": None,
+        "amortisation": amortisation_note,
         "pairs_in_pass2": int(key.numel()),
         "hull": hull_info,
         "tolerances": {k: getattr(tol, k) for k in tol.__dataclass_fields__},

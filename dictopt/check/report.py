@@ -143,7 +143,9 @@ class CheckReport:
             f"with ‖r‖>λ (a new atom could remove up to {s['capacity']['total_gain']:.3g})",
         ]
         am = s.get("amortisation")
-        if am:
+        if isinstance(am, str):
+            lines.append(f"amortisation gap: {am}")
+        elif am:
             lines.append(
                 f"amortisation gap: own loss − optimal loss = {am['loss_gap']:.4g} "
                 f"(optimal {am['optimal_loss']:.6g})"

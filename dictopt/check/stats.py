@@ -12,6 +12,8 @@ different processes combine exactly (sums add, extremes take max/min, buffers re
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -36,12 +38,30 @@ class TopBuffer:
         self.row_col = torch.empty(0, dtype=torch.long, device=device)
         self.row_val = torch.empty(0, dtype=F64, device=device)
 
-    def update(self, codes_NK: torch.Tensor, start: int, tau: float) -> None:
-        """Add a chunk of codes whose first row has global index ``start``."""
+    def update(
+        self,
+        codes_NK: torch.Tensor,
+        start: int,
+        tau: float,
+        active: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        """Add a chunk of codes whose first row has global index ``start``.
+
+        Once the buffer is full and its ``m``-th values exceed ``τ``, only active entries can
+        enter it, so ``active = (rows, cols, vals)`` (the chunk's entries ``> τ``) replaces the
+        dense ``topk`` over the chunk.
+        """
         c = codes_NK.shape[0]
         k = min(self.m, c)
-        vals, idx = codes_NK.to(F64).topk(k, dim=0, largest=self.largest, sorted=True)
-        self._merge(vals, idx + start)
+        full = self.vals.shape[0] == self.m
+        if active is not None and self.largest and full and bool((self.vals[-1] >= tau).all()):
+            rows, cols, vals = active
+            keep = vals.to(F64) > self.vals[-1][cols]
+            if bool(keep.any()):
+                self._merge_sparse(rows[keep] + start, cols[keep], vals[keep].to(F64))
+        else:
+            vals, idx = codes_NK.topk(k, dim=0, largest=self.largest, sorted=True)
+            self._merge(vals.to(F64), idx + start)
         # supports of the chunk's rows that made it into the buffer
         local = self.ids - start
         mask = (local >= 0) & (local < c)
@@ -64,6 +84,24 @@ class TopBuffer:
         k = min(self.m, allv.shape[0])
         v, pos = allv.topk(k, dim=0, largest=self.largest, sorted=True)
         self.vals, self.ids = v, alli.gather(0, pos)
+
+    def _merge_sparse(self, gid: torch.Tensor, col: torch.Tensor, val: torch.Tensor) -> None:
+        """Merge candidate entries ``(gid, col, val)`` into a full buffer."""
+        m, K = self.vals.shape
+        cols = torch.arange(K, device=col.device).repeat(m)
+        allc = torch.cat([cols, col])
+        allv = torch.cat([self.vals.flatten(), val])
+        alli = torch.cat([self.ids.flatten(), gid])
+        # sort by column, then by value descending (numpy lexsort: stable and fast on CPU)
+        order = torch.from_numpy(
+            np.lexsort((-allv.cpu().numpy(), allc.cpu().numpy()))
+        ).to(allc.device)
+        counts = torch.bincount(allc, minlength=K)
+        starts = counts.cumsum(0) - counts
+        pos = (starts[None, :] + torch.arange(m, device=col.device)[:, None]).flatten()
+        sel = order[pos]
+        self.vals = allv[sel].reshape(m, K)
+        self.ids = alli[sel].reshape(m, K)
 
     def _add_rows(self, rid: torch.Tensor, col: torch.Tensor, val: torch.Tensor) -> None:
         self.row_id = torch.cat([self.row_id, rid])
@@ -107,6 +145,13 @@ def argsort_stable(t: torch.Tensor) -> torch.Tensor:
     if t.device.type == "cpu":
         return torch.from_numpy(np.argsort(t.numpy(), kind="stable"))
     return torch.argsort(t, stable=True)
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, size: tuple[int, int]):  # noqa: ANN202
+    """A CSR matrix built from already valid indices (no invariant checks, no beta warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, val, size, check_invariants=False)
 
 
 def member(a: torch.Tensor, sorted_b: torch.Tensor) -> torch.Tensor:
@@ -178,10 +223,10 @@ class PassOneStats:
         rows, cols = (a > tau).nonzero(as_tuple=True)
         vals = a[rows, cols]
         if sparse:
-            a_sp = torch.sparse_coo_tensor(
-                torch.stack([rows, cols]), vals, (c, K), check_invariants=False
-            )
-            recon = torch.sparse.mm(a_sp, atoms_KD) + bias_D
+            crow = torch.zeros(c + 1, dtype=torch.long, device=a.device)
+            crow[1:] = torch.bincount(rows, minlength=c).cumsum(0)
+            a_csr = _csr(crow, cols, vals, (c, K))
+            recon = a_csr @ atoms_KD + bias_D
         else:
             recon = a @ atoms_KD + bias_D
         r = x_ND - recon
@@ -195,8 +240,12 @@ class PassOneStats:
             self.sum_a += torch.bincount(cols, weights=v64, minlength=K)
             self.sum_a2 += torch.bincount(cols, weights=v64 * v64, minlength=K)
         self.n_active += torch.bincount(cols, minlength=K).to(F64)
-        if sparse:
-            self.G_sum += torch.sparse.mm(a_sp.t(), r).to(F64)
+        if sparse:  # Σ_n a_kn r_n as CSR(aᵀ) @ r
+            by_col = argsort_stable(cols)
+            ccol = torch.zeros(K + 1, dtype=torch.long, device=a.device)
+            ccol[1:] = torch.bincount(cols, minlength=K).cumsum(0)
+            at_csr = _csr(ccol, rows[by_col], vals[by_col], (K, c))
+            self.G_sum += (at_csr @ r).to(F64)
         else:
             self.G_sum += (a.t() @ r).to(F64)
         r64 = r.to(F64)
@@ -208,14 +257,16 @@ class PassOneStats:
         if self.lam is not None:
             lam = self.lam
             g = r @ atoms_KD.t()  # g_kn = d_k · r_n  (THEORY C1)
+            ex = (g[rows, cols] - lam).to(F64)
             # inactive entries: violation v = max(g − λ, 0); the optimal step on a_kn alone is
             # δ = v, with first-order gain δ(g − λ) = v² and exact gain v² − v²/2.
-            v = torch.relu(g - lam)
+            if tau > 0:
+                g_small = g[(a > 0) & (a <= tau)]  # dust entries 0 < a ≤ τ, used below
+            v = g.sub_(lam).clamp_(min=0)  # in place: g is not needed any more
             self.kkt_max = torch.maximum(self.kkt_max, v.amax(0).to(F64))
-            v2 = (v * v).sum(0).to(F64)
+            v2 = torch.linalg.vector_norm(v, dim=0).to(F64) ** 2
             # active entries: violation |g − λ|, step δ = max(g − λ, −a); replace their
             # inactive-formula contribution (relu ≤ |·|, so the max above stays correct).
-            ex = (g[rows, cols] - lam).to(F64)
             delta = torch.maximum(ex, -v64)
             wrong = torch.relu(ex) ** 2
             self.kkt_max = torch.maximum(
@@ -230,9 +281,9 @@ class PassOneStats:
                 small = (a > 0) & (a <= tau)
                 if bool(small.any()):
                     rr, cc = small.nonzero(as_tuple=True)
-                    e2 = (g[rr, cc] - lam).to(F64)
+                    e2 = (g_small - lam).to(F64)
                     d2 = torch.maximum(e2, -a[rr, cc].to(F64))
-                    w2 = torch.relu(e2) ** 2
+                    w2 = torch.relu(e2) ** 2  # what the dense formula counted
                     self.c1_slope += torch.bincount(cc, weights=d2 * e2 - w2, minlength=K)
                     self.c1_gain += torch.bincount(
                         cc, weights=d2 * e2 - 0.5 * d2 * d2 - 0.5 * w2, minlength=K
@@ -244,8 +295,15 @@ class PassOneStats:
             if gain.numel():
                 self.over_sum += float(gain.sum())
                 self.over_max = max(self.over_max, float(gain.max()))
-        self.top.update(a, start, tau)
-        self.min_a = torch.minimum(self.min_a, a.amin(0).to(F64))
+        self.top.update(a, start, tau, active=(rows, cols, vals) if tau == 0 else None)
+        # min_n a_kn matters only for atoms active on every row of the chunk (C4)
+        chunk_min = torch.zeros(K, dtype=F64, device=a.device)
+        allon = (torch.bincount(cols, minlength=K) == c).nonzero().flatten()
+        if allon.numel():
+            chunk_min[allon] = a[:, allon].amin(0).to(F64)
+        if tau > 0:
+            chunk_min = a.amin(0).to(F64)
+        self.min_a = torch.minimum(self.min_a, chunk_min)
         self.max_a = self.top.vals[0].clone()
 
     def merge(self, o: PassOneStats) -> None:
