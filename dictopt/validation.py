@@ -27,9 +27,14 @@ def to_tensor(
         t = x
     else:
         try:
-            t = torch.as_tensor(np.asarray(x))
+            arr = np.asarray(x)
+            if not arr.flags.writeable:  # torch cannot wrap read-only memory (e.g. np.load mmap)
+                arr = arr.copy()
+            t = torch.as_tensor(arr)
         except (TypeError, ValueError) as err:
             raise DictoptInputError(f"{name}: cannot be read as a numeric array ({err})") from err
+    if t.is_complex():
+        raise DictoptInputError(f"{name}: complex values are not supported (got {t.dtype})")
     if dtype is None and not t.is_floating_point():
         dtype = torch.float64
     if dtype is not None or device is not None:

@@ -12,8 +12,7 @@ from dictopt.data.worlds import WORLDS, World, make_world
 from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
 
-ALL_SYNTHETIC = ["independent", "hierarchy", "tegum", "correlated", "dense1d", "rays"]
-SYNTHETIC = [name for name in ALL_SYNTHETIC if name in WORLDS]  # TEMP while worlds land
+SYNTHETIC = ["independent", "hierarchy", "tegum", "correlated", "dense1d", "rays"]
 REAL = ["digits", "patches"]
 SMALL = {"n": 300}
 FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -31,8 +30,10 @@ def check_generic(world: World, noise_free: bool = True) -> None:
     assert (world.codes >= 0).all()
     assert np.isfinite(world.x).all()
     if noise_free:
-        # Exact: x is built as codes @ atoms + bias, so equality is bitwise.
-        np.testing.assert_array_equal(world.x, world.codes @ world.atoms + world.bias)
+        # Exact up to floating-point summation order (large sparse worlds use a CSR product).
+        np.testing.assert_allclose(
+            world.x, world.codes @ world.atoms + world.bias, rtol=0, atol=1e-12
+        )
     for child, parent in world.edges:
         assert 0 <= child < K and 0 <= parent < K and child != parent
     for group in world.groups:
@@ -142,6 +143,9 @@ def test_bad_d(name: str, d: int) -> None:
         ("independent", "p"),
         ("hierarchy", "p_root"),
         ("hierarchy", "p_child"),
+        ("tegum", "p"),
+        ("correlated", "p"),
+        ("dense1d", "p"),
     ],
 )
 @pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])
@@ -280,7 +284,11 @@ def test_hierarchy_defaults_are_a_strict_hierarchy_with_visible_children() -> No
     for child, parent in world.edges:
         # THEORY C5 for (i = child, j = parent): H_ij = max of a_child where the parent is off.
         off = ~active[:, parent]
-        assert world.codes[off, child].max(initial=0.0) == 0.0
+        H = world.codes[off, child].max(initial=0.0)
+        assert H == 0.0
+        # ... so the truth violates the upper C5 inequality (1 - c_ij) ā_i ≤ H_ij on every edge
+        c_ij = world.atoms[child] @ world.atoms[parent]
+        assert (1 - c_ij) * world.codes[:, child].mean() > H + 0.01
         assert active[:, child].sum() > 20  # children do fire, so the hierarchy is observable
     # children split their parent's firing: P(child | parent) ≈ p_child / branching
     rate = np.mean([active[active[:, p], c].mean() for c, p in world.edges])
@@ -292,6 +300,167 @@ def test_hierarchy_depth_below_two_rejected() -> None:
         make_world("hierarchy", depth=1)
     with pytest.raises(DictoptInputError, match="child_corr"):
         make_world("hierarchy", child_corr=1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# tegum
+# --------------------------------------------------------------------------------------------
+
+
+def check_tegum(world: World) -> None:
+    G, g, m = (world.params[k] for k in ("n_groups", "group_size", "subspace_dim"))
+    assert world.groups == [list(range(i * g, (i + 1) * g)) for i in range(G)]
+    active = world.codes > 0
+    for i, group in enumerate(world.groups):
+        assert active[:, group].sum(axis=1).max() <= 1  # at most one member fires
+        # the group's atoms span (at most) m dimensions ...
+        assert np.linalg.matrix_rank(world.atoms[group], tol=1e-9) == min(g, m)
+        # ... orthogonal to every other group's atoms
+        for other in world.groups[i + 1 :]:
+            np.testing.assert_allclose(world.atoms[group] @ world.atoms[other].T, 0.0, atol=1e-12)
+
+
+@given(
+    n_groups=st.integers(1, 4),
+    group_size=st.integers(2, 6),
+    subspace_dim=st.integers(1, 4),
+    p=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32),
+)
+@FAST
+def test_tegum_properties(
+    n_groups: int, group_size: int, subspace_dim: int, p: float, seed: int
+) -> None:
+    params = dict(n=60, d=16, n_groups=n_groups, group_size=group_size, subspace_dim=subspace_dim)
+    if subspace_dim == 1 and group_size > 2:
+        with pytest.raises(DictoptInputError, match="subspace_dim"):
+            make_world("tegum", p=p, seed=seed, **params)
+        return
+    world = make_world("tegum", p=p, seed=seed, **params)
+    check_generic(world)
+    check_tegum(world)
+    if p == 1.0:  # every group fires: exactly one member each
+        for group in world.groups:
+            assert ((world.codes[:, group] > 0).sum(axis=1) == 1).all()
+
+
+def test_tegum_frames_are_the_documented_shapes() -> None:
+    # m = 2, g = 5: a regular pentagon: neighbouring cosines cos(72°)
+    world = make_world("tegum", n=10, n_groups=1, group_size=5, subspace_dim=2)
+    gram = world.atoms @ world.atoms.T
+    np.testing.assert_allclose(np.sort(gram[0])[::-1][1:3], np.cos(2 * np.pi / 5), atol=1e-12)
+    # g = m + 1 = 4: a regular simplex, all cosines -1/3
+    world = make_world("tegum", n=10, n_groups=2, group_size=4, subspace_dim=3)
+    gram = world.atoms[:4] @ world.atoms[:4].T
+    np.testing.assert_allclose(gram[~np.eye(4, dtype=bool)], -1 / 3, atol=1e-12)
+    # defaults: triangles (g = 3, m = 2), and group firing rate p = 0.3
+    world = make_world("tegum")
+    check_tegum(world)
+    assert abs((world.codes > 0).sum(axis=1).mean() - 4 * 0.3) < 0.1
+    with pytest.raises(DictoptInputError, match="d: 4 groups of subspace_dim 2 need d ≥ 8"):
+        make_world("tegum", d=7)
+
+
+# --------------------------------------------------------------------------------------------
+# correlated
+# --------------------------------------------------------------------------------------------
+
+
+@given(
+    n_pairs=st.integers(1, 5),
+    pair_cos=st.floats(-0.95, 0.95),
+    v_max=st.floats(0.0, 3.0),
+    bias_norm=st.floats(0.0, 2.0),
+    seed=st.integers(0, 2**32),
+)
+@FAST
+def test_correlated_alternative_basis_reproduces_x(
+    n_pairs: int, pair_cos: float, v_max: float, bias_norm: float, seed: int
+) -> None:
+    world = make_world(
+        "correlated", n=80, d=6, n_pairs=n_pairs, pair_cos=pair_cos, v_max=v_max,
+        bias_norm=bias_norm, seed=seed,
+    )
+    check_generic(world)
+    alt_atoms, alt_codes = world.extras["alt_atoms"], world.extras["alt_codes"]
+    assert alt_atoms.shape == world.atoms.shape and alt_codes.shape == world.codes.shape
+    np.testing.assert_allclose(np.linalg.norm(alt_atoms, axis=1), 1.0, atol=1e-12)
+    assert (alt_codes >= 0).all()
+    np.testing.assert_allclose(alt_codes @ alt_atoms + world.bias, world.x, atol=1e-12)
+    # a genuinely different basis: f1 = (e1 + e2)/|e1 + e2| is not e1 or e2
+    assert np.abs(alt_atoms[0] @ world.atoms[0]) < 1 - 1e-6
+    # amplitudes (u, u + v): both fire together, second ≥ first, within v_max
+    for i, j in world.groups:
+        a, b = world.codes[:, i], world.codes[:, j]
+        np.testing.assert_array_equal(a > 0, b > 0)
+        assert (b >= a).all() and (b - a <= v_max + 1e-12).all()
+        assert world.atoms[i] @ world.atoms[j] == pytest.approx(pair_cos, abs=1e-12)
+    # the alternative basis is cheaper in L1 (documented): u sqrt(2 + 2c) + v < 2u + v
+    if (world.codes > 0).any():
+        assert alt_codes.sum() < world.codes.sum()
+
+
+# --------------------------------------------------------------------------------------------
+# dense1d
+# --------------------------------------------------------------------------------------------
+
+
+@given(
+    distribution=st.sampled_from(["gaussian", "uniform"]),
+    k_sparse=st.integers(0, 5),
+    dense_scale=st.floats(0.01, 5.0),
+    seed=st.integers(0, 2**32),
+)
+@FAST
+def test_dense1d_properties(
+    distribution: str, k_sparse: int, dense_scale: float, seed: int
+) -> None:
+    world = make_world(
+        "dense1d", n=100, d=5, distribution=distribution, k_sparse=k_sparse,
+        dense_scale=dense_scale, seed=seed,
+    )
+    check_generic(world)
+    assert world.K_true == 2 + k_sparse and world.groups == [[0, 1]]
+    np.testing.assert_array_equal(world.atoms[0], -world.atoms[1])  # antipodal
+    plus, minus = world.codes[:, 0], world.codes[:, 1]
+    t = plus - minus
+    # exactly one of the pair is active on every point with t != 0
+    assert ((plus > 0) ^ (minus > 0) | (t == 0)).all()
+    assert not ((plus > 0) & (minus > 0)).any()
+    # the dense coordinate of x - b along w is t plus the sparse features' projections
+    sparse = world.codes[:, 2:] @ world.atoms[2:]
+    np.testing.assert_allclose((world.x - world.bias - sparse) @ world.atoms[0], t, atol=1e-12)
+    if distribution == "uniform":
+        assert np.abs(t).max() <= dense_scale
+
+
+def test_dense1d_defaults_are_dense() -> None:
+    world = make_world("dense1d")
+    active = world.codes[:, :2] > 0
+    assert active.any(axis=1).all()  # Gaussian t is never exactly 0
+    assert 0.45 < active[:, 0].mean() < 0.55  # each antipodal atom on one side
+    assert np.linalg.norm(world.bias) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# rays
+# --------------------------------------------------------------------------------------------
+
+
+@given(n_rays=st.integers(1, 8), bias_norm=st.floats(0.0, 3.0), seed=st.integers(0, 2**32))
+@FAST
+def test_rays_every_point_on_its_ray(n_rays: int, bias_norm: float, seed: int) -> None:
+    world = make_world("rays", n=100, d=6, n_rays=n_rays, bias_norm=bias_norm, seed=seed)
+    check_generic(world)
+    assert world.groups == [list(range(n_rays))]
+    assert ((world.codes > 0).sum(axis=1) == 1).all()
+    c = world.codes.argmax(axis=1)
+    s = world.codes.max(axis=1)
+    y = world.x - world.bias
+    # x_n - b = s_n u_c(n) with s_n > 0: the cosine with its ray is 1, the norm is s_n
+    np.testing.assert_allclose(np.einsum("nd,nd->n", y, world.atoms[c]), s, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), s, atol=1e-12)
+    assert (s > 0).all()
 
 
 # --------------------------------------------------------------------------------------------

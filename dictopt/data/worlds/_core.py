@@ -198,7 +198,11 @@ def make_world(name: str, *, seed: int = 0, **params: Any) -> World:
     streams = Streams(*(np.random.default_rng(s) for s in children))
     world = spec.factory(merged, streams)
     world.name = name
-    world.params = {**merged, "seed": int(seed)}
+    # numpy scalars become Python numbers so that params (and truth().meta) are JSON-friendly
+    world.params = {
+        **{k: v.item() if isinstance(v, np.generic) else v for k, v in merged.items()},
+        "seed": int(seed),
+    }
     return world
 
 
@@ -295,6 +299,9 @@ def magnitudes(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> n
 
 MAGNITUDES = ("uniform", "exponential")
 
+_SPARSE_MIN_SIZE = 1_000_000
+_SPARSE_DENSITY = 0.05
+
 
 def assemble(
     atoms_KD: np.ndarray,
@@ -311,7 +318,13 @@ def assemble(
     atoms = np.ascontiguousarray(atoms_KD, dtype=np.float64)
     codes = np.ascontiguousarray(codes_NK, dtype=np.float64)
     bias = np.ascontiguousarray(bias_D, dtype=np.float64)
-    x = codes @ atoms + bias
+    if codes.size > _SPARSE_MIN_SIZE and np.count_nonzero(codes) < _SPARSE_DENSITY * codes.size:
+        # sparse codes: a CSR product is several times faster (same result up to rounding)
+        from scipy.sparse import csr_array
+
+        x = np.asarray(csr_array(codes) @ atoms) + bias
+    else:
+        x = codes @ atoms + bias
     if noise > 0:
         x += noise * rng.standard_normal(x.shape)
     return World(name="", x=x, atoms=atoms, codes=codes, bias=bias, **structure)
