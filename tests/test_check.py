@@ -83,8 +83,7 @@ def test_repair_on_hierarchy_lowers_loss_and_ends_clean():
     from tests._lasso import lasso_codes
 
     w = make_world("hierarchy", seed=0, n=300, d=10, n_roots=2, branching=2, bias_norm=1.0)
-    res = repair(w.truth(LAM), w.x, coder=lambda dic, x: lasso_codes(dic.atoms, x, LAM, dic.bias),
-                 max_rounds=200)
+    res = repair(w.truth(LAM), w.x, max_rounds=200)  # default coder: dictopt.solvers.coding
     assert res.losses[-1] < res.losses[0]
     assert all(b < a for a, b in zip(res.losses, res.losses[1:], strict=False))
     assert not any(v.condition != "C1" for v in res.report.violations)
@@ -254,3 +253,25 @@ def test_bad_input_errors():
     with pytest.raises(DictoptInputError, match="--lam"):
         check(nolam, w.x, codes=w.codes)
     assert math.isfinite(check(nolam, w.x, codes=w.codes, lam=LAM).summary["loss"])
+
+
+# ---- optimal codes and the amortisation gap ---------------------------------------------
+
+
+def test_optimal_codes_satisfy_c1_and_amortisation_gap_is_nonnegative():
+    from tests.test_check_cli import _TestRelu
+
+    w = make_world("hierarchy", seed=0, n=400, d=12, n_roots=2, branching=2, bias_norm=1.0)
+    truth = w.truth(LAM)
+    rep = check(truth, w.x, codes="optimal")
+    assert rep.by_condition("C1") == []
+    assert rep.summary["max_kkt_violation"] <= 1e-6
+    enc = _TestRelu(truth.atoms.t().contiguous(), torch.full((w.K_true,), -0.05,
+                    dtype=torch.float64), truth.bias)
+    sae = Dictionary(atoms=truth.atoms, bias=truth.bias, lam=LAM, encoder=enc)
+    rep = check(sae, w.x, codes="own")
+    am = rep.summary["amortisation"]
+    assert am["loss_gap"] >= -1e-9
+    assert am["loss_gap"] == pytest.approx(rep.summary["loss"] - am["optimal_loss"])
+    assert len(am["mean_abs_code_diff"]) == w.K_true
+    assert rep.by_condition("C1")  # a ReLU encoder is not the optimal coder
