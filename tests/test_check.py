@@ -80,7 +80,6 @@ def test_certificates_of_every_condition_lower_the_loss_as_computed():
 @pytest.mark.slow
 def test_repair_on_hierarchy_lowers_loss_and_ends_clean():
     from dictopt.check.repair import repair
-    from tests._lasso import lasso_codes
 
     w = make_world("hierarchy", seed=0, n=300, d=10, n_roots=2, branching=2, bias_norm=1.0)
     res = repair(w.truth(LAM), w.x, max_rounds=200)  # default coder: dictopt.solvers.coding
