@@ -16,6 +16,7 @@ Timings are noisy on a shared machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import resource
 import subprocess
 import sys
@@ -27,6 +28,8 @@ import torch
 
 from dictopt.data.sources import ActivationSource
 from dictopt.problem import Dictionary
+
+print = functools.partial(print, flush=True)  # noqa: A001  (figures appear as measured)
 
 
 class ReluEncoder:

@@ -13,9 +13,10 @@ the :class:`~dictopt.check.moves.Toward` move with first-order decrease ``λ t (
 
 *Restriction for large K.* With ``K > full_k`` the coordinates are restricted to
 ``J_k`` = the atoms that are active together with ``k`` on at least one point (they share
-support). This is a projection, so a failure is a genuine, certified violation (the move only
-rotates atoms of ``J_k``), but membership of the projection does not prove membership of
-the full vector: a pass on the restricted problem is "no joint certificate found".
+support), at most ``max_atoms`` of them (the most often co-active). This is a projection,
+so a failure is a genuine, certified violation (the move only rotates atoms of ``J_k``),
+but membership of the projection does not prove membership of the full vector: a pass on
+the restricted problem means "no joint certificate found".
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def joint_hull(
     tol: Tolerances,
     *,
     full_k: int = 64,
+    max_atoms: int = 64,
     atoms: list[int] | None = None,
 ) -> list[Violation]:
     """Joint hull violations (with certificates) for the atoms ``atoms`` (default all)."""
@@ -71,9 +73,11 @@ def joint_hull(
         if not bool(off.any()):
             continue  # atom k is always on: that is C4, not a hull question
         if K > full_k:
-            on = A[~off] > tau
-            J = (on.any(0)).nonzero().flatten()
-            J = J[J != k]
+            co = (A[~off] > tau).sum(0)
+            co[k] = 0
+            J = co.nonzero().flatten()
+            if J.numel() > max_atoms:  # the atoms most often active together with k
+                J = J[torch.topk(co[J], max_atoms).indices]
             restricted = True
         else:
             J = torch.tensor([j for j in range(K) if j != k], dtype=torch.long)
