@@ -112,7 +112,7 @@ def check(
     lam: float | None = None,
     tol: Tolerances = DEFAULT_TOLERANCES,
     thresholds: LabelThresholds = DEFAULT_LABELS,
-    buffer_size: int = 4,
+    buffer_size: int = 16,
     hull: bool | str = "auto",
     hull_exact_limit: int = 5_000_000,
     amortisation: bool | None = None,

@@ -365,23 +365,28 @@ class PassTwoStats:
         self.block = block
 
     def update(self, codes_NK: torch.Tensor, tau: float) -> None:
-        a = codes_NK.to(F64)
+        """Add a chunk (computed in the codes' dtype; extremes are stored in float64)."""
+        a = codes_NK
+        dt = a.dtype
         for lo in range(0, self.pi.numel(), self.block):
             sl = slice(lo, lo + self.block)
             ai, aj = a[:, self.pi[sl]], a[:, self.pj[sl]]
             off = aj <= tau
-            H = torch.maximum(self.H[sl], torch.where(off, ai, -torch.inf).amax(0))
-            L = torch.minimum(self.L[sl], torch.where(off, ai, torch.inf).amin(0))
+            H = torch.maximum(self.H[sl], ai.masked_fill(~off, -torch.inf).amax(0).to(F64))
+            L = torch.minimum(self.L[sl], ai.masked_fill(~off, torch.inf).amin(0).to(F64))
             self.H[sl], self.L[sl] = H, L
-            on = ~off
-            self.coact[sl] += (on & (ai > tau)).sum(0).to(F64)
-            up = on & (ai > H)
+            act_i = ai > tau
+            self.coact[sl] += (act_i & ~off).sum(0).to(F64)
+            Hn, Ln = H.to(dt), L.to(dt)
+            up = ~off & (ai > Hn)
             self.t_up[sl] = torch.minimum(
-                self.t_up[sl], torch.where(up, aj / (ai - H).clamp(min=1e-300), torch.inf).amin(0)
+                self.t_up[sl],
+                (aj / (ai - Hn).clamp(min=1e-30)).masked_fill(~up, torch.inf).amin(0).to(F64),
             )
-            dn = on & (ai < L)
+            dn = ~off & (ai < Ln)
             self.t_lo[sl] = torch.minimum(
-                self.t_lo[sl], torch.where(dn, aj / (L - ai).clamp(min=1e-300), torch.inf).amin(0)
+                self.t_lo[sl],
+                (aj / (Ln - ai).clamp(min=1e-30)).masked_fill(~dn, torch.inf).amin(0).to(F64),
             )
 
     def merge(self, o: PassTwoStats) -> None:
