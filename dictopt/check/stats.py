@@ -353,7 +353,7 @@ class PassTwoStats:
         pj: torch.Tensor,
         H0: torch.Tensor,
         L0: torch.Tensor,
-        block: int = 4096,
+        block: int = 512,
     ) -> None:
         self.pi, self.pj = pi, pj
         self.H = H0.clone()
