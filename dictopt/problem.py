@@ -272,13 +272,13 @@ class Dictionary:
 
     def optimal_codes(self, x_ND: Any, **solver_options: Any) -> torch.Tensor:
         """Optimal nonnegative-lasso codes for these atoms, bias and λ (THEORY C1)."""
-        from dictopt.solvers.coding import solve_codes
-
         if self.lam is None:
             raise DictoptInputError(
                 "lam: optimal codes need λ; this dictionary has none. Supply it "
                 "(Dictionary.with_lam, or --lam on the command line)."
             )
+        from dictopt.solvers.coding import solve_codes
+
         x = self.prepare_batch(x_ND)
         return solve_codes(self.atoms, x, self.lam, bias=self.bias, **solver_options).codes
 

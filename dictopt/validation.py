@@ -27,7 +27,10 @@ def to_tensor(
         t = x
     else:
         try:
-            t = torch.as_tensor(np.asarray(x))
+            arr = np.asarray(x)
+            if not arr.flags.writeable:  # torch cannot wrap read-only memory (e.g. np.load mmap)
+                arr = arr.copy()
+            t = torch.as_tensor(arr)
         except (TypeError, ValueError) as err:
             raise DictoptInputError(f"{name}: cannot be read as a numeric array ({err})") from err
     if dtype is None and not t.is_floating_point():

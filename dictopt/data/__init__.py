@@ -9,4 +9,11 @@ from dictopt.data.sources import (
     as_source,
 )
 
-__all__ = ["ActivationSource", "ArraySource", "Chunk", "NpySource", "ShardFolderSource", "as_source"]
+__all__ = [
+    "ActivationSource",
+    "ArraySource",
+    "Chunk",
+    "NpySource",
+    "ShardFolderSource",
+    "as_source",
+]
