@@ -33,6 +33,8 @@ def to_tensor(
             t = torch.as_tensor(arr)
         except (TypeError, ValueError) as err:
             raise DictoptInputError(f"{name}: cannot be read as a numeric array ({err})") from err
+    if t.is_complex():
+        raise DictoptInputError(f"{name}: complex values are not supported (got {t.dtype})")
     if dtype is None and not t.is_floating_point():
         dtype = torch.float64
     if dtype is not None or device is not None:

@@ -166,6 +166,10 @@ class ShardFolderSource(ActivationSource):
                 names = json.loads(manifest.read_text())["shards"]
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise DictoptInputError(f"{manifest}: unreadable manifest ({err})") from err
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise DictoptInputError(
+                    f"{manifest}: 'shards' must be a list of file names, got {names!r}"
+                )
             self.shards = [self.folder / name for name in names]
         else:
             self.shards = sorted(self.folder.glob("*.npy"))
