@@ -234,8 +234,9 @@ def sweep(
                 rel_gap=(best - bound.value) / bound.value if bound.value > 0 else math.nan,
                 ray_ownership=_ownership(dicts[best_i].atoms, rays, ray_cos),
                 split_counts=_splits(dicts[best_i].atoms, true_atoms, split_cos),
-                c5_violations=_c5(dicts[best_i], X),
+                c5_violations=None,
             )
+            row.c5_violations, result.meta["c5_source"] = _c5(dicts[best_i], X)
             if limit_init and rays is not None and K >= n_rays:
                 init = Dictionary(
                     atoms=_pad_init(rays, K, seed_list[0]), bias=bound.bias.clone(), lam=lam
@@ -270,9 +271,15 @@ def _splits(atoms: torch.Tensor, truth: torch.Tensor | None, split_cos: float) -
     return atom_recovery(atoms.to(torch.float64), truth, threshold=split_cos).split_counts.tolist()
 
 
-def _c5(dictionary: Dictionary, X: torch.Tensor) -> int:
+def _c5(dictionary: Dictionary, X: torch.Tensor) -> tuple[int, str]:
+    """C5 violations under optimal codes: the checker's count, else the compact in-module one."""
     d64 = dictionary.to(torch.float64)
     codes = d64.optimal_codes(X)
-    # Codes from an iterative coder: entries below 1e-9 × the largest count as inactive.
-    tau = 1e-9 * float(codes.max()) if codes.numel() else 0.0
-    return c5_violations(d64.atoms, codes, tau=tau, rtol=1e-6)[0]
+    try:
+        from dictopt.check import check
+    except ImportError:
+        # Codes from an iterative coder: entries below 1e-9 × the largest count as inactive.
+        tau = 1e-9 * float(codes.max()) if codes.numel() else 0.0
+        return c5_violations(d64.atoms, codes, tau=tau, rtol=1e-6)[0], "dictopt.wide.conditions"
+    report = check(d64, X, codes=codes, hull=False)
+    return int(report.summary["counts"]["C5"]), "dictopt.check"
