@@ -135,3 +135,14 @@ def test_bad_data() -> None:
         wide_limit_bound(np.ones((3, 2)), 1.0, method="newton")
     with pytest.raises(DictoptInputError, match="init"):
         wide_limit_bound(np.ones((3, 2)), 1.0, init=[0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mm_method_agrees_with_newton(seed: int) -> None:
+    # The O(N d) majorise–minimise iteration reaches the same minimum (slower convergence).
+    x = _random_problem(seed, 200, 6, 2.0)
+    newton = wide_limit_bound(x, 0.3)
+    mm = wide_limit_bound(x, 0.3, method="mm", tol=1e-9, max_iter=20_000)
+    assert mm.method == "mm" and mm.converged
+    assert abs(mm.value - newton.value) <= 1e-10 * newton.value
+    assert mm.n_iter > newton.n_iter

@@ -121,11 +121,13 @@ class _Pass(NamedTuple):
     n_outside: int
 
 
-def _full_pass(chunks: ChunkFn, n: int, d: int, b: torch.Tensor, lam: float) -> _Pass:
-    """Value, gradient, Hessian and MM target of ``f`` at ``b`` in one pass over the data."""
+def _full_pass(
+    chunks: ChunkFn, n: int, d: int, b: torch.Tensor, lam: float, *, hessian: bool = True
+) -> _Pass:
+    """Value, gradient, Hessian (optional: O(N d²)) and MM target of ``f`` at ``b``, one pass."""
     value = 0.0
     grad = torch.zeros(d, dtype=torch.float64)
-    hess = torch.zeros(d, d, dtype=torch.float64)
+    hess = torch.zeros(d, d, dtype=torch.float64) if hessian else torch.zeros(0, 0)
     wx = torch.zeros(d, dtype=torch.float64)
     wsum = 0.0
     outside = 0
@@ -141,6 +143,8 @@ def _full_pass(chunks: ChunkFn, n: int, d: int, b: torch.Tensor, lam: float) -> 
         wx += (w[:, None] * x).sum(dim=0)
         wsum += float(w.sum())
         # Hessian: Σ w_n I − Σ_{outside} (λ/t_n) u_n u_nᵀ, u_n = y_n / t_n.
+        if not hessian:
+            continue
         hess += float(w.sum()) * torch.eye(d, dtype=torch.float64)
         yo = y[out]
         if yo.shape[0]:
@@ -175,12 +179,14 @@ def wide_limit_bound(
     lam:
         λ > 0 of the canonical objective.
     method:
-        ``"fast"`` (Newton + line search, MM fallback; torch float64) or ``"cvxpy"`` (epigraph
+        ``"fast"`` (Newton + line search, MM fallback; torch float64; each iteration costs
+        ``O(N d²)`` for the Hessian), ``"mm"`` (majorise–minimise / Weiszfeld steps only:
+        ``O(N d)`` per iteration, linear convergence; for large ``d``) or ``"cvxpy"`` (epigraph
         form with CLARABEL, the reference; practical for N up to ~10⁴).
     tol:
         Stop when the relative residual ``‖∇f(b)‖ / λ`` is below ``tol`` (fast method).
     max_iter:
-        Maximum Newton iterations (fast method).
+        Maximum iterations (fast and mm methods; mm may need thousands).
     chunk_size:
         Rows per chunk for in-memory data (fast method).
     init:
@@ -198,18 +204,28 @@ def wide_limit_bound(
         For λ ≤ 0, empty or non-finite data, a wrong shape, or an unknown method.
     """
     lam = check_lambda(lam)
-    if method not in ("fast", "cvxpy"):
-        raise DictoptInputError(f"method: expected 'fast' or 'cvxpy', got {method!r}")
+    if method not in ("fast", "mm", "cvxpy"):
+        raise DictoptInputError(f"method: expected 'fast', 'mm' or 'cvxpy', got {method!r}")
     if not (tol > 0):
         raise DictoptInputError(f"tol: must be > 0, got {tol!r}")
     chunks, n, d = _as_chunks(x, chunk_size)
     if method == "cvxpy":
         return _solve_cvxpy(chunks, n, d, lam)
-    return _solve_fast(chunks, n, d, lam, tol=tol, max_iter=max_iter, init=init)
+    return _solve_fast(
+        chunks, n, d, lam, tol=tol, max_iter=max_iter, init=init, newton=method == "fast"
+    )
 
 
 def _solve_fast(
-    chunks: ChunkFn, n: int, d: int, lam: float, *, tol: float, max_iter: int, init: Any
+    chunks: ChunkFn,
+    n: int,
+    d: int,
+    lam: float,
+    *,
+    tol: float,
+    max_iter: int,
+    init: Any,
+    newton: bool,
 ) -> WideBound:
     if init is None:
         b = _mean(chunks, n, d)
@@ -217,7 +233,7 @@ def _solve_fast(
         b = to_tensor(init, "init", dtype=torch.float64).reshape(-1).clone()
         if b.shape != (d,):
             raise DictoptInputError(f"init: expected shape ({d},), got {tuple(b.shape)}")
-    stats = _full_pass(chunks, n, d, b, lam)
+    stats = _full_pass(chunks, n, d, b, lam, hessian=newton)
     it = 0
     converged = False
     for it in range(1, max_iter + 1):  # noqa: B007 (it is reported)
@@ -226,11 +242,14 @@ def _solve_fast(
             converged = True
             it -= 1
             break
-        # Damped Newton direction; the ridge keeps flat directions (collinear far points) solvable.
-        ridge = 1e-12 * float(stats.hess.diagonal().sum()) / d + 1e-300
-        p = torch.linalg.solve(stats.hess + ridge * torch.eye(d, dtype=torch.float64), -stats.grad)
-        slope = float(stats.grad @ p)
-        step, accepted = 1.0, False
+        step, accepted, slope = 1.0, False, 0.0
+        if newton:
+            # Damped Newton direction; the ridge keeps flat directions (collinear far points)
+            # solvable.
+            ridge = 1e-12 * float(stats.hess.diagonal().sum()) / d + 1e-300
+            eye = torch.eye(d, dtype=torch.float64)
+            p = torch.linalg.solve(stats.hess + ridge * eye, -stats.grad)
+            slope = float(stats.grad @ p)
         if slope < 0:
             for _ in range(40):
                 trial = b + step * p
@@ -248,13 +267,14 @@ def _solve_fast(
                 converged = gnorm <= max(tol, 1e-9) * lam
                 break
             b = b_mm
-        stats = _full_pass(chunks, n, d, b, lam)
+        stats = _full_pass(chunks, n, d, b, lam, hessian=newton)
     else:
         converged = float(stats.grad.norm()) <= tol * lam
     residual = float(stats.grad.norm()) / lam
     if not converged:
         log.warning("wide_limit_bound: stopped after %d iterations, residual %.3g", it, residual)
-    return WideBound(b, stats.value, residual, stats.n_outside, it, lam, "fast", converged)
+    method = "fast" if newton else "mm"
+    return WideBound(b, stats.value, residual, stats.n_outside, it, lam, method, converged)
 
 
 def _solve_cvxpy(chunks: ChunkFn, n: int, d: int, lam: float) -> WideBound:
