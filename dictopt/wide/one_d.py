@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from dictopt.problem import Dictionary
+from dictopt.problem import Dictionary, objective
 from dictopt.validation import DictoptInputError, check_lambda, to_tensor
 from dictopt.wide.bound import wide_limit_bound
 from dictopt.wide.limit_dictionary import limit_dictionary
@@ -166,3 +166,61 @@ def find_antipodal_pair(
         density_minus=float((A[:, km] > 0).double().mean()) if cm_ >= threshold else nan,
         bias_location=float(dictionary.bias.to(torch.float64) @ w),
     )
+
+
+#: Per-architecture options for K = 2 (TopK-style SAEs need k ≤ K).
+SAE_ONE_D_OPTIONS: dict[str, dict[str, Any]] = {
+    "relu": {},
+    "topk": {"k": 1},
+    "batchtopk": {"k": 1.0},
+    "matryoshka": {"k": 1.0},
+    "jumprelu": {},
+    "mp": {"k": 1},
+}
+
+
+class SaeOneDRow(NamedTuple):
+    """One SAE trained on 1-D data: what it found against the prediction."""
+
+    architecture: str
+    seed: int
+    pair: PairFound
+    loss_own: float
+    """Canonical loss with the SAE's own codes, at the model's λ."""
+
+
+def sae_on_one_d(
+    x: Any,
+    lam: float,
+    direction: Any,
+    *,
+    architectures: list[str] | None = None,
+    K: int = 2,
+    seeds: list[int] | None = None,
+    threshold: float = 0.99,
+    **train_options: Any,
+) -> list[SaeOneDRow]:
+    """Train SAEs (branch ``sae``: :func:`dictopt.solvers.train.fit_sae`) on 1-D data and
+    report whether each finds the antipodal pair (``threshold`` on both cosines).
+
+    Only ``relu`` is trained with λ; the others ignore it (they have no L1 objective) and are
+    scored with the canonical loss at λ using their own codes.
+    """
+    import warnings
+
+    from dictopt.solvers.train import fit_sae
+
+    lam = check_lambda(lam)
+    X = to_tensor(x, "x", dtype=torch.float64)
+    rows: list[SaeOneDRow] = []
+    for arch in architectures or list(SAE_ONE_D_OPTIONS):
+        opts = {**SAE_ONE_D_OPTIONS.get(arch, {}), **train_options}
+        for seed in seeds or [0]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "λ is ignored" for non-L1 SAEs
+                dic = fit_sae(arch, X.float(), K=K, lam=lam, seed=seed, progress=False, **opts)
+            dic = dic.to(torch.float64)
+            A = dic.encode(X)
+            pair = find_antipodal_pair(dic, X, direction, codes=A, threshold=threshold)
+            rows.append(SaeOneDRow(arch, seed, pair, objective(dic.with_lam(lam), X, A).loss))
+    return rows
