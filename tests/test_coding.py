@@ -43,7 +43,7 @@ def _cvxpy_codes(D: np.ndarray, x: np.ndarray, b: np.ndarray, lam: float) -> np.
     for n in range(x.shape[0]):
         xp.value = x[n]
         prob.solve(
-            solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12
+            solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10
         )
         assert prob.status == cp.OPTIMAL
         out[n] = np.clip(a.value, 0, None)

@@ -147,23 +147,42 @@ def _objective(G: torch.Tensor, q: torch.Tensor, a: torch.Tensor) -> torch.Tenso
 
 
 def _face_solve(G: torch.Tensor, q: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """:func:`_padded_face_solve` on groups of points with similar support sizes (a few
+    large supports would otherwise set the padded size for every point)."""
+    s = P.sum(dim=1)
+    if q.shape[0] < 512 or int(s.max()) <= 16:
+        return _padded_face_solve(G, q, P)
+    z, ok = torch.empty_like(q), torch.empty_like(s, dtype=torch.bool)
+    for part in torch.argsort(s).chunk(4):
+        z[part], ok[part] = _padded_face_solve(G, q[part], P[part])
+    return z, ok
+
+
+def _padded_face_solve(
+    G: torch.Tensor, q: torch.Tensor, P: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
     """Solve ``G_PP z = q_P`` per point with supports padded to a common size.
 
-    Returns ``(z [n, K] zero off P, ok [n])``; ``ok`` is False where ``G_PP`` is singular
-    (then ``z`` is a least-squares answer and must not be trusted blindly).
+    Returns ``(z [n, K] zero off P, ok [n])``; ``ok`` is False where ``G_PP`` was singular and a
+    tiny ridge was added (the step must then be checked against the objective).
     """
     n, K = q.shape
+    row, col = P.nonzero(as_tuple=True)  # row-major: the support of each point in order
     s = P.sum(dim=1)
+    start = torch.cumsum(s, 0) - s
+    pos = torch.arange(row.numel(), device=q.device) - start[row]
     smax = int(s.max())
-    idx = torch.argsort(P.to(torch.int8), dim=1, descending=True, stable=True)[:, :smax]
-    valid = torch.arange(smax, device=q.device)[None, :] < s[:, None]
-    pair = valid[:, :, None] & valid[:, None, :]
+    idx = torch.zeros(n, smax, dtype=torch.long, device=q.device)
+    idx[row, pos] = col
+    valid = torch.zeros(n, smax, dtype=torch.bool, device=q.device)
+    valid[row, pos] = True
     eye = torch.eye(smax, dtype=G.dtype, device=G.device).expand(n, smax, smax)
-    M = torch.where(pair, G[idx[:, :, None], idx[:, None, :]], eye)
-    rhs = torch.where(valid, q.gather(1, idx), 0.0)
+    pair = valid[:, :, None] & valid[:, None, :]
+    M = torch.where(pair, G.reshape(-1)[idx[:, :, None] * K + idx[:, None, :]], eye)
+    rhs = torch.zeros(n, smax, dtype=q.dtype, device=q.device)
+    rhs[row, pos] = q[row, col]
     L, info = torch.linalg.cholesky_ex(M)
     ok = info == 0
-    zs = torch.cholesky_solve(rhs.unsqueeze(-1), L).squeeze(-1)
     if not bool(ok.all()):
         # Singular G_PP (more atoms than dimensions, duplicates): a tiny ridge gives a huge
         # step along the null direction, which is a descent ray when the added atom violates
@@ -175,10 +194,11 @@ def _face_solve(G: torch.Tensor, q: torch.Tensor, P: torch.Tensor) -> tuple[torc
             Lb, info_b = torch.linalg.cholesky_ex(Mb + ridge * scale * eye[: len(bad)])
             if not bool(info_b.any()):
                 break
-        zs[bad] = torch.cholesky_solve(rhs[bad].unsqueeze(-1), Lb).squeeze(-1)
-    zs = torch.where(valid, zs, 0.0)
-    z = torch.zeros_like(q).scatter_(1, idx, zs)
-    return torch.where(P, z, 0.0), ok
+        L[bad] = Lb
+    zs = torch.cholesky_solve(rhs.unsqueeze(-1), L).squeeze(-1)
+    z = torch.zeros_like(q)
+    z[row, col] = zs[row, pos]
+    return z, ok
 
 
 def _active_set(
