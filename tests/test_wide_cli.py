@@ -44,12 +44,12 @@ def test_end_to_end(tmp_path) -> None:
     pytest.importorskip("dictopt.solvers.classical")
     argv = [
         "wide", "--world", "rays", "--world-set", "n=20", "--world-set", "d=3",
-        "--world-set", "n_rays=2", "--K", "1,2,20", "--seeds", "2", "--lam", "0.2",
-        "--out", str(tmp_path), "--quiet",
+        "--world-set", "n_rays=2", "--K", "1,20", "--seeds", "1", "--lam", "0.2",
+        "--set", "max_iter=300", "--out", str(tmp_path), "--quiet",
     ]
     assert main(argv) == 0
     data = json.loads((tmp_path / "wide.json").read_text())
     assert data["l_inf"] > 0 and len(data["bias"]) == 3
-    assert [row["K"] for row in data["rows"]] == [1, 2, 20]
+    assert [row["K"] for row in data["rows"]] == [1, 20]
     assert all(row["best"] >= data["l_inf"] - 1e-10 for row in data["rows"])
     assert data["rows"][-1]["attained"]

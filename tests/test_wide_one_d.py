@@ -79,12 +79,12 @@ def test_two_atom_antipodal_dictionary_attains_l_inf() -> None:
 
 def test_one_d_classical_solver_finds_the_pair() -> None:
     classical = pytest.importorskip("dictopt.solvers.classical")
-    x, w = _line_data(1, 400, 4, "gaussian")
+    x, w = _line_data(1, 200, 4, "gaussian")
     lam = 0.1
     pr = predict_one_d(x, lam, direction=w)
     best = None
-    for seed in range(3):
-        dic = classical.fit_classical(x, K=2, lam=lam, seed=seed, progress=False)
+    for seed in range(2):
+        dic = classical.fit_classical(x, K=2, lam=lam, seed=seed, progress=False, max_iter=300)
         loss = objective(dic.to(torch.float64), x, dic.to(torch.float64).optimal_codes(x)).loss
         if best is None or loss < best[0]:
             best = (loss, dic)
