@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from dictopt.check.certify import certify
     from dictopt.data.sources import as_source
     from dictopt.io import load
-    from dictopt.validation import check_lambda
+    from dictopt.validation import DictoptInputError, check_lambda
 
     dictionary = load(args.dir)
     source = as_source(args.activations, dtype=dictionary.dtype)
@@ -45,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
         from dictopt.io.conventions import implied_lambda
 
         implied = implied_lambda(dictionary, source)
-        lam = check_lambda(implied.lam, "implied λ")
+        if not implied.lam > 0:
+            raise DictoptInputError(
+                f"--lam implied: the median of d_k·r_n over active codes is {implied.lam:.4g} "
+                "≤ 0 (the codes overshoot: no L1 objective has them as its codes); supply "
+                "--lam explicitly"
+            )
+        lam = implied.lam
         sys.stdout.write(
             f"implied λ = {lam:.6g} (median d·r over {implied.n_active} active codes; "
             f"5-95%: {implied.quantiles[0.05]:.3g}..{implied.quantiles[0.95]:.3g})\n"
