@@ -133,21 +133,33 @@ def test_lambda_matches_saelens_training_loss(tmp_path, x):
     assert float(out.loss.detach()) == pytest.approx(2 * canon, rel=1e-5)
 
 
-def test_saelens_trained_sae_checked_end_to_end(tmp_path):
-    """A small SAE trained by SAELens's own SAETrainer on dictopt's hierarchy world; then
-    `python -m dictopt check DIR --activations X.npy --json out.json` exits 0 with a sane
-    report, and the same command works unchanged on a dictopt-trained SAE."""
+def _check_cli(folder, x_path, out) -> dict:
+    from dictopt.cli import main
+
+    rc = main(["check", str(folder), "--activations", str(x_path), "--json", str(out),
+               "--quiet", "--certify", "5", "--no-hull"])
+    assert rc == 0
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def world_x(tmp_path_factory):
+    from dictopt.data.worlds import make_world
+
+    world = make_world("hierarchy", seed=0, n=1500)
+    path = tmp_path_factory.mktemp("world") / "x.npy"
+    np.save(path, world.x.astype(np.float32))
+    return world, path
+
+
+def test_saelens_trained_sae_checked_end_to_end(tmp_path, world_x):
+    """A small SAE trained by SAELens's own SAETrainer on dictopt's hierarchy world, then
+    ``dictopt check DIR --activations X.npy --json out.json``: exit 0 and a sane report."""
     from sae_lens.config import LoggingConfig, SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
-    from dictopt.cli import main
-    from dictopt.data.worlds import make_world
-    from dictopt.io import save_dictionary
-    from dictopt.solvers.train import fit_sae
-
-    world = make_world("hierarchy", seed=0)
+    world, x_path = world_x
     x = torch.as_tensor(world.x, dtype=torch.float32)
-    np.save(tmp_path / "x.npy", world.x.astype(np.float32))
 
     def batches(bs: int = 256):
         g = torch.Generator().manual_seed(0)
@@ -160,27 +172,32 @@ def test_saelens_trained_sae_checked_end_to_end(tmp_path):
     K_sae = 2 * world.atoms.shape[0]
     sae = sl.StandardTrainingSAE(sl.StandardTrainingSAEConfig(
         d_in=x.shape[1], d_sae=K_sae, l1_coefficient=0.05))
-    steps = 300
+    steps = 150
     trainer = SAETrainer(
         cfg=SAETrainerConfig(total_training_samples=256 * steps, train_batch_size_samples=256,
                              lr=3e-3, lr_end=3e-3, logger=LoggingConfig(log_to_wandb=False)),
         sae=sae, data_provider=batches())
     trainer.fit()
     sae.save_inference_model(tmp_path / "saelens")
+    rep = _check_cli(tmp_path / "saelens", x_path, tmp_path / "r.json")
+    s = rep["summary"]
+    assert s["lam"] == pytest.approx(0.025)  # l1_coefficient / 2
+    assert s["K"] == K_sae and s["N"] == world.x.shape[0]
+    assert s["explained_variance"] > 0.8, s["explained_variance"]
+    assert 0 < s["l0"] < K_sae and len(rep["atoms"]) == K_sae
 
-    dictopt_sae = fit_sae("relu", world.x.astype(np.float32), K=K_sae, lam=0.025,
-                          total_steps=steps, batch_size=256, progress=False)
-    save_dictionary(dictopt_sae, tmp_path / "dictopt")
 
-    for name in ("saelens", "dictopt"):
-        out = tmp_path / f"{name}.json"
-        rc = main(["check", str(tmp_path / name), "--activations", str(tmp_path / "x.npy"),
-                   "--json", str(out), "--quiet", "--certify", "5"])
-        assert rc == 0
-        rep = json.loads(out.read_text())
-        s = rep["summary"]
-        assert s["lam"] == pytest.approx(0.025)
-        assert s["K"] == K_sae and s["N"] == world.x.shape[0]
-        assert s["explained_variance"] > 0.9, (name, s["explained_variance"])
-        assert 0 < s["l0"] < K_sae
-        assert len(rep["atoms"]) == K_sae
+@pytest.mark.slow
+def test_dictopt_trained_sae_checked_the_same_way(tmp_path, world_x):
+    """The same command works unchanged on a dictopt-trained SAE (slow: dictopt's trainer)."""
+    from dictopt.io import save_dictionary
+    from dictopt.solvers.train import fit_sae
+
+    world, x_path = world_x
+    K_sae = 2 * world.atoms.shape[0]
+    D = fit_sae("relu", world.x.astype(np.float32), K=K_sae, lam=0.025, total_steps=300,
+                batch_size=256, progress=False)
+    save_dictionary(D, tmp_path / "dictopt")
+    s = _check_cli(tmp_path / "dictopt", x_path, tmp_path / "r.json")["summary"]
+    assert s["lam"] == pytest.approx(0.025) and s["K"] == K_sae
+    assert s["explained_variance"] > 0.9
