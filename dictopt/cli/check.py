@@ -14,11 +14,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and the labels of THEORY.md §2; print a summary and optionally write JSON. Exit "
         "status 0 whenever the check ran, whatever it found; 2 on bad input.",
     )
-    p.add_argument("dir", help="dictionary folder (cfg.json + sae_weights.safetensors)")
+    p.add_argument("dir", help="dictionary or SAE: a dictopt/SAELens/sparsify/dictionary_learning "
+                   "folder, a .pt state dict or a .npz file (format detected)")
     p.add_argument("--activations", required=True, help=".npy file [N, d] or folder of shards")
     p.add_argument("--codes", choices=("own", "optimal"), default="own",
                    help="the dictionary's own encoder (default) or exact lasso codes")
-    p.add_argument("--lam", type=float, default=None, help="supply or override λ")
+    p.add_argument("--lam", default=None,
+                   help="supply or override λ; 'implied' infers it from the SAE's own codes "
+                   "(median d_k·r_n on active codes) for objectives without L1")
     p.add_argument("--json", default=None, help="write the full report as JSON here")
     p.add_argument("--certify", type=int, default=20, metavar="N",
                    help="measure the N largest certificates on the data (default 20; 0: none)")
@@ -32,14 +35,33 @@ def run(args: argparse.Namespace) -> int:
     from dictopt.check import check
     from dictopt.check.certify import certify
     from dictopt.data.sources import as_source
-    from dictopt.io.native import load_dictionary
-    from dictopt.validation import check_lambda
+    from dictopt.io import load
+    from dictopt.validation import DictoptInputError, check_lambda
 
-    dictionary = load_dictionary(args.dir)
-    lam = check_lambda(args.lam, "--lam") if args.lam is not None else None
+    dictionary = load(args.dir)
     source = as_source(args.activations, dtype=dictionary.dtype)
+    lam = implied = None
+    if args.lam == "implied":
+        from dictopt.io.conventions import implied_lambda
+
+        implied = implied_lambda(dictionary, source)
+        if not implied.lam > 0:
+            raise DictoptInputError(
+                f"--lam implied: the median of d_k·r_n over active codes is {implied.lam:.4g} "
+                "≤ 0 (the codes overshoot: no L1 objective has them as its codes); supply "
+                "--lam explicitly"
+            )
+        lam = implied.lam
+        sys.stdout.write(
+            f"implied λ = {lam:.6g} (median d·r over {implied.n_active} active codes; "
+            f"5-95%: {implied.quantiles[0.05]:.3g}..{implied.quantiles[0.95]:.3g})\n"
+        )
+    elif args.lam is not None:
+        lam = check_lambda(args.lam, "--lam")
     report = check(dictionary, source, codes=args.codes, lam=lam,
                    hull=False if args.no_hull else "auto", progress=not args.quiet)
+    if implied is not None:
+        report.summary["implied_lambda"] = implied.as_dict()
     if args.certify > 0 and report.violations:
         certify(dictionary.with_lam(report.summary["lam"]), source, report, codes=args.codes,
                 top=args.certify, progress=not args.quiet)

@@ -1,0 +1,139 @@
+"""Plain arrays: scikit-learn estimators (``components_``) and ``.npz`` files.
+
+scikit-learn's ``DictionaryLearning`` / ``MiniBatchDictionaryLearning`` minimise
+``½ ‖X − U V‖²_F + α ‖U‖_{1,1}`` with ``‖V_k‖ ≤ 1`` and no intercept: summed over samples,
+which is ``N ×`` THEORY §1's mean objective with ``λ = α`` (``transform_alpha`` when set, the
+α its ``transform`` uses) and ``has_bias = False``. Atoms are the rows of ``components_``
+(sklearn's fixed convention). Codes are the optimal nonnegative lasso codes (no encoder);
+with ``positive_code=False`` sklearn's own codes are signed and dictopt's are not, which the
+meta records.
+
+``.npz`` keys: the atoms under ``atoms``, ``W_dec``, ``components_`` or ``dictionary``;
+optional ``bias`` / ``b_dec`` ``[d]``, ``lam`` (scalar), ``d_in`` (scalar). The layout is atoms
+as rows ``[K, d]``; it is verified against ``d_in`` or the bias length when present, and a
+matrix whose orientation cannot be verified either way (square, or no size given and it is
+not under the sklearn name ``components_``/dictopt's ``atoms``/SAELens' ``W_dec``) is an error.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dictopt.problem import Dictionary
+from dictopt.validation import DictoptInputError
+
+ATOM_KEYS = ("atoms", "W_dec", "components_", "dictionary")
+#: Names whose layout is fixed by their library (rows are atoms).
+ROW_KEYS = ("atoms", "W_dec", "components_")
+BIAS_KEYS = ("bias", "b_dec")
+L1_ESTIMATORS = {"DictionaryLearning", "MiniBatchDictionaryLearning", "SparseCoder"}
+
+
+def from_sklearn(estimator: Any, *, lam: float | None = None) -> Dictionary:
+    """A fitted scikit-learn estimator with ``components_`` (or ``SparseCoder.dictionary``).
+
+    ``λ = transform_alpha`` (else ``alpha``) for the dictionary-learning estimators; other
+    estimators (PCA, NMF, ...) have no λ in THEORY's convention and get ``None`` unless given.
+    """
+    name = type(estimator).__name__
+    comp = getattr(estimator, "components_", None)
+    if comp is None:
+        comp = getattr(estimator, "dictionary", None)
+    if comp is None:
+        raise DictoptInputError(
+            f"{name}: has no components_ (is it fitted?) nor a dictionary attribute"
+        )
+    W = torch.as_tensor(np.asarray(comp, dtype=np.float64))
+    factor = None
+    if lam is None and name in L1_ESTIMATORS:
+        alpha = getattr(estimator, "transform_alpha", None)
+        if alpha is None:
+            alpha = getattr(estimator, "alpha", None)
+        if alpha is not None and float(alpha) > 0:
+            lam, factor = float(alpha), 1.0
+    norms = W.norm(dim=1)
+    meta = {
+        "library": "scikit-learn",
+        "estimator": name,
+        "architecture": "lasso",
+        "conventions": {
+            "orientation": "components_ [n_components, n_features] (rows are atoms)",
+            "objective": "sum over samples of 1/2||x - u V||^2 + alpha ||u||_1 (N x the mean)",
+            "positive_code": getattr(estimator, "positive_code", None),
+            "max_atom_norm_deviation": float((norms - 1).abs().max()),
+        },
+        "lam_conversion": "lam = alpha (transform_alpha if set): sklearn sums over samples, "
+        "THEORY §1 averages; both halve the squared error" if factor else
+        "no L1 dictionary-learning objective recorded: lam is None",
+        "lam_factor": factor,
+    }
+    if getattr(estimator, "positive_code", True) is False:
+        meta["note"] = ("sklearn's codes were signed (positive_code=False); dictopt uses "
+                        "nonnegative lasso codes for these atoms")
+    return Dictionary.from_decoder(W, None, lam=lam, has_bias=False, meta=meta)
+
+
+def load_npz(path: str | Path, *, lam: float | None = None, d_in: int | None = None) -> Dictionary:
+    """Load atoms (and optionally bias and λ) from an ``.npz`` file; see the module docstring."""
+    path = Path(path)
+    if not path.is_file():
+        raise DictoptInputError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise DictoptInputError(f"{path}: corrupt or unreadable .npz file ({err})") from err
+    key = next((k for k in ATOM_KEYS if k in arrays), None)
+    if key is None:
+        raise DictoptInputError(
+            f"{path}: no atoms; looked for keys {list(ATOM_KEYS)}, found {sorted(arrays)}"
+        )
+    W = torch.as_tensor(np.asarray(arrays[key], dtype=np.float64))
+    if W.ndim != 2:
+        raise DictoptInputError(f"{path}: {key!r} must be 2-D, got shape {tuple(W.shape)}")
+    bias_key = next((k for k in BIAS_KEYS if k in arrays), None)
+    bias = torch.as_tensor(np.asarray(arrays[bias_key], dtype=np.float64)) if bias_key else None
+    if d_in is None and "d_in" in arrays:
+        d_in = int(arrays["d_in"])
+    if d_in is None and bias is not None:
+        d_in = int(bias.numel())
+    rows, cols = W.shape
+    if d_in is not None:
+        if rows == cols:
+            if key not in ROW_KEYS:
+                raise DictoptInputError(
+                    f"{path}: {key!r} is square ({rows}x{cols}); its orientation is ambiguous. "
+                    "Store it as 'atoms' (rows are atoms)"
+                )
+        elif cols != d_in:
+            if rows == d_in:
+                raise DictoptInputError(
+                    f"{path}: {key!r} has shape {tuple(W.shape)} but d = {d_in}: it is "
+                    "[d, K]; dictopt's layout is atoms as rows [K, d]. Transpose it"
+                )
+            raise DictoptInputError(
+                f"{path}: {key!r} has shape {tuple(W.shape)}, incompatible with d = {d_in}"
+            )
+    elif key not in ROW_KEYS:
+        raise DictoptInputError(
+            f"{path}: cannot verify the orientation of {key!r} {tuple(W.shape)}: store it as "
+            "'atoms' [K, d] or add 'd_in' or a bias"
+        )
+    if lam is None and "lam" in arrays:
+        lam = float(arrays["lam"])
+    has_bias = bias is not None
+    meta = {
+        "library": "numpy",
+        "file": str(path),
+        "architecture": "lasso",
+        "conventions": {"orientation": f"{key!r} rows are atoms [K, d]"},
+        "lam_conversion": "lam as stored (THEORY §1 convention)" if lam is not None
+        else "no lam stored: lam is None",
+        "lam_factor": 1.0 if lam is not None else None,
+    }
+    return Dictionary.from_decoder(W, bias, lam=lam, has_bias=has_bias, meta=meta)
