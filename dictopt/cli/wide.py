@@ -33,6 +33,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="solver option (repeatable), e.g. --set max_iter=200",
     )
     p.add_argument("--no-limit-init", action="store_true", help="skip the limit-initialised runs")
+    p.add_argument(
+        "--ray-cos",
+        type=float,
+        default=0.9999,
+        help="a data ray owns an atom when their cosine is at least this (default 0.9999)",
+    )
+    p.add_argument(
+        "--split-cos",
+        type=float,
+        default=0.9,
+        help="cosine for counting learned atoms aligned with a true feature (default 0.9)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -90,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         fit=spec.fit,
         fit_options=parse_options(args.set),
         limit_init=not args.no_limit_init,
+        ray_cos=args.ray_cos,
+        split_cos=args.split_cos,
         progress=not args.quiet,
     )
     result.solver = spec.name

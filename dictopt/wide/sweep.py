@@ -144,7 +144,7 @@ def sweep(
     fit: FitFn | None = None,
     fit_options: dict[str, Any] | None = None,
     limit_init: bool = True,
-    ray_cos: float = 0.99,
+    ray_cos: float = 0.9999,
     split_cos: float = 0.9,
     attain_rtol: float = 1e-6,
     progress: bool = False,
