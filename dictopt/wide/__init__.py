@@ -2,7 +2,7 @@
 its Gram (representational-similarity) form, width sweeps and the one-dimensional model.
 
 Modules: :mod:`.bound` (``wide_limit_bound``), :mod:`.limit_dictionary`, :mod:`.gram`
-(exploratory, cvxpy, N ≤ 60), :mod:`.sweep`, :mod:`.one_d`, :mod:`.conditions` (compact C1–C5).
+(exploratory, cvxpy, N ≤ 60), :mod:`.sweep`, :mod:`.one_d`.
 """
 
 from dictopt.wide.bound import WideBound, bound_objective, huber, wide_limit_bound

@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from dictopt.problem import Dictionary, evaluate
 from dictopt.validation import DictoptInputError, check_lambda, check_positive_int, to_tensor
 from dictopt.wide.bound import WideBound, wide_limit_bound
-from dictopt.wide.conditions import c5_violations
 from dictopt.wide.limit_dictionary import limit_dictionary
 
 log = logging.getLogger(__name__)
@@ -236,7 +235,7 @@ def sweep(
                 split_counts=_splits(dicts[best_i].atoms, true_atoms, split_cos),
                 c5_violations=None,
             )
-            row.c5_violations, result.meta["c5_source"] = _c5(dicts[best_i], X)
+            row.c5_violations = _c5(dicts[best_i], X)
             if limit_init and rays is not None and K >= n_rays:
                 init = Dictionary(
                     atoms=_pad_init(rays, K, seed_list[0]), bias=bound.bias.clone(), lam=lam
@@ -271,15 +270,10 @@ def _splits(atoms: torch.Tensor, truth: torch.Tensor | None, split_cos: float) -
     return atom_recovery(atoms.to(torch.float64), truth, threshold=split_cos).split_counts.tolist()
 
 
-def _c5(dictionary: Dictionary, X: torch.Tensor) -> tuple[int, str]:
-    """C5 violations under optimal codes: the checker's count, else the compact in-module one."""
+def _c5(dictionary: Dictionary, X: torch.Tensor) -> int:
+    """C5 violations of the checker (:mod:`dictopt.check`) under optimal codes."""
+    from dictopt.check import check
+
     d64 = dictionary.to(torch.float64)
-    codes = d64.optimal_codes(X)
-    try:
-        from dictopt.check import check
-    except ImportError:
-        # Codes from an iterative coder: entries below 1e-9 × the largest count as inactive.
-        tau = 1e-9 * float(codes.max()) if codes.numel() else 0.0
-        return c5_violations(d64.atoms, codes, tau=tau, rtol=1e-6)[0], "dictopt.wide.conditions"
-    report = check(d64, X, codes=codes, hull=False)
-    return int(report.summary["counts"]["C5"]), "dictopt.check"
+    report = check(d64, X, codes="optimal", hull=False)
+    return int(report.summary["counts"]["C5"])
