@@ -69,18 +69,18 @@ class SyntheticSource(ActivationSource):
             yield x, f"synthetic chunk {i}"
 
 
-def make_dictionary(K: int, d: int, seed: int = 0) -> Dictionary:
+def make_dictionary(K: int, d: int, seed: int = 0, threshold: float = 0.4) -> Dictionary:
     g = torch.Generator().manual_seed(seed)
     atoms = torch.randn(K, d, generator=g)
     atoms /= atoms.norm(dim=1, keepdim=True)
     bias = 0.1 * torch.randn(d, generator=g)
-    return Dictionary(atoms=atoms, bias=bias, lam=0.05, encoder=ReluEncoder(atoms, bias, 0.4))
+    return Dictionary(atoms=atoms, bias=bias, lam=0.05, encoder=ReluEncoder(atoms, bias, threshold))
 
 
-def ratio(K: int, d: int, N: int, l0: int) -> None:
+def ratio(K: int, d: int, N: int, l0: int, threshold: float) -> None:
     from dictopt.check import check
 
-    dic = make_dictionary(K, d)
+    dic = make_dictionary(K, d, threshold=threshold)
     src = SyntheticSource(dic.atoms, dic.bias, N, l0)
     chunks = [c.data for c in src.iter_chunks()]  # in memory: both sides read the same arrays
 
@@ -88,7 +88,7 @@ def ratio(K: int, d: int, N: int, l0: int) -> None:
         def __init__(self) -> None:
             self.d, self.n, self.chunk_size, self.dtype = d, N, 8192, torch.float32
 
-        def _raw_chunks(self):  # noqa: ANN202
+        def _raw_chunks(self) -> Iterator[tuple[torch.Tensor, str]]:
             for i, c in enumerate(chunks):
                 yield c, f"chunk {i}"
 
@@ -105,7 +105,8 @@ def ratio(K: int, d: int, N: int, l0: int) -> None:
     rep = check(dic, mem, codes="own", hull=False, amortisation=False)
     full = time.perf_counter() - t
     s = rep.summary
-    print(f"K={K} d={d} N={N}: L0={l0_seen / N:.1f} encode+decode {base:.2f}s, "
+    print(f"K={K} d={d} N={N}: L0={l0_seen / N:.1f} ({100 * l0_seen / N / K:.2f}% of K) "
+          f"encode+decode {base:.2f}s, "
           f"check {full:.2f}s, ratio {full / base:.2f}")
     print(f"  timings {({k: round(v, 2) for k, v in s['timings'].items()})}; "
           f"pairs sent to pass 2: {s['pairs_in_pass2']}; violations {s['counts']}")
@@ -142,11 +143,14 @@ def main() -> None:
     p.add_argument("--d", type=int, default=256)
     p.add_argument("--N", type=int, default=200_000)
     p.add_argument("--l0", type=int, default=8, help="features per generated point")
+    p.add_argument("--threshold", type=float, default=0.4,
+                   help="encoder threshold (0.4: L0 ≈ 7%% of K; 0.8: SAE-like, < 1%%)")
     p.add_argument("--hull-n", type=int, default=20_000)
     p.add_argument("--hull-atoms", type=int, default=32)
     p.add_argument("--mem-K", type=int, default=1024)
     p.add_argument("--mem-d", type=int, default=128)
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-hull", action="store_true")
     p.add_argument("--_rss", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.manual_seed(0)
@@ -156,8 +160,9 @@ def main() -> None:
         return
     if args.quick:
         args.K, args.d, args.N, args.hull_n = 1024, 128, 50_000, 5_000
-    ratio(args.K, args.d, args.N, args.l0)
-    hull_timing(args.K, args.d, args.hull_n, args.hull_atoms, args.l0)
+    ratio(args.K, args.d, args.N, args.l0, args.threshold)
+    if not args.skip_hull:
+        hull_timing(args.K, args.d, args.hull_n, args.hull_atoms, args.l0)
     if not args.skip_memory:
         rss = {}
         for n in (100_000, 1_000_000):

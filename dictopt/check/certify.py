@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import torch
 
 from dictopt.check.checker import _codes_for, make_coder, validate_dictionary
+from dictopt.check.moves import ChunkState
 from dictopt.check.report import CheckReport, Violation
 from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
@@ -85,8 +86,9 @@ def certify(
             r = x - dictionary.decode(a)
             n += x.shape[0]
             half = 0.5 * (r.to(F64) ** 2).sum()
+            state = ChunkState(x, a, atoms, bias, r, lam)
             for p, v in enumerate(vs):
-                ch = v.move.changes(x, a, atoms, bias, r, lam)
+                ch = v.move.changes(state)
                 idx = ch.idx
                 drec = ch.codes @ ch.atoms - a[:, idx] @ atoms[idx]
                 if ch.dbias is not None:

@@ -10,17 +10,19 @@ independent of N. The joint hull (``hull=True``) is a separate, separately timed
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
 from dictopt.check.conditions import atom_conditions, atom_floor
 from dictopt.check.moves import Toward, best_toward_step
-from dictopt.check.pairs import buffer_extremes, dense_extremes
+from dictopt.check.pairs import BufferExtremes, buffer_extremes, dense_extremes
 from dictopt.check.report import CONDITIONS, LABELS, CheckReport, Label, Violation
 from dictopt.check.stats import PassOneStats, PassTwoStats, argsort_stable, sort_unique
 from dictopt.check.tolerances import (
@@ -32,8 +34,14 @@ from dictopt.check.tolerances import (
 from dictopt.problem import Dictionary, check_codes
 from dictopt.validation import DictoptInputError, to_tensor
 
+if TYPE_CHECKING:
+    from dictopt.data.sources import ActivationSource
+
 log = logging.getLogger(__name__)
 F64 = torch.float64
+
+Coder = Callable[[torch.Tensor, int], torch.Tensor]
+"""``coder(x_chunk, start) -> codes [n, K]`` for a chunk whose first row is ``start``."""
 
 LAM_HELP = (
     "the L1 check needs λ (THEORY §1 convention). Supply it: check(..., lam=L), "
@@ -64,9 +72,7 @@ def validate_dictionary(dictionary: Dictionary) -> None:
         )
 
 
-def make_coder(
-    dictionary: Dictionary, codes: Any
-) -> tuple[str, Callable[[torch.Tensor, int], torch.Tensor]]:
+def make_coder(dictionary: Dictionary, codes: Any) -> tuple[str, Coder]:
     """``(mode, coder(x_chunk, start) -> canonical codes)`` for ``codes``.
 
     ``codes`` is ``"own"`` (the dictionary's encoder; optimal codes when it has none),
@@ -90,7 +96,9 @@ def make_coder(
     return "given", lambda x, start: arr[start : start + x.shape[0]]
 
 
-def _codes_for(coder, x: torch.Tensor, start: int, K: int, dtype: torch.dtype) -> torch.Tensor:
+def _codes_for(
+    coder: Coder, x: torch.Tensor, start: int, K: int, dtype: torch.dtype
+) -> torch.Tensor:
     """Codes of a chunk, validated with one pass (``amin`` propagates NaN; +inf is caught
     when the active entries are read) and clamped only if slightly negative."""
     a = coder(x, start).to(dtype)
@@ -102,6 +110,132 @@ def _codes_for(coder, x: torch.Tensor, start: int, K: int, dtype: torch.dtype) -
     if bool(torch.isinf(a.amax())):
         check_codes(a, x.shape[0], K, tol=1e-9)
     return a.clamp(min=0) if low < 0 else a
+
+
+# ---- the bundles the phases of ``check`` hand to each other ----------------------------------
+
+
+@dataclass
+class Setup:
+    """What every phase needs: the dictionary (with λ), the stream and how to get codes."""
+
+    dictionary: Dictionary
+    """The dictionary being checked, with λ set."""
+    lam: float
+    src: ActivationSource
+    mode: str
+    """``"own"``, ``"optimal"`` or ``"given"`` (see :func:`make_coder`)."""
+    coder: Coder
+    amortisation: bool
+    """Whether pass 1 also computes the optimal codes (the amortisation gap)."""
+    amortisation_note: str | None = None
+    """Why the amortisation gap was skipped, if it was."""
+
+    def codes(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Validated canonical codes ``[n, K]`` of a chunk whose first row is ``start``."""
+        return _codes_for(self.coder, x, start, self.dictionary.K, self.dictionary.dtype)
+
+
+@dataclass
+class AmortisationSums:
+    """Sums over points for the amortisation gap (own codes vs the exact lasso codes, C1)."""
+
+    K: int
+    device: torch.device
+    loss: float = 0.0
+    """``Σ_n ½‖r_n‖² + λ Σ_k a_kn`` with the optimal codes."""
+    n: int = 0
+    code_diff: torch.Tensor = field(init=False)
+    """``[K]`` ``Σ_n |a_opt − a|`` per atom."""
+
+    def __post_init__(self) -> None:
+        self.code_diff = torch.zeros(self.K, dtype=F64, device=self.device)
+
+    def update(self, dictionary: Dictionary, lam: float, x: torch.Tensor, a: torch.Tensor) -> None:
+        """Add one chunk ``x`` whose checked codes are ``a``."""
+        a_opt = dictionary.optimal_codes(x)
+        r = x - dictionary.decode(a_opt)
+        self.loss += float(0.5 * (r.to(F64) ** 2).sum() + lam * a_opt.to(F64).sum())
+        self.n += x.shape[0]
+        self.code_diff += (a_opt - a).abs().to(F64).sum(0)
+
+
+class PassOneResult(NamedTuple):
+    """Pass 1: the mergeable statistics and the choices fixed on the first chunk."""
+
+    stats: PassOneStats
+    tau: float
+    """Inactivity threshold τ actually used."""
+    amortisation: AmortisationSums | None
+
+
+class KnownViolations(NamedTuple):
+    """C5 violations the buffers decide exactly, ranked by slope (steepest first)."""
+
+    i: torch.Tensor
+    j: torch.Tensor
+    side: torch.Tensor
+    """``+1`` upper (``θ_ij > H_ij``), ``−1`` lower (``L_ij > θ_ij``)."""
+    value: torch.Tensor
+    """``H_ij`` (upper) or ``L_ij`` (lower)."""
+    n_certified: int
+    """The first ``n_certified`` get step bounds from pass 2; the rest step 0."""
+
+
+class LabelCandidates(NamedTuple):
+    """Pairs ``i < j`` whose cosine may earn a structural label (duplicate, absorption, C6)."""
+
+    i: torch.Tensor
+    j: torch.Tensor
+    cos: torch.Tensor
+
+
+class PairPlan(NamedTuple):
+    """Between the passes: what the buffers decided and what pass 2 must compute."""
+
+    known: KnownViolations
+    unknown_keys: torch.Tensor
+    """``i·K + j`` of the pairs the buffers could not decide (C5 computed in pass 2)."""
+    labels: LabelCandidates
+    key: torch.Tensor
+    """Sorted ``i·K + j`` of every pair pass 2 tracks (unknown, certified, label pairs)."""
+    H0: torch.Tensor
+    """Initial ``H`` of the tracked pairs: exact where the buffers know it, else 0."""
+    L0: torch.Tensor
+    """Initial ``L`` of the tracked pairs: the safe bound ``max_n a_in``."""
+
+
+class BlockPairs(NamedTuple):
+    """The pairs of one block of rows ``i``, classified from the buffers."""
+
+    found: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    """``(i, j, side, value)`` of known violations."""
+    unknown: tuple[torch.Tensor, torch.Tensor]
+    """``(i, j)`` of pairs left to pass 2."""
+    labels: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    """``(i, j, cos)`` of label candidates."""
+
+
+class PassTwoResult(NamedTuple):
+    """Pass 2: exact extremes of the tracked pairs, and the codes if the exact hull runs."""
+
+    stats: PassTwoStats
+    kept_codes: list[torch.Tensor]
+
+
+class PairCandidate(NamedTuple):
+    """One C5 violation before its certificate is sized."""
+
+    i: int
+    j: int
+    side: int
+    value: float
+    """``H_ij`` or ``L_ij``."""
+    certify: bool
+    """Whether pass 2 bounded its step (otherwise reported with step 0)."""
+
+
+# ---- check ----------------------------------------------------------------------------------
 
 
 def check(
@@ -159,12 +293,55 @@ def check(
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    setup = _setup(dictionary, source, codes, lam, amortisation, chunk_size)
+    D = setup.dictionary.atoms
+
+    p1 = _pass_one(setup, tol, buffer_size, sparse, progress)
+    timings["pass1"] = time.perf_counter() - t0
+    st1, tau = p1.stats, p1.tau
+    violations, cols = atom_conditions(st1, D, setup.lam, tau, setup.dictionary.has_bias, tol)
+
+    t1 = time.perf_counter()
+    plan = _decide_pairs(setup, st1, tau, tol, thresholds, block, max_pair_certificates)
+    timings["pairs"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    want_hull = hull is True or (hull == "auto" and st1.n * setup.dictionary.K <= hull_exact_limit)
+    p2 = _pass_two(setup, plan, tau, want_hull, progress)
+    timings["pass2"] = time.perf_counter() - t2
+
+    pos_of = {int(k): p for p, k in enumerate(plan.key.tolist())}
+    violations.extend(_pair_violations(setup, plan, p2.stats, pos_of, st1.mean_a, tau, tol))
+    timings["certificates"] = time.perf_counter() - t2 - timings["pass2"]
+
+    labels = _labels(st1, p2.stats, pos_of, plan.labels, thresholds)
+
+    hull_violations, hull_info = _joint_hull(
+        setup, p2.kept_codes, st1, tau, tol, hull, want_hull
+    )
+    violations.extend(hull_violations)
+    timings["hull"] = hull_info["seconds"]
+
+    violations.sort(key=lambda v: (-(v.model_decrease or 0.0), -v.slope))
+    return _assemble_report(
+        setup, p1, cols, violations, labels, hull_info, int(plan.key.numel()), tol, timings, t0
+    )
+
+
+def _setup(
+    dictionary: Dictionary,
+    source: Any,
+    codes: Any,
+    lam: float | None,
+    amortisation: bool | None,
+    chunk_size: int | None,
+) -> Setup:
+    """Validate the inputs, fix λ, open the stream and choose the coder."""
     validate_dictionary(dictionary)
     lam = lam if lam is not None else dictionary.lam
     if lam is None:
         raise DictoptInputError(f"lam: missing; {LAM_HELP}")
     dictionary = dictionary.with_lam(lam)
-    lam = float(dictionary.lam)
     from dictopt.data.sources import as_source
 
     kwargs = {"chunk_size": chunk_size} if chunk_size else {}
@@ -174,133 +351,174 @@ def check(
             f"activations: width {src.d} but the dictionary has d = {dictionary.d}"
         )
     mode, coder = make_coder(dictionary, codes)
-    amortisation_note = None
+    note = None
     if amortisation is None:
         amortisation = mode == "own"
         if amortisation:
             try:
-                import dictopt.solvers.coding  # noqa: F401
+                importlib.import_module("dictopt.solvers.coding")  # is the exact coder there?
             except ImportError:
                 amortisation = False
-                amortisation_note = "skipped: the exact coder dictopt.solvers.coding is missing"
-    K, d = dictionary.K, dictionary.d
-    atoms, bias = dictionary.atoms, dictionary.bias
-    dev = dictionary.device
+                note = "skipped: the exact coder dictopt.solvers.coding is missing"
+    return Setup(dictionary, float(dictionary.lam), src, mode, coder, amortisation, note)
 
-    # ---- pass 1 ---------------------------------------------------------------------------
+
+def _pass_one(
+    setup: Setup, tol: Tolerances, buffer_size: int, sparse: bool | None, progress: bool
+) -> PassOneResult:
+    """Stream every chunk once: codes, residuals and :class:`PassOneStats` (C1–C4 sums,
+    extremes, capacity, top buffers), plus the optimal codes when the amortisation gap is
+    wanted. τ and the sparse kernels are chosen on the first chunk."""
+    dic = setup.dictionary
+    K, dev = dic.K, dic.device
     tau = tol.tau
     st1: PassOneStats | None = None
-    opt_loss = opt_n = 0.0
-    code_diff = torch.zeros(K, dtype=F64, device=dev)
-    for chunk in src.iter_chunks(progress=progress, desc="check pass 1"):
+    amort = AmortisationSums(K, dev) if setup.amortisation else None
+    for chunk in setup.src.iter_chunks(progress=progress, desc="check pass 1"):
         x = chunk.data.to(device=dev)
-        a = _codes_for(coder, x, chunk.start, K, dictionary.dtype)
-        if tau is None:
-            tau = 0.0 if mode == "own" else tol.tau_rel * float(a.max())
+        a = setup.codes(x, chunk.start)
+        if tau is None:  # solver codes may leave ~1e-16 dust: τ relative to the largest code
+            tau = 0.0 if setup.mode == "own" else tol.tau_rel * float(a.max())
         if st1 is None:
-            st1 = PassOneStats(K, d, lam, buffer_size, dev)
+            st1 = PassOneStats(K, dic.d, setup.lam, buffer_size, dev)
             if sparse is None:
                 sparse = float((a > tau).float().mean()) < 0.1 and K >= 256
-        st1.update(x, a, atoms, bias, chunk.start, tau, sparse=bool(sparse))
-        if amortisation:
-            a_opt = dictionary.optimal_codes(x)
-            r = x - dictionary.decode(a_opt)
-            opt_loss += float(0.5 * (r.to(F64) ** 2).sum() + lam * a_opt.to(F64).sum())
-            opt_n += x.shape[0]
-            code_diff += (a_opt - a).abs().to(F64).sum(0)
+        st1.update(x, a, dic.atoms, dic.bias, chunk.start, tau, sparse=bool(sparse))
+        if amort is not None:
+            amort.update(dic, setup.lam, x, a)
     assert st1 is not None and tau is not None
-    timings["pass1"] = time.perf_counter() - t0
-    N = st1.n
+    return PassOneResult(st1, tau, amort)
+
+
+def _decide_pairs(
+    setup: Setup,
+    st1: PassOneStats,
+    tau: float,
+    tol: Tolerances,
+    thresholds: LabelThresholds,
+    block: int,
+    max_pair_certificates: int,
+) -> PairPlan:
+    """Classify every ordered pair from the top buffers (:mod:`dictopt.check.pairs`), a block
+    of ``block`` rows of the Gram matrix at a time, and list the pairs pass 2 must track."""
+    dic = setup.dictionary
+    K, D, dev = dic.K, dic.atoms, dic.device
     abar = st1.mean_a
-    n_inactive = N - st1.n_active
-
-    violations, cols = atom_conditions(st1, atoms, lam, tau, dictionary.has_bias, tol)
-
-    # ---- pair classification from the buffers ---------------------------------------------
-    t1 = time.perf_counter()
     top = buffer_extremes(st1.top, K)
     floor = atom_floor(abar, tol)
-    D = atoms
-    pair_found: list[tuple[torch.Tensor, ...]] = []  # (i, j, side, value) known violations
-    pass2_i: list[torch.Tensor] = []
-    pass2_j: list[torch.Tensor] = []
-    label_pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    ar = torch.arange(K, device=dev)
-    for lo in range(0, K, block):
-        rows = ar[lo : lo + block]
-        c = (D[rows] @ D.t()).to(F64)
-        theta = (1 - c) * abar[rows, None]
-        tol_i = (tol.pair_rel * abar[rows] + floor)[:, None]
-        valid = (n_inactive[None, :] > 0).expand_as(c).clone()
-        valid[torch.arange(rows.numel()), rows] = False
-        H = dense_extremes(top, rows, K)
-        up_unknown = valid & torch.isnan(H)
-        if dictionary.has_bias:
-            up_viol = valid & ~torch.isnan(H) & (theta - H > tol_i)
-        else:  # without a bias only the strict hierarchy survives (THEORY C5)
-            up_viol = valid & ~torch.isnan(H) & (H <= 0) & (theta > tol_i)
-        ii, jj = up_viol.nonzero(as_tuple=True)
-        pair_found.append((rows[ii], jj, torch.ones_like(ii), H[ii, jj]))
-        if dictionary.has_bias:  # lower side: see the lemma in dictopt.check.pairs
-            both = st1.n_active[rows, None] + st1.n_active[None, :] >= N
-            lo_unknown = valid & (both | (theta < tau))
-        else:
-            lo_unknown = torch.zeros_like(valid)
-        ii, jj = (up_unknown | lo_unknown).nonzero(as_tuple=True)
-        pass2_i.append(rows[ii])
-        pass2_j.append(jj)
-        # label candidates (upper triangle only)
-        cand = ((c >= thresholds.absorption_cos) | (c <= -thresholds.antipodal_cos)) & (
-            rows[:, None] < ar[None, :]
-        )
-        ii, jj = cand.nonzero(as_tuple=True)
-        label_pairs.append((rows[ii], jj, c[ii, jj]))
-    fi = torch.cat([p[0] for p in pair_found])
-    fj = torch.cat([p[1] for p in pair_found])
-    fside = torch.cat([p[2] for p in pair_found])
-    fval = torch.cat([p[3] for p in pair_found])
-    li = torch.cat([p[0] for p in label_pairs])
-    lj = torch.cat([p[1] for p in label_pairs])
-    lc = torch.cat([p[2] for p in label_pairs])
-    # rank known violations by slope; only the first max_pair_certificates get step bounds
+    blocks = [
+        _classify_block(rows, D, st1, top, abar, floor, tau, tol, thresholds, dic.has_bias)
+        for rows in torch.arange(K, device=dev).split(block)
+    ]
+    fi, fj, fside, fval = (torch.cat([b.found[c] for b in blocks]) for c in range(4))
+    ui, uj = (torch.cat([b.unknown[c] for b in blocks]) for c in range(2))
+    li, lj, lc = (torch.cat([b.labels[c] for b in blocks]) for c in range(3))
+    # rank known violations by slope λ·side·(θ_ij − value); only the first
+    # max_pair_certificates get step bounds
     fc = (D[fi] * D[fj]).sum(1).to(F64)
-    fslope = lam * fside * ((1 - fc) * abar[fi] - fval)
+    fslope = setup.lam * fside * ((1 - fc) * abar[fi] - fval)
     order = argsort_stable(-fslope)
-    fi, fj, fside, fval, fc, fslope = (t[order] for t in (fi, fj, fside, fval, fc, fslope))
+    fi, fj, fside, fval = (t[order] for t in (fi, fj, fside, fval))
     nb = min(max_pair_certificates, fi.numel())
     # pass-2 pair list: unknown pairs, certified pairs (step bounds), label pairs (co-activity)
-    ui, uj = torch.cat(pass2_i), torch.cat(pass2_j)
     P_i = torch.cat([ui, fi[:nb], li])
     P_j = torch.cat([uj, fj[:nb], lj])
     key = sort_unique(torch.cat([P_i * K + P_j]))
     P_i, P_j = key // K, key % K
     # initial extremes: exact where the buffers know them, otherwise the safe bounds
-    H0 = torch.zeros(key.numel(), dtype=F64, device=dev)
-    L0 = st1.max_a[P_i].clone()
+    # (H ≥ 0 and L ≤ max_n a_in always hold)
     Hk = _lookup(top, P_i, P_j, K)
-    H0 = torch.where(torch.isnan(Hk), H0, Hk)
-    timings["pairs"] = time.perf_counter() - t1
+    H0 = torch.where(torch.isnan(Hk), torch.zeros(key.numel(), dtype=F64, device=dev), Hk)
+    L0 = st1.max_a[P_i].clone()
+    return PairPlan(
+        KnownViolations(fi, fj, fside, fval, nb), ui * K + uj, LabelCandidates(li, lj, lc),
+        key, H0, L0,
+    )
 
-    # ---- pass 2 ---------------------------------------------------------------------------
-    t2 = time.perf_counter()
-    want_hull = hull is True or (hull == "auto" and N * K <= hull_exact_limit)
+
+def _classify_block(
+    rows: torch.Tensor,
+    D: torch.Tensor,
+    st1: PassOneStats,
+    top: BufferExtremes,
+    abar: torch.Tensor,
+    floor: float,
+    tau: float,
+    tol: Tolerances,
+    thresholds: LabelThresholds,
+    has_bias: bool,
+) -> BlockPairs:
+    """The pairs ``(i, j)``, ``i ∈ rows``: C5 with ``θ_ij = (1 − c_ij) ā_i`` against the
+    buffer's ``H_ij`` (THEORY C5), pairs the buffers leave open, and label candidates."""
+    K = D.shape[0]
+    N = st1.n
+    n_inactive = N - st1.n_active
+    c = (D[rows] @ D.t()).to(F64)
+    theta = (1 - c) * abar[rows, None]
+    tol_i = (tol.pair_rel * abar[rows] + floor)[:, None]
+    # a pair is testable when j is inactive somewhere (else H_ij, L_ij are empty) and i ≠ j
+    valid = (n_inactive[None, :] > 0).expand_as(c).clone()
+    valid[torch.arange(rows.numel()), rows] = False
+    H = dense_extremes(top, rows, K)
+    known = valid & ~torch.isnan(H)
+    if has_bias:
+        up_viol = known & (theta - H > tol_i)
+    else:  # without a bias only the strict hierarchy survives (THEORY C5)
+        up_viol = known & (H <= 0) & (theta > tol_i)
+    ii, jj = up_viol.nonzero(as_tuple=True)
+    found = (rows[ii], jj, torch.ones_like(ii), H[ii, jj])
+    up_unknown = valid & torch.isnan(H)
+    if has_bias:  # lower side: see the lemma in dictopt.check.pairs
+        both = st1.n_active[rows, None] + st1.n_active[None, :] >= N
+        lo_unknown = valid & (both | (theta < tau))
+    else:
+        lo_unknown = torch.zeros_like(valid)
+    ii, jj = (up_unknown | lo_unknown).nonzero(as_tuple=True)
+    unknown = (rows[ii], jj)
+    # label candidates (upper triangle only)
+    cand = ((c >= thresholds.absorption_cos) | (c <= -thresholds.antipodal_cos)) & (
+        rows[:, None] < torch.arange(K, device=rows.device)[None, :]
+    )
+    ii, jj = cand.nonzero(as_tuple=True)
+    return BlockPairs(found, unknown, (rows[ii], jj, c[ii, jj]))
+
+
+def _pass_two(
+    setup: Setup, plan: PairPlan, tau: float, want_hull: bool, progress: bool
+) -> PassTwoResult:
+    """Stream again (re-encoding) for the exact ``H_ij``/``L_ij`` of the pairs the buffers
+    left open, the step bounds of the certified pairs and the co-activity of label pairs;
+    keep the codes when the exact joint hull will run."""
+    K, dev = setup.dictionary.K, setup.dictionary.device
+    st2 = PassTwoStats(plan.key // K, plan.key % K, plan.H0, plan.L0)
     kept_codes: list[torch.Tensor] = []
-    st2 = PassTwoStats(P_i, P_j, H0, L0)
-    if key.numel() or want_hull:
-        for chunk in src.iter_chunks(progress=progress, desc="check pass 2"):
+    if plan.key.numel() or want_hull:
+        for chunk in setup.src.iter_chunks(progress=progress, desc="check pass 2"):
             x = chunk.data.to(device=dev)
-            a = _codes_for(coder, x, chunk.start, K, dictionary.dtype)
+            a = setup.codes(x, chunk.start)
             st2.update(a, tau)
             if want_hull:
                 kept_codes.append(a)
-    timings["pass2"] = time.perf_counter() - t2
+    return PassTwoResult(st2, kept_codes)
 
-    # ---- C5 violations with certificates ----------------------------------------------------
-    pos_of = {int(k): p for p, k in enumerate(key.tolist())}
-    cset = _pair_candidates(
-        st2, ui * K + uj, fi, fj, fside, fval, nb, K, D, abar, floor, tol, dictionary.has_bias
-    )
-    for i, j, side, val, certify in cset:
+
+def _pair_violations(
+    setup: Setup,
+    plan: PairPlan,
+    st2: PassTwoStats,
+    pos_of: dict[int, int],
+    abar: torch.Tensor,
+    tau: float,
+    tol: Tolerances,
+) -> list[Violation]:
+    """Every C5 violation with its certificate (THEORY C5): the pair move is the
+    :class:`Toward` move ``k = j, q = ±e_i, κ = ±H_ij`` (``∓L_ij``), stepped to the exact
+    minimiser of ``ΔL`` within the step bound ``t_max`` that keeps every code nonnegative."""
+    dic, lam = setup.dictionary, setup.lam
+    K, D = dic.K, dic.atoms
+    floor = atom_floor(abar, tol)
+    out: list[Violation] = []
+    for i, j, side, val, certify in _pair_candidates(st2, plan, D, abar, floor, tol, dic.has_bias):
         c_ij = float(D[i] @ D[j])
         slope = lam * side * ((1 - c_ij) * float(abar[i]) - val)
         p = pos_of.get(i * K + j)
@@ -309,36 +527,103 @@ def check(
         else:
             t_max = 0.0
         move = Toward(0.0, k=j, J=torch.tensor([i]), q=torch.tensor([float(side)]),
-                      kappa=float(side * val) if dictionary.has_bias else 0.0)
+                      kappa=float(side * val) if dic.has_bias else 0.0)
         t = best_toward_step(move, D, abar, lam, t_max) if t_max > 0 else 0.0
         strict = side > 0 and val <= tau
-        violations.append(Violation(
+        out.append(Violation(
             "C5", i, j, "hierarchy" if strict else ("upper" if side > 0 else "lower"),
             slope, t, slope * t, -move.model_delta(D, abar, lam) if t > 0 else 0.0,
             detail={"side": "upper" if side > 0 else "lower", "H" if side > 0 else "L": val,
                     "theta": (1 - c_ij) * float(abar[i]), "cos": c_ij, "t_max": t_max},
             move=move,
         ))
-    timings["certificates"] = time.perf_counter() - t2 - timings["pass2"]
+    return out
 
-    # ---- labels -----------------------------------------------------------------------------
-    labels = _labels(st1, st2, pos_of, li, lj, lc, thresholds, K, N, violations)
 
-    # ---- joint hull -------------------------------------------------------------------------
-    hull_info: dict[str, Any] = {"mode": "skipped", "atoms_checked": 0, "seconds": 0.0}
-    if want_hull and dictionary.has_bias:
+def _pair_candidates(
+    st2: PassTwoStats,
+    plan: PairPlan,
+    D: torch.Tensor,
+    abar: torch.Tensor,
+    floor: float,
+    tol: Tolerances,
+    has_bias: bool,
+) -> list[PairCandidate]:
+    """C5 violations: known from buffers, plus unknown pairs decided by pass 2."""
+    K = D.shape[0]
+    known = plan.known
+    out = [
+        PairCandidate(int(known.i[t]), int(known.j[t]), int(known.side[t]),
+                      float(known.value[t]), t < known.n_certified)
+        for t in range(known.i.numel())
+    ]
+    if plan.unknown_keys.numel():
+        keyset = set(plan.unknown_keys.tolist())
+        for p in range(st2.pi.numel()):
+            i, j = int(st2.pi[p]), int(st2.pj[p])
+            if i * K + j not in keyset:
+                continue
+            theta = (1 - float(D[i] @ D[j])) * float(abar[i])
+            tol_i = tol.pair_rel * float(abar[i]) + floor
+            H, L = float(st2.H[p]), float(st2.L[p])
+            if has_bias:
+                if theta - H > tol_i:
+                    out.append(PairCandidate(i, j, 1, H, True))
+                if L - theta > tol_i:
+                    out.append(PairCandidate(i, j, -1, L, True))
+            elif H <= 0 and theta > tol_i:
+                out.append(PairCandidate(i, j, 1, H, True))
+    # the same pair may be known on one side and unknown on the other: keep distinct sides
+    seen: set[tuple[int, int, int]] = set()
+    uniq = []
+    for cand in out:
+        if (cand.i, cand.j, cand.side) not in seen:
+            seen.add((cand.i, cand.j, cand.side))
+            uniq.append(cand)
+    return uniq
+
+
+def _joint_hull(
+    setup: Setup,
+    kept_codes: list[torch.Tensor],
+    st1: PassOneStats,
+    tau: float,
+    tol: Tolerances,
+    hull: bool | str,
+    want_hull: bool,
+) -> tuple[list[Violation], dict[str, Any]]:
+    """The joint hull condition C5′ (exact LP per atom, :mod:`dictopt.check.hull`) when the
+    codes were kept; only meaningful with a bias. Returns violations and the report's info."""
+    dic = setup.dictionary
+    info: dict[str, Any] = {"mode": "skipped", "atoms_checked": 0, "seconds": 0.0}
+    if want_hull and dic.has_bias:
         from dictopt.check.hull import joint_hull
 
         th = time.perf_counter()
         A = torch.cat(kept_codes).to(F64)
-        hv = joint_hull(A, D, abar, lam, tau, tol)
-        violations.extend(hv)
-        hull_info = {"mode": "exact", "atoms_checked": K, "seconds": time.perf_counter() - th}
-    elif hull is not False and dictionary.has_bias:
-        hull_info["mode"] = f"skipped (N·K = {N * K} > hull_exact_limit)"
-    timings["hull"] = hull_info["seconds"]
+        found = joint_hull(A, dic.atoms, st1.mean_a, setup.lam, tau, tol)
+        info = {"mode": "exact", "atoms_checked": dic.K, "seconds": time.perf_counter() - th}
+        return found, info
+    if hull is not False and dic.has_bias:
+        info["mode"] = f"skipped (N·K = {st1.n * dic.K} > hull_exact_limit)"
+    return [], info
 
-    violations.sort(key=lambda v: (-(v.model_decrease or 0.0), -v.slope))
+
+def _assemble_report(
+    setup: Setup,
+    p1: PassOneResult,
+    cols: dict[str, torch.Tensor],
+    violations: list[Violation],
+    labels: list[Label],
+    hull_info: dict[str, Any],
+    n_pass2: int,
+    tol: Tolerances,
+    timings: dict[str, float],
+    t0: float,
+) -> CheckReport:
+    """The summary (loss, counts, labels, capacity, amortisation, timings) and per-atom rows."""
+    st1, lam = p1.stats, setup.lam
+    N, K = st1.n, setup.dictionary.K
     rec = st1.half_sq / N
     counts = {c: sum(v.condition == c for v in violations) for c in CONDITIONS}
     label_counts = {name: 0 for name in LABELS}
@@ -347,8 +632,8 @@ def check(
     label_counts["hierarchy"] = sum(v.label == "hierarchy" for v in violations)
     label_counts["always_on"] = counts["C4"]
     summary: dict[str, Any] = {
-        "N": N, "K": K, "d": d, "lam": lam, "codes": mode, "tau": tau,
-        "has_bias": dictionary.has_bias,
+        "N": N, "K": K, "d": setup.dictionary.d, "lam": lam, "codes": setup.mode,
+        "tau": p1.tau, "has_bias": setup.dictionary.has_bias,
         "loss": rec + lam * st1.l1 / N, "reconstruction": rec, "sparsity": lam * st1.l1 / N,
         "explained_variance": st1.ev.value, "l0": float(st1.n_active.sum()) / N,
         # a certified descent of the dictionary (C1 alone is about the codes, not D)
@@ -360,24 +645,25 @@ def check(
         "bias_residual": float(st1.r_mean.norm()),
         "capacity": {"points_over_lam": st1.n_over, "total_gain": st1.over_sum / N,
                      "max_gain": st1.over_max / N},
-        "amortisation": amortisation_note,
-        "pairs_in_pass2": int(key.numel()),
+        "amortisation": setup.amortisation_note,
+        "pairs_in_pass2": n_pass2,
         "hull": hull_info,
         "tolerances": {k: getattr(tol, k) for k in tol.__dataclass_fields__},
     }
-    if amortisation:
+    amort = p1.amortisation
+    if amort is not None:
         summary["amortisation"] = {
-            "optimal_loss": opt_loss / opt_n,
-            "loss_gap": summary["loss"] - opt_loss / opt_n,
-            "mean_abs_code_diff": (code_diff / N).tolist(),
+            "optimal_loss": amort.loss / amort.n,
+            "loss_gap": summary["loss"] - amort.loss / amort.n,
+            "mean_abs_code_diff": (amort.code_diff / N).tolist(),
         }
-    atom_rows = _atom_rows(st1, cols, labels, violations, K, N)
+    atom_rows = _atom_rows(st1, cols, labels, violations)
     timings["total"] = time.perf_counter() - t0
     summary["timings"] = timings
     return CheckReport(summary, atom_rows, violations, labels)
 
 
-def _lookup(ext, P_i: torch.Tensor, P_j: torch.Tensor, K: int) -> torch.Tensor:  # noqa: ANN001
+def _lookup(ext: BufferExtremes, P_i: torch.Tensor, P_j: torch.Tensor, K: int) -> torch.Tensor:
     """Buffer value of each pair (NaN = unknown): sparse entries override ``first[i]``."""
     out = ext.first[P_i].clone()
     keys = ext.pi * K + ext.pj
@@ -391,45 +677,22 @@ def _lookup(ext, P_i: torch.Tensor, P_j: torch.Tensor, K: int) -> torch.Tensor: 
     return out
 
 
-def _pair_candidates(st2, unknown_keys, fi, fj, fside, fval, nb, K, D, abar, floor, tol,
-                     has_bias):  # noqa: ANN001, ANN202
-    """C5 violations: known from buffers, plus unknown pairs decided by pass 2."""
-    out = []
-    for t in range(fi.numel()):
-        out.append((int(fi[t]), int(fj[t]), int(fside[t]), float(fval[t]), t < nb))
-    if unknown_keys.numel():
-        keyset = set(unknown_keys.tolist())
-        for p in range(st2.pi.numel()):
-            i, j = int(st2.pi[p]), int(st2.pj[p])
-            if i * K + j not in keyset:
-                continue
-            theta = (1 - float(D[i] @ D[j])) * float(abar[i])
-            tol_i = tol.pair_rel * float(abar[i]) + floor
-            H, L = float(st2.H[p]), float(st2.L[p])
-            if has_bias:
-                if theta - H > tol_i:
-                    out.append((i, j, 1, H, True))
-                if L - theta > tol_i:
-                    out.append((i, j, -1, L, True))
-            elif H <= 0 and theta > tol_i:
-                out.append((i, j, 1, H, True))
-    # the same pair may be known on one side and unknown on the other: keep distinct sides
-    seen = set()
-    uniq = []
-    for row in out:
-        if (row[0], row[1], row[2]) not in seen:
-            seen.add((row[0], row[1], row[2]))
-            uniq.append(row)
-    return uniq
-
-
-def _labels(st1, st2, pos_of, li, lj, lc, th, K, N, violations):  # noqa: ANN001, ANN202
+def _labels(
+    st1: PassOneStats,
+    st2: PassTwoStats,
+    pos_of: dict[int, int],
+    cand: LabelCandidates,
+    th: LabelThresholds,
+) -> list[Label]:
+    """Structural labels: dead atoms, duplicates, the absorption signature (high cosine,
+    disjoint supports) and dense antipodal pairs (THEORY C6, predicted, not violations)."""
+    K, N = st1.K, st1.n
     labels: list[Label] = []
     frac = st1.n_active / N
     for k in (st1.n_active == 0).nonzero().flatten().tolist():
         labels.append(Label("dead", k))
-    for t in range(li.numel()):
-        i, j, c = int(li[t]), int(lj[t]), float(lc[t])
+    for t in range(cand.i.numel()):
+        i, j, c = int(cand.i[t]), int(cand.j[t]), float(cand.cos[t])
         if c >= th.duplicate_cos:
             labels.append(Label("duplicate", i, j, {"cos": c}))
         p = pos_of.get(i * K + j)
@@ -443,7 +706,14 @@ def _labels(st1, st2, pos_of, li, lj, lc, th, K, N, violations):  # noqa: ANN001
     return labels
 
 
-def _atom_rows(st1, cols, labels, violations, K, N):  # noqa: ANN001, ANN202
+def _atom_rows(
+    st1: PassOneStats,
+    cols: dict[str, torch.Tensor],
+    labels: list[Label],
+    violations: list[Violation],
+) -> list[dict[str, Any]]:
+    """One row per atom: its statistics, condition residuals and labels."""
+    K, N = st1.K, st1.n
     tags: list[list[str]] = [[] for _ in range(K)]
     for lab in labels:
         tags[lab.i].append(lab.label)

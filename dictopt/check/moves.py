@@ -12,17 +12,40 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
 F64 = torch.float64
 
 
-class Changes:
-    """What a move does to one chunk (only the changed atoms)."""
+class Changes(NamedTuple):
+    """What a move does to one chunk (only the ``C`` changed atoms)."""
 
-    def __init__(self, idx, codes_NC, atoms_CD, dbias_D):  # noqa: ANN001 (internal)
-        self.idx, self.codes, self.atoms, self.dbias = idx, codes_NC, atoms_CD, dbias_D
+    idx: list[int]
+    """Indices of the changed atoms."""
+    codes: torch.Tensor
+    """``[N, C]`` their new codes."""
+    atoms: torch.Tensor
+    """``[C, d]`` their new (unit) atoms."""
+    dbias: torch.Tensor | None
+    """``[d]`` the bias shift, or ``None``."""
+
+
+class ChunkState(NamedTuple):
+    """One chunk at the current point ``(D, b, A)``: what a move needs to act on it."""
+
+    x: torch.Tensor
+    """``[N, d]`` data."""
+    codes: torch.Tensor
+    """``[N, K]`` their codes."""
+    atoms: torch.Tensor
+    """``[K, d]`` unit atoms."""
+    bias: torch.Tensor
+    """``[d]`` bias."""
+    r: torch.Tensor
+    """``[N, d]`` residuals ``x − b − codes @ atoms``."""
+    lam: float
 
 
 @dataclass
@@ -31,10 +54,13 @@ class Move:
 
     step: float
 
-    def changes(self, x, codes, atoms, bias, r, lam):  # noqa: ANN001, ANN201
+    def changes(self, chunk: ChunkState) -> Changes:
+        """What the move does to one chunk (only the atoms it changes)."""
         raise NotImplementedError
 
-    def apply_dictionary(self, atoms: torch.Tensor, bias: torch.Tensor):  # noqa: ANN201
+    def apply_dictionary(
+        self, atoms: torch.Tensor, bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """New ``(atoms, bias)``: codes are not part of a dictionary (they are re-solved)."""
         return atoms, bias
 
@@ -48,12 +74,12 @@ class CodeStep(Move):
 
     k: int = 0
 
-    def changes(self, x, codes, atoms, bias, r, lam):  # noqa: ANN001, ANN201
+    def changes(self, chunk: ChunkState) -> Changes:
         k = self.k
-        g = r @ atoms[k]
-        a = codes[:, k]
-        new = a + torch.maximum(self.step * (g - lam), -a)
-        return Changes([k], new[:, None], atoms[[k]], None)
+        g = chunk.r @ chunk.atoms[k]
+        a = chunk.codes[:, k]
+        new = a + torch.maximum(self.step * (g - chunk.lam), -a)
+        return Changes([k], new[:, None], chunk.atoms[[k]], None)
 
     def to_json(self) -> dict:
         return {**super().to_json(), "k": self.k}
@@ -70,10 +96,12 @@ class Rotate(Move):
         d = atoms[self.k]
         return (d + self.step * self.u.to(d)) / math.sqrt(1 + self.step**2)
 
-    def changes(self, x, codes, atoms, bias, r, lam):  # noqa: ANN001, ANN201
-        return Changes([self.k], codes[:, [self.k]], self.new_atom(atoms)[None], None)
+    def changes(self, chunk: ChunkState) -> Changes:
+        return Changes([self.k], chunk.codes[:, [self.k]], self.new_atom(chunk.atoms)[None], None)
 
-    def apply_dictionary(self, atoms, bias):  # noqa: ANN001, ANN201
+    def apply_dictionary(
+        self, atoms: torch.Tensor, bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         atoms = atoms.clone()
         atoms[self.k] = self.new_atom(atoms)
         return atoms, bias
@@ -88,8 +116,9 @@ class Scale(Move):
 
     k: int = 0
 
-    def changes(self, x, codes, atoms, bias, r, lam):  # noqa: ANN001, ANN201
-        return Changes([self.k], codes[:, [self.k]] * (1 + self.step), atoms[[self.k]], None)
+    def changes(self, chunk: ChunkState) -> Changes:
+        k = self.k
+        return Changes([k], chunk.codes[:, [k]] * (1 + self.step), chunk.atoms[[k]], None)
 
     def to_json(self) -> dict:
         return {**super().to_json(), "k": self.k}
@@ -101,11 +130,13 @@ class BiasShift(Move):
 
     r_mean: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
-    def changes(self, x, codes, atoms, bias, r, lam):  # noqa: ANN001, ANN201
-        empty = codes[:, :0]
-        return Changes([], empty, atoms[:0], self.step * self.r_mean.to(bias))
+    def changes(self, chunk: ChunkState) -> Changes:
+        empty = chunk.codes[:, :0]
+        return Changes([], empty, chunk.atoms[:0], self.step * self.r_mean.to(chunk.bias))
 
-    def apply_dictionary(self, atoms, bias):  # noqa: ANN001, ANN201
+    def apply_dictionary(
+        self, atoms: torch.Tensor, bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return atoms, bias + self.step * self.r_mean.to(bias)
 
 
@@ -116,11 +147,13 @@ class AlwaysOnShift(Move):
     k: int = 0
     m: float = 0.0
 
-    def changes(self, x, codes, atoms, bias, r, lam):  # noqa: ANN001, ANN201
-        s = self.step * self.m
-        return Changes([self.k], codes[:, [self.k]] - s, atoms[[self.k]], s * atoms[self.k])
+    def changes(self, chunk: ChunkState) -> Changes:
+        s, k, atoms = self.step * self.m, self.k, chunk.atoms
+        return Changes([k], chunk.codes[:, [k]] - s, atoms[[k]], s * atoms[k])
 
-    def apply_dictionary(self, atoms, bias):  # noqa: ANN001, ANN201
+    def apply_dictionary(
+        self, atoms: torch.Tensor, bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return atoms, bias + self.step * self.m * atoms[self.k]
 
     def to_json(self) -> dict:
@@ -148,8 +181,9 @@ class Toward(Move):
         s = self.step * self.q.to(atoms)
         return torch.sqrt(1 + 2 * s * c + s * s)
 
-    def changes(self, x, codes, atoms, bias, r, lam):  # noqa: ANN001, ANN201
+    def changes(self, chunk: ChunkState) -> Changes:
         J, k, t = self.J, self.k, self.step
+        codes, atoms = chunk.codes, chunk.atoms
         s = t * self.q.to(codes)
         nrm = self._norms(atoms)
         aJ = codes[:, J]
@@ -164,7 +198,9 @@ class Toward(Move):
             -t * self.kappa * atoms[k],
         )
 
-    def apply_dictionary(self, atoms, bias):  # noqa: ANN001, ANN201
+    def apply_dictionary(
+        self, atoms: torch.Tensor, bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.step * self.q.to(atoms)
         nrm = self._norms(atoms)
         out = atoms.clone()

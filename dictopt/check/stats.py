@@ -147,7 +147,9 @@ def argsort_stable(t: torch.Tensor) -> torch.Tensor:
     return torch.argsort(t, stable=True)
 
 
-def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, size: tuple[int, int]):  # noqa: ANN202
+def _csr(
+    crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
     """A CSR matrix built from already valid indices (no invariant checks, no beta warning)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
