@@ -1,0 +1,93 @@
+"""Conditions C1–C4 from pass-1 statistics, and the C5 pair classification (THEORY §2)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from dictopt.check.moves import AlwaysOnShift, BiasShift, CodeStep, Rotate, Scale
+from dictopt.check.report import Violation
+from dictopt.check.stats import PassOneStats
+from dictopt.check.tolerances import Tolerances
+
+F64 = torch.float64
+
+
+def atom_floor(mean_a: torch.Tensor, tol: Tolerances) -> float:
+    """The absolute floor of relative tolerances (so dead atoms do not divide by zero)."""
+    return tol.floor_rel * float(mean_a.max()) if mean_a.numel() else 0.0
+
+
+def c2_model(G_k: torch.Tensor, d_k: torch.Tensor, q2: float, u: torch.Tensor, t: float) -> float:
+    """Exact ΔL of :class:`Rotate` with codes fixed: ``−G·δ + ½ (1/N Σ a²) ‖δ‖²``."""
+    delta = (d_k + t * u) / math.sqrt(1 + t * t) - d_k
+    return float(-(G_k @ delta) + 0.5 * q2 * (delta @ delta))
+
+
+def atom_conditions(
+    st: PassOneStats, atoms_KD: torch.Tensor, lam: float, tau: float, has_bias: bool,
+    tol: Tolerances,
+) -> tuple[list[Violation], dict[str, torch.Tensor]]:
+    """C1, C2 (tangential and radial), C3, C4. Returns violations and per-atom columns."""
+    n = st.n
+    D = atoms_KD.to(F64)
+    abar = st.mean_a
+    q2 = st.sum_a2 / n
+    floor = atom_floor(abar, tol)
+    out: list[Violation] = []
+
+    # C1: KKT of the nonnegative lasso, per atom (THEORY C1).
+    kkt_rel = st.kkt_max / lam
+    for k in (kkt_rel > tol.kkt_rel).nonzero().flatten().tolist():
+        slope = float(st.c1_slope[k]) / n
+        out.append(Violation(
+            "C1", k, None, "code_kkt", slope, 1.0, slope, float(st.c1_gain[k]) / n,
+            detail={"kkt_violation": float(kkt_rel[k])}, move=CodeStep(1.0, k=k),
+        ))
+
+    # C2: G_k = λ ā_k d_k, split into tangential and radial parts.
+    G = st.G
+    radial = (G * D).sum(1)
+    perp = G - radial[:, None] * D
+    tang = perp.norm(dim=1)
+    rad = radial - lam * abar
+    tol2 = tol.stat_rel * lam * torch.clamp(abar, min=floor)
+    for k in (tang > tol2).nonzero().flatten().tolist():
+        # d' = cos φ d + sin φ u gives ΔL(φ) = γ'(1 − cos φ) − p sin φ with p = ‖perp‖,
+        # γ' = d·G + (1/N)Σa²; minimised at φ* = atan2(p, γ') (capped below π/2, t = tan φ).
+        u = perp[k] / tang[k]
+        p, gp = float(tang[k]), float(radial[k] + q2[k])
+        phi = min(math.atan2(p, gp), 1.5)
+        t = math.tan(phi)
+        out.append(Violation(
+            "C2", k, None, "rotation", p, t, t * p, p * math.sin(phi) - gp * (1 - math.cos(phi)),
+            detail={"tangential": p}, move=Rotate(t, k=k, u=u),
+        ))
+    for k in (rad.abs() > tol2).nonzero().flatten().tolist():
+        rho, qk = float(rad[k]), float(q2[k])
+        s = max(rho / qk, -1.0) if qk > 0 else 0.0
+        out.append(Violation(
+            "C2", k, None, "code_scale", abs(rho), s, s * rho, s * rho - 0.5 * s * s * qk,
+            detail={"radial": rho}, move=Scale(s, k=k),
+        ))
+
+    # C3: mean residual; C4: always-on atoms (both need a free bias).
+    if has_bias:
+        rbar = st.r_mean
+        nr = float(rbar.norm())
+        if nr > tol.stat_rel * lam:
+            out.append(Violation(
+                "C3", None, None, "bias", nr, 1.0, nr * nr, 0.5 * nr * nr,
+                detail={"bias_residual": nr}, move=BiasShift(1.0, r_mean=rbar),
+            ))
+        min_a = st.min_a
+        on = min_a > torch.clamp(tol.pair_rel * abar, min=tau)
+        for k in on.nonzero().flatten().tolist():
+            m = float(min_a[k])
+            out.append(Violation(
+                "C4", k, None, "always_on", lam * m, 1.0, lam * m, lam * m,
+                detail={"min_code": m}, move=AlwaysOnShift(1.0, k=k, m=m),
+            ))
+    cols = {"kkt_violation": kkt_rel, "stationarity_tangential": tang, "stationarity_radial": rad}
+    return out, cols

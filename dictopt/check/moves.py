@@ -1,0 +1,207 @@
+"""The certificates of THEORY §2 as explicit finite perturbations of ``(D, b, A)``.
+
+Every move acts on a chunk through :meth:`Move.changes`, which returns the indices of the
+atoms whose codes change, their new codes, their new (unit) atoms, and the bias shift. That is
+enough to measure the loss change on data exactly and cheaply (only the changed atoms enter),
+and :meth:`Move.apply_dictionary` gives the perturbed dictionary for :mod:`repair`.
+Each move also knows its exact loss change from the pass statistics (``model_delta``) and its
+first-order slope (``slope``: predicted decrease per unit step).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+F64 = torch.float64
+
+
+class Changes:
+    """What a move does to one chunk (only the changed atoms)."""
+
+    def __init__(self, idx, codes_NC, atoms_CD, dbias_D):  # noqa: ANN001 (internal)
+        self.idx, self.codes, self.atoms, self.dbias = idx, codes_NC, atoms_CD, dbias_D
+
+
+@dataclass
+class Move:
+    """Base class: a perturbation with a step ``t`` (subclasses define the geometry)."""
+
+    step: float
+
+    def changes(self, x, codes, atoms, bias, r, lam):  # noqa: ANN001, ANN201
+        raise NotImplementedError
+
+    def apply_dictionary(self, atoms: torch.Tensor, bias: torch.Tensor):  # noqa: ANN201
+        """New ``(atoms, bias)``: codes are not part of a dictionary (they are re-solved)."""
+        return atoms, bias
+
+    def to_json(self) -> dict:
+        return {"type": type(self).__name__, "step": self.step}
+
+
+@dataclass
+class CodeStep(Move):
+    """C1: the optimal coordinate step on atom ``k``'s codes, ``δ = max(t (g − λ), −a)``."""
+
+    k: int = 0
+
+    def changes(self, x, codes, atoms, bias, r, lam):  # noqa: ANN001, ANN201
+        k = self.k
+        g = r @ atoms[k]
+        a = codes[:, k]
+        new = a + torch.maximum(self.step * (g - lam), -a)
+        return Changes([k], new[:, None], atoms[[k]], None)
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "k": self.k}
+
+
+@dataclass
+class Rotate(Move):
+    """C2 (tangential): ``d_k ← (d_k + t u) / √(1 + t²)`` with ``u ⊥ d_k`` unit; codes kept."""
+
+    k: int = 0
+    u: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+
+    def new_atom(self, atoms: torch.Tensor) -> torch.Tensor:
+        d = atoms[self.k]
+        return (d + self.step * self.u.to(d)) / math.sqrt(1 + self.step**2)
+
+    def changes(self, x, codes, atoms, bias, r, lam):  # noqa: ANN001, ANN201
+        return Changes([self.k], codes[:, [self.k]], self.new_atom(atoms)[None], None)
+
+    def apply_dictionary(self, atoms, bias):  # noqa: ANN001, ANN201
+        atoms = atoms.clone()
+        atoms[self.k] = self.new_atom(atoms)
+        return atoms, bias
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "k": self.k}
+
+
+@dataclass
+class Scale(Move):
+    """C2 (radial): codes of atom ``k`` scaled by ``1 + t`` (``t`` may be negative)."""
+
+    k: int = 0
+
+    def changes(self, x, codes, atoms, bias, r, lam):  # noqa: ANN001, ANN201
+        return Changes([self.k], codes[:, [self.k]] * (1 + self.step), atoms[[self.k]], None)
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "k": self.k}
+
+
+@dataclass
+class BiasShift(Move):
+    """C3: ``b ← b + t r̄``."""
+
+    r_mean: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+
+    def changes(self, x, codes, atoms, bias, r, lam):  # noqa: ANN001, ANN201
+        empty = codes[:, :0]
+        return Changes([], empty, atoms[:0], self.step * self.r_mean.to(bias))
+
+    def apply_dictionary(self, atoms, bias):  # noqa: ANN001, ANN201
+        return atoms, bias + self.step * self.r_mean.to(bias)
+
+
+@dataclass
+class AlwaysOnShift(Move):
+    """C4: ``a_k ← a_k − t m``, ``b ← b + t m d_k`` (reconstructions unchanged; t ≤ 1)."""
+
+    k: int = 0
+    m: float = 0.0
+
+    def changes(self, x, codes, atoms, bias, r, lam):  # noqa: ANN001, ANN201
+        s = self.step * self.m
+        return Changes([self.k], codes[:, [self.k]] - s, atoms[[self.k]], s * atoms[self.k])
+
+    def apply_dictionary(self, atoms, bias):  # noqa: ANN001, ANN201
+        return atoms, bias + self.step * self.m * atoms[self.k]
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "k": self.k, "m": self.m}
+
+
+@dataclass
+class Toward(Move):
+    """C5 / joint hull: rotate atoms ``j ∈ J`` toward ``d_k`` (THEORY C5, C5′).
+
+    With ``s_j = t q_j``: ``d_j ← (d_j + s_j d_k)/‖·‖``, ``a_j ← a_j ‖d_j + s_j d_k‖``,
+    ``a_k ← a_k − Σ_j s_j a_j + t κ``, ``b ← b − t κ d_k``. Every reconstruction is unchanged, so
+    ``ΔL = λ [Σ_j ā_j (‖d_j + s_j d_k‖ − 1 − s_j) + t κ]`` exactly; first order
+    ``−λ t (q·v − κ)`` with ``v_j = (1 − c_jk) ā_j``. The pair move ``(i, j)`` of C5 is
+    ``k = j, q = ±e_i, κ = ±H_ij`` (``∓L_ij``).
+    """
+
+    k: int = 0
+    J: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    q: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    kappa: float = 0.0
+
+    def _norms(self, atoms: torch.Tensor) -> torch.Tensor:
+        c = atoms[self.J] @ atoms[self.k]
+        s = self.step * self.q.to(atoms)
+        return torch.sqrt(1 + 2 * s * c + s * s)
+
+    def changes(self, x, codes, atoms, bias, r, lam):  # noqa: ANN001, ANN201
+        J, k, t = self.J, self.k, self.step
+        s = t * self.q.to(codes)
+        nrm = self._norms(atoms)
+        aJ = codes[:, J]
+        new_J = aJ * nrm
+        new_k = codes[:, k] - aJ @ s + t * self.kappa
+        atoms_J = (atoms[J] + s[:, None] * atoms[k]) / nrm[:, None]
+        idx = [*J.tolist(), k]
+        return Changes(
+            idx,
+            torch.cat([new_J, new_k[:, None]], 1),
+            torch.cat([atoms_J, atoms[[k]]], 0),
+            -t * self.kappa * atoms[k],
+        )
+
+    def apply_dictionary(self, atoms, bias):  # noqa: ANN001, ANN201
+        s = self.step * self.q.to(atoms)
+        nrm = self._norms(atoms)
+        out = atoms.clone()
+        out[self.J] = (atoms[self.J] + s[:, None] * atoms[self.k]) / nrm[:, None]
+        return out, bias - self.step * self.kappa * atoms[self.k]
+
+    def model_delta(self, atoms: torch.Tensor, mean_a: torch.Tensor, lam: float) -> float:
+        """Exact ``ΔL`` (THEORY C5): only ā and the cosines enter."""
+        nrm = self._norms(atoms.to(F64)).to(F64)
+        s = self.step * self.q.to(F64)
+        return lam * float((mean_a[self.J] * (nrm - 1 - s)).sum() + self.step * self.kappa)
+
+    def to_json(self) -> dict:
+        return {
+            **super().to_json(),
+            "k": self.k,
+            "J": self.J.tolist(),
+            "q": [float(v) for v in self.q],
+            "kappa": self.kappa,
+        }
+
+
+def best_toward_step(
+    move: Toward, atoms: torch.Tensor, mean_a: torch.Tensor, lam: float, t_max: float
+) -> float:
+    """Minimise the exact, convex ``ΔL(t)`` of a :class:`Toward` move on ``(0, t_max]``."""
+    from scipy.optimize import minimize_scalar
+
+    hi = min(t_max, 1e3)
+    if not hi > 0:
+        return 0.0
+
+    def f(t: float) -> float:
+        move.step = t
+        return move.model_delta(atoms, mean_a, lam)
+
+    res = minimize_scalar(f, bounds=(0.0, hi), method="bounded", options={"xatol": hi * 1e-9})
+    t = float(res.x) if f(float(res.x)) <= f(hi) else hi
+    move.step = t
+    return t

@@ -1,0 +1,184 @@
+"""The checker's result: :class:`CheckReport` (summary, per-atom table, ranked violations).
+
+JSON schema (``CheckReport.to_json``; version ``SCHEMA_VERSION``)::
+
+    {
+      "schema": "dictopt.check/1",
+      "summary": {
+        "N", "K", "d": int, "lam": float, "codes": "own" | "optimal" | "given",
+        "loss", "reconstruction", "sparsity", "explained_variance", "l0": float,
+        "tau": float, "has_bias": bool, "unstable_optimum": bool,
+        "counts": {"C1": int, "C2": int, "C3": int, "C4": int, "C5": int, "hull": int},
+        "labels": {"hierarchy": int, "absorption": int, "always_on": int, "dead": int,
+                   "duplicate": int, "antipodal": int},
+        "max_kkt_violation": float,        # C1, relative to λ
+        "bias_residual": float,            # C3, ‖r̄‖
+        "capacity": {"points_over_lam": int, "total_gain": float, "max_gain": float},
+        "amortisation": null | {"optimal_loss": float, "loss_gap": float,
+                                "mean_abs_code_diff": [K floats]},
+        "pairs_in_pass2": int, "hull": {"mode": str, "atoms_checked": int, "seconds": float},
+        "timings": {name: seconds}, "tolerances": {...}
+      },
+      "atoms": [ {"k", "mean_code", "active_fraction", "min_code", "max_code",
+                  "kkt_violation", "stationarity_tangential", "stationarity_radial",
+                  "labels": [str]} ],
+      "violations": [ {"condition": "C1"|"C2"|"C3"|"C4"|"C5"|"hull", "i": int|null,
+                       "j": int|null, "label": str, "slope": float, "step": float,
+                       "predicted_decrease": float, "model_decrease": float|null,
+                       "measured_decrease": float|null, "detail": {...}, "move": {...}} ],
+      "labels": [ {"label": str, "i": int, "j": int|null, "detail": {...}} ]
+    }
+
+``predicted_decrease`` is the first-order decrease ``slope × step``; ``model_decrease`` the
+exact decrease computed from the pass statistics; ``measured_decrease`` the decrease measured
+by applying the move on the data (:func:`dictopt.check.certify`), null until measured. All
+decreases are in loss units (positive = the loss goes down).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dictopt.check.moves import Move
+
+SCHEMA_VERSION = "dictopt.check/1"
+CONDITIONS = ("C1", "C2", "C3", "C4", "C5", "hull")
+LABELS = ("hierarchy", "absorption", "always_on", "dead", "duplicate", "antipodal")
+
+
+@dataclass
+class Violation:
+    """One violated condition with its certificate (a descent move)."""
+
+    condition: str
+    i: int | None
+    j: int | None
+    label: str
+    slope: float
+    """First-order decrease per unit step."""
+    step: float
+    predicted_decrease: float
+    model_decrease: float | None = None
+    measured_decrease: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    move: Move | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "condition": self.condition,
+            "i": self.i,
+            "j": self.j,
+            "label": self.label,
+            "slope": _num(self.slope),
+            "step": _num(self.step),
+            "predicted_decrease": _num(self.predicted_decrease),
+            "model_decrease": _num(self.model_decrease),
+            "measured_decrease": _num(self.measured_decrease),
+            "detail": {k: _num(v) for k, v in self.detail.items()},
+            "move": self.move.to_json() if self.move is not None else None,
+        }
+
+
+@dataclass
+class Label:
+    """A structural label that is not a violation (dead, duplicate, antipodal, absorption)."""
+
+    label: str
+    i: int
+    j: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "i": self.i,
+            "j": self.j,
+            "detail": {k: _num(v) for k, v in self.detail.items()},
+        }
+
+
+@dataclass
+class CheckReport:
+    """Result of :func:`dictopt.check.check`."""
+
+    summary: dict[str, Any]
+    atoms: list[dict[str, Any]]
+    violations: list[Violation]
+    labels: list[Label]
+
+    def by_condition(self, condition: str) -> list[Violation]:
+        return [v for v in self.violations if v.condition == condition]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "summary": _clean(self.summary),
+            "atoms": [_clean(row) for row in self.atoms],
+            "violations": [v.to_json() for v in self.violations],
+            "labels": [lab.to_json() for lab in self.labels],
+        }
+
+    def save_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        return path
+
+    def format(self, top: int = 10) -> str:
+        """A readable terminal summary."""
+        s = self.summary
+        lines = [
+            f"dictopt check: N={s['N']} K={s['K']} d={s['d']} lam={s['lam']:.4g} "
+            f"codes={s['codes']} tau={s['tau']:.3g}",
+            f"loss {s['loss']:.6g} (reconstruction {s['reconstruction']:.6g}, sparsity "
+            f"{s['sparsity']:.6g})  L0 {s['l0']:.2f}  explained variance "
+            f"{s['explained_variance']:.4f}",
+            "violations: " + "  ".join(f"{c} {s['counts'][c]}" for c in CONDITIONS),
+            "labels:     " + "  ".join(f"{k} {s['labels'][k]}" for k in LABELS),
+            f"max KKT violation {s['max_kkt_violation']:.3g}·λ   bias residual "
+            f"{s['bias_residual']:.3g}   capacity: {s['capacity']['points_over_lam']} points "
+            f"with ‖r‖>λ (a new atom could remove up to {s['capacity']['total_gain']:.3g})",
+        ]
+        am = s.get("amortisation")
+        if isinstance(am, str):
+            lines.append(f"amortisation gap: {am}")
+        elif am:
+            lines.append(
+                f"amortisation gap: own loss − optimal loss = {am['loss_gap']:.4g} "
+                f"(optimal {am['optimal_loss']:.6g})"
+            )
+        lines.append(
+            "verdict: " + ("NOT a local minimum (certified descent found)"
+                           if s["unstable_optimum"] else "all first-order conditions hold")
+        )
+        if self.violations:
+            shown = min(top, len(self.violations))
+            lines.append(f"top {shown} violations (by exact decrease of their certificate):")
+            for v in self.violations[:top]:
+                pair = "-" if v.i is None and v.j is None else (
+                    f"({v.i}, {v.j})" if v.i is not None and v.j is not None
+                    else f"atom {v.i if v.i is not None else v.j}"
+                )
+                meas = f"  measured {v.measured_decrease:.3g}" if v.measured_decrease else ""
+                lines.append(
+                    f"  {v.condition:<4} {pair:<14} {v.label:<12} predicted "
+                    f"{v.predicted_decrease:.3g}  exact {v.model_decrease or 0:.3g}{meas}"
+                )
+        return "\n".join(lines)
+
+
+def _num(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return _num(obj)
