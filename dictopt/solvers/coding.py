@@ -1,0 +1,411 @@
+"""Exact codes for a fixed dictionary: the batched nonnegative lasso (THEORY §2, C1).
+
+For every point ``x_n`` (rows of ``x_ND``), atoms as rows of ``atoms_KD``, ``y_n = x_n - b``::
+
+    a_n = argmin_{a ≥ 0}  ½ ‖y_n − Σ_k a_k d_k‖² + λ Σ_k a_k
+
+Algorithm (all points at once, in torch, on the atoms' device):
+
+1. **Active set** (Lawson–Hanson, adapted to the lasso's linear term). Per point keep a support
+   ``P``; solve the unconstrained problem on ``P`` (``G_PP z = c_P − λ`` with ``G = D Dᵀ`` and
+   ``c = D y``); if ``z`` has non-positive entries, move from the current point towards ``z``
+   until the first coordinate hits zero and drop it; once ``z > 0`` on ``P``, add the atom with
+   the largest KKT violation ``g_k − λ`` (``g_k = d_k · r``). Supports of different points are
+   padded to a common size so every step is one batched Cholesky solve. In exact arithmetic
+   this terminates at the exact solution; the solution it returns is exact up to rounding.
+2. **FISTA** (projected, step ``1/‖G‖``, gradient-based restart) for points where the active
+   set stalls (linearly dependent supports, e.g. duplicate atoms). Then back to 1.
+
+The stopping rule is the KKT residual of C1, never an iteration count: a point is done when
+``max_k violation_kn / λ ≤ tol`` with ``violation = |g − λ|`` where ``a > 0`` and
+``max(g − λ, 0)`` where ``a = 0`` (computed from the residual ``r_n`` itself). ``max_iter``
+only bounds the work; hitting it logs a warning and reports ``converged=False``.
+
+Computation is in float64 by default (``dtype``); tolerances around 1e-9 need it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import torch
+
+from dictopt.validation import (
+    DictoptInputError,
+    check_finite,
+    check_lambda,
+    check_matrix,
+    check_positive_int,
+    to_tensor,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 8192
+"""Points solved together; bounds memory (``batch × K`` plus padded ``batch × s × s``)."""
+
+
+class CodeResult(NamedTuple):
+    """Codes for a batch and how well they satisfy C1."""
+
+    codes: torch.Tensor
+    """``[N, K]`` nonnegative codes."""
+    kkt_residual: float
+    """``max_{n,k} violation_kn / λ`` (THEORY C1, relative to λ)."""
+    n_iter: int
+    """Iterations used (active-set steps plus FISTA steps, for the slowest batch)."""
+    converged: bool
+    """Whether every point reached ``kkt_residual ≤ tol``."""
+
+
+# --------------------------------------------------------------------------------------------
+# Validation and the KKT residual.
+# --------------------------------------------------------------------------------------------
+
+
+def _check_atoms(atoms_KD: Any, dtype: torch.dtype) -> torch.Tensor:
+    D = check_matrix(to_tensor(atoms_KD, "atoms", dtype=dtype), "atoms", width_name="d")
+    check_finite(D, "atoms")
+    zero = (D.norm(dim=1) == 0).nonzero()
+    if zero.numel():
+        raise DictoptInputError(f"atoms: atom {int(zero[0])} is zero; atoms must be nonzero")
+    return D
+
+
+def _prepare(
+    atoms_KD: Any, x_ND: Any, lam: Any, bias: Any | None, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Validated ``(atoms, y = x − b, λ)`` on the atoms' device."""
+    D = _check_atoms(atoms_KD, dtype)
+    x = to_tensor(x_ND, "activations", dtype=dtype, device=D.device)
+    check_matrix(x, "activations", width=D.shape[1])
+    check_finite(x, "activations")
+    lam = check_lambda(lam)
+    if bias is not None:
+        b = to_tensor(bias, "bias", dtype=dtype, device=D.device)
+        if b.shape != (D.shape[1],):
+            raise DictoptInputError(
+                f"bias: expected shape ({D.shape[1]},), got {tuple(b.shape)}"
+            )
+        check_finite(b.reshape(1, -1), "bias")
+        x = x - b
+    return D, x, lam
+
+
+def _violations(g_NK: torch.Tensor, a_NK: torch.Tensor, lam: float) -> torch.Tensor:
+    """C1 violations from correlations ``g = d_k · r_n`` (absolute)."""
+    return torch.where(a_NK > 0, (g_NK - lam).abs(), (g_NK - lam).clamp(min=0))
+
+
+def kkt_violations(
+    atoms_KD: Any, x_ND: Any, codes_NK: Any, lam: float, bias: Any | None = None
+) -> torch.Tensor:
+    """Per-entry violation of the nonnegative-lasso KKT conditions (THEORY C1), absolute.
+
+    With ``r_n = x_n − b − Σ_k a_kn d_k`` and ``g_kn = d_k · r_n``: ``|g_kn − λ|`` where
+    ``a_kn > 0`` and ``max(g_kn − λ, 0)`` where ``a_kn = 0``.
+
+    Parameters
+    ----------
+    atoms_KD : array ``[K, d]`` (rows are atoms; any nonzero norms)
+    x_ND : array ``[N, d]``
+    codes_NK : array ``[N, K]``, nonnegative
+    lam : λ > 0
+    bias : array ``[d]`` or None
+
+    Returns
+    -------
+    torch.Tensor ``[N, K]`` (float64).
+    """
+    D, y, lam = _prepare(atoms_KD, x_ND, lam, bias, torch.float64)
+    a = to_tensor(codes_NK, "codes", dtype=torch.float64, device=D.device)
+    if a.shape != (y.shape[0], D.shape[0]):
+        raise DictoptInputError(
+            f"codes: expected shape ({y.shape[0]}, {D.shape[0]}), got {tuple(a.shape)}"
+        )
+    check_finite(a, "codes")
+    if a.numel() and float(a.min()) < 0:
+        raise DictoptInputError(f"codes: must be nonnegative, found {float(a.min()):.3g}")
+    return _violations((y - a @ D) @ D.T, a, lam)
+
+
+# --------------------------------------------------------------------------------------------
+# The two inner algorithms (all tensors are for the working set of points).
+# --------------------------------------------------------------------------------------------
+
+
+def _point_kkt(D: torch.Tensor, y: torch.Tensor, a: torch.Tensor, lam: float) -> torch.Tensor:
+    """Relative KKT residual per point (from the residual, as reported)."""
+    return _violations((y - a @ D) @ D.T, a, lam).amax(dim=1) / lam
+
+
+def _objective(G: torch.Tensor, q: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``½ aᵀGa − qᵀa`` per point (the lasso objective up to a constant; ``q = c − λ``)."""
+    return 0.5 * ((a @ G) * a).sum(dim=1) - (q * a).sum(dim=1)
+
+
+def _face_solve(G: torch.Tensor, q: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """:func:`_padded_face_solve` on groups of points with similar support sizes (a few
+    large supports would otherwise set the padded size for every point)."""
+    s = P.sum(dim=1)
+    if q.shape[0] < 512 or int(s.max()) <= 16:
+        return _padded_face_solve(G, q, P)
+    z, ok = torch.empty_like(q), torch.empty_like(s, dtype=torch.bool)
+    for part in torch.argsort(s).chunk(4):
+        z[part], ok[part] = _padded_face_solve(G, q[part], P[part])
+    return z, ok
+
+
+def _padded_face_solve(
+    G: torch.Tensor, q: torch.Tensor, P: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """Solve ``G_PP z = q_P`` per point with supports padded to a common size.
+
+    Returns ``(z [n, K] zero off P, ok [n])``; ``ok`` is False where ``G_PP`` was singular and a
+    tiny ridge was added (the step must then be checked against the objective).
+    """
+    n, K = q.shape
+    row, col = P.nonzero(as_tuple=True)  # row-major: the support of each point in order
+    s = P.sum(dim=1)
+    start = torch.cumsum(s, 0) - s
+    pos = torch.arange(row.numel(), device=q.device) - start[row]
+    smax = int(s.max())
+    idx = torch.zeros(n, smax, dtype=torch.long, device=q.device)
+    idx[row, pos] = col
+    valid = torch.zeros(n, smax, dtype=torch.bool, device=q.device)
+    valid[row, pos] = True
+    eye = torch.eye(smax, dtype=G.dtype, device=G.device).expand(n, smax, smax)
+    pair = valid[:, :, None] & valid[:, None, :]
+    M = torch.where(pair, G.reshape(-1)[idx[:, :, None] * K + idx[:, None, :]], eye)
+    rhs = torch.zeros(n, smax, dtype=q.dtype, device=q.device)
+    rhs[row, pos] = q[row, col]
+    L, info = torch.linalg.cholesky_ex(M)
+    ok = info == 0
+    if not bool(ok.all()):
+        # Singular G_PP (more atoms than dimensions, duplicates): a tiny ridge gives a huge
+        # step along the null direction, which is a descent ray when the added atom violates
+        # C1; the ratio test then stops it where the first code reaches zero.
+        bad = torch.where(~ok)[0]
+        Mb = M[bad]
+        scale = Mb.diagonal(dim1=1, dim2=2).amax(dim=1)[:, None, None]
+        for ridge in (1e-12, 1e-9, 1e-6):
+            Lb, info_b = torch.linalg.cholesky_ex(Mb + ridge * scale * eye[: len(bad)])
+            if not bool(info_b.any()):
+                break
+        L[bad] = Lb
+    zs = torch.cholesky_solve(rhs.unsqueeze(-1), L).squeeze(-1)
+    z = torch.zeros_like(q)
+    z[row, col] = zs[row, pos]
+    return z, ok
+
+
+def _active_set(
+    G: torch.Tensor, q: torch.Tensor, a: torch.Tensor, lam: float, tol: float, max_steps: int
+) -> tuple[torch.Tensor, int]:
+    """Lawson–Hanson active-set steps from a feasible ``a``; returns ``(a, steps)``.
+
+    Per point: if the codes are optimal on their face (support ``P``), add the worst violator
+    of C1 or stop; then solve on ``P`` and step towards the solution as far as nonnegativity
+    allows (a blocked step drops the blocking atom and leaves the point off its face optimum).
+    Each accepted step lowers the objective; a point whose step would not (singular support,
+    e.g. duplicate atoms) keeps its codes and stops, and FISTA takes over for it.
+    """
+    a = a.clone()
+    P = a > 0
+    opt = ~P.any(dim=1)  # zero codes are optimal on the empty face
+    moving = torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
+    steps = 0
+    while steps < max_steps and bool(moving.any()):
+        steps += 1
+        w = torch.where(moving)[0]
+        aw, Pw, qw, ow = a[w], P[w].clone(), q[w], opt[w]
+        viol = torch.where(Pw, float("-inf"), qw - aw @ G)  # g − λ off the support
+        best, j = viol.max(dim=1)
+        grow = ow & (best > tol * lam)
+        done = ow & ~grow
+        Pw[grow, j[grow]] = True
+        solve = ~done & Pw.any(dim=1)
+        new, hit, t = aw.clone(), torch.zeros_like(done), torch.ones_like(aw[:, 0])
+        accept = torch.zeros_like(done)
+        if bool(solve.any()):
+            s = torch.where(solve)[0]
+            z, ok = _face_solve(G, qw[s], Pw[s])
+            a_s, P_s = aw[s], Pw[s]
+            # Ratio test: the largest t ≤ 1 keeping a + t (z − a) ≥ 0 on P.
+            ratio = torch.where(
+                P_s & (z <= 0), a_s / (a_s - z).clamp(min=torch.finfo(a.dtype).tiny), 2.0
+            )
+            t_s, first = ratio.min(dim=1)
+            t_s = t_s.clamp(max=1.0)
+            n_s = torch.where(P_s, a_s + t_s[:, None] * (z - a_s), 0.0).clamp(min=0)
+            h_s = t_s < 1
+            n_s[h_s, first[h_s]] = 0.0  # the blocking atom leaves the support exactly
+            # An exact face solve (ok) lowers the objective by convexity; check the others.
+            acc = ~(grow[s] & (t_s == 0))  # blocked at once by the atom just added: stalled
+            if not bool(ok.all()):
+                b = torch.where(~ok)[0]
+                f_old, f_new = _objective(G, qw[s[b]], a_s[b]), _objective(G, qw[s[b]], n_s[b])
+                acc[b] &= (f_new <= f_old + 1e-13 * (1 + f_old.abs())) & h_s[b]
+            new[s], hit[s], t[s], accept[s] = n_s, h_s, t_s, acc
+        a[w] = torch.where(accept[:, None], new, aw)
+        P[w] = a[w] > 0
+        empty = ~P[w].any(dim=1)
+        opt[w] = (accept & ~hit) | empty
+        moving[w] = accept | (empty & ~done)
+    return a, steps
+
+
+def _fista(
+    G: torch.Tensor, q: torch.Tensor, a: torch.Tensor, L: float, iters: int
+) -> torch.Tensor:
+    """Projected FISTA with gradient-based restart (O'Donoghue & Candès), per point."""
+    x = a.clone()
+    z = a.clone()
+    t = torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)
+    for _ in range(iters):
+        x_new = (z - (z @ G - q) / L).clamp(min=0)
+        restart = ((z - x_new) * (x_new - x)).sum(dim=1, keepdim=True) > 0
+        t_new = (1 + torch.sqrt(1 + 4 * t * t)) / 2
+        beta = torch.where(restart, 0.0, (t - 1) / t_new)
+        t = torch.where(restart, 1.0, t_new)
+        z = x_new + beta * (x_new - x)
+        x = x_new
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# Public solver.
+# --------------------------------------------------------------------------------------------
+
+
+def _solve_batch(
+    D: torch.Tensor,
+    G: torch.Tensor,
+    L: float,
+    y: torch.Tensor,
+    lam: float,
+    tol: float,
+    max_iter: int,
+    init: torch.Tensor | None,
+) -> CodeResult:
+    a = torch.zeros(y.shape[0], D.shape[0], dtype=D.dtype, device=D.device)
+    if init is not None:
+        a = init.clone()
+    q = y @ D.T - lam
+    kkt = _point_kkt(D, y, a, lam)
+    work = torch.where(kkt > tol)[0]
+    n_iter = 0
+    fista_iters = 20
+    while work.numel() and n_iter < max_iter:
+        aw, qw = a[work], q[work]
+        aw, steps = _active_set(G, qw, aw, lam, tol, max_steps=max_iter - n_iter)
+        n_iter += steps
+        kw = _point_kkt(D, y[work], aw, lam)
+        left = kw > tol
+        if bool(left.any()) and n_iter < max_iter:
+            iters = min(fista_iters, max_iter - n_iter)
+            aw[left] = _fista(G, qw[left], aw[left], L, iters)
+            n_iter += iters
+            fista_iters = min(2 * fista_iters, 1000)
+            kw[left] = _point_kkt(D, y[work[left]], aw[left], lam)
+        a[work] = aw
+        kkt[work] = kw
+        work = work[kw > tol]
+    res = float(kkt.max())
+    return CodeResult(a, res, n_iter, res <= tol)
+
+
+def solve_codes(
+    atoms_KD: Any,
+    x_ND: Any,
+    lam: float,
+    *,
+    bias: Any | None = None,
+    tol: float = 1e-9,
+    max_iter: int = 10_000,
+    init: Any | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dtype: torch.dtype = torch.float64,
+) -> CodeResult:
+    """Optimal nonnegative codes for a fixed dictionary, certified by C1's KKT residual.
+
+    Solves ``min_{a ≥ 0} ½‖x_n − b − Σ_k a_k d_k‖² + λ Σ_k a_k`` for every row ``x_n``.
+
+    Parameters
+    ----------
+    atoms_KD : array ``[K, d]``
+        Atoms as rows (nonzero; unit norm is not required).
+    x_ND : array ``[N, d]``
+        Data; NaN/inf is an error naming the first bad row.
+    lam : float
+        λ > 0.
+    bias : array ``[d]``, optional
+        Subtracted from the data first.
+    tol : float
+        Stop when ``max violation / λ ≤ tol`` for every point (THEORY C1).
+    max_iter : int
+        Bound on active-set plus FISTA steps per batch (not the stopping rule).
+    init : array ``[N, K]``, optional
+        Nonnegative warm start (e.g. the previous codes in alternating minimisation).
+    batch_size : int
+        Points solved together (memory bound).
+    dtype : torch.dtype
+        Computation and output dtype (float64 by default).
+
+    Returns
+    -------
+    CodeResult
+        ``codes [N, K]`` on the atoms' device, ``kkt_residual`` (relative to λ), ``n_iter``,
+        ``converged``. Not converging logs a warning.
+    """
+    D, y, lam = _prepare(atoms_KD, x_ND, lam, bias, dtype)
+    if not tol > 0:
+        raise DictoptInputError(f"tol: must be > 0, got {tol}")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    a0 = None
+    if init is not None:
+        a0 = to_tensor(init, "init", dtype=dtype, device=D.device)
+        if a0.shape != (y.shape[0], D.shape[0]):
+            raise DictoptInputError(
+                f"init: expected shape ({y.shape[0]}, {D.shape[0]}), got {tuple(a0.shape)}"
+            )
+        check_finite(a0, "init")
+        a0 = a0.clamp(min=0)
+    G = D @ D.T
+    L = float(torch.linalg.eigvalsh(G)[-1])
+    parts, res, n_iter = [], 0.0, 0
+    for lo in range(0, y.shape[0], batch_size):
+        hi = lo + batch_size
+        r = _solve_batch(
+            D, G, L, y[lo:hi], lam, tol, max_iter, None if a0 is None else a0[lo:hi]
+        )
+        parts.append(r.codes)
+        res, n_iter = max(res, r.kkt_residual), max(n_iter, r.n_iter)
+    converged = res <= tol
+    if not converged:
+        log.warning(
+            "solve_codes: not converged after %d iterations (KKT residual %.3g > tol %.3g)",
+            n_iter, res, tol,
+        )
+    return CodeResult(torch.cat(parts, dim=0), res, n_iter, converged)
+
+
+def iter_codes(
+    dictionary: Any, source: Any, *, progress: bool = False, **options: Any
+) -> Iterator[tuple[Any, CodeResult]]:
+    """Optimal codes for every chunk of a source: yields ``(chunk, CodeResult)``.
+
+    Memory depends on the chunk size, not on N. ``options`` go to :func:`solve_codes`.
+    """
+    from dictopt.data.sources import as_source
+
+    if dictionary.lam is None:
+        raise DictoptInputError("lam: optimal codes need λ; this dictionary has none")
+    for chunk in as_source(source).iter_chunks(progress=progress, desc="codes"):
+        x = dictionary.prepare_batch(chunk.data, row_offset=chunk.start, where=chunk.label)
+        yield chunk, solve_codes(
+            dictionary.atoms, x, dictionary.lam, bias=dictionary.bias, **options
+        )

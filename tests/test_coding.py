@@ -1,0 +1,225 @@
+"""The exact nonnegative-lasso coder (THEORY C1), cross-checked against cvxpy and scikit-learn."""
+
+from __future__ import annotations
+
+import logging
+
+import cvxpy as cp
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.linear_model import Lasso
+
+from dictopt import DictoptInputError
+from dictopt.problem import Dictionary
+from dictopt.solvers.coding import iter_codes, kkt_violations, solve_codes
+
+
+def _problem(seed: int, n: int, k: int, d: int, *, sparsity: float = 0.3, noise: float = 0.05):
+    """Random unit atoms and data made of sparse nonnegative codes plus noise and a bias."""
+    rng = np.random.default_rng(seed)
+    D = rng.standard_normal((k, d))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    A = rng.random((n, k)) * (rng.random((n, k)) < sparsity)
+    b = rng.standard_normal(d)
+    x = A @ D + b + noise * rng.standard_normal((n, d))
+    return D, x, b
+
+
+def _lasso_objective(D, x, b, a, lam):
+    r = x - b - a @ D
+    return 0.5 * (r**2).sum(axis=1) + lam * a.sum(axis=1)
+
+
+def _cvxpy_codes(D: np.ndarray, x: np.ndarray, b: np.ndarray, lam: float) -> np.ndarray:
+    """Per point: min_{a ≥ 0} ½‖x − b − aD‖² + λ Σ a with CLARABEL (x a Parameter)."""
+    k, d = D.shape
+    xp = cp.Parameter(d)
+    a = cp.Variable(k, nonneg=True)
+    prob = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(xp - b - D.T @ a) + lam * cp.sum(a)))
+    out = np.zeros((x.shape[0], k))
+    for n in range(x.shape[0]):
+        xp.value = x[n]
+        prob.solve(
+            solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10
+        )
+        assert prob.status == cp.OPTIMAL
+        out[n] = np.clip(a.value, 0, None)
+    return out
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 6),
+    k=st.integers(1, 10),
+    d=st.integers(2, 8),
+    log_lam=st.floats(-2.5, 0.5),
+)
+@settings(max_examples=25, deadline=None)
+def test_matches_cvxpy_on_random_problems(seed, n, k, d, log_lam):
+    """Same objective (and, the lasso being strictly convex here, same codes) as CLARABEL."""
+    lam = 10.0**log_lam
+    D, x, b = _problem(seed, n, k, d)
+    res = solve_codes(D, x, lam, bias=b)
+    assert res.converged and res.kkt_residual <= 1e-9
+    ours = res.codes.numpy()
+    ref = _cvxpy_codes(D, x, b, lam)
+    f_ours, f_ref = _lasso_objective(D, x, b, ours, lam), _lasso_objective(D, x, b, ref, lam)
+    # Our KKT certificate proves optimality: the interior-point answer can only be worse.
+    assert np.all(f_ours <= f_ref + 1e-9 * (1 + np.abs(f_ref)))
+    assert np.allclose(f_ours, f_ref, rtol=1e-7, atol=1e-8)
+    if k <= d:  # D has full row rank: the objective is strictly convex, codes are unique
+        assert np.allclose(ours, ref, atol=1e-6)
+
+
+@given(seed=st.integers(0, 10_000), log_lam=st.floats(-2.0, 0.0))
+@settings(max_examples=10, deadline=None)
+def test_matches_sklearn_lasso_positive(seed, log_lam):
+    """sklearn minimises 1/(2 d)‖y − Xw‖² + α‖w‖₁ (d = n_samples = the data dimension),
+    so α = λ / d gives our problem; the codes agree to sklearn's tolerance."""
+    lam = 10.0**log_lam
+    D, x, b = _problem(seed, n=8, k=12, d=10)
+    ours = solve_codes(D, x, lam, bias=b).codes.numpy()
+    d = D.shape[1]
+    for n in range(x.shape[0]):
+        model = Lasso(
+            alpha=lam / d, positive=True, fit_intercept=False, tol=1e-14, max_iter=100_000
+        )
+        model.fit(D.T, x[n] - b)
+        assert np.allclose(ours[n], model.coef_, atol=1e-6)
+
+
+def test_kkt_residual_reported_is_the_truth():
+    D, x, b = _problem(1, n=300, k=40, d=16, sparsity=0.1)
+    lam = 0.05
+    res = solve_codes(D, x, lam, bias=b, tol=1e-10)
+    viol = kkt_violations(D, x, res.codes, lam, bias=b)
+    assert viol.shape == (300, 40)
+    assert float(viol.max()) / lam == pytest.approx(res.kkt_residual, rel=1e-6, abs=1e-15)
+    assert res.kkt_residual <= 1e-10
+    assert float(res.codes.min()) >= 0
+
+
+def test_kkt_violations_measures_what_c1_says():
+    """A hand-made case: one atom e₁, x = 3 e₁, λ = 1: optimum a = 2 (g = 1 = λ)."""
+    D = np.array([[1.0, 0.0]])
+    x = np.array([[3.0, 0.0]])
+    assert float(kkt_violations(D, x, [[2.0]], 1.0)) == pytest.approx(0.0)
+    assert float(kkt_violations(D, x, [[1.0]], 1.0)) == pytest.approx(1.0)  # g = 2: |2 − 1|
+    assert float(kkt_violations(D, x, [[0.0]], 1.0)) == pytest.approx(2.0)  # g = 3 > λ
+    assert float(kkt_violations(D, -x, [[0.0]], 1.0)) == pytest.approx(0.0)  # g = −3 ≤ λ
+    assert float(solve_codes(D, x, 1.0).codes) == pytest.approx(2.0, abs=1e-12)
+
+
+def test_warm_start_and_batches_give_the_same_codes():
+    D, x, b = _problem(2, n=200, k=30, d=12)
+    lam = 0.1
+    cold = solve_codes(D, x, lam, bias=b)
+    batched = solve_codes(D, x, lam, bias=b, batch_size=37)
+    noisy_init = cold.codes + 0.1 * torch.rand_like(cold.codes)
+    warm = solve_codes(D, x, lam, bias=b, init=noisy_init)
+    for r in (batched, warm):
+        assert r.converged
+        assert torch.allclose(r.codes, cold.codes, atol=1e-8)
+
+
+def test_large_lambda_gives_zero_codes():
+    D, x, b = _problem(3, n=50, k=20, d=8)
+    lam_max = float(((x - b) @ D.T).max())
+    res = solve_codes(D, x, lam_max * 1.001, bias=b)
+    assert res.converged and float(res.codes.abs().max()) == 0.0
+    assert float(solve_codes(D, x, lam_max * 0.9, bias=b).codes.max()) > 0
+
+
+def test_single_atom_has_closed_form():
+    """K = 1: a = max(d · y − λ, 0) / ‖d‖²."""
+    rng = np.random.default_rng(4)
+    atom = rng.standard_normal((1, 5)) * 2.5
+    x = rng.standard_normal((100, 5)) * 3
+    lam = 0.7
+    expected = np.clip(x @ atom.T - lam, 0, None) / (atom**2).sum()
+    assert np.allclose(solve_codes(atom, x, lam).codes.numpy(), expected, atol=1e-12)
+
+
+def test_duplicate_atoms_are_handled():
+    """Duplicate atoms make G_PP singular; the optimum splits codes freely between copies,
+    so only the total and the objective are unique."""
+    D, x, b = _problem(5, n=60, k=6, d=8)
+    Ddup = np.vstack([D, D[:2]])
+    lam = 0.05
+    single = solve_codes(D, x, lam, bias=b).codes.numpy()
+    res = solve_codes(Ddup, x, lam, bias=b)
+    assert res.converged and res.kkt_residual <= 1e-9
+    a = res.codes.numpy()
+    merged = a[:, :6].copy()
+    merged[:, :2] += a[:, 6:]
+    assert np.allclose(merged, single, atol=1e-7)
+    assert np.allclose(
+        _lasso_objective(Ddup, x, b, a, lam), _lasso_objective(D, x, b, single, lam), atol=1e-10
+    )
+
+
+def test_more_atoms_than_dimensions_at_small_lambda():
+    """Supports that reach d atoms (rank-deficient candidate faces) still converge."""
+    D, x, b = _problem(6, n=100, k=48, d=6, sparsity=0.5, noise=0.3)
+    res = solve_codes(D, x, 1e-3, bias=b)
+    assert res.converged and res.kkt_residual <= 1e-9
+
+
+def test_not_converging_warns(caplog):
+    D, x, b = _problem(7, n=50, k=30, d=8)
+    with caplog.at_level(logging.WARNING, logger="dictopt.solvers.coding"):
+        res = solve_codes(D, x, 1e-2, bias=b, max_iter=1)
+    assert not res.converged and res.kkt_residual > 1e-9
+    assert "not converged" in caplog.text
+
+
+def test_accepts_float32_and_torch_input_and_computes_in_float64():
+    D, x, b = _problem(8, n=20, k=10, d=6)
+    res = solve_codes(torch.tensor(D, dtype=torch.float32), torch.tensor(x), 0.1, bias=b)
+    assert res.codes.dtype == torch.float64 and res.converged
+
+
+def test_dictionary_optimal_codes_use_the_solver():
+    D, x, b = _problem(9, n=30, k=10, d=6)
+    dic = Dictionary(atoms=D, bias=b, lam=0.1)
+    codes = dic.optimal_codes(x)
+    assert torch.allclose(codes, solve_codes(D, x, 0.1, bias=b).codes)
+    chunks = list(iter_codes(dic, x))
+    assert torch.allclose(torch.cat([r.codes for _, r in chunks]), codes)
+
+
+# -------------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_named():
+    D, x, b = _problem(10, n=5, k=4, d=3)
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(DictoptInputError, match="row 3"):
+        solve_codes(D, bad, 0.1)
+    bad[3, 1] = np.inf
+    with pytest.raises(DictoptInputError, match="row 3"):
+        solve_codes(D, bad, 0.1)
+    with pytest.raises(DictoptInputError, match="width"):
+        solve_codes(D, x[:, :2], 0.1)
+    with pytest.raises(DictoptInputError, match="lam"):
+        solve_codes(D, x, 0.0)
+    with pytest.raises(DictoptInputError, match="lam"):
+        solve_codes(D, x, -1.0)
+    with pytest.raises(DictoptInputError, match="empty"):
+        solve_codes(D, x[:0], 0.1)
+    zero = D.copy()
+    zero[2] = 0
+    with pytest.raises(DictoptInputError, match="atom 2 is zero"):
+        solve_codes(zero, x, 0.1)
+    with pytest.raises(DictoptInputError, match="bias"):
+        solve_codes(D, x, 0.1, bias=np.zeros(5))
+    with pytest.raises(DictoptInputError, match="init"):
+        solve_codes(D, x, 0.1, init=np.zeros((5, 3)))
+    with pytest.raises(DictoptInputError, match="tol"):
+        solve_codes(D, x, 0.1, tol=0)
+    with pytest.raises(DictoptInputError, match="codes"):
+        kkt_violations(D, x, -np.ones((5, 4)), 0.1)
