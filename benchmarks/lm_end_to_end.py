@@ -7,8 +7,8 @@
 ``--amortisation``: exact codes for K in the thousands are slow on a CPU), measures the top
 certificates on the data, and prints counts per condition, labels, the strongest certificates
 (predicted / exact / measured decrease) and the top-activating tokens of the atoms involved.
-``--lam implied``: the mean of d_k·r_n over active codes on the first 4096 rows (for TopK SAEs,
-which have no λ). Timings are noisy on a shared machine.
+``--lam implied``: :func:`dictopt.io.conventions.implied_lambda` (the median of d_k·r_n over
+active codes; for TopK SAEs, which have no λ). Timings are noisy on a shared machine.
 """
 
 # ruff: noqa: T201  (a benchmark script prints its figures)
@@ -26,15 +26,8 @@ import torch
 from dictopt.check import check
 from dictopt.check.certify import certify
 from dictopt.data.sources import as_source
+from dictopt.io.conventions import implied_lambda
 from dictopt.io.native import load_dictionary
-
-
-def implied_lam(dictionary, source, rows: int = 4096) -> float:
-    """Mean of d_k·r_n over the active codes of the first ``rows`` rows."""
-    x = next(iter(source.iter_chunks())).data[:rows].to(dictionary.dtype)
-    a = dictionary.encode(x)
-    g = (x - dictionary.decode(a)) @ dictionary.atoms.T
-    return float(g[a > 0].mean())
 
 
 def top_tokens(acts_dir: Path, dictionary, atoms: list[int], n: int = 6) -> dict[int, list[str]]:
@@ -76,8 +69,8 @@ def main() -> None:
         src = as_source(src.to_tensor()[: args.rows])
     lam = D.lam
     if args.lam == "implied":
-        lam = implied_lam(D, src)
-        print(f"implied λ (mean d_k·r_n on active codes): {lam:.4g}")
+        lam = implied_lambda(D, src).lam
+        print(f"implied λ (median d_k·r_n on active codes): {lam:.4g}")
     elif args.lam is not None:
         lam = float(args.lam)
     t0 = time.perf_counter()
