@@ -95,7 +95,7 @@ def get_encoder_class(architecture: str) -> type:
 
 
 #: Modules that define encoders; imported lazily so that ``dictopt.problem`` stays light.
-ENCODER_PROVIDERS: list[str] = []
+ENCODER_PROVIDERS: list[str] = ["dictopt.solvers.sae"]
 
 
 def _import_encoder_providers() -> None:

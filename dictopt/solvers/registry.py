@@ -17,6 +17,8 @@ from dictopt.validation import DictoptInputError
 #: Modules that register solvers when imported (imported lazily by :func:`get_solver`).
 SOLVER_PROVIDERS: list[str] = [
     "dictopt.solvers.classical",
+    "dictopt.solvers.convex",
+    "dictopt.solvers.train",
 ]
 
 
