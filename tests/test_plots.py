@@ -7,12 +7,14 @@ import io
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+import torch
 
 from dictopt.data.sources import as_source
 from dictopt.plots.curves import training_curves, wide_curves
 from dictopt.plots.figure import to_png
 from dictopt.plots.hull import hull_plot, pair_data, pair_verdict
 from dictopt.plots.maps import c5_margins, condition_bars, cooccurrence_scatter, violation_map
+from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
 from tests._plots_world import planted
 
@@ -153,3 +155,33 @@ def test_wide_and_training_curves():
     (ln,) = [ln for ln in fig.axes[0].get_lines() if ln.get_gid() == "train:loss"]
     np.testing.assert_allclose(ln.get_ydata(), [3.0, 2.0, 1.5])
     assert pixels(fig)[..., :3].std() > 0.05
+
+
+class _Relu:
+    architecture = "test_relu_columns"
+
+    def __init__(self, W, b, with_columns: bool) -> None:  # noqa: ANN001
+        self.W, self.b = W, b
+        if with_columns:
+            self.encode_columns = lambda x, idx: torch.relu(x @ self.W[:, idx] + self.b[idx])
+
+    def encode(self, x):  # noqa: ANN001, ANN201
+        return torch.relu(x @ self.W + self.b)
+
+
+def test_encode_columns_fast_path_equals_full_encode(world):
+    D, x, _, _ = world
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(D.d, D.K, generator=g, dtype=torch.float64)
+    b = torch.full((D.K,), -0.3, dtype=torch.float64)
+    scale = torch.tensor([0.5, 2.0, 1.0, 3.0], dtype=torch.float64)
+    pairs = [(1, 0), (3, 2)]
+    out = []
+    for fast in (True, False):
+        Dk = Dictionary(atoms=D.atoms, bias=D.bias, lam=D.lam, code_scale=scale,
+                        encoder=_Relu(W, b, fast))
+        out.append(pair_data(Dk, as_source(x, chunk_size=100), pairs, sample=50, seed=3))
+    for fast_pd, full_pd in zip(*out, strict=True):
+        for name in ("mean_i", "mean_j", "lo_i", "hi_i", "lo_j", "hi_j", "coactive"):
+            assert getattr(fast_pd, name) == pytest.approx(getattr(full_pd, name), rel=1e-12)
+        np.testing.assert_allclose(fast_pd.sample, full_pd.sample)

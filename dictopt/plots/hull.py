@@ -127,6 +127,11 @@ def pair_data(
     seed:
         Seed of the reservoir.
 
+    An encoder with a method ``encode_columns(x, idx) -> raw codes [N, len(idx)]`` (exact for
+    encoders whose latents are computed independently, like ReLU and JumpReLU SAEs) is asked
+    only for the atoms of ``pairs`` when ``codes="own"``, which makes the pass ``O(N d P)``
+    instead of ``O(N d K)``.
+
     Returns
     -------
     list[PairData]
@@ -169,11 +174,24 @@ def pair_data(
     gen = torch.Generator().manual_seed(seed)
     keys = torch.empty(0, dtype=F64)
     kept = torch.empty(0, len(s_atoms), dtype=F64)
+    # Fast path: an encoder whose latents are computed independently (ReLU, JumpReLU, ...)
+    # may expose ``encode_columns(x, idx)``; then only the needed columns are computed.
+    columns = None
+    if isinstance(codes, str) and codes == "own" and dictionary.encoder is not None:
+        columns = getattr(dictionary.encoder, "encode_columns", None)
     n = 0
     for chunk in src.iter_chunks(progress=progress, desc="pair data"):
         x = chunk.data.to(device=dictionary.device)
-        a = _codes_for(coder, x, chunk.start, K, dictionary.dtype)
-        A = a[:, U].to(device="cpu", dtype=F64)
+        if columns is not None:
+            A = columns(x, U).to(F64) * dictionary.code_scale[U].to(F64)
+            if bool((A < -1e-9).any()) or not bool(torch.isfinite(A).all()):
+                raise DictoptInputError(
+                    f"codes: encode_columns returned negative or non-finite codes ({chunk.label})"
+                )
+            A = A.clamp(min=0).cpu()
+        else:
+            a = _codes_for(coder, x, chunk.start, K, dictionary.dtype)
+            A = a[:, U].to(device="cpu", dtype=F64)
         m = A.shape[0]
         n += m
         total += A.sum(0)
