@@ -1,0 +1,468 @@
+"""The report: a check (and optionally a wide sweep) as self-contained HTML, Markdown or JSON.
+
+:func:`write_report` is the entry point (used by ``dictopt report`` and the demo). The HTML
+embeds every figure as a base64 PNG and needs no network. A tiny inline script records, on
+load, how many images decoded (``<body data-images-ok=… data-images-total=…>``), which the
+browser test reads from a headless Chromium's DOM dump.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from matplotlib.figure import Figure
+
+from dictopt.check.report import CONDITIONS, LABELS, SCHEMA_VERSION, CheckReport, Label, Violation
+from dictopt.plots.figure import to_base64
+from dictopt.problem import Dictionary
+from dictopt.validation import DictoptInputError
+
+log = logging.getLogger(__name__)
+FORMATS = ("html", "json", "md")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.exists():
+        raise DictoptInputError(f"{what}: {path}: no such file or folder")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DictoptInputError(f"{what}: {path} is not valid JSON ({err})") from None
+
+
+def load_check(path: str | Path) -> CheckReport:
+    """A :class:`CheckReport` from ``dictopt check --json`` output (a file, or a folder holding
+    ``check.json`` / ``report.json`` / a single check JSON). Moves are not restored (the
+    report only needs their numbers)."""
+    p = Path(path)
+    if p.is_dir():
+        names = [p / "check.json", p / "report.json"]
+        found = [q for q in names if q.is_file()]
+        if not found:
+            found = sorted(p.glob("*.json"))
+            found = [q for q in found if '"dictopt.check/' in q.read_text()[:200]]
+        if len(found) != 1:
+            raise DictoptInputError(
+                f"check: {p} holds {len(found)} check JSON files; name the file"
+            )
+        p = found[0]
+    data = _read_json(p, "check")
+    if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("dictopt.check/"):
+        raise DictoptInputError(
+            f"check: {p} is not a dictopt check report (expected schema {SCHEMA_VERSION!r}; "
+            "write one with `dictopt check ... --json FILE`)"
+        )
+    try:
+        violations = [
+            Violation(
+                v["condition"], v["i"], v["j"], v["label"],
+                _f(v["slope"]), _f(v["step"]), _f(v["predicted_decrease"]),
+                v.get("model_decrease"), v.get("measured_decrease"), dict(v.get("detail") or {}),
+            )
+            for v in data["violations"]
+        ]
+        labels = [Label(lab["label"], lab["i"], lab.get("j"), dict(lab.get("detail") or {}))
+                  for lab in data["labels"]]
+        return CheckReport(data["summary"], data["atoms"], violations, labels)
+    except (KeyError, TypeError) as err:
+        raise DictoptInputError(f"check: {p} is missing field {err} (schema mismatch)") from None
+
+
+def _f(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def load_wide(path: str | Path) -> dict[str, Any]:
+    """A wide sweep (``wide.json`` written by ``dictopt wide``; a folder holding it is fine)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "wide.json"
+    data = _read_json(p, "wide")
+    if not isinstance(data, dict) or "rows" not in data or "l_inf" not in data:
+        raise DictoptInputError(f"wide: {p} is not a dictopt wide sweep (no 'l_inf'/'rows')")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------
+
+
+class ReportFigure(NamedTuple):
+    """One figure of the report, or the note saying why it is missing."""
+
+    key: str
+    title: str
+    figure: Figure | None
+    note: str = ""
+
+
+def top_pairs(report: CheckReport, top: int) -> list[tuple[int, int]]:
+    """The ``top`` unordered pairs with the largest C5 violations, as ordered ``(i, j)``."""
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for v in report.violations:
+        if v.condition != "C5" or v.i is None or v.j is None:
+            continue
+        key = (min(v.i, v.j), max(v.i, v.j))
+        if key not in seen:
+            seen.add(key)
+            out.append((v.i, v.j))
+        if len(out) >= top:
+            break
+    return out
+
+
+def candidate_pairs(report: CheckReport, limit: int) -> list[tuple[int, int]]:
+    """Unordered pairs that are violated or labelled (for the co-occurrence scatter)."""
+    seen: dict[tuple[int, int], None] = {}
+    for v in report.violations:
+        if v.condition == "C5" and v.i is not None and v.j is not None:
+            seen.setdefault((min(v.i, v.j), max(v.i, v.j)))
+    for lab in report.labels:
+        if lab.j is not None:
+            seen.setdefault((min(lab.i, lab.j), max(lab.i, lab.j)))
+    return list(seen)[:limit]
+
+
+def build_figures(
+    report: CheckReport,
+    *,
+    data: Any | None = None,
+    dictionary: Dictionary | None = None,
+    wide: Any | None = None,
+    top: int = 8,
+    codes: Any | None = None,
+    sample: int = 20_000,
+    max_scatter_pairs: int = 500,
+    progress: bool = False,
+) -> list[ReportFigure]:
+    """Every figure of the report (notes where the inputs do not allow one).
+
+    ``codes`` defaults to the mode the check used (``summary["codes"]``); given codes cannot
+    be recomputed, so they fall back to the dictionary's own encoder with a note.
+    """
+    from dictopt.plots.curves import training_curves, wide_curves
+    from dictopt.plots.hull import hull_plot, pair_data
+    from dictopt.plots.maps import condition_bars, cooccurrence_scatter, violation_map
+
+    figs: list[ReportFigure] = []
+    pairs = top_pairs(report, top)
+    have_codes = data is not None and dictionary is not None
+    if have_codes:
+        if dictionary.K != report.summary["K"] or dictionary.d != report.summary["d"]:
+            raise DictoptInputError(
+                f"dictionary: K={dictionary.K}, d={dictionary.d} but the check has "
+                f"K={report.summary['K']}, d={report.summary['d']}"
+            )
+        if dictionary.lam is None:
+            dictionary = dictionary.with_lam(report.summary["lam"])
+    code_note = ""
+    if codes is None:
+        codes = report.summary.get("codes", "own")
+        if codes == "given":
+            codes = "own"
+            code_note = ("The check used given codes; the plots use the dictionary's own "
+                         "codes. ")
+    if have_codes and pairs:
+        cand = candidate_pairs(report, max_scatter_pairs)
+        allp = list(dict.fromkeys(pairs + cand))
+        pds = pair_data(dictionary, data, allp, codes=codes,
+                        tau=float(report.summary.get("tau") or 0.0), sample=sample,
+                        sample_pairs=pairs, progress=progress)
+        by = {(pd.i, pd.j): pd for pd in pds}
+        for i, j in pairs:
+            figs.append(ReportFigure(f"hull_{i}_{j}", f"Pair hull plot: atoms {i} and {j}",
+                                     hull_plot(by[(i, j)], report), code_note))
+        figs.append(ReportFigure("cooccurrence", "Co-occurrence vs decoder cosine",
+                                 cooccurrence_scatter([by[p] for p in cand], report), code_note))
+    elif pairs:
+        note = ("Pair hull plots and the co-occurrence scatter need the codes: pass the "
+                "dictionary and the activations (--dictionary DIR --activations PATH).")
+        figs.append(ReportFigure("hull", "Pair hull plots", None, note))
+    else:
+        figs.append(ReportFigure("hull", "Pair hull plots", None,
+                                 "No C5 violations: every pair satisfies the two-hull "
+                                 "condition, so there is no pair to plot."))
+    figs.append(ReportFigure("violation_map", "C5 violation map", violation_map(report, 30)))
+    figs.append(ReportFigure("conditions", "Per-atom conditions C1–C4",
+                             condition_bars(report, 20)))
+    if dictionary is not None:
+        meta = dictionary.meta or {}
+        logd = meta.get("train_log") or meta.get("history")
+        if logd:
+            figs.append(ReportFigure("training", "Training curves", training_curves(logd)))
+    if wide is not None:
+        sweep = load_wide(wide) if isinstance(wide, str | Path) else wide
+        figs.append(ReportFigure("wide", "Wide limit", wide_curves(sweep)))
+    antipodal = [lab for lab in report.labels if lab.label == "antipodal"]
+    if antipodal and data is not None:
+        figs.append(_one_d_figure(report, data, dictionary))
+    return figs
+
+
+def _one_d_figure(report: CheckReport, data: Any, dictionary: Dictionary | None) -> ReportFigure:
+    from dictopt.data.sources import as_source
+    from dictopt.plots.curves import one_d_plot
+
+    src = as_source(data)
+    if src.n is None or src.n > 200_000:
+        return ReportFigure("one_d", "1-D antipodal model", None,
+                            "Skipped: the 1-D model plot holds the data in memory (N ≤ 200k).")
+    lab = next(lab for lab in report.labels if lab.label == "antipodal")
+    direction = None
+    if dictionary is not None:
+        direction = dictionary.atoms[lab.i].to(dtype=__import__("torch").float64)
+    x = src.to_tensor().numpy()
+    return ReportFigure("one_d", f"1-D antipodal model (atoms {lab.i}, {lab.j})",
+                        one_d_plot(x, report.summary["lam"], dictionary, direction))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return "NaN" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def verdict_text(report: CheckReport) -> str:
+    s = report.summary
+    if s.get("unstable_optimum"):
+        return "NOT a local minimum: a certified descent direction exists."
+    if report.violations:
+        return ("No certified descent of the dictionary; only code-level (C1) violations.")
+    return "All first-order conditions hold (no violations found)."
+
+
+def summary_rows(report: CheckReport) -> list[tuple[str, str]]:
+    """(name, value) rows of the summary table."""
+    s = report.summary
+    rows = [
+        ("verdict", verdict_text(report)),
+        ("N, K, d", f"{s.get('N')}, {s.get('K')}, {s.get('d')}"),
+        ("λ", _fmt(s.get("lam"))),
+        ("codes", str(s.get("codes"))),
+        ("loss (reconstruction + sparsity)",
+         f"{_fmt(s.get('loss'))} ({_fmt(s.get('reconstruction'))} + {_fmt(s.get('sparsity'))})"),
+        ("explained variance", _fmt(s.get("explained_variance"))),
+        ("L0", _fmt(s.get("l0"))),
+        ("violations", ", ".join(f"{c} {s.get('counts', {}).get(c, 0)}" for c in CONDITIONS)),
+        ("labels", ", ".join(f"{k} {s.get('labels', {}).get(k, 0)}" for k in LABELS)),
+        ("max KKT violation (/λ)", _fmt(s.get("max_kkt_violation"))),
+        ("bias residual ‖r̄‖", _fmt(s.get("bias_residual"))),
+    ]
+    cap = s.get("capacity") or {}
+    if cap:
+        rows.append(("capacity (points with ‖r‖ > λ, total gain)",
+                     f"{cap.get('points_over_lam')}, {_fmt(cap.get('total_gain'))}"))
+    am = s.get("amortisation")
+    if isinstance(am, dict):
+        rows.append(("amortisation gap (own − optimal loss)", _fmt(am.get("loss_gap"))))
+    return rows
+
+
+def _pair(v: Violation) -> str:
+    if v.i is not None and v.j is not None:
+        return f"({v.i}, {v.j})"
+    if v.i is None and v.j is None:
+        return "–"
+    return f"atom {v.i if v.i is not None else v.j}"
+
+
+VIOLATION_COLUMNS = ("rank", "condition", "atoms", "label", "predicted", "exact", "measured")
+
+
+def violation_rows(report: CheckReport, limit: int = 50) -> list[tuple[str, ...]]:
+    return [
+        (str(r + 1), v.condition, _pair(v), v.label, _fmt(v.predicted_decrease),
+         _fmt(v.model_decrease), _fmt(v.measured_decrease))
+        for r, v in enumerate(report.violations[:limit])
+    ]
+
+
+_SCRIPT = """<script>
+window.addEventListener('load', function () {
+  var imgs = document.images, ok = 0;
+  for (var k = 0; k < imgs.length; k++) {
+    if (imgs[k].complete && imgs[k].naturalWidth > 0) { ok++; }
+  }
+  document.body.dataset.imagesTotal = String(imgs.length);
+  document.body.dataset.imagesOk = String(ok);
+});
+</script>"""
+
+_STYLE = """<style>
+body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 1.5em auto; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
+th { background: #f2f2f2; }
+.bad { color: #b00; font-weight: bold; } .good { color: #070; font-weight: bold; }
+.note { background: #fff8e0; border-left: 4px solid #e0b000; padding: 0.5em 1em; }
+figure { margin: 1em 0 2em; } img { max-width: 100%; border: 1px solid #eee; }
+</style>"""
+
+
+def render_html(report: CheckReport, figures: list[ReportFigure], *,
+                title: str = "dictopt report") -> str:
+    """A self-contained HTML page (images embedded as base64 PNG; no network)."""
+    e = html.escape
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}"
+             f"</title>{_STYLE}{_SCRIPT}</head><body>", f"<h1>{e(title)}</h1>"]
+    cls = "bad" if report.summary.get("unstable_optimum") else "good"
+    parts.append(f"<p class='{cls}' id='verdict'>{e(verdict_text(report))}</p>")
+    parts.append("<h2>Summary</h2><table id='summary'>")
+    parts += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in summary_rows(report)]
+    parts.append("</table><h2>Ranked violations</h2>")
+    rows = violation_rows(report)
+    if rows:
+        parts.append(f"<p>Top {len(rows)} of {len(report.violations)}, ranked by the exact "
+                     "decrease of their certificate (loss units; positive = the loss goes "
+                     "down).</p><table id='violations'><tr>"
+                     + "".join(f"<th>{c}</th>" for c in VIOLATION_COLUMNS) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+        parts.append("</table>")
+    else:
+        parts.append("<p class='good' id='violations'>No violations: nothing to rank.</p>")
+    parts.append("<h2>Figures</h2>")
+    for f in figures:
+        parts.append(f"<figure id='{e(f.key)}'><h3>{e(f.title)}</h3>")
+        if f.figure is not None:
+            parts.append(f"<img alt='{e(f.title)}' src='data:image/png;base64,"
+                         f"{to_base64(f.figure)}'>")
+        if f.note:
+            parts.append(f"<p class='note'>{e(f.note)}</p>")
+        parts.append("</figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render_markdown(report: CheckReport, figures: list[ReportFigure], *,
+                    title: str = "dictopt report") -> str:
+    """Markdown: summary and violation tables; figures are listed by title (use HTML to see
+    them)."""
+    lines = [f"# {title}", "", f"**{verdict_text(report)}**", "", "## Summary", "",
+             "| quantity | value |", "|---|---|"]
+    lines += [f"| {k} | {v.replace('|', '/')} |" for k, v in summary_rows(report)]
+    lines += ["", "## Ranked violations", ""]
+    rows = violation_rows(report)
+    if rows:
+        lines += ["| " + " | ".join(VIOLATION_COLUMNS) + " |",
+                  "|" + "---|" * len(VIOLATION_COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    else:
+        lines.append("No violations: nothing to rank.")
+    lines += ["", "## Figures", "", "Figures are embedded in the HTML format "
+              "(`--format html`)."]
+    for f in figures:
+        lines.append(f"- {f.title}" + (f": {f.note}" if f.note else ""))
+    return "\n".join(lines) + "\n"
+
+
+def render_json(report: CheckReport, figures: list[ReportFigure]) -> dict[str, Any]:
+    """The check report's JSON plus the verdict and the figure notes (no images)."""
+    out = report.to_json()
+    out["report"] = {
+        "verdict": verdict_text(report),
+        "figures": [{"key": f.key, "title": f.title, "drawn": f.figure is not None,
+                     "note": f.note} for f in figures],
+    }
+    return out
+
+
+def write_report(
+    report: CheckReport | str | Path,
+    out: str | Path,
+    *,
+    data: Any | None = None,
+    dictionary: Dictionary | str | Path | None = None,
+    wide: Any | None = None,
+    format: str | None = None,  # noqa: A002
+    top: int = 8,
+    codes: Any | None = None,
+    progress: bool = False,
+) -> Path:
+    """Write the report of a check (HTML by default) and return the file written.
+
+    Parameters
+    ----------
+    report:
+        A :class:`CheckReport` or the path of its JSON (file or folder).
+    out:
+        Output file, or a folder (then ``report.<format>`` is written inside).
+    data, dictionary:
+        Activations and the dictionary (object or saved folder) that were checked: with both,
+        the top pairs' hull plots and the co-occurrence scatter are drawn.
+    wide:
+        A wide sweep (``SweepResult``, its dict, or the path of ``wide.json``).
+    format:
+        ``"html"``, ``"json"`` or ``"md"``; default from ``out``'s suffix, else HTML.
+    top:
+        Number of pairs with a hull plot.
+    """
+    if not isinstance(report, CheckReport):
+        report = load_check(report)
+    if top < 0:
+        raise DictoptInputError(f"top: must be ≥ 0, got {top}")
+    out = Path(out)
+    if format is None:
+        suffix = out.suffix.lstrip(".").lower()
+        format = {"htm": "html", "markdown": "md"}.get(suffix, suffix) if suffix else "html"  # noqa: A001
+    if format not in FORMATS:
+        raise DictoptInputError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
+    if out.is_dir() or (not out.suffix and not out.exists()):
+        out.mkdir(parents=True, exist_ok=True)
+        out = out / f"report.{format}"
+    if not out.parent.exists():
+        raise DictoptInputError(f"out: folder {out.parent} does not exist")
+    if isinstance(dictionary, str | Path):
+        from dictopt.io.native import load_dictionary
+
+        if not Path(dictionary).exists():
+            raise DictoptInputError(f"dictionary: {dictionary}: no such folder")
+        dictionary = load_dictionary(dictionary)
+    if isinstance(data, str | Path) and not Path(data).exists():
+        raise DictoptInputError(f"activations: {data}: no such file or folder")
+    if format == "html":
+        figs = build_figures(report, data=data, dictionary=dictionary, wide=wide, top=top,
+                             codes=codes, progress=progress)
+        out.write_text(render_html(report, figs))
+    else:
+        figs = _notes_only(report, data, dictionary, wide, top)
+        if format == "md":
+            out.write_text(render_markdown(report, figs))
+        else:
+            out.write_text(json.dumps(render_json(report, figs), indent=1) + "\n")
+    log.info("report written to %s", out)
+    return out
+
+
+def _notes_only(report, data, dictionary, wide, top) -> list[ReportFigure]:  # noqa: ANN001
+    """Figure titles and notes without drawing (text formats)."""
+    pairs = top_pairs(report, top)
+    have = data is not None and dictionary is not None
+    out = [ReportFigure(f"hull_{i}_{j}", f"Pair hull plot: atoms {i} and {j}", None,
+                        "" if have else "needs --dictionary and --activations")
+           for i, j in pairs]
+    if not pairs:
+        out.append(ReportFigure("hull", "Pair hull plots", None, "no C5 violations"))
+    if wide is not None:
+        out.append(ReportFigure("wide", "Wide limit", None))
+    return out

@@ -1,0 +1,187 @@
+"""Figure contents: hull segments equal the computed extremes, the −c markers, maps, curves."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import torch
+
+from dictopt.data.sources import as_source
+from dictopt.plots.curves import training_curves, wide_curves
+from dictopt.plots.figure import to_png
+from dictopt.plots.hull import hull_plot, pair_data, pair_verdict
+from dictopt.plots.maps import c5_margins, condition_bars, cooccurrence_scatter, violation_map
+from dictopt.problem import Dictionary
+from dictopt.validation import DictoptInputError
+from tests._plots_world import planted
+
+
+@pytest.fixture(scope="module")
+def world():
+    return planted()
+
+
+def pixels(fig) -> np.ndarray:  # noqa: ANN001
+    return mpimg.imread(io.BytesIO(to_png(fig)))
+
+
+def brute(codes: np.ndarray, i: int, j: int, tau: float = 0.0) -> dict[str, float]:
+    off_j, off_i = codes[:, j] <= tau, codes[:, i] <= tau
+    return {"lo_i": codes[off_j, i].min(), "hi_i": codes[off_j, i].max(),
+            "lo_j": codes[off_i, j].min(), "hi_j": codes[off_i, j].max(),
+            "mean_i": codes[:, i].mean(), "mean_j": codes[:, j].mean(),
+            "coactive": int(((codes[:, i] > tau) & (codes[:, j] > tau)).sum())}
+
+
+@pytest.mark.parametrize("chunk", [37, 600])
+def test_pair_data_streamed_equals_brute_force(world, chunk):
+    D, x, codes, _ = world
+    pairs = [(1, 0), (2, 3), (0, 2)]
+    src = as_source(x, chunk_size=chunk)
+    pds = pair_data(D, src, pairs, codes=codes, sample=100, seed=1)
+    for pd, (i, j) in zip(pds, pairs, strict=True):
+        ref = brute(codes, i, j)
+        for name, value in ref.items():
+            assert getattr(pd, name) == pytest.approx(value, rel=1e-12, abs=1e-15), name
+        # the kept extreme points are data points attaining the extremes
+        assert pd.extremes[1, 0] == pytest.approx(ref["hi_i"]) and pd.extremes[1, 1] == 0
+        assert pd.sample.shape == (100, 2)
+        rows = {tuple(r) for r in codes[:, [i, j]].round(12)}
+        assert all(tuple(r) in rows for r in pd.sample.round(12))
+
+
+def test_reservoir_keeps_every_point_when_small(world):
+    D, x, codes, _ = world
+    (pd,) = pair_data(D, as_source(x, chunk_size=50), [(0, 1)], codes=codes, sample=10_000)
+    assert pd.sample.shape == (len(x), 2)
+    assert sorted(pd.sample[:, 0]) == pytest.approx(sorted(codes[:, 0]))
+
+
+def test_hull_plot_artists_match_extremes_and_marker(world):
+    D, x, codes, report = world
+    (pd,) = pair_data(D, x, [(1, 0)], codes=codes)
+    fig = hull_plot(pd, report)
+    ax = fig.axes[0]
+    lines = {ln.get_gid(): ln for ln in ax.get_lines()}
+    ref = brute(codes, 1, 0)
+    c = float(D.atoms[1] @ D.atoms[0])
+    seg_i = lines["hull_i"]
+    np.testing.assert_allclose(seg_i.get_xdata(), [ref["lo_i"] / ref["mean_i"] - 1,
+                                                   ref["hi_i"] / ref["mean_i"] - 1])
+    np.testing.assert_allclose(seg_i.get_ydata(), [-1, -1])
+    seg_j = lines["hull_j"]
+    np.testing.assert_allclose(seg_j.get_ydata(), [ref["lo_j"] / ref["mean_j"] - 1,
+                                                   ref["hi_j"] / ref["mean_j"] - 1])
+    np.testing.assert_allclose(seg_j.get_xdata(), [-1, -1])
+    np.testing.assert_allclose(lines["c_marker_i"].get_xydata(), [[-c, -1]])
+    np.testing.assert_allclose(lines["c_marker_j"].get_xydata(), [[-1, -c]])
+    # (1|0) is a strict hierarchy: H_10 = 0, so −c lies right of the degenerate segment [−1, −1]
+    assert lines["c_marker_i"].get_color() == "tab:red"
+    title = ax.get_title()
+    assert "(1|0) upper violated" in title and "certified decrease" in title
+    dec = max(v.model_decrease for v in report.violations
+              if v.condition == "C5" and {v.i, v.j} == {0, 1})
+    assert f"{dec:.3g}" in title
+    assert pixels(fig)[..., :3].std() > 0.05
+
+
+def test_verdict_from_data_agrees_with_report(world):
+    D, x, codes, report = world
+    for i, j in [(1, 0), (2, 3), (0, 3)]:
+        (pd,) = pair_data(D, x, [(i, j)], codes=codes, sample=0)
+        from_data = pair_verdict(pd, rel=1e-6)
+        from_report = pair_verdict(pd, report)
+        assert from_data.violated == from_report.violated, (i, j)
+
+
+def test_pair_data_bad_input(world):
+    D, x, codes, _ = world
+    with pytest.raises(DictoptInputError, match="distinct atoms"):
+        pair_data(D, x, [(1, 1)], codes=codes)
+    with pytest.raises(DictoptInputError, match="width"):
+        pair_data(D, x[:, :3], [(0, 1)], codes=codes)
+
+
+def test_violation_map_cells_are_margins(world):
+    _, _, _, report = world
+    fig = violation_map(report, top=10)
+    (im,) = [a for a in fig.axes[0].get_images() if a.get_gid() == "violation_map"]
+    atoms = fig.dictopt_atoms
+    M = np.asarray(im.get_array())
+    margins = c5_margins(report)
+    assert margins
+    for (i, j), m in margins.items():
+        assert M[atoms.index(i), atoms.index(j)] == pytest.approx(m)
+        v = next(v for v in report.violations if (v.i, v.j) == (i, j) and v.condition == "C5")
+        if v.detail["side"] == "upper":
+            mean = report.atoms[i]["mean_code"]
+            assert m == pytest.approx(((1 - v.detail["cos"]) * mean - v.detail["H"]) / mean)
+    marks = [t.get_text() for t in fig.axes[0].texts if t.get_gid() == "mark"]
+    assert "H" in marks
+    assert pixels(fig)[..., :3].std() > 0.05
+
+
+def test_cooccurrence_and_bars(world):
+    D, x, codes, report = world
+    pds = pair_data(D, x, [(1, 0), (2, 3)], codes=codes, sample=0)
+    fig = cooccurrence_scatter(pds, report)
+    coll = {c.get_gid(): c for c in fig.axes[0].collections}
+    hier = coll["pairs:hierarchy"].get_offsets()
+    c10 = float(D.atoms[1] @ D.atoms[0])
+    np.testing.assert_allclose(hier, [[c10, 1.0]])  # S_1 ⊆ S_0: co-occurrence 1
+    fig = condition_bars(report, top=4)
+    bars = [p for ax in fig.axes for p in ax.patches]
+    assert len(bars) == 4 * 4
+    assert pixels(fig)[..., :3].std() > 0.05
+
+
+def test_wide_and_training_curves():
+    sweep = {"l_inf": 0.5, "n": 10, "lam": 0.1, "n_rays": 4, "rows": [
+        {"K": k, "losses": [0.5 + 1 / k, 0.52 + 1 / k], "best": 0.5 + 1 / k,
+         "median": 0.51 + 1 / k, "ray_ownership": min(1.0, k / 4), "split_counts": [1, k // 2],
+         "c5_violations": 4 - k // 2, "limit_init_loss": 0.5 if k >= 4 else None}
+        for k in (1, 2, 4)]}
+    fig = wide_curves(sweep)
+    lines = {ln.get_gid(): ln for ax in fig.axes for ln in ax.get_lines()}
+    np.testing.assert_allclose(lines["best"].get_ydata(), [1.5, 1.0, 0.75])
+    assert lines["L_inf"].get_ydata()[0] == 0.5
+    np.testing.assert_allclose(lines["limit_init"].get_xydata(), [[4, 0.5]])
+    with pytest.raises(DictoptInputError, match="sweep"):
+        wide_curves({"rows": []})
+    fig = training_curves([3.0, 2.0, 1.5])
+    (ln,) = [ln for ln in fig.axes[0].get_lines() if ln.get_gid() == "train:loss"]
+    np.testing.assert_allclose(ln.get_ydata(), [3.0, 2.0, 1.5])
+    assert pixels(fig)[..., :3].std() > 0.05
+
+
+class _Relu:
+    architecture = "test_relu_columns"
+
+    def __init__(self, W, b, with_columns: bool) -> None:  # noqa: ANN001
+        self.W, self.b = W, b
+        if with_columns:
+            self.encode_columns = lambda x, idx: torch.relu(x @ self.W[:, idx] + self.b[idx])
+
+    def encode(self, x):  # noqa: ANN001, ANN201
+        return torch.relu(x @ self.W + self.b)
+
+
+def test_encode_columns_fast_path_equals_full_encode(world):
+    D, x, _, _ = world
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(D.d, D.K, generator=g, dtype=torch.float64)
+    b = torch.full((D.K,), -0.3, dtype=torch.float64)
+    scale = torch.tensor([0.5, 2.0, 1.0, 3.0], dtype=torch.float64)
+    pairs = [(1, 0), (3, 2)]
+    out = []
+    for fast in (True, False):
+        Dk = Dictionary(atoms=D.atoms, bias=D.bias, lam=D.lam, code_scale=scale,
+                        encoder=_Relu(W, b, fast))
+        out.append(pair_data(Dk, as_source(x, chunk_size=100), pairs, sample=50, seed=3))
+    for fast_pd, full_pd in zip(*out, strict=True):
+        for name in ("mean_i", "mean_j", "lo_i", "hi_i", "lo_j", "hi_j", "coactive"):
+            assert getattr(fast_pd, name) == pytest.approx(getattr(full_pd, name), rel=1e-12)
+        np.testing.assert_allclose(fast_pd.sample, full_pd.sample)
