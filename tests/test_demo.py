@@ -9,6 +9,9 @@ def test_demo_flags_every_planted_edge_and_writes_outputs(tmp_path, capsys, monk
     import dictopt.demo as demo
 
     monkeypatch.setattr(demo, "DEMO_WORLD", {"n": 600, "n_roots": 3, "branching": 2})
+    monkeypatch.setattr(demo, "SAE_STEPS", 300)
+    monkeypatch.setattr(demo, "SWEEP_WIDTHS", (2, 4))
+    monkeypatch.setattr(demo, "SWEEP_N", 200)
     assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -16,7 +19,12 @@ def test_demo_flags_every_planted_edge_and_writes_outputs(tmp_path, capsys, monk
     assert summary["truth_edges"] > 0
     assert summary["truth_edges_flagged"] == summary["truth_edges"]
     assert summary["repaired_loss"] < summary["truth_loss"] + 1e-12
-    for name in ("check_truth.json", "check_classical.json", "summary.txt"):
+    for name in ("check_truth.json", "check_classical.json", "check_sae_relu.json",
+                 "summary.txt", "wide.json"):
         assert (tmp_path / name).is_file()
+    # The wide-limit bound is below every width's best loss (THEORY §3).
+    assert all(gap >= -1e-9 for gap in summary["wide_gaps"].values())
+    html = (tmp_path / "report_truth.html").read_text()
+    assert "id='summary'" in html and html.count("data:image/png;base64,") >= 3
     assert (tmp_path / "classical" / "cfg.json").is_file()
     assert "planted edges flagged as C5 violations" in out
