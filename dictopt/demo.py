@@ -57,6 +57,19 @@ def _c5_hierarchy_hits(report: CheckReport, edges: list[tuple[int, int]]) -> int
     return sum((child, parent) in flagged for child, parent in edges)
 
 
+def _check_and_save(dictionary: Any, x: Any, codes: Any, path: Path, progress: bool) -> CheckReport:
+    """Check, measure the strongest certificates on the data, and save the JSON report."""
+    report = check(dictionary, x, codes=codes, progress=progress)
+    certify(dictionary, x, report, codes=codes, top=CERTIFIED_TOP)  # fills measured_decrease
+    report.save_json(path)
+    return report
+
+
+def _counts(summary: dict) -> str:
+    """``"C1 0, C2 3, ..."``: violations per condition."""
+    return ", ".join(f"{c} {n}" for c, n in summary["counts"].items())
+
+
 def _absorption_summary(learned_KD: Any, true_KD: Any, edges: list[tuple[int, int]]) -> dict:
     """Mean over planted edges of the best learned cosine to parent, child and parent+child."""
     true = torch.as_tensor(true_KD, dtype=torch.float64)
@@ -93,10 +106,7 @@ def run_demo(
     )
 
     truth = world.truth(lam)  # checked with the world's own codes
-    truth_report = check(truth, world.x, codes=world.codes, progress=progress)
-    # Measure the strongest certificates on the data (fills measured_decrease).
-    certify(truth, world.x, truth_report, codes=world.codes, top=CERTIFIED_TOP)
-    truth_report.save_json(out / "check_truth.json")
+    truth_report = _check_and_save(truth, world.x, world.codes, out / "check_truth.json", progress)
     hits = _c5_hierarchy_hits(truth_report, world.edges)
     c5 = truth_report.by_condition("C5")
     worst = c5[0] if c5 else None
@@ -128,9 +138,9 @@ def run_demo(
     save_dictionary(learned, out / "classical")
     rec = atom_recovery(learned.atoms, world.atoms, threshold=0.95)
     absorbed = _absorption_summary(learned.atoms, world.atoms, world.edges)
-    learned_report = check(learned, world.x, codes="optimal", progress=progress)
-    certify(learned, world.x, learned_report, codes="optimal", top=CERTIFIED_TOP)
-    learned_report.save_json(out / "check_classical.json")
+    learned_report = _check_and_save(
+        learned, world.x, "optimal", out / "check_classical.json", progress
+    )
     s = learned_report.summary
     say(
         f"classical dictionary (K={learned.K}): loss {s['loss']:.6g} vs truth "
@@ -145,7 +155,7 @@ def run_demo(
     )
     say(
         "  its check: "
-        + ", ".join(f"{c} {n}" for c, n in s["counts"].items())
+        + _counts(s)
         + (" — a certified descent exists" if s["unstable_optimum"] else " — no certified descent")
     )
     sae = fit_sae(
@@ -160,14 +170,12 @@ def run_demo(
         lr_decay_steps=SAE_STEPS // 5,
     ).to(torch.float64)
     save_dictionary(sae, out / "sae_relu")
-    sae_report = check(sae, world.x, codes="own", progress=progress)
-    certify(sae, world.x, sae_report, codes="own", top=CERTIFIED_TOP)
-    sae_report.save_json(out / "check_sae_relu.json")
+    sae_report = _check_and_save(sae, world.x, "own", out / "check_sae_relu.json", progress)
     t = sae_report.summary
     say(
         f"ReLU SAE (K={sae.K}, λ={lam}): loss {t['loss']:.6g} with its own codes; amortisation "
         f"gap {t['amortisation']['loss_gap']:.3g}; explained variance "
-        f"{t['explained_variance']:.4f}; " + ", ".join(f"{c} {n}" for c, n in t["counts"].items())
+        f"{t['explained_variance']:.4f}; " + _counts(t)
     )
 
     # The sweep's fits are deliberately short (max_iter=100): silence their "not converged"

@@ -11,6 +11,7 @@ first-order slope (``slope``: predicted decrease per unit step).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -49,14 +50,14 @@ class ChunkState(NamedTuple):
 
 
 @dataclass
-class Move:
+class Move(ABC):
     """Base class: a perturbation with a step ``t`` (subclasses define the geometry)."""
 
     step: float
 
+    @abstractmethod
     def changes(self, chunk: ChunkState) -> Changes:
         """What the move does to one chunk (only the atoms it changes)."""
-        raise NotImplementedError
 
     def apply_dictionary(
         self, atoms: torch.Tensor, bias: torch.Tensor

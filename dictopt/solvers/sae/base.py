@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -133,7 +134,7 @@ def mse_loss(x_ND: torch.Tensor, recon_ND: torch.Tensor) -> torch.Tensor:
     return ((recon_ND - x_ND) ** 2).sum(dim=-1).mean()
 
 
-class SAE(nn.Module):
+class SAE(nn.Module, ABC):
     """Base class: parameters, encode/decode, decoder constraint, conversion and save/load.
 
     Subclasses set ``architecture``, ``config_class``, and implement :meth:`encode` (inference
@@ -195,8 +196,9 @@ class SAE(nn.Module):
         return self.sae_in(x_ND) @ self.W_enc + self.b_enc
 
     # -- inference -------------------------------------------------------------------------
+    @abstractmethod
     def _encode(self, x_ND: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Inference codes of a validated batch (each architecture's activation)."""
 
     @torch.no_grad()
     def encode(self, x_ND: Any) -> torch.Tensor:
@@ -212,6 +214,7 @@ class SAE(nn.Module):
         return self.decode(self.encode(x_ND))
 
     # -- training --------------------------------------------------------------------------
+    @abstractmethod
     def training_forward(
         self,
         x_ND: torch.Tensor,
@@ -224,7 +227,6 @@ class SAE(nn.Module):
         ``coefficient_scale`` multiplies the sparsity coefficient (warm-up); ``dead_mask_K``
         marks dead latents for auxiliary losses. Pure: no buffer is updated here.
         """
-        raise NotImplementedError
 
     def loss(self, x_ND: Any) -> float:
         """The SAE's own training loss on a batch (full coefficients, no auxiliary terms)."""
