@@ -355,7 +355,7 @@ class PassTwoStats:
         pj: torch.Tensor,
         H0: torch.Tensor,
         L0: torch.Tensor,
-        block: int = 512,
+        block_elements: int = 1 << 20,
     ) -> None:
         self.pi, self.pj = pi, pj
         self.H = H0.clone()
@@ -364,14 +364,17 @@ class PassTwoStats:
         self.coact = torch.zeros(P, dtype=F64, device=pi.device)
         self.t_up = torch.full((P,), torch.inf, dtype=F64, device=pi.device)
         self.t_lo = torch.full((P,), torch.inf, dtype=F64, device=pi.device)
-        self.block = block
+        # Pairs are processed in blocks whose [rows, pairs] temporaries hold at most this many
+        # elements, so pass 2's transient memory depends neither on N nor on the pair count.
+        self.block_elements = block_elements
 
     def update(self, codes_NK: torch.Tensor, tau: float) -> None:
         """Add a chunk (computed in the codes' dtype; extremes are stored in float64)."""
         a = codes_NK
         dt = a.dtype
-        for lo in range(0, self.pi.numel(), self.block):
-            sl = slice(lo, lo + self.block)
+        block = max(1, self.block_elements // max(1, a.shape[0]))
+        for lo in range(0, self.pi.numel(), block):
+            sl = slice(lo, lo + block)
             ai, aj = a[:, self.pi[sl]], a[:, self.pj[sl]]
             off = aj <= tau
             H = torch.maximum(self.H[sl], ai.masked_fill(~off, -torch.inf).amax(0).to(F64))
