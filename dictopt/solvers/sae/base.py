@@ -195,6 +195,10 @@ class SAE(nn.Module, ABC):
         """Pre-activations ``(x - b_dec) W_enc + b_enc``."""
         return self.sae_in(x_ND) @ self.W_enc + self.b_enc
 
+    def hidden_pre_columns(self, x_ND: torch.Tensor, idx_P: torch.Tensor) -> torch.Tensor:
+        """Pre-activations of the latents ``idx_P`` only (``[N, P]``, cost ``N d P``)."""
+        return self.sae_in(x_ND) @ self.W_enc[:, idx_P] + self.b_enc[idx_P]
+
     # -- inference -------------------------------------------------------------------------
     @abstractmethod
     def _encode(self, x_ND: torch.Tensor) -> torch.Tensor:

@@ -111,6 +111,12 @@ class JumpReLUSAE(SAE):
         pre = self.hidden_pre(x_ND)
         return pre * (pre > self.threshold).to(pre.dtype)
 
+    @torch.no_grad()
+    def encode_columns(self, x_ND: Any, idx_P: torch.Tensor) -> torch.Tensor:
+        """``encode(x)[:, idx]`` computed for those latents only (they are independent)."""
+        pre = self.hidden_pre_columns(self.prepare_input(x_ND), idx_P)
+        return pre * (pre > self.threshold[idx_P]).to(pre.dtype)
+
     def training_forward(
         self,
         x_ND: torch.Tensor,

@@ -12,7 +12,7 @@ With ``unit_norm_decoder=True`` the decoder rows are held at norm 1 (the weighti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -50,6 +50,11 @@ class ReLUSAE(SAE):
 
     def _encode(self, x_ND: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.hidden_pre(x_ND))
+
+    @torch.no_grad()
+    def encode_columns(self, x_ND: Any, idx_P: torch.Tensor) -> torch.Tensor:
+        """``encode(x)[:, idx]`` computed for those latents only (they are independent)."""
+        return torch.relu(self.hidden_pre_columns(self.prepare_input(x_ND), idx_P))
 
     def training_forward(
         self,
