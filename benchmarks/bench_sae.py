@@ -25,19 +25,12 @@ import time
 import numpy as np
 import torch
 
+from dictopt.solvers.sae.presets import TOY_RECOVERY
+
 ARCHS = ["relu", "relu-unit", "topk", "batchtopk", "jumprelu", "matryoshka", "mp"]
 
-#: Hyperparameters per architecture for the toy worlds (the ones the tests use).
-RECOVERY = {
-    "relu": {"lam": 0.2},
-    "relu-unit": {"lam": 0.2, "unit_norm_decoder": True},
-    "topk": {"k": 2},
-    "batchtopk": {"k": 2, "lr": 3e-3, "lr_decay_steps": 1000},
-    "jumprelu": {"l0_coefficient": 0.1, "jumprelu_init_threshold": 0.1,
-                 "jumprelu_bandwidth": 0.05, "lr": 3e-3, "lr_decay_steps": 1000},
-    "matryoshka": {"k": 2, "matryoshka_widths": [24, 48], "lr": 3e-3, "lr_decay_steps": 1000},
-    "mp": {"k": 3},
-}
+#: Settings under which each architecture recovers the independent toy world (3-5 s CPU each).
+RECOVERY = TOY_RECOVERY
 
 
 def _rss_mib() -> float:

@@ -14,6 +14,7 @@ from dictopt.data.worlds import make_world
 from dictopt.problem import objective
 from dictopt.solvers.registry import get_solver
 from dictopt.solvers.sae import make_config, make_sae
+from dictopt.solvers.sae.presets import TOY_RECOVERY
 from dictopt.solvers.train import (
     BatchStream,
     TrainConfig,
@@ -23,18 +24,8 @@ from dictopt.solvers.train import (
 )
 from dictopt.validation import DictoptInputError
 
-#: Settings under which each architecture recovers the independent toy world (d=16, 24 true
-#: atoms, K=48, ~2 active per point) in 3000 steps of batch 256: about 3-5 s CPU each.
-RECOVERY = {
-    "relu": {"lam": 0.2},
-    "relu-unit": {"lam": 0.2, "unit_norm_decoder": True},
-    "topk": {"k": 2},
-    "batchtopk": {"k": 2, "lr": 3e-3, "lr_decay_steps": 1000},
-    "jumprelu": {"l0_coefficient": 0.1, "jumprelu_init_threshold": 0.1,
-                 "jumprelu_bandwidth": 0.05, "lr": 3e-3, "lr_decay_steps": 1000},
-    "matryoshka": {"k": 2, "matryoshka_widths": [24, 48], "lr": 3e-3, "lr_decay_steps": 1000},
-    "mp": {"k": 3},
-}
+#: Settings under which each architecture recovers the independent toy world (3-5 s CPU each).
+RECOVERY = TOY_RECOVERY
 
 #: Matryoshka falls short of 90 % here (benchmark: 0.75, 0.83, 0.67 over seeds 0-2): with
 #: equally frequent independent features its prefix losses pull the first latents towards
