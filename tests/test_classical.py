@@ -211,3 +211,22 @@ def test_cvxpy_refuses_large_problems():
     x = np.random.default_rng(0).standard_normal((5000, 4))
     with pytest.raises(DictoptInputError, match="small problems"):
         fit_cvxpy(x, K=100, lam=0.1)
+
+
+def test_problem_without_bias():
+    """``fit_bias=False`` keeps b = 0 (the no-bias problem of THEORY §1): the result satisfies
+    C1 and C2 at b = 0, its history never increases, and on data with an offset its mean
+    residual stays away from 0 (the bias was not fitted behind our back)."""
+    world = _world(n=600, d=8, k=6, p=0.2, seed=2)
+    lam = 0.05
+    fit = fit_classical(world.x, K=6, lam=lam, fit_bias=False, progress=False, max_iter=3000,
+                        grad_tol=1e-6)
+    assert not fit.has_bias and float(fit.bias.abs().max()) == 0.0
+    assert fit.meta["converged"] and fit.meta["fit_bias"] is False
+    x = torch.as_tensor(world.x)
+    codes = solve_codes(fit.atoms, x, lam, tol=1e-10)
+    res = first_order_residuals(x, fit.atoms, fit.bias, codes.codes, lam, codes.kkt_residual)
+    assert res.c1 <= 1e-6 and res.c2 <= 1e-5, res
+    assert res.c3 > 1e-3, res
+    h = np.array(fit.meta["history"])
+    assert np.all(np.diff(h) <= 1e-12 * np.abs(h[:-1]))

@@ -144,6 +144,7 @@ def fit_classical(
     init: Any | None = None,
     progress: bool = True,
     device: str | None = None,
+    fit_bias: bool = True,
 ) -> Dictionary:
     """Alternating exact minimisation of the canonical objective (module docstring).
 
@@ -160,6 +161,8 @@ def fit_classical(
     init : optional initial atoms ``[K, d]`` or a :class:`Dictionary` (then its bias too).
     progress : tqdm bar showing the loss and residuals.
     device : torch device for the computation (default CPU).
+    fit_bias : learn the bias (default). ``False`` solves the problem without a bias (THEORY §1:
+        ``b = 0`` throughout, C3 is not a condition; the Dictionary has ``has_bias=False``).
 
     Returns
     -------
@@ -178,6 +181,8 @@ def fit_classical(
         b = x.mean(dim=0)
     else:
         D, b = initial_atoms(x.cpu(), K, seed).to(x.device), x.mean(dim=0)
+    if not fit_bias:
+        b = torch.zeros_like(b)
     if D.shape[0] != K:
         raise DictoptInputError(f"init: has {D.shape[0]} atoms but K = {K}")
     A = None
@@ -193,6 +198,8 @@ def fit_classical(
             history.append(res.loss)
             bar.update(1)
             bar.set_postfix(loss=f"{res.loss:.8g}", c2=f"{res.c2:.1e}", c3=f"{res.c3:.1e}")
+            if not fit_bias:
+                res = res._replace(c3=0.0)  # no bias: C3 is not a condition
             converged = res.c1 <= code_tol and max(res.c2, res.c3) <= grad_tol
             if converged:
                 break
@@ -200,7 +207,8 @@ def fit_classical(
                 break
             D, k_new = atom_step(x, D, b, A, lam)
             n_reinit += k_new
-            b = (x - A @ D).mean(dim=0)
+            if fit_bias:
+                b = (x - A @ D).mean(dim=0)
     finally:
         bar.close()
     if not converged:
@@ -213,9 +221,9 @@ def fit_classical(
         "K": K, "lam": lam, "seed": seed, "max_iter": max_iter, "tol": tol,
         "grad_tol": grad_tol, "code_tol": code_tol,
         "history": history, "n_iter": n_iter, "converged": converged,
-        "c1": res.c1, "c2": res.c2, "c3": res.c3, "n_reinit": n_reinit,
+        "c1": res.c1, "c2": res.c2, "c3": res.c3, "n_reinit": n_reinit, "fit_bias": fit_bias,
     }
-    return Dictionary(atoms=D.cpu(), bias=b.cpu(), lam=lam, meta=meta)
+    return Dictionary(atoms=D.cpu(), bias=b.cpu(), lam=lam, meta=meta, has_bias=fit_bias)
 
 
 @register_solver("classical", "alternating exact minimisation (exact lasso codes, sphere BCD)")
