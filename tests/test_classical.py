@@ -230,3 +230,20 @@ def test_problem_without_bias():
     assert res.c3 > 1e-3, res
     h = np.array(fit.meta["history"])
     assert np.all(np.diff(h) <= 1e-12 * np.abs(h[:-1]))
+
+
+def test_callback_sees_every_loss_and_can_stop():
+    """The callback gets (iteration, loss) after each code step, equal to ``history``; True
+    stops the run right there (the same trajectory as a run with that many iterations)."""
+    world = _world(n=200, d=6, k=5, p=0.3, seed=4)
+    seen = []
+
+    def cb(it, loss):
+        seen.append((it, loss))
+        return it == 4
+
+    fit = fit_classical(world.x, K=5, lam=0.05, callback=cb, progress=False)
+    assert [it for it, _ in seen] == [1, 2, 3, 4]
+    assert [loss for _, loss in seen] == fit.meta["history"]
+    ref = fit_classical(world.x, K=5, lam=0.05, max_iter=6, progress=False)
+    assert ref.meta["history"][:4] == fit.meta["history"]

@@ -30,6 +30,7 @@ that fit in memory; use an SAE solver for streams.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -145,6 +146,7 @@ def fit_classical(
     progress: bool = True,
     device: str | None = None,
     fit_bias: bool = True,
+    callback: Callable[[int, float], bool] | None = None,
 ) -> Dictionary:
     """Alternating exact minimisation of the canonical objective (module docstring).
 
@@ -163,6 +165,8 @@ def fit_classical(
     device : torch device for the computation (default CPU).
     fit_bias : learn the bias (default). ``False`` solves the problem without a bias (THEORY §1:
         ``b = 0`` throughout, C3 is not a condition; the Dictionary has ``has_bias=False``).
+    callback : called after every code step with ``(iteration, loss)`` (the loss just appended
+        to ``history``); returning True stops there (e.g. a time-to-objective benchmark).
 
     Returns
     -------
@@ -201,7 +205,7 @@ def fit_classical(
             if not fit_bias:
                 res = res._replace(c3=0.0)  # no bias: C3 is not a condition
             converged = res.c1 <= code_tol and max(res.c2, res.c3) <= grad_tol
-            if converged:
+            if converged or (callback is not None and callback(it, res.loss)):
                 break
             if len(history) > 1 and history[-2] - history[-1] <= tol * abs(history[-2]):
                 break
