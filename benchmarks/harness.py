@@ -70,11 +70,13 @@ class Timing:
         return cls(list(d["seconds"]))
 
 
-def time_repeats(fn: Callable[[], Any], repeats: int) -> tuple[Timing, Any]:
+def time_repeats(fn: Callable[[], Any], repeats: int, *, keep: bool = False
+                 ) -> tuple[Timing, Any]:
     """Call ``fn`` ``repeats`` times; returns the timing and the last result (the previous
-    result is dropped before each call, so it does not count in the next call's memory).
-    Marks the end of the measured work (:func:`mark_end`)."""
-    out = None
+    result is dropped before each call, so it does not count in the next call's memory), or
+    with ``keep`` the list of all results. Marks the end of the measured work
+    (:func:`mark_end`)."""
+    out, kept = None, []
     seconds = []
     for _ in range(max(1, repeats)):
         out = None
@@ -82,8 +84,10 @@ def time_repeats(fn: Callable[[], Any], repeats: int) -> tuple[Timing, Any]:
         t = time.perf_counter()
         out = fn()
         seconds.append(time.perf_counter() - t)
+        if keep:
+            kept.append(out)
     mark_end()
-    return Timing(seconds), out
+    return Timing(seconds), kept if keep else out
 
 
 def ratio(numerator: Timing, denominator: Timing) -> dict[str, float]:

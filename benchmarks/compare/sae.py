@@ -9,7 +9,8 @@ CPU, one thread. Time: the whole training call (``fit_sae`` / ``SAETrainer.fit``
 untimed warm-up run of a few steps. Loss: both SAEs are loaded into a :class:`Dictionary`
 (SAELens's through ``save_inference_model`` and :func:`dictopt.io.load`, which reads its λ =
 l1_coefficient / 2) and scored by dictopt's canonical objective with their own codes on
-held-out data (:func:`dictopt.problem.evaluate`).
+held-out data (:func:`dictopt.problem.evaluate`). Repeat ``r`` uses seed ``r`` on both sides
+(initialisation and batch order), so the loss is a mean over seeds with its spread shown.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from benchmarks.harness import (
 SIZES = {
     "smoke": dict(d=8, K=16, k=12, n=2048, batch=64, steps=20, repeats=1),
     "quick": dict(d=32, K=256, k=64, n=16_384, batch=256, steps=400, repeats=2),
-    "full": dict(d=64, K=512, k=128, n=65_536, batch=512, steps=2000, repeats=2),
+    "full": dict(d=64, K=512, k=128, n=65_536, batch=512, steps=1500, repeats=3),
 }
 LAM = 0.05
 LR = 3e-3
@@ -60,6 +61,13 @@ def held_out(dictionary: Any, x_test: np.ndarray) -> dict[str, float]:
             "l0": r.l0, "explained_variance": r.explained_variance}
 
 
+def per_seed(models: list[tuple[float, Any]], x_test: np.ndarray) -> dict[str, Any]:
+    """Held-out figures of each seed's model, and their means."""
+    runs = [{"lam": lam, **held_out(D, x_test)} for lam, D in models]
+    mean = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}
+    return {"per_seed": runs, **mean}
+
+
 def side_dictopt(d: int, K: int, k: int, n: int, batch: int, steps: int,
                  repeats: int) -> dict[str, Any]:
     import torch
@@ -69,14 +77,16 @@ def side_dictopt(d: int, K: int, k: int, n: int, batch: int, steps: int,
     torch.set_num_threads(1)
     x, x_test = make_data(d, k, n)
 
-    def train(total: int):
-        return fit_sae("relu", x, K=K, lam=LAM, seed=SEED, progress=False, total_steps=total,
+    def train(total: int, seed: int):
+        return fit_sae("relu", x, K=K, lam=LAM, seed=seed, progress=False, total_steps=total,
                        batch_size=batch, lr=LR, b_dec_init_method="zeros")
 
-    train(5)  # warm-up (not timed)
+    train(5, SEED)  # warm-up (not timed)
+    seeds = iter(range(SEED, SEED + repeats))
     mark_baseline()
-    timing, D = time_repeats(lambda: train(steps), repeats)
-    return {"timing": timing.as_dict(), "steps": steps, "lam": D.lam, **held_out(D, x_test)}
+    timing, models = time_repeats(lambda: train(steps, next(seeds)), repeats, keep=True)
+    return {"timing": timing.as_dict(), "steps": steps, **per_seed([(m.lam, m) for m in models],
+                                                                   x_test)}
 
 
 def side_saelens(d: int, K: int, k: int, n: int, batch: int, steps: int,
@@ -93,24 +103,33 @@ def side_saelens(d: int, K: int, k: int, n: int, batch: int, steps: int,
     torch.set_num_threads(1)
     x, x_test = make_data(d, k, n)
 
-    def train(total: int):
-        torch.manual_seed(SEED)
+    def train(total: int, seed: int):
+        torch.manual_seed(seed)
         sae = sl.StandardTrainingSAE(sl.StandardTrainingSAEConfig(
             d_in=d, d_sae=K, l1_coefficient=2 * LAM))
         trainer = SAETrainer(
             cfg=SAETrainerConfig(total_training_samples=batch * total,
                                  train_batch_size_samples=batch, lr=LR, lr_end=LR,
                                  logger=LoggingConfig(log_to_wandb=False)),
-            sae=sae, data_provider=BatchStream(as_source(x), batch, SEED + 1))
+            sae=sae, data_provider=BatchStream(as_source(x), batch, seed + 1))
         return trainer.fit()
 
-    train(5)  # warm-up (not timed)
+    train(5, SEED)  # warm-up (not timed)
+    seeds = iter(range(SEED, SEED + repeats))
     mark_baseline()
-    timing, sae = time_repeats(lambda: train(steps), repeats)
-    with tempfile.TemporaryDirectory() as tmp:
-        sae.save_inference_model(tmp)
-        D = load(tmp)
-    return {"timing": timing.as_dict(), "steps": steps, "lam": D.lam, **held_out(D, x_test)}
+    timing, saes = time_repeats(lambda: train(steps, next(seeds)), repeats, keep=True)
+    loaded = []
+    for sae in saes:
+        with tempfile.TemporaryDirectory() as tmp:
+            sae.save_inference_model(tmp)
+            D = load(tmp)
+        loaded.append((D.lam, D))
+    return {"timing": timing.as_dict(), "steps": steps, **per_seed(loaded, x_test)}
+
+
+def spread(side: dict[str, Any]) -> str:
+    losses = [r["loss"] for r in side["per_seed"]]
+    return f"{min(losses):.5g}–{max(losses):.5g}"
 
 
 def compare(mode: str) -> Result:
@@ -142,7 +161,8 @@ def compare(mode: str) -> Result:
         f"{fmt_ratio(r)} the steps/s (dictopt {sps['dictopt']:.0f}, SAELens "
         f"{sps['saelens']:.0f} steps/s, median)",
         f"dictopt {mib(ours)} vs SAELens {mib(theirs)}",
-        f"held-out canonical loss (own codes): dictopt {ours['loss']:.5g} (EV "
+        f"held-out canonical loss (own codes), mean over {s['repeats']} seeds "
+        f"[{spread(ours)}] / [{spread(theirs)}]: dictopt {ours['loss']:.5g} (EV "
         f"{ours['explained_variance']:.3f}, L0 {ours['l0']:.1f}), SAELens {theirs['loss']:.5g} "
         f"(EV {theirs['explained_variance']:.3f}, L0 {theirs['l0']:.1f}); λ read back: "
         f"{ours['lam']:.4g} / {theirs['lam']:.4g}",
