@@ -7,8 +7,9 @@ How figures are taken (the same for every comparison):
   A *ratio* is always between two sides measured in the same run, as min/min and median/median.
 * **Peak memory**: each side runs in its own fresh Python process (:func:`run_side`). Inside it,
   after imports, data and an untimed warm-up on a small slice (so lazy imports and caches are
-  not counted), the side calls :func:`mark_baseline`: it records the resident set size and
-  resets the kernel's peak-RSS mark (``/proc/self/clear_refs`` ← 5). At the end the process
+  not counted), the side calls :func:`mark_baseline`: it returns freed heap to the system
+  (``malloc_trim``), records the resident set size and resets the kernel's peak-RSS mark
+  (``/proc/self/clear_refs`` ← 5). At the end the process
   reads its peak resident set size since then (``VmHWM`` in ``/proc/self/status``; it covers
   torch's allocator, numpy and the C libraries that ``tracemalloc`` does not see).
   ``peak_mib`` is that peak minus the baseline: the memory the method itself needed on top of
@@ -131,11 +132,23 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _trim_heap() -> None:
+    """Give freed heap memory back to the system (glibc ``malloc_trim``), so that memory freed
+    by data preparation is not silently reused by the method under the baseline."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def mark_baseline() -> float:
     """Record the RSS now (imports done, data ready, warmed up) as the side's memory baseline
     and reset the kernel's peak-RSS mark, so the peak read at the end is the method's."""
     global _BASELINE_MIB, _PEAK_MIB
     gc.collect()
+    _trim_heap()
     _PEAK_MIB = None
     try:
         Path("/proc/self/clear_refs").write_text("5")
