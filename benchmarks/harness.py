@@ -261,6 +261,14 @@ def fmt_ratio(r: dict[str, float], unit: str = "×") -> str:
     return f"{_num(r['min'])}{unit} / {_num(r['median'])}{unit}"
 
 
+def fmt_speed(r: dict[str, float]) -> str:
+    """A speed-up ``baseline / ours``: ``3.1× / 3.0× faster`` or, below 1, the inverse as
+    ``17× / 16× slower`` (min / median)."""
+    if r["median"] >= 1:
+        return f"{fmt_ratio(r)} faster"
+    return f"{fmt_ratio({'min': 1 / r['min'], 'median': 1 / r['median']})} slower"
+
+
 def _num(v: float) -> str:
     if v >= 100:
         return f"{v:.0f}"

@@ -47,7 +47,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="regenerate the README block between the benchmark markers")
     p.add_argument("--readme", type=Path, default=ROOT / "README.md")
     p.add_argument("--from-json", type=Path,
-                   help="do not run anything: regenerate the README block from this JSON")
+                   help="do not run anything: recompute the rows from the measurements stored "
+                        "in this JSON and print (or, with --update-readme, write) the table")
     p.add_argument("--threads", type=int, default=1, help="threads per side (default 1)")
     return p.parse_args(argv)
 
@@ -81,16 +82,30 @@ def run(mode: str, names: list[str], threads: int) -> dict:
     return doc
 
 
+def resummarise(doc: dict) -> dict:
+    """Recompute every row, ratio and note from the stored measurements (the sides): the table
+    can change wording without rerunning anything, and every figure stays derived from them."""
+    for i, res in enumerate(doc["results"]):
+        if not res.get("sides") or any(f["name"] == res["name"] for f in doc["failed"]):
+            continue
+        mod = importlib.import_module(f"benchmarks.compare.{res['name']}")
+        new = mod.summarise(res["mode"], res["sides"])
+        new.seconds = res["seconds"]
+        doc["results"][i] = new.as_dict()
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.from_json:
-        doc = json.loads(args.from_json.read_text())
+        doc = resummarise(json.loads(args.from_json.read_text()))
+        out = args.json
     else:
         doc = run(args.mode, list(args.only or COMPARISONS), args.threads)
         out = args.json or (ROOT / "benchmarks" / "results.json" if args.mode == "full" else None)
-        if out is not None:
-            out.write_text(json.dumps(doc, indent=1) + "\n")
-            print(f"results written to {out}")
+    if out is not None:
+        out.write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"results written to {out}")
     print(render_block(doc))
     if args.update_readme:
         update_readme(args.readme, doc)

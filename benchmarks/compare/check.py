@@ -31,6 +31,7 @@ from benchmarks.harness import (
     Timing,
     fit_exponent,
     fmt_ratio,
+    fmt_speed,
     mark_baseline,
     mib,
     ratio,
@@ -193,12 +194,26 @@ def _t(side: dict[str, Any], K: int, N: int) -> Timing:
     return Timing.from_dict(row["timing"])
 
 
-def compare(mode: str) -> Result:
+def run_sides(mode: str) -> dict[str, Any]:
+    s = SIZES[mode]
+    sides = {m: run_side(__name__, "side", method=m, sizes=_sizes(s), d=s["d"],
+                         repeats=s["repeats"]) for m in ("check", "brute", "encdec")}
+    if s["scale"]:
+        sc = s["scale"]
+        for m in ("check", "encdec"):
+            sides[f"scale_{m}"] = run_side(__name__, "side", method=m, sizes=[[sc["K"], sc["N"]]],
+                                           d=sc["d"], repeats=2, dtype_name="float32")
+    if s["memory"]:
+        mm = s["memory"]
+        for n in mm["N"]:
+            sides[f"stream_{n}"] = run_side(__name__, "side_stream", K=mm["K"], d=mm["d"], N=n)
+    return sides
+
+
+def summarise(mode: str, sides: dict[str, Any]) -> Result:
     s = SIZES[mode]
     sizes = _sizes(s)
-    d, reps = s["d"], s["repeats"]
-    sides = {m: run_side(__name__, "side", method=m, sizes=sizes, d=d, repeats=reps)
-             for m in ("check", "brute", "encdec")}
+    d = s["d"]
     agree = all(a["digest"] == b["digest"]
                 for a, b in zip(sides["check"]["sizes"], sides["brute"]["sizes"], strict=True))
     ratios: dict[str, Any] = {"per_size": []}
@@ -229,7 +244,7 @@ def compare(mode: str) -> Result:
               f"K^{exps['encdec']['K']:.2f} N^{exps['encdec']['N']:.2f} (encode+decode)")
     rows = [
         Row("checker `check` vs the brute-force reference `brute_force`", prob,
-            f"{fmt_ratio(big['brute_over_check'])} faster at K={kmax}, N={nfix}; {growth}",
+            f"{fmt_speed(big['brute_over_check'])} at K={kmax}, N={nfix}; {growth}",
             f"check {mib(sides['check'])} vs brute force {mib(sides['brute'])} "
             f"(at K={s['k_fixed']}, N={s['n_sweep'][-1]})", acc, "—"),
         Row("checker `check` vs one encode+decode pass (cost ratio)", prob,
@@ -242,13 +257,10 @@ def compare(mode: str) -> Result:
     notes = []
     if s["scale"]:
         sc = s["scale"]
-        one = [[sc["K"], sc["N"]]]
-        big_sides = {m: run_side(__name__, "side", method=m, sizes=one, d=sc["d"],
-                                 repeats=2, dtype_name="float32") for m in ("check", "encdec")}
+        big_sides = {m: sides[f"scale_{m}"] for m in ("check", "encdec")}
         r = ratio(_t(big_sides["check"], sc["K"], sc["N"]), _t(big_sides["encdec"], sc["K"],
                                                              sc["N"]))
         ratios["scale"] = r
-        sides.update({f"scale_{m}": v for m, v in big_sides.items()})
         l0 = big_sides["check"]["sizes"][0]["l0"]
         met = r["median"] <= 3
         rows.append(Row(
@@ -261,8 +273,7 @@ def compare(mode: str) -> Result:
             "—", target_cell("≤ 3×", met, f"{r['median']:.2f}× (median)")))
     if s["memory"]:
         mm = s["memory"]
-        mem = {n: run_side(__name__, "side_stream", K=mm["K"], d=mm["d"], N=n) for n in mm["N"]}
-        sides.update({f"stream_{n}": v for n, v in mem.items()})
+        mem = {n: sides[f"stream_{n}"] for n in mm["N"]}
         lo_n, hi_n = mm["N"][0], mm["N"][-1]
         lo_m, hi_m = (mem[n]["memory"]["peak_rss_mib"] for n in (lo_n, hi_n))
         growth_pct = 100 * (hi_m / lo_m - 1)
@@ -274,8 +285,13 @@ def compare(mode: str) -> Result:
             f"{mem[hi_n]['timing']['median']:.0f} s at N={hi_n}",
             f"over baseline: {mib(mem[lo_n])} → {mib(mem[hi_n])}", "—",
             target_cell("< 10 % growth", growth_pct < 10, f"{growth_pct:+.1f} %")))
-        notes.append("check memory growth: whole-process peak RSS (imports included), one run "
-                     "per N.")
+        notes.append("check memory growth: the process's absolute peak RSS (imports included) "
+                     "during the check, one run per N.")
     return Result("check", mode, {"sizes": sizes, "d": d, "lam": LAM, "theta": THETA,
                                   "scale": s["scale"], "memory": s["memory"]},
                   sides, ratios, rows, notes)
+
+
+def compare(mode: str) -> Result:
+    """Run every side (each in a fresh process) and summarise them."""
+    return summarise(mode, run_sides(mode))

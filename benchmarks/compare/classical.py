@@ -31,7 +31,7 @@ from benchmarks.harness import (
     Result,
     Row,
     Timing,
-    fmt_ratio,
+    fmt_speed,
     mark_baseline,
     mark_end,
     mib,
@@ -153,26 +153,38 @@ def side_ours(n: int, d: int, K: int, k: int, repeats: int, targets: dict[str, f
 # -- the comparison ---------------------------------------------------------------------------
 
 
-def compare(mode: str) -> Result:
+def _configs(mode: str) -> dict[str, tuple[str, int, bool]]:
     s = SIZES[mode]
-    size = dict(n=s["n"], d=s["d"], K=s["K"], k=s["k"])
     configs = {"minibatch-default": ("minibatch", 1000, True)}
     for ep in s["mbdl_epochs"]:
         configs[f"minibatch-{ep}-epochs"] = ("minibatch", ep, False)
     configs["batch"] = ("batch", s["dl_iter"], False)
+    return configs
+
+
+def run_sides(mode: str) -> dict[str, Any]:
+    s = SIZES[mode]
+    size = dict(n=s["n"], d=s["d"], K=s["K"], k=s["k"])
+    sides: dict[str, Any] = {}
+    for name, (kind, max_iter, early) in _configs(mode).items():
+        sides[name] = run_side(__name__, "side_sklearn", repeats=s["repeats"], kind=kind,
+                               max_iter=max_iter, early_stop=early, **size)
+    targets = {name: sides[name]["objective"] for name in _configs(mode)}
+    sides["dictopt"] = run_side(__name__, "side_ours", repeats=s["repeats"], targets=targets,
+                                cap=s["ours_cap"], **size)
+    return sides
+
+
+def summarise(mode: str, sides: dict[str, Any]) -> Result:
+    s = SIZES[mode]
+    size = dict(n=s["n"], d=s["d"], K=s["K"], k=s["k"])
+    configs = _configs(mode)
     labels = {
         "minibatch-default": "`MiniBatchDictionaryLearning` (its default stopping)",
         "batch": f"`DictionaryLearning` ({s['dl_iter']} iterations)",
         **{f"minibatch-{ep}-epochs": f"`MiniBatchDictionaryLearning` ({ep} epochs)"
            for ep in s["mbdl_epochs"]},
     }
-    sides: dict[str, Any] = {}
-    for name, (kind, max_iter, early) in configs.items():
-        sides[name] = run_side(__name__, "side_sklearn", repeats=s["repeats"], kind=kind,
-                               max_iter=max_iter, early_stop=early, **size)
-    targets = {name: sides[name]["objective"] for name in configs}
-    sides["dictopt"] = run_side(__name__, "side_ours", repeats=s["repeats"], targets=targets,
-                                cap=s["ours_cap"], **size)
     ours = sides["dictopt"]
     prob = (f"N={s['n']}, d={s['d']}, K={s['K']}, λ=α={LAM}, no bias, centred data "
             f"(independent world, {s['k']} true atoms)")
@@ -196,7 +208,7 @@ def compare(mode: str) -> Result:
         rows.append(Row(
             comparison=f"classical `fit_classical` vs scikit-learn {labels[name]}",
             problem=prob,
-            figure=f"{fmt_ratio(r)} faster to the same objective (sklearn "
+            figure=f"{fmt_speed(r)} to the same objective (sklearn "
                    f"{sk['timing']['median']:.1f} s, {sk['n_iter']:.0f} iterations/epochs; "
                    f"dictopt {got['timing']['median']:.1f} s, {got['iterations']} iterations)",
             memory=f"dictopt {mib(ours)} vs sklearn {mib(sk)}",
@@ -209,3 +221,8 @@ def compare(mode: str) -> Result:
              f"{len(ours['history'])} iterations, final objective {ours['history'][-1]:.6g} "
              f"(re-evaluated independently: {ours['final_objective_check']:.6g})."]
     return Result("classical", mode, {**size, "lam": LAM}, sides, ratios, rows, notes)
+
+
+def compare(mode: str) -> Result:
+    """Run every side (each in a fresh process) and summarise them."""
+    return summarise(mode, run_sides(mode))

@@ -22,7 +22,7 @@ from benchmarks.harness import (
     Result,
     Row,
     Timing,
-    fmt_ratio,
+    fmt_speed,
     mark_baseline,
     mib,
     ratio,
@@ -141,15 +141,20 @@ def per_point(side: dict[str, Any]) -> Timing:
     return Timing([s / side["points"] for s in side["timing"]["seconds"]])
 
 
-def compare(mode: str) -> Result:
+def run_sides(mode: str) -> dict[str, Any]:
     s = SIZES[mode]
     n, k, d, reps = s["n"], s["k"], s["d"], s["repeats"]
     mod = __name__
-    sides = {
+    return {
         "dictopt": run_side(mod, "side_ours", n=n, k=k, d=d, repeats=reps + 2),
         "sklearn": run_side(mod, "side_sklearn", n=n, k=k, d=d, m=s["m_sklearn"], repeats=reps),
         "cvxpy": run_side(mod, "side_cvxpy", n=n, k=k, d=d, m=s["m_cvxpy"], repeats=reps),
     }
+
+
+def summarise(mode: str, sides: dict[str, Any]) -> Result:
+    s = SIZES[mode]
+    n, k, d = s["n"], s["k"], s["d"]
     ours = per_point(sides["dictopt"])
     ratios = {name: ratio(per_point(sides[name]), ours) for name in ("cvxpy", "sklearn")}
     problem = dict(n=n, k=k, d=d, lam=LAM, **{key: s[key] for key in ("m_sklearn", "m_cvxpy")})
@@ -168,9 +173,14 @@ def compare(mode: str) -> Result:
         rows.append(Row(
             comparison=f"exact coder `solve_codes` vs {label}",
             problem=prob,
-            figure=f"{fmt_ratio(r)} faster",
+            figure=f"{fmt_speed(r)}",
             memory=f"dictopt {mib(sides['dictopt'])} (all N) vs {name} {mib(sides[name])}",
             accuracy=acc,
             target=target_cell(f"≥ {tgt}×", met, f"{r['median']:.2f}× (median)"),
         ))
     return Result("coder", mode, problem, sides, ratios, rows)
+
+
+def compare(mode: str) -> Result:
+    """Run every side (each in a fresh process) and summarise them."""
+    return summarise(mode, run_sides(mode))

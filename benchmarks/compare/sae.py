@@ -132,17 +132,27 @@ def spread(side: dict[str, Any]) -> str:
     return f"{min(losses):.5g}–{max(losses):.5g}"
 
 
-def compare(mode: str) -> Result:
-    s = SIZES[mode]
-    kw = {key: s[key] for key in ("d", "K", "k", "n", "batch", "steps", "repeats")}
+def _kw(mode: str) -> dict[str, Any]:
+    return {key: SIZES[mode][key] for key in ("d", "K", "k", "n", "batch", "steps", "repeats")}
+
+
+def run_sides(mode: str) -> dict[str, Any]:
+    kw = _kw(mode)
     sides = {"dictopt": run_side(__name__, "side_dictopt", **kw)}
     try:
         import sae_lens  # noqa: F401
     except ImportError:
+        return sides
+    sides["saelens"] = run_side(__name__, "side_saelens", **kw)
+    return sides
+
+
+def summarise(mode: str, sides: dict[str, Any]) -> Result:
+    s, kw = SIZES[mode], _kw(mode)
+    if "saelens" not in sides:
         row = Row("SAE trainer `fit_sae('relu')` vs SAELens `SAETrainer`", "—",
                   "skipped: sae-lens is not installed", "—", "—", "—")
         return Result("sae", mode, kw, sides, {}, [row], ["sae: sae-lens not installed"])
-    sides["saelens"] = run_side(__name__, "side_saelens", **kw)
     ours, theirs = sides["dictopt"], sides["saelens"]
     # steps/s ratio = their time / our time (same number of steps)
     r = ratio(Timing.from_dict(theirs["timing"]), Timing.from_dict(ours["timing"]))
@@ -170,3 +180,8 @@ def compare(mode: str) -> Result:
     )
     return Result("sae", mode, kw | {"lam": LAM, "lr": LR}, sides,
                   {"saelens": r, "steps_per_s": sps}, [row])
+
+
+def compare(mode: str) -> Result:
+    """Run every side (each in a fresh process) and summarise them."""
+    return summarise(mode, run_sides(mode))
