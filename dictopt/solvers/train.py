@@ -218,7 +218,7 @@ class BatchStream:
             next(self._it)
 
 
-def _first_rows(source: ActivationSource, n: int) -> torch.Tensor:
+def first_rows(source: ActivationSource, n: int) -> torch.Tensor:
     """Up to ``n`` rows from the start of the source (streamed, float64)."""
     parts, have = [], 0
     for chunk in source.iter_chunks():
@@ -292,7 +292,7 @@ class _Trainer:
             )
         if sae is None:
             sae = make_sae(dataclasses.replace(cfg.sae), seed=self.seed)
-            init = _first_rows(self.source, cfg.init_rows)
+            init = first_rows(self.source, cfg.init_rows)
             if cfg.normalize_activations == "expected_average_only_in":
                 self.scale = math.sqrt(self.source.d / float((init**2).sum(dim=1).mean()))
             init = init * self.scale
