@@ -10,7 +10,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from dictopt.check import check
-from dictopt.problem import Dictionary
+from dictopt.problem import Dictionary, objective
+from dictopt.wide.bound import wide_limit_bound
 from dictopt.wide.one_d import find_antipodal_pair, huber_location, predict_one_d
 from tests.proofs._maths import best_codes_and_bias, huber, unit_rows
 
@@ -126,3 +127,20 @@ def test_pair_beats_every_other_configuration(seed, lam, config, theta) -> None:
         assume(min(np.abs(atoms @ w)) < 0.999 or float(atoms[0] @ atoms[1]) > -0.999)
     _, _, cfg_loss = best_codes_and_bias(x, atoms, lam)
     assert cfg_loss > pr.l_inf + 1e-9
+
+
+def test_flat_root_interval_admits_a_single_atom() -> None:
+    # The caveat of proofs/antipodal_pairs.md §2: p = {0, 10}, λ = 1. Every β ∈ [1, 9] solves
+    # the Huber equation and f is flat at 4.5; at the endpoint β = 1 the lower point sits at
+    # distance exactly λ, so the single atom +w (code 10 − 1 − 1 = 8 on the upper point)
+    # attains L_∞: uniqueness of the pair needs both sides populated at every root.
+    w = np.array([0.6, 0.8])
+    c = np.array([0.8, -0.6])
+    x = np.stack([c + 0.0 * w, c + 10.0 * w])
+    beta = huber_location(x @ w, 1.0)
+    assert abs(np.clip(x @ w - beta, -1, 1).sum()) < 1e-12 and abs(beta - 5.0) < 1e-9
+    one = Dictionary(atoms=torch.as_tensor(w[None, :]), bias=torch.as_tensor(c + w), lam=1.0)
+    codes = torch.tensor([[0.0], [8.0]], dtype=torch.float64)
+    loss = objective(one, torch.as_tensor(x), codes).loss
+    assert abs(loss - 4.5) < 1e-12
+    assert abs(wide_limit_bound(x, 1.0).value - 4.5) < 1e-9
