@@ -47,8 +47,10 @@ def pair_extremes(A: np.ndarray, i: int, j: int, tau: float = 0.0) -> tuple[floa
     return float(A[off, i].max()), float(A[off, i].min())
 
 
-def rel_err(a: float, b: float) -> float:
-    return abs(a - b) / max(abs(a), abs(b), 1e-300)
+def rel_err(a: float, b: float, floor: float = 1e-5) -> float:
+    """Relative error of two loss changes. A measured change is a difference of two O(1)
+    losses, exact only to ~1e-16 absolute, so tiny changes are compared against ``floor``."""
+    return abs(a - b) / max(abs(a), abs(b), floor)
 
 
 @lru_cache(maxsize=1)

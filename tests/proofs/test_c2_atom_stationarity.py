@@ -39,7 +39,6 @@ def test_derivatives_on_the_sphere_and_along_the_scale(seed, k_pick):
         return  # d = 1: the sphere has no tangent directions
     u /= np.linalg.norm(u)
     h = 1e-6
-    base = loss(x, A, D, b, lam)
 
     def rotated(phi):
         D2 = D.copy()

@@ -237,7 +237,8 @@ def test_rotation_toward_several_atoms_separates_into_pairs_at_first_order(seed,
     if not js:
         return
     ww = np.array(w[: len(js)])
-    kap = np.array([pair_extremes(A, i, j)[0 if wj >= 0 else 1] for j, wj in zip(js, ww)])
+    kap = np.array([pair_extremes(A, i, j)[0 if wj >= 0 else 1]
+                    for j, wj in zip(js, ww, strict=True)])
     abar = A.mean(0)
 
     def moved(t):
@@ -246,7 +247,7 @@ def test_rotation_toward_several_atoms_separates_into_pairs_at_first_order(seed,
         A2, D2 = A.copy(), D.copy()
         D2[i] = v / nrm
         A2[:, i] = A[:, i] * nrm
-        for j, wj, kj in zip(js, ww, kap):
+        for j, wj, kj in zip(js, ww, kap, strict=True):
             A2[:, j] = A[:, j] - t * wj * A[:, i] + t * wj * kj
         return A2, D2, b - t * (ww * kap) @ D[js]
 
@@ -256,7 +257,7 @@ def test_rotation_toward_several_atoms_separates_into_pairs_at_first_order(seed,
     assert A2.min() >= -1e-12  # feasible for small t
     fd = (loss(x, *moved(h), lam) - loss(x, A, D, b, lam)) / h
     pair_sum = sum(-lam * wj * ((1 - D[i] @ D[j]) * abar[i] - kj)
-                   for j, wj, kj in zip(js, ww, kap))
+                   for j, wj, kj in zip(js, ww, kap, strict=True))
     assert fd == pytest.approx(pair_sum, abs=1e-5 * lam * (1 + abar.sum()))
 
 

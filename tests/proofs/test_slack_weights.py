@@ -48,7 +48,7 @@ def _stationary_residuals(A, D, lam, with_c1=True, with_c2=True, with_c3=True):
     d = D.shape[1]
     rows, rhs = [], []
     if with_c1:
-        for n, k in zip(*np.nonzero(A > 0)):
+        for n, k in zip(*np.nonzero(A > 0), strict=True):
             e = np.zeros((N, d))
             e[n] = D[k]
             rows.append(e.ravel())
