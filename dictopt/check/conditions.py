@@ -77,8 +77,9 @@ def atom_conditions(
         rbar = st.r_mean
         nr = float(rbar.norm())
         if nr > tol.stat_rel * lam:
+            # b + t r̄: ΔL(t) = (−t + t²/2) ‖r̄‖², so the slope per unit t is ‖r̄‖²
             out.append(Violation(
-                "C3", None, None, "bias", nr, 1.0, nr * nr, 0.5 * nr * nr,
+                "C3", None, None, "bias", nr * nr, 1.0, nr * nr, 0.5 * nr * nr,
                 detail={"bias_residual": nr}, move=BiasShift(1.0, r_mean=rbar),
             ))
         min_a = st.min_a

@@ -262,6 +262,9 @@ class PassOneStats:
             ex = (g[rows, cols] - lam).to(F64)
             # inactive entries: violation v = max(g − λ, 0); the optimal step on a_kn alone is
             # δ = v, with first-order gain δ(g − λ) = v² and exact gain v² − v²/2.
+            # The slope is the derivative at t = 0 of the gain of δ(t) = max(t(g − λ), −a):
+            # (g − λ)² on entries with a > 0 (the clip −a only acts at finite t), v² on
+            # inactive ones (proofs/c1_code_kkt.md).
             if tau > 0:
                 g_small = g[(a > 0) & (a <= tau)]  # dust entries 0 < a ≤ τ, used below
             v = g.sub_(lam).clamp_(min=0)  # in place: g is not needed any more
@@ -275,7 +278,7 @@ class PassOneStats:
                 self.kkt_max,
                 torch.zeros_like(self.kkt_max).scatter_reduce_(0, cols, ex.abs(), "amax"),
             )
-            self.c1_slope += v2 + torch.bincount(cols, weights=delta * ex - wrong, minlength=K)
+            self.c1_slope += v2 + torch.bincount(cols, weights=ex * ex - wrong, minlength=K)
             self.c1_gain += 0.5 * v2 + torch.bincount(
                 cols, weights=delta * ex - 0.5 * delta * delta - 0.5 * wrong, minlength=K
             )
@@ -286,7 +289,7 @@ class PassOneStats:
                     e2 = (g_small - lam).to(F64)
                     d2 = torch.maximum(e2, -a[rr, cc].to(F64))
                     w2 = torch.relu(e2) ** 2  # what the dense formula counted
-                    self.c1_slope += torch.bincount(cc, weights=d2 * e2 - w2, minlength=K)
+                    self.c1_slope += torch.bincount(cc, weights=e2 * e2 - w2, minlength=K)
                     self.c1_gain += torch.bincount(
                         cc, weights=d2 * e2 - 0.5 * d2 * d2 - 0.5 * w2, minlength=K
                     )
