@@ -48,8 +48,11 @@ def test_sparse_update_equals_dense(seed, n, K, density, n_chunks, block, dtype)
     pi, pj = pairs[:, 0], pairs[:, 1]
     P = pi.numel()
     # start values as the pair plan gives them: some known extremes, some unknown
-    H0 = torch.where(torch.rand(P, generator=g) < 0.5, torch.rand(P, generator=g, dtype=torch.float64), -torch.inf)
-    L0 = torch.where(torch.rand(P, generator=g) < 0.5, torch.rand(P, generator=g, dtype=torch.float64), torch.inf)
+    def start(unknown: float) -> torch.Tensor:
+        known = torch.rand(P, generator=g, dtype=torch.float64)
+        return torch.where(torch.rand(P, generator=g) < 0.5, known, unknown)
+
+    H0, L0 = start(-torch.inf), start(torch.inf)
     dense = _run(chunks, pi, pj, H0, L0, False, block)
     sparse = _run(chunks, pi, pj, H0, L0, True, block)
     for name in ("H", "L", "coact", "t_up", "t_lo"):
