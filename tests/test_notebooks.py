@@ -15,7 +15,6 @@ activations; otherwise it prints how to get them and runs nothing else.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,7 @@ EXPECTED = {
     "05_structures_from_practice",
     "06_real_lm_activations",
 }
-CELL_TIMEOUT_S = 600
+CELL_TIMEOUT_S = 300
 
 
 def test_every_notebook_is_present() -> None:
@@ -76,11 +75,8 @@ def test_notebook_executes(path: Path) -> None:
         kernel_name="python3",
         resources={"metadata": {"path": str(ROOT)}},
     )
-    t0 = time.perf_counter()
     # nbclient passes extra keyword arguments to the kernel manager's start_kernel
     client.execute(env=kernel_env(), cwd=str(ROOT))
-    seconds = time.perf_counter() - t0
-    print(f"{path.name}: executed in {seconds:.1f} s")
     if os.environ.get("DICTOPT_NB_OUT"):  # keep the executed notebook for reading
         out = Path(os.environ["DICTOPT_NB_OUT"])
         out.mkdir(parents=True, exist_ok=True)
