@@ -51,7 +51,8 @@ def certify(
     dictionary, source, codes, lam:
         As for :func:`dictopt.check.check` (use the same ``codes`` that were checked).
     violations:
-        A report or a list of violations; only those with a move and a positive step count.
+        A report or a list of violations; only those with a move and a nonzero step count
+        (a negative step is a move backwards, e.g. shrinking codes for C2's scale part).
     step_scale:
         Multiplies each move's step (small values test the first-order prediction).
     top:
@@ -67,7 +68,7 @@ def certify(
     if lam is None:
         raise DictoptInputError("lam: certify needs λ (pass lam=...)")
     vs = list(violations.violations if isinstance(violations, CheckReport) else violations)
-    vs = [v for v in vs if v.move is not None and v.step > 0][:top]
+    vs = [v for v in vs if v.move is not None and v.step != 0][:top]
     from dictopt.data.sources import as_source
 
     src = as_source(source, dtype=dictionary.dtype)

@@ -68,7 +68,8 @@ def atom_conditions(
         rho, qk = float(rad[k]), float(q2[k])
         s = max(rho / qk, -1.0) if qk > 0 else 0.0
         out.append(Violation(
-            "C2", k, None, "code_scale", abs(rho), s, s * rho, s * rho - 0.5 * s * s * qk,
+            # slope = dΔ/ds = ρ, signed like the step s: slope·s > 0 is the first-order decrease
+            "C2", k, None, "code_scale", rho, s, s * rho, s * rho - 0.5 * s * s * qk,
             detail={"radial": rho}, move=Scale(s, k=k),
         ))
 

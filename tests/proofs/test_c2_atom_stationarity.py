@@ -131,3 +131,19 @@ def test_positive_control_converged_optimum_is_stationary():
     assert np.all(np.abs(rad) <= 1e-9 * lam * abar)
     rep = check(Dictionary(atoms=D, bias=b, lam=lam), x, codes=A, hull=False)
     assert rep.by_condition("C2") == []
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10**6), factor=st.sampled_from([0.3, 3.0]))
+def test_scale_prediction_has_the_sign_of_the_step(seed, factor):
+    # Codes scaled down (radial part ρ > 0: grow them) or up (ρ < 0: shrink them, a negative
+    # step): either way the first-order decrease slope·step is positive and matches the
+    # measured decrease as the step shrinks.
+    x, A, D, b, lam = instance(seed)
+    A = A * factor
+    dic = Dictionary(atoms=D, bias=b, lam=lam)
+    rep = check(dic, x, codes=A, hull=False, tol=Tolerances(tau=0.0))
+    scale = [v for v in rep.by_condition("C2") if v.label == "code_scale"]
+    for m in certify(dic, x, scale, codes=A, step_scale=1e-5, top=None):
+        assert m.predicted_decrease > 0
+        assert abs(m.measured_decrease / m.predicted_decrease - 1) <= 1e-3
