@@ -263,6 +263,7 @@ def check(
     block: int = 512,
     chunk_size: int | None = None,
     progress: bool = False,
+    client: Any = None,
 ) -> CheckReport:
     """Check every first-order condition of THEORY §2 on streamed data.
 
@@ -294,11 +295,24 @@ def check(
     sparse:
         Use sparse code kernels for decode and ``Σ a r`` (default: when codes are < 10 %
         dense on the first chunk).
+    client:
+        A ``distributed.Client``: run both passes on its Dask cluster, partition by partition
+        (see :func:`dictopt.distributed.check_distributed`; ``source`` is then a shard folder,
+        ``.npy`` file, Zarr or Dask array that the workers open themselves).
 
     Returns
     -------
     CheckReport
     """
+    if client is not None:
+        from dictopt.distributed import check_distributed
+
+        return check_distributed(
+            dictionary, source, client=client, codes=codes, lam=lam, amortisation=amortisation,
+            chunk_size=chunk_size, progress=progress, tol=tol, thresholds=thresholds,
+            buffer_size=buffer_size, hull=hull, hull_exact_limit=hull_exact_limit,
+            max_pair_certificates=max_pair_certificates, sparse=sparse, block=block,
+        )
     setup = _setup(dictionary, source, codes, lam, amortisation, chunk_size)
     return run_check(
         setup, LocalPasses(progress), tol=tol, thresholds=thresholds, buffer_size=buffer_size,
