@@ -159,20 +159,30 @@ def map_reduce(
         level = nxt + ([level[-1]] if len(level) % 2 else [])
     bar = tqdm(total=len(futures), desc=desc, unit="partition", disable=not progress,
                leave=False)
+    failed: tuple[str, BaseException | None] | None = None
     try:
         for fut in as_completed(futures):
             if fut.status == "error":
-                client.cancel(list({f.key: f for f in level + futures}.values()))
-                _raise_named(name_of[fut.key], fut, retries)
+                failed = (name_of[fut.key], fut.exception())
+                break
             bar.update(1)
-        try:
-            return level[0].result()
-        except Exception as err:
-            raise PartitionError(
-                "merge", f"merging the {desc} results failed: {type(err).__name__}: {err}"
-            ) from err
+        if failed is None:
+            try:
+                return level[0].result()
+            except Exception as err:
+                raise PartitionError(
+                    "merge", f"merging the {desc} results failed: {type(err).__name__}: {err}"
+                ) from err
     finally:
         bar.close()
+    # drop every future (the scheduler then forgets the pending tasks), then report
+    fut = None
+    futures.clear()
+    level.clear()
+    name, err = failed
+    msg = f"{name}: failed on every try (retries={retries}): {type(err).__name__}: {err}"
+    log.error("partition %s", msg)
+    raise PartitionError(name, f"partition {msg}") from err
 
 
 def _identity(obj: Any) -> Any:
@@ -186,10 +196,3 @@ def share(client: Any, obj: Any) -> Any:
     so it survives the loss of the workers holding it.
     """
     return client.submit(_identity, obj, pure=False)
-
-
-def _raise_named(name: str, fut: Any, retries: int) -> None:
-    err = fut.exception()
-    msg = f"{name}: failed on every try (retries={retries}): {type(err).__name__}: {err}"
-    log.error("partition %s", msg)
-    raise PartitionError(name, f"partition {msg}") from err
