@@ -129,7 +129,7 @@ def map_reduce(
     """``merge`` of ``fn(source, start, *args)`` over the partitions, in partition order.
 
     ``fn`` gets each partition as a :class:`PartitionSource` (local chunk starts) and its first
-    global row ``start``; ``args`` may hold Dask futures (e.g. scattered broadcasts).
+    global row ``start``; ``args`` may hold Dask futures (e.g. from :func:`share`).
     ``partitions`` restricts the map to some of ``psrc``'s partitions.
     """
     import dask

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,16 +42,15 @@ class NpyRows:
     path: Path
     lo: int
     hi: int
-    _arr: Any = field(default=None, repr=False, compare=False)
 
     def read(self, lo: int, hi: int) -> np.ndarray:
-        """Rows ``[lo, hi)`` of this partition (relative to its first row), copied."""
-        if self._arr is None:
-            self._arr = _open_npy(self.path)
-        return np.array(self._arr[self.lo + lo : self.lo + hi])
+        """Rows ``[lo, hi)`` of this partition (relative to its first row), copied.
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_arr": None}  # the memory map is reopened where it is used
+        The memory map is opened per read and dropped at once: pages of a map that stays
+        open count in the worker's resident memory, which would then grow with N.
+        """
+        arr = _open_npy(self.path)
+        return np.array(arr[self.lo + lo : self.lo + hi])
 
 
 @dataclass
