@@ -2,7 +2,8 @@
 
     python benchmarks/lm_end_to_end.py SAE_DIR ACTS_DIR [--lam L | --lam implied] [--json OUT]
 
-``ACTS_DIR`` comes from ``dictopt activations`` and ``SAE_DIR`` from ``dictopt train``. Runs
+``ACTS_DIR`` comes from ``dictopt activations``; ``SAE_DIR`` is any SAE ``dictopt.io.load`` reads
+(``dictopt train``, SAELens, dictionary_learning, ...). Runs
 :func:`dictopt.check.check` with the SAE's own codes (the amortisation gap is skipped unless
 ``--amortisation``: exact codes for K in the thousands are slow on a CPU), measures the top
 certificates on the data, and prints counts per condition, labels, the strongest certificates
@@ -26,8 +27,8 @@ import torch
 from dictopt.check import check
 from dictopt.check.certify import certify
 from dictopt.data.sources import as_source
+from dictopt.io import load
 from dictopt.io.conventions import implied_lambda
-from dictopt.io.native import load_dictionary
 
 
 def top_tokens(acts_dir: Path, dictionary, atoms: list[int], n: int = 6) -> dict[int, list[str]]:
@@ -63,7 +64,7 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.manual_seed(0)
-    D = load_dictionary(args.sae)
+    D = load(args.sae)  # any format: dictopt, SAELens, dictionary_learning, ...
     src = as_source(args.acts, dtype=D.dtype)
     if args.rows:
         src = as_source(src.to_tensor()[: args.rows])

@@ -153,38 +153,57 @@ def world_x(tmp_path_factory):
 
 
 def test_saelens_trained_sae_checked_end_to_end(tmp_path, world_x):
-    """A small SAE trained by SAELens's own SAETrainer on dictopt's hierarchy world, then
+    """A small SAE trained by SAELens's own SAETrainer (solver ``saelens-standard``) on
+    dictopt's hierarchy world, saved by SAELens, then
     ``dictopt check DIR --activations X.npy --json out.json``: exit 0 and a sane report."""
-    from sae_lens.config import LoggingConfig, SAETrainerConfig
-    from sae_lens.training.sae_trainer import SAETrainer
+    from dictopt.solvers.registry import get_solver
 
     world, x_path = world_x
-    x = torch.as_tensor(world.x, dtype=torch.float32)
-
-    def batches(bs: int = 256):
-        g = torch.Generator().manual_seed(0)
-        while True:
-            perm = torch.randperm(x.shape[0], generator=g)
-            for i in range(0, x.shape[0] - bs + 1, bs):
-                yield x[perm[i: i + bs]]
-
-    torch.manual_seed(0)
     K_sae = 2 * world.atoms.shape[0]
-    sae = sl.StandardTrainingSAE(sl.StandardTrainingSAEConfig(
-        d_in=x.shape[1], d_sae=K_sae, l1_coefficient=0.05))
-    steps = 150
-    trainer = SAETrainer(
-        cfg=SAETrainerConfig(total_training_samples=256 * steps, train_batch_size_samples=256,
-                             lr=3e-3, lr_end=3e-3, logger=LoggingConfig(log_to_wandb=False)),
-        sae=sae, data_provider=batches())
-    trainer.fit()
-    sae.save_inference_model(tmp_path / "saelens")
+    D = get_solver("saelens-standard").fit(
+        x_path, K=K_sae, lam=0.025, total_steps=150, lr=3e-3, progress=False,
+        out_dir=tmp_path / "saelens",
+    )
+    assert D.meta["solver"] == "saelens-standard" and D.lam == pytest.approx(0.025)
+    cfg = json.loads((tmp_path / "saelens" / "cfg.json").read_text())
+    details = cfg["metadata"]["training_architecture_details"]
+    assert details["l1_coefficient"] == pytest.approx(0.05)  # SAELens's own config: 2λ
     rep = _check_cli(tmp_path / "saelens", x_path, tmp_path / "r.json")
     s = rep["summary"]
     assert s["lam"] == pytest.approx(0.025)  # l1_coefficient / 2
     assert s["K"] == K_sae and s["N"] == world.x.shape[0]
     assert s["explained_variance"] > 0.8, s["explained_variance"]
     assert 0 < s["l0"] < K_sae and len(rep["atoms"]) == K_sae
+
+
+def test_saelens_topk_trainer_keeps_k(tmp_path, world_x):
+    """``saelens-topk``: SAELens's TopK SAE, loaded back with exactly k active latents."""
+    from dictopt.solvers.registry import get_solver
+
+    world, x_path = world_x
+    D = get_solver("saelens-topk").fit(
+        x_path, K=32, k=3, total_steps=60, progress=False, b_dec_init="geometric_median"
+    )
+    x = torch.as_tensor(world.x[:200], dtype=torch.float32)
+    assert ((D.encode(x) > 0).sum(dim=1) <= 3).all()
+
+
+@pytest.mark.parametrize(
+    "solver, kwargs, match",
+    [
+        ("saelens-standard", {"lam": 0.1, "momentum": 0.9}, "unknown option"),
+        ("saelens-standard", {"lam": 0.0}, "lam"),
+        ("saelens-topk", {}, "needs k"),
+        ("saelens-standard", {"lam": 0.1, "b_dec_init": "median"}, "b_dec_init"),
+    ],
+)
+def test_saelens_trainer_bad_input(world_x, solver, kwargs, match):
+    from dictopt.solvers.registry import get_solver
+    from dictopt.validation import DictoptInputError
+
+    _, x_path = world_x
+    with pytest.raises(DictoptInputError, match=match):
+        get_solver(solver).fit(x_path, K=8, progress=False, total_steps=1, **kwargs)
 
 
 @pytest.mark.slow

@@ -200,6 +200,31 @@ def test_resampling_revives_dead_latents(toy):
     assert fired[20] >= 6
 
 
+def test_resampling_never_sends_two_latents_to_one_input(toy):
+    """More dead latents than rows in a batch dominated by one badly reconstructed row: each
+    resampled latent gets its own input (no duplicate atoms); the rest wait for the next
+    resampling."""
+    cfg = small_cfg("relu", total_steps=1, batch_size=16, resample_dead_every=1,
+                    dead_feature_window=1)
+    sae = make_sae(cfg.sae, seed=0)
+    x = torch.as_tensor(toy.x[:16], dtype=torch.float32).clone()
+    x[0] *= 100.0  # one row carries almost all of the squared error
+    from dictopt.solvers.train import _Trainer  # the resampling step itself
+
+    trainer = _Trainer(ArraySource(toy.x), cfg, seed=0)
+    trainer.fresh(sae)
+    trainer.since_fired_K[:] = cfg.dead_feature_window  # every latent is dead
+    before = sae.W_dec.detach().clone()
+    with torch.no_grad():
+        trainer.resample(x, torch.zeros_like(x))
+    moved = (sae.W_dec.detach() != before).any(dim=1)
+    nonzero_rows = int((x.abs().sum(dim=1) > 0).sum())
+    assert int(moved.sum()) == nonzero_rows  # one latent per row with an error to explain
+    dirs = torch.nn.functional.normalize(sae.W_dec.detach()[moved].double(), dim=1)
+    cos = dirs @ dirs.T - torch.eye(nonzero_rows, dtype=torch.float64)
+    assert float(cos.max()) < 0.99
+
+
 # -- solvers registry ------------------------------------------------------------------------
 
 

@@ -8,13 +8,14 @@ the canonical loss before and after, streamed, next to the first-order predictio
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
 
 from dictopt.check.checker import _codes_for, make_coder, validate_dictionary
-from dictopt.check.moves import ChunkState
+from dictopt.check.moves import ChunkState, Move
 from dictopt.check.report import CheckReport, Violation
 from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
@@ -51,7 +52,8 @@ def certify(
     dictionary, source, codes, lam:
         As for :func:`dictopt.check.check` (use the same ``codes`` that were checked).
     violations:
-        A report or a list of violations; only those with a move and a positive step count.
+        A report or a list of violations; only those with a move and a nonzero step count
+        (a negative step is a move backwards, e.g. shrinking codes for C2's scale part).
     step_scale:
         Multiplies each move's step (small values test the first-order prediction).
     top:
@@ -62,50 +64,96 @@ def certify(
     list[Measurement]
         With ``step_scale == 1`` the violations' ``measured_decrease`` is also filled in.
     """
+    from dictopt.data.sources import as_source
+
+    lam, vs = prepare_certify(dictionary, violations, lam, top)
+    src = as_source(source, dtype=dictionary.dtype)
+    _, coder = make_coder(dictionary, codes)
+    moves = scaled_moves(vs, step_scale)
+    sums = CertifySums.empty(len(vs))
+    for chunk in src.iter_chunks(progress=progress, desc="certify"):
+        x = chunk.data.to(dictionary.device)
+        a = _codes_for(coder, x, chunk.start, dictionary.K, dictionary.dtype)
+        sums.merge(certify_chunk(dictionary, lam, moves, x, a))
+    return finish_certify(vs, sums, step_scale)
+
+
+class CertifySums(NamedTuple):
+    """Per move, the loss change summed over points and the smallest new code (mergeable)."""
+
+    delta: torch.Tensor
+    """``[P]`` ``Σ_n`` (loss after − loss before)."""
+    min_code: torch.Tensor
+    """``[P]`` smallest code of the changed atoms after the move."""
+    n: list[int]
+    """``[points seen]`` (a list so that :meth:`merge` can add in place)."""
+
+    @classmethod
+    def empty(cls, P: int) -> CertifySums:
+        return cls(torch.zeros(P, dtype=F64), torch.full((P,), torch.inf, dtype=F64), [0])
+
+    def merge(self, o: CertifySums) -> CertifySums:
+        """Add ``o`` (other chunks) into ``self``; returns ``self``."""
+        self.delta.add_(o.delta)
+        torch.minimum(self.min_code, o.min_code, out=self.min_code)
+        self.n[0] += o.n[0]
+        return self
+
+
+def prepare_certify(
+    dictionary: Dictionary,
+    violations: CheckReport | Sequence[Violation],
+    lam: float | None,
+    top: int | None,
+) -> tuple[float, list[Violation]]:
+    """Validate, fix λ and select the violations to measure (those with a nonzero step)."""
     validate_dictionary(dictionary)
     lam = float(lam if lam is not None else dictionary.lam or 0) or None
     if lam is None:
         raise DictoptInputError("lam: certify needs λ (pass lam=...)")
     vs = list(violations.violations if isinstance(violations, CheckReport) else violations)
-    vs = [v for v in vs if v.move is not None and v.step > 0][:top]
-    from dictopt.data.sources import as_source
+    return lam, [v for v in vs if v.move is not None and v.step != 0][:top]
 
-    src = as_source(source, dtype=dictionary.dtype)
-    _, coder = make_coder(dictionary, codes)
+
+def scaled_moves(vs: Sequence[Violation], step_scale: float) -> list[Move]:
+    """Copies of the violations' moves with their steps multiplied by ``step_scale``."""
+    return [dataclasses.replace(v.move, step=v.move.step * step_scale) for v in vs]
+
+
+def certify_chunk(
+    dictionary: Dictionary, lam: float, moves: Sequence[Move], x: torch.Tensor, a: torch.Tensor
+) -> CertifySums:
+    """Loss change of each move on one chunk ``x`` with codes ``a`` (only changed atoms)."""
     atoms, bias = dictionary.atoms, dictionary.bias
-    base_steps = [v.move.step for v in vs]
-    for v, s in zip(vs, base_steps, strict=True):
-        v.move.step = s * step_scale
-    delta = torch.zeros(len(vs), dtype=F64)
-    min_code = torch.full((len(vs),), torch.inf, dtype=F64)
-    n = 0
-    try:
-        for chunk in src.iter_chunks(progress=progress, desc="certify"):
-            x = chunk.data.to(dictionary.device)
-            a = _codes_for(coder, x, chunk.start, dictionary.K, dictionary.dtype)
-            r = x - dictionary.decode(a)
-            n += x.shape[0]
-            half = 0.5 * (r.to(F64) ** 2).sum()
-            state = ChunkState(x, a, atoms, bias, r, lam)
-            for p, v in enumerate(vs):
-                ch = v.move.changes(state)
-                idx = ch.idx
-                drec = ch.codes @ ch.atoms - a[:, idx] @ atoms[idx]
-                if ch.dbias is not None:
-                    drec = drec + ch.dbias
-                r2 = (r - drec).to(F64)
-                dl1 = (ch.codes - a[:, idx]).to(F64).sum()
-                delta[p] += 0.5 * (r2 * r2).sum() - half + lam * dl1
-                if ch.codes.numel():
-                    min_code[p] = min(float(min_code[p]), float(ch.codes.min()))
-    finally:
-        for v, s in zip(vs, base_steps, strict=True):
-            v.move.step = s
+    out = CertifySums.empty(len(moves))
+    r = x - dictionary.decode(a)
+    out.n[0] = x.shape[0]
+    half = 0.5 * (r.to(F64) ** 2).sum()
+    state = ChunkState(x, a, atoms, bias, r, lam)
+    for p, move in enumerate(moves):
+        ch = move.changes(state)
+        idx = ch.idx
+        drec = ch.codes @ ch.atoms - a[:, idx] @ atoms[idx]
+        if ch.dbias is not None:
+            drec = drec + ch.dbias
+        r2 = (r - drec).to(F64)
+        dl1 = (ch.codes - a[:, idx]).to(F64).sum()
+        out.delta[p] += 0.5 * (r2 * r2).sum() - half + lam * dl1
+        if ch.codes.numel():
+            out.min_code[p] = min(float(out.min_code[p]), float(ch.codes.min()))
+    return out
+
+
+def finish_certify(
+    vs: Sequence[Violation], sums: CertifySums, step_scale: float
+) -> list[Measurement]:
+    """The measurements from the summed changes (fills ``measured_decrease`` at scale 1)."""
     out = []
+    n = sums.n[0]
     for p, v in enumerate(vs):
         step = v.step * step_scale
-        measured = -float(delta[p]) / n
+        measured = -float(sums.delta[p]) / n
         if step_scale == 1.0:
             v.measured_decrease = measured
-        out.append(Measurement(v, step, v.slope * step, measured, float(min_code[p])))
+        out.append(Measurement(v, step, v.slope * step, measured, float(sums.min_code[p])))
     return out

@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import torch
 
@@ -122,7 +122,9 @@ class Setup:
     dictionary: Dictionary
     """The dictionary being checked, with λ set."""
     lam: float
-    src: ActivationSource
+    src: ActivationSource | None
+    """The stream (``None`` in the copy shipped to distributed workers, which open their own
+    partitions, see :mod:`dictopt.distributed`)."""
     mode: str
     """``"own"``, ``"optimal"`` or ``"given"`` (see :func:`make_coder`)."""
     coder: Coder
@@ -158,6 +160,12 @@ class AmortisationSums:
         self.loss += float(0.5 * (r.to(F64) ** 2).sum() + lam * a_opt.to(F64).sum())
         self.n += x.shape[0]
         self.code_diff += (a_opt - a).abs().to(F64).sum(0)
+
+    def merge(self, o: AmortisationSums) -> None:
+        """Absorb the sums of other chunks."""
+        self.loss += o.loss
+        self.n += o.n
+        self.code_diff = self.code_diff + o.code_diff
 
 
 class PassOneResult(NamedTuple):
@@ -255,6 +263,7 @@ def check(
     block: int = 512,
     chunk_size: int | None = None,
     progress: bool = False,
+    client: Any = None,
 ) -> CheckReport:
     """Check every first-order condition of THEORY §2 on streamed data.
 
@@ -286,17 +295,66 @@ def check(
     sparse:
         Use sparse code kernels for decode and ``Σ a r`` (default: when codes are < 10 %
         dense on the first chunk).
+    client:
+        A ``distributed.Client``: run both passes on its Dask cluster, partition by partition
+        (see :func:`dictopt.distributed.check_distributed`; ``source`` is then a shard folder,
+        ``.npy`` file, Zarr or Dask array that the workers open themselves).
 
     Returns
     -------
     CheckReport
     """
+    if client is not None:
+        from dictopt.distributed import check_distributed
+
+        return check_distributed(
+            dictionary, source, client=client, codes=codes, lam=lam, amortisation=amortisation,
+            chunk_size=chunk_size, progress=progress, tol=tol, thresholds=thresholds,
+            buffer_size=buffer_size, hull=hull, hull_exact_limit=hull_exact_limit,
+            max_pair_certificates=max_pair_certificates, sparse=sparse, block=block,
+        )
+    setup = _setup(dictionary, source, codes, lam, amortisation, chunk_size)
+    return run_check(
+        setup, LocalPasses(progress), tol=tol, thresholds=thresholds, buffer_size=buffer_size,
+        hull=hull, hull_exact_limit=hull_exact_limit,
+        max_pair_certificates=max_pair_certificates, sparse=sparse, block=block,
+    )
+
+
+class Passes(Protocol):
+    """How the two streamed passes run: :class:`LocalPasses` in this process, or
+    :class:`dictopt.distributed.check.DaskPasses` mapped over partitions on a Dask cluster.
+    Both use the per-chunk functions below, so the maths exists once."""
+
+    def pass_one(
+        self, setup: Setup, tol: Tolerances, buffer_size: int, sparse: bool | None
+    ) -> PassOneResult: ...
+
+    def pass_two(
+        self, setup: Setup, plan: PairPlan, tau: float, want_hull: bool
+    ) -> PassTwoResult: ...
+
+
+def run_check(
+    setup: Setup,
+    passes: Passes,
+    *,
+    tol: Tolerances = DEFAULT_TOLERANCES,
+    thresholds: LabelThresholds = DEFAULT_LABELS,
+    buffer_size: int = 16,
+    hull: bool | str = "auto",
+    hull_exact_limit: int = 5_000_000,
+    max_pair_certificates: int = 20_000,
+    sparse: bool | None = None,
+    block: int = 512,
+) -> CheckReport:
+    """The phases of :func:`check` after :func:`prepare_setup`, with the passes run by
+    ``passes`` (arguments as for :func:`check`)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    setup = _setup(dictionary, source, codes, lam, amortisation, chunk_size)
     D = setup.dictionary.atoms
 
-    p1 = _pass_one(setup, tol, buffer_size, sparse, progress)
+    p1 = passes.pass_one(setup, tol, buffer_size, sparse)
     timings["pass1"] = time.perf_counter() - t0
     st1, tau = p1.stats, p1.tau
     violations, cols = atom_conditions(st1, D, setup.lam, tau, setup.dictionary.has_bias, tol)
@@ -307,7 +365,7 @@ def check(
 
     t2 = time.perf_counter()
     want_hull = hull is True or (hull == "auto" and st1.n * setup.dictionary.K <= hull_exact_limit)
-    p2 = _pass_two(setup, plan, tau, want_hull, progress)
+    p2 = passes.pass_two(setup, plan, tau, want_hull)
     timings["pass2"] = time.perf_counter() - t2
 
     pos_of = {int(k): p for p, k in enumerate(plan.key.tolist())}
@@ -337,18 +395,30 @@ def _setup(
     chunk_size: int | None,
 ) -> Setup:
     """Validate the inputs, fix λ, open the stream and choose the coder."""
+    from dictopt.data.sources import as_source
+
+    validate_dictionary(dictionary)
+    kwargs = {"chunk_size": chunk_size} if chunk_size else {}
+    dtype = dictionary.dtype
+    src = as_source(source, dtype=dtype, **kwargs)
+    setup = prepare_setup(dictionary, src.d, codes, lam, amortisation)
+    setup.src = src
+    return setup
+
+
+def prepare_setup(
+    dictionary: Dictionary, d: int, codes: Any, lam: float | None, amortisation: bool | None
+) -> Setup:
+    """Validate the dictionary against data of width ``d``, fix λ and choose the coder; the
+    returned :class:`Setup` has no stream yet (``src=None``)."""
     validate_dictionary(dictionary)
     lam = lam if lam is not None else dictionary.lam
     if lam is None:
         raise DictoptInputError(f"lam: missing; {LAM_HELP}")
     dictionary = dictionary.with_lam(lam)
-    from dictopt.data.sources import as_source
-
-    kwargs = {"chunk_size": chunk_size} if chunk_size else {}
-    src = as_source(source, dtype=dictionary.dtype, **kwargs)
-    if src.d != dictionary.d:
+    if d != dictionary.d:
         raise DictoptInputError(
-            f"activations: width {src.d} but the dictionary has d = {dictionary.d}"
+            f"activations: width {d} but the dictionary has d = {dictionary.d}"
         )
     mode, coder = make_coder(dictionary, codes)
     note = None
@@ -360,7 +430,89 @@ def _setup(
             except ImportError:
                 amortisation = False
                 note = "skipped: the exact coder dictopt.solvers.coding is missing"
-    return Setup(dictionary, float(dictionary.lam), src, mode, coder, amortisation, note)
+    return Setup(dictionary, float(dictionary.lam), None, mode, coder, amortisation, note)
+
+
+# ---- per-chunk work: shared by the local loop and the distributed map ------------------------
+
+
+def first_chunk_choices(
+    setup: Setup, a: torch.Tensor, tol: Tolerances, sparse: bool | None
+) -> tuple[float, bool]:
+    """``(τ, sparse)`` fixed on the codes ``a`` of the stream's first chunk: solver codes may
+    leave ~1e-16 dust, so τ is relative to the largest code unless given; the sparse kernels
+    are used when codes are < 10 % dense and ``K ≥ 256``."""
+    tau = tol.tau
+    if tau is None:
+        tau = 0.0 if setup.mode == "own" else tol.tau_rel * float(a.max())
+    if sparse is None:
+        sparse = float((a > tau).float().mean()) < 0.1 and setup.dictionary.K >= 256
+    return tau, bool(sparse)
+
+
+def pass_one_start(setup: Setup, buffer_size: int, tau: float) -> PassOneResult:
+    """Empty pass-1 accumulators (statistics and, if wanted, the amortisation sums)."""
+    dic = setup.dictionary
+    st1 = PassOneStats(dic.K, dic.d, setup.lam, buffer_size, dic.device)
+    amort = AmortisationSums(dic.K, dic.device) if setup.amortisation else None
+    return PassOneResult(st1, tau, amort)
+
+
+def pass_one_update(
+    setup: Setup, p1: PassOneResult, x: torch.Tensor, a: torch.Tensor, start: int, sparse: bool
+) -> None:
+    """Add one chunk ``x`` (first global row ``start``) with its codes ``a`` to ``p1``."""
+    dic = setup.dictionary
+    p1.stats.update(x, a, dic.atoms, dic.bias, start, p1.tau, sparse=sparse)
+    if p1.amortisation is not None:
+        p1.amortisation.update(dic, setup.lam, x, a)
+
+
+def merge_pass_one(p: PassOneResult, q: PassOneResult) -> PassOneResult:
+    """``p`` with the statistics of ``q`` (other chunks) merged in (``p`` is modified)."""
+    p.stats.merge(q.stats)
+    if p.amortisation is not None and q.amortisation is not None:
+        p.amortisation.merge(q.amortisation)
+    return p
+
+
+def pass_two_start(setup: Setup, plan: PairPlan) -> PassTwoResult:
+    """Empty pass-2 accumulators for the pairs of ``plan``."""
+    K = setup.dictionary.K
+    return PassTwoResult(PassTwoStats(plan.key // K, plan.key % K, plan.H0, plan.L0), [])
+
+
+def pass_two_update(
+    p2: PassTwoResult, a: torch.Tensor, tau: float, keep_codes: bool
+) -> None:
+    """Add the codes ``a`` of one chunk to ``p2`` (and keep them for the exact hull)."""
+    p2.stats.update(a, tau)
+    if keep_codes:
+        p2.kept_codes.append(a)
+
+
+def merge_pass_two(p: PassTwoResult, q: PassTwoResult) -> PassTwoResult:
+    """``p`` with ``q`` merged in; ``q``'s rows come after ``p``'s (``p`` is modified)."""
+    p.stats.merge(q.stats)
+    p.kept_codes.extend(q.kept_codes)
+    return p
+
+
+class LocalPasses:
+    """Both passes streamed in this process (what :func:`check` uses)."""
+
+    def __init__(self, progress: bool = False) -> None:
+        self.progress = progress
+
+    def pass_one(
+        self, setup: Setup, tol: Tolerances, buffer_size: int, sparse: bool | None
+    ) -> PassOneResult:
+        return _pass_one(setup, tol, buffer_size, sparse, self.progress)
+
+    def pass_two(
+        self, setup: Setup, plan: PairPlan, tau: float, want_hull: bool
+    ) -> PassTwoResult:
+        return _pass_two(setup, plan, tau, want_hull, self.progress)
 
 
 def _pass_one(
@@ -369,25 +521,18 @@ def _pass_one(
     """Stream every chunk once: codes, residuals and :class:`PassOneStats` (C1–C4 sums,
     extremes, capacity, top buffers), plus the optimal codes when the amortisation gap is
     wanted. τ and the sparse kernels are chosen on the first chunk."""
-    dic = setup.dictionary
-    K, dev = dic.K, dic.device
-    tau = tol.tau
-    st1: PassOneStats | None = None
-    amort = AmortisationSums(K, dev) if setup.amortisation else None
+    assert setup.src is not None
+    p1: PassOneResult | None = None
+    use_sparse = False
     for chunk in setup.src.iter_chunks(progress=progress, desc="check pass 1"):
-        x = chunk.data.to(device=dev)
+        x = chunk.data.to(device=setup.dictionary.device)
         a = setup.codes(x, chunk.start)
-        if tau is None:  # solver codes may leave ~1e-16 dust: τ relative to the largest code
-            tau = 0.0 if setup.mode == "own" else tol.tau_rel * float(a.max())
-        if st1 is None:
-            st1 = PassOneStats(K, dic.d, setup.lam, buffer_size, dev)
-            if sparse is None:
-                sparse = float((a > tau).float().mean()) < 0.1 and K >= 256
-        st1.update(x, a, dic.atoms, dic.bias, chunk.start, tau, sparse=bool(sparse))
-        if amort is not None:
-            amort.update(dic, setup.lam, x, a)
-    assert st1 is not None and tau is not None
-    return PassOneResult(st1, tau, amort)
+        if p1 is None:
+            tau, use_sparse = first_chunk_choices(setup, a, tol, sparse)
+            p1 = pass_one_start(setup, buffer_size, tau)
+        pass_one_update(setup, p1, x, a, chunk.start, use_sparse)
+    assert p1 is not None
+    return p1
 
 
 def _decide_pairs(
@@ -489,17 +634,13 @@ def _pass_two(
     """Stream again (re-encoding) for the exact ``H_ij``/``L_ij`` of the pairs the buffers
     left open, the step bounds of the certified pairs and the co-activity of label pairs;
     keep the codes when the exact joint hull will run."""
-    K, dev = setup.dictionary.K, setup.dictionary.device
-    st2 = PassTwoStats(plan.key // K, plan.key % K, plan.H0, plan.L0)
-    kept_codes: list[torch.Tensor] = []
+    assert setup.src is not None
+    p2 = pass_two_start(setup, plan)
     if plan.key.numel() or want_hull:
         for chunk in setup.src.iter_chunks(progress=progress, desc="check pass 2"):
-            x = chunk.data.to(device=dev)
-            a = setup.codes(x, chunk.start)
-            st2.update(a, tau)
-            if want_hull:
-                kept_codes.append(a)
-    return PassTwoResult(st2, kept_codes)
+            x = chunk.data.to(device=setup.dictionary.device)
+            pass_two_update(p2, setup.codes(x, chunk.start), tau, want_hull)
+    return p2
 
 
 def _pair_violations(

@@ -68,7 +68,8 @@ def atom_conditions(
         rho, qk = float(rad[k]), float(q2[k])
         s = max(rho / qk, -1.0) if qk > 0 else 0.0
         out.append(Violation(
-            "C2", k, None, "code_scale", abs(rho), s, s * rho, s * rho - 0.5 * s * s * qk,
+            # slope = dΔ/ds = ρ, signed like the step s: slope·s > 0 is the first-order decrease
+            "C2", k, None, "code_scale", rho, s, s * rho, s * rho - 0.5 * s * s * qk,
             detail={"radial": rho}, move=Scale(s, k=k),
         ))
 
@@ -77,8 +78,9 @@ def atom_conditions(
         rbar = st.r_mean
         nr = float(rbar.norm())
         if nr > tol.stat_rel * lam:
+            # b + t r̄: ΔL(t) = (−t + t²/2) ‖r̄‖², so the slope per unit t is ‖r̄‖²
             out.append(Violation(
-                "C3", None, None, "bias", nr, 1.0, nr * nr, 0.5 * nr * nr,
+                "C3", None, None, "bias", nr * nr, 1.0, nr * nr, 0.5 * nr * nr,
                 detail={"bias_residual": nr}, move=BiasShift(1.0, r_mean=rbar),
             ))
         min_a = st.min_a

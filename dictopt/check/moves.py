@@ -178,19 +178,30 @@ class Toward(Move):
     kappa: float = 0.0
 
     def _norms(self, atoms: torch.Tensor) -> torch.Tensor:
-        c = atoms[self.J] @ atoms[self.k]
+        """``‖d_j + s_j d_k‖``, from the vectors (the cosine formula cancels badly near
+        ``c = ∓1``, ``s = ±1``)."""
         s = self.step * self.q.to(atoms)
-        return torch.sqrt(1 + 2 * s * c + s * s)
+        return (atoms[self.J] + s[:, None] * atoms[self.k]).norm(dim=1)
+
+    def _new_atoms(self, atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotated unit atoms of ``J`` and the norms. Where ``d_j + s_j d_k = 0``
+        (``c_jk = ∓1`` at ``s_j = ±1``) atom ``j``'s new codes are all zero, so its direction
+        is arbitrary: it is kept (proofs/c5_pairwise.md, edge cases)."""
+        s = self.step * self.q.to(atoms)
+        v = atoms[self.J] + s[:, None] * atoms[self.k]
+        nrm = v.norm(dim=1)
+        zero = nrm == 0
+        unit = v / torch.where(zero, torch.ones_like(nrm), nrm)[:, None]
+        return torch.where(zero[:, None], atoms[self.J], unit), nrm
 
     def changes(self, chunk: ChunkState) -> Changes:
         J, k, t = self.J, self.k, self.step
         codes, atoms = chunk.codes, chunk.atoms
         s = t * self.q.to(codes)
-        nrm = self._norms(atoms)
+        atoms_J, nrm = self._new_atoms(atoms)
         aJ = codes[:, J]
         new_J = aJ * nrm
         new_k = codes[:, k] - aJ @ s + t * self.kappa
-        atoms_J = (atoms[J] + s[:, None] * atoms[k]) / nrm[:, None]
         idx = [*J.tolist(), k]
         return Changes(
             idx,
@@ -202,10 +213,8 @@ class Toward(Move):
     def apply_dictionary(
         self, atoms: torch.Tensor, bias: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.step * self.q.to(atoms)
-        nrm = self._norms(atoms)
         out = atoms.clone()
-        out[self.J] = (atoms[self.J] + s[:, None] * atoms[self.k]) / nrm[:, None]
+        out[self.J] = self._new_atoms(atoms)[0]
         return out, bias - self.step * self.kappa * atoms[self.k]
 
     def model_delta(self, atoms: torch.Tensor, mean_a: torch.Tensor, lam: float) -> float:

@@ -94,6 +94,8 @@ def repair(
         block = [v for v in cands if v.condition in ("C2", "C3")]
         if block:
             tries.append(block)
+            # the joint step can overshoot where single moves still descend: try the best few
+            tries += [[v] for v in block[:5]] if len(block) > 1 else []
         accepted = False
         for vs in tries:
             trial = trial_of(vs)

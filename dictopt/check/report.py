@@ -140,7 +140,8 @@ class CheckReport:
             "labels:     " + "  ".join(f"{k} {s['labels'][k]}" for k in LABELS),
             f"max KKT violation {s['max_kkt_violation']:.3g}·λ   bias residual "
             f"{s['bias_residual']:.3g}   capacity: {s['capacity']['points_over_lam']} points "
-            f"with ‖r‖>λ (a new atom could remove up to {s['capacity']['total_gain']:.3g})",
+            f"with ‖r‖>λ (one new atom removes at least {s['capacity']['max_gain']:.3g}; new "
+            f"atoms, all else fixed, up to {s['capacity']['total_gain']:.3g}: proofs/capacity.md)",
         ]
         am = s.get("amortisation")
         if isinstance(am, str):

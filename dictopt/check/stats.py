@@ -262,6 +262,9 @@ class PassOneStats:
             ex = (g[rows, cols] - lam).to(F64)
             # inactive entries: violation v = max(g − λ, 0); the optimal step on a_kn alone is
             # δ = v, with first-order gain δ(g − λ) = v² and exact gain v² − v²/2.
+            # The slope is the derivative at t = 0 of the gain of δ(t) = max(t(g − λ), −a):
+            # (g − λ)² on entries with a > 0 (the clip −a only acts at finite t), v² on
+            # inactive ones (proofs/c1_code_kkt.md).
             if tau > 0:
                 g_small = g[(a > 0) & (a <= tau)]  # dust entries 0 < a ≤ τ, used below
             v = g.sub_(lam).clamp_(min=0)  # in place: g is not needed any more
@@ -275,7 +278,7 @@ class PassOneStats:
                 self.kkt_max,
                 torch.zeros_like(self.kkt_max).scatter_reduce_(0, cols, ex.abs(), "amax"),
             )
-            self.c1_slope += v2 + torch.bincount(cols, weights=delta * ex - wrong, minlength=K)
+            self.c1_slope += v2 + torch.bincount(cols, weights=ex * ex - wrong, minlength=K)
             self.c1_gain += 0.5 * v2 + torch.bincount(
                 cols, weights=delta * ex - 0.5 * delta * delta - 0.5 * wrong, minlength=K
             )
@@ -286,7 +289,7 @@ class PassOneStats:
                     e2 = (g_small - lam).to(F64)
                     d2 = torch.maximum(e2, -a[rr, cc].to(F64))
                     w2 = torch.relu(e2) ** 2  # what the dense formula counted
-                    self.c1_slope += torch.bincount(cc, weights=d2 * e2 - w2, minlength=K)
+                    self.c1_slope += torch.bincount(cc, weights=e2 * e2 - w2, minlength=K)
                     self.c1_gain += torch.bincount(
                         cc, weights=d2 * e2 - 0.5 * d2 * d2 - 0.5 * w2, minlength=K
                     )
@@ -368,13 +371,32 @@ class PassTwoStats:
         # elements, so pass 2's transient memory depends neither on N nor on the pair count.
         self.block_elements = block_elements
 
-    def update(self, codes_NK: torch.Tensor, tau: float) -> None:
-        """Add a chunk (computed in the codes' dtype; extremes are stored in float64)."""
+    def update(self, codes_NK: torch.Tensor, tau: float, *, sparse: bool | None = None) -> None:
+        """Add a chunk (computed in the codes' dtype; extremes are stored in float64).
+
+        ``sparse`` (default: automatic) visits, for each atom ``i``, only the rows where
+        ``a_i > 0``: with ``τ = 0`` the other rows have ``a_i = 0`` and their contribution to
+        every statistic follows from counts alone, so the cost falls from ``rows × pairs`` to
+        about ``rows × L0 × pairs / K``. Both paths give identical results.
+        """
         a = codes_NK
+        if a.shape[0] == 0 or self.pi.numel() == 0:
+            return
+        if sparse is None:
+            sparse = tau == 0 and float((a > 0).float().mean()) < 0.25 and bool((a >= 0).all())
+        elif sparse and not (tau == 0 and bool((a >= 0).all())):
+            raise ValueError("the sparse pass-2 update needs tau = 0 and nonnegative codes")
+        if sparse:
+            self._update_sparse(a)
+        else:
+            self._update_dense(a, tau, torch.arange(self.pi.numel(), device=self.pi.device))
+
+    def _update_dense(self, a: torch.Tensor, tau: float, pairs: torch.Tensor) -> None:
+        """Every row against every pair in ``pairs`` (indices into the pair list)."""
         dt = a.dtype
         block = max(1, self.block_elements // max(1, a.shape[0]))
-        for lo in range(0, self.pi.numel(), block):
-            sl = slice(lo, lo + block)
+        for lo in range(0, pairs.numel(), block):
+            sl = pairs[lo : lo + block]
             ai, aj = a[:, self.pi[sl]], a[:, self.pj[sl]]
             off = aj <= tau
             H = torch.maximum(self.H[sl], ai.masked_fill(~off, -torch.inf).amax(0).to(F64))
@@ -382,17 +404,82 @@ class PassTwoStats:
             self.H[sl], self.L[sl] = H, L
             act_i = ai > tau
             self.coact[sl] += (act_i & ~off).sum(0).to(F64)
-            Hn, Ln = H.to(dt), L.to(dt)
-            up = ~off & (ai > Hn)
-            self.t_up[sl] = torch.minimum(
-                self.t_up[sl],
-                (aj / (ai - Hn).clamp(min=1e-30)).masked_fill(~up, torch.inf).amin(0).to(F64),
-            )
-            dn = ~off & (ai < Ln)
-            self.t_lo[sl] = torch.minimum(
-                self.t_lo[sl],
-                (aj / (Ln - ai).clamp(min=1e-30)).masked_fill(~dn, torch.inf).amin(0).to(F64),
-            )
+            self._step_bounds(sl, ai, aj, off, H.to(dt), L.to(dt))
+
+    def _step_bounds(
+        self,
+        sl: torch.Tensor,
+        ai: torch.Tensor,
+        aj: torch.Tensor,
+        off: torch.Tensor,
+        Hn: torch.Tensor,
+        Ln: torch.Tensor,
+    ) -> None:
+        """Largest C5 certificate steps keeping ``a_j ≥ 0`` on these rows (running min)."""
+        up = ~off & (ai > Hn)
+        self.t_up[sl] = torch.minimum(
+            self.t_up[sl],
+            (aj / (ai - Hn).clamp(min=1e-30)).masked_fill(~up, torch.inf).amin(0).to(F64),
+        )
+        dn = ~off & (ai < Ln)
+        self.t_lo[sl] = torch.minimum(
+            self.t_lo[sl],
+            (aj / (Ln - ai).clamp(min=1e-30)).masked_fill(~dn, torch.inf).amin(0).to(F64),
+        )
+
+    def _update_sparse(self, a: torch.Tensor) -> None:
+        """τ = 0: for each atom ``i``, only the rows of its support ``A_i = {a_i > 0}``.
+
+        On the other rows ``a_i = 0``, so they add ``0`` to ``H``/``L`` exactly when some row
+        outside ``A_i`` has ``a_j = 0`` (a count), nothing to the co-activity, and nothing to
+        the step bounds unless ``H < 0`` (no inactive ``j`` seen yet) or ``L > 0``; those
+        rare pairs are redone densely.
+        """
+        n, dt = a.shape[0], a.dtype
+        act = a > 0
+        n_act = act.sum(0)  # [K]
+        order = argsort_stable(self.pi)
+        atoms, counts = torch.unique_consecutive(self.pi[order], return_counts=True)
+        redo = []
+        lo = 0
+        for i, count in zip(atoms.tolist(), counts.tolist(), strict=True):
+            group = order[lo : lo + count]
+            lo += count
+            rows = act[:, i].nonzero().squeeze(1)
+            a_rows = a.index_select(0, rows)  # the support of atom i, all atoms
+            ai = a_rows[:, i : i + 1]
+            block = max(1, self.block_elements // max(1, rows.numel()))
+            for blo in range(0, group.numel(), block):
+                sl = group[blo : blo + block]
+                js = self.pj[sl]
+                aj = a_rows.index_select(1, js)
+                off = aj <= 0
+                coact = (~off).sum(0)
+                # rows outside A_i with a_j = 0: |{a_j = 0}| − |A_i ∩ {a_j = 0}|
+                zero_i_off_j = (n - n_act[js]) - (rows.numel() - coact) > 0
+                H_c = torch.where(zero_i_off_j, 0.0, -torch.inf).to(F64)
+                L_c = torch.where(zero_i_off_j, 0.0, torch.inf).to(F64)
+                if rows.numel():
+                    H_c = torch.maximum(H_c, ai.masked_fill(~off, -torch.inf).amax(0).to(F64))
+                    L_c = torch.minimum(L_c, ai.masked_fill(~off, torch.inf).amin(0).to(F64))
+                H = torch.maximum(self.H[sl], H_c)
+                L = torch.minimum(self.L[sl], L_c)
+                self.H[sl], self.L[sl] = H, L
+                self.coact[sl] += coact.to(F64)
+                dense = ~(H >= 0) | (L > 0)  # rows with a_i = 0 may bound the steps
+                if rows.numel():
+                    keep = ~dense
+                    self._step_bounds(
+                        sl[keep], ai, aj[:, keep], off[:, keep], H[keep].to(dt), L[keep].to(dt)
+                    )
+                redo.append(sl[dense])
+        redo_pairs = torch.cat(redo) if redo else self.pi.new_empty(0)
+        if redo_pairs.numel():
+            block = max(1, self.block_elements // n)
+            for blo in range(0, redo_pairs.numel(), block):
+                sl = redo_pairs[blo : blo + block]
+                ai, aj = a[:, self.pi[sl]], a[:, self.pj[sl]]
+                self._step_bounds(sl, ai, aj, aj <= 0, self.H[sl].to(dt), self.L[sl].to(dt))
 
     def merge(self, o: PassTwoStats) -> None:
         """Absorb another process's statistics for the same pair list.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-hull", action="store_true", help="skip the joint hull LPs")
     p.add_argument("--top", type=int, default=10, help="violations to print (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    dist = p.add_mutually_exclusive_group()
+    dist.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                      help="run both passes on a running Dask cluster, e.g. tcp://host:8786 "
+                      "(workers read the shards themselves: the path must be visible to them)")
+    dist.add_argument("--workers", type=int, default=None, metavar="N",
+                      help="run on a local Dask cluster of N single-threaded worker processes")
+    p.add_argument("--partition-rows", type=int, default=None, metavar="R",
+                   help="rows per Dask partition (default: one per shard, at most 65536)")
     p.set_defaults(func=run)
 
 
@@ -39,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from dictopt.validation import DictoptInputError, check_lambda
 
     dictionary = load(args.dir)
+    if args.scheduler or args.workers is not None:
+        return _run_distributed(args, dictionary)
     source = as_source(args.activations, dtype=dictionary.dtype)
     lam = implied = None
     if args.lam == "implied":
@@ -65,6 +76,33 @@ def run(args: argparse.Namespace) -> int:
     if args.certify > 0 and report.violations:
         certify(dictionary.with_lam(report.summary["lam"]), source, report, codes=args.codes,
                 top=args.certify, progress=not args.quiet)
+    sys.stdout.write(report.format(top=args.top) + "\n")
+    if args.json:
+        sys.stdout.write(f"report written to {report.save_json(args.json)}\n")
+    return 0
+
+
+def _run_distributed(args: argparse.Namespace, dictionary: Any) -> int:
+    """``check`` (and ``certify``) mapped over partitions on a Dask cluster."""
+    from dictopt.distributed import certify_distributed, check_distributed, dask_client
+    from dictopt.validation import DictoptInputError, check_lambda
+
+    if args.lam == "implied":
+        raise DictoptInputError(
+            "--lam implied is not available with --scheduler/--workers (it needs a median "
+            "over all active codes); compute it once with `dictopt check` on a sample, then "
+            "pass --lam VALUE"
+        )
+    lam = check_lambda(args.lam, "--lam") if args.lam is not None else None
+    common = {"codes": args.codes, "progress": not args.quiet,
+              "partition_rows": args.partition_rows}
+    with dask_client(scheduler=args.scheduler, workers=args.workers) as client:
+        report = check_distributed(dictionary, args.activations, client=client, lam=lam,
+                                   hull=False if args.no_hull else "auto", **common)
+        if args.certify > 0 and report.violations:
+            certify_distributed(dictionary.with_lam(report.summary["lam"]),
+                                args.activations, report, client=client, top=args.certify,
+                                **common)
     sys.stdout.write(report.format(top=args.top) + "\n")
     if args.json:
         sys.stdout.write(f"report written to {report.save_json(args.json)}\n")

@@ -19,6 +19,7 @@ SOLVER_PROVIDERS: list[str] = [
     "dictopt.solvers.classical",
     "dictopt.solvers.convex",
     "dictopt.solvers.train",
+    "dictopt.solvers.saelens_trainer",
 ]
 
 

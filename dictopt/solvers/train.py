@@ -218,7 +218,7 @@ class BatchStream:
             next(self._it)
 
 
-def _first_rows(source: ActivationSource, n: int) -> torch.Tensor:
+def first_rows(source: ActivationSource, n: int) -> torch.Tensor:
     """Up to ``n`` rows from the start of the source (streamed, float64)."""
     parts, have = [], 0
     for chunk in source.iter_chunks():
@@ -292,7 +292,7 @@ class _Trainer:
             )
         if sae is None:
             sae = make_sae(dataclasses.replace(cfg.sae), seed=self.seed)
-            init = _first_rows(self.source, cfg.init_rows)
+            init = first_rows(self.source, cfg.init_rows)
             if cfg.normalize_activations == "expected_average_only_in":
                 self.scale = math.sqrt(self.source.d / float((init**2).sum(dim=1).mean()))
             init = init * self.scale
@@ -417,11 +417,14 @@ class _Trainer:
             return
         err_ND = (x_ND - recon_ND).to(torch.float64).cpu()
         weights = (err_ND**2).sum(dim=1)
-        if float(weights.sum()) <= 0:
+        n_pick = min(dead_idx.numel(), int((weights > 0).sum()))
+        if n_pick == 0:
             return
-        picks = torch.multinomial(
-            weights, dead_idx.numel(), replacement=True, generator=self.resample_gen
-        )
+        # One latent per input, without replacement: with replacement, a batch dominated by a
+        # few badly reconstructed rows sends hundreds of latents to the same direction
+        # (duplicate atoms). Latents left over stay dead until the next resampling.
+        dead_idx = dead_idx[:n_pick]
+        picks = torch.multinomial(weights, n_pick, replacement=False, generator=self.resample_gen)
         dirs = err_ND[picks]
         dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp_min(1e-12)
         self.sae.reinit_latents(dead_idx, dirs.to(self.device))

@@ -28,7 +28,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
@@ -99,18 +99,91 @@ def _as_chunks(data: Any, chunk_size: int) -> tuple[ChunkFn, int, int]:
     return chunks_mem, int(x.shape[0]), int(x.shape[1])
 
 
-def _mean(chunks: ChunkFn, n: int, d: int) -> torch.Tensor:
-    total = torch.zeros(d, dtype=torch.float64)
-    for x in chunks():
-        total += x.sum(dim=0)
-    return total / n
+class PassSums(NamedTuple):
+    """Sums over the points of one chunk (or several, merged) at a bias ``b``."""
+
+    value: float
+    """``Σ h_λ(t_n)``."""
+    grad: torch.Tensor
+    """``Σ w_n (b − x_n)``."""
+    hess: torch.Tensor
+    """``Σ w_n I − Σ_out (λ/t_n) u_n u_nᵀ`` (empty when not asked for)."""
+    wx: torch.Tensor
+    """``Σ w_n x_n``."""
+    wsum: float
+    n_outside: int
+
+    def merge(self, o: PassSums) -> PassSums:
+        """The sums over both sets of points."""
+        return PassSums(self.value + o.value, self.grad + o.grad, self.hess + o.hess,
+                        self.wx + o.wx, self.wsum + o.wsum, self.n_outside + o.n_outside)
 
 
-def _value(chunks: ChunkFn, n: int, b: torch.Tensor, lam: float) -> float:
-    total = 0.0
-    for x in chunks():
-        total += float(huber((x - b).norm(dim=1), lam).sum())
-    return total / n
+def chunk_pass(x: torch.Tensor, b: torch.Tensor, lam: float, hessian: bool) -> PassSums:
+    """Value, gradient, Hessian (optional: O(n d²)) and MM sums of one chunk ``x`` at ``b``."""
+    d = b.shape[0]
+    y = x - b  # y_n = x_n − b
+    t = y.norm(dim=1)
+    out = t > lam
+    # w_n = ψ(t_n)/t_n = min(1, λ/t_n): ∇f = (1/N) Σ w_n (b − x_n).
+    w = torch.where(out, lam / t.clamp_min(lam), torch.ones_like(t))
+    hess = torch.zeros(d, d, dtype=torch.float64) if hessian else torch.zeros(0, 0)
+    if hessian:  # Σ w_n I − Σ_{outside} (λ/t_n) u_n u_nᵀ, u_n = y_n / t_n
+        hess += float(w.sum()) * torch.eye(d, dtype=torch.float64)
+        yo = y[out]
+        if yo.shape[0]:
+            scaled = yo * (lam / t[out] ** 3).sqrt()[:, None]  # (λ/t)·u uᵀ = (λ/t³) y yᵀ
+            hess -= scaled.T @ scaled
+    return PassSums(float(huber(t, lam).sum()), -(w[:, None] * y).sum(dim=0),
+                    hess, (w[:, None] * x).sum(dim=0), float(w.sum()), int(out.sum()))
+
+
+def chunk_value(x: torch.Tensor, b: torch.Tensor, lam: float) -> float:
+    """``Σ_n h_λ(‖x_n − b‖)`` over one chunk."""
+    return float(huber((x - b).norm(dim=1), lam).sum())
+
+
+class Sums(Protocol):
+    """The sums over all points that the solver needs: over local chunks
+    (:class:`LocalSums`) or over partitions on a Dask cluster
+    (:mod:`dictopt.distributed.bound`)."""
+
+    n: int
+    d: int
+
+    def row_sum(self) -> torch.Tensor: ...
+
+    def value(self, b: torch.Tensor, lam: float) -> float: ...
+
+    def full(self, b: torch.Tensor, lam: float, hessian: bool) -> PassSums: ...
+
+
+class LocalSums:
+    """:class:`Sums` streamed over the chunks of this process."""
+
+    def __init__(self, chunks: ChunkFn, n: int, d: int) -> None:
+        self.chunks, self.n, self.d = chunks, n, d
+
+    def row_sum(self) -> torch.Tensor:
+        total = torch.zeros(self.d, dtype=torch.float64)
+        for x in self.chunks():
+            total += x.sum(dim=0)
+        return total
+
+    def value(self, b: torch.Tensor, lam: float) -> float:
+        return sum(chunk_value(x, b, lam) for x in self.chunks())
+
+    def full(self, b: torch.Tensor, lam: float, hessian: bool) -> PassSums:
+        total: PassSums | None = None
+        for x in self.chunks():
+            part = chunk_pass(x, b, lam, hessian)
+            total = part if total is None else total.merge(part)
+        assert total is not None
+        return total
+
+
+def _value(sums: Sums, b: torch.Tensor, lam: float) -> float:
+    return sums.value(b, lam) / sums.n
 
 
 class _Pass(NamedTuple):
@@ -121,37 +194,11 @@ class _Pass(NamedTuple):
     n_outside: int
 
 
-def _full_pass(
-    chunks: ChunkFn, n: int, d: int, b: torch.Tensor, lam: float, *, hessian: bool = True
-) -> _Pass:
+def _full_pass(sums: Sums, b: torch.Tensor, lam: float, *, hessian: bool = True) -> _Pass:
     """Value, gradient, Hessian (optional: O(N d²)) and MM target of ``f`` at ``b``, one pass."""
-    value = 0.0
-    grad = torch.zeros(d, dtype=torch.float64)
-    hess = torch.zeros(d, d, dtype=torch.float64) if hessian else torch.zeros(0, 0)
-    wx = torch.zeros(d, dtype=torch.float64)
-    wsum = 0.0
-    outside = 0
-    for x in chunks():
-        y = x - b  # y_n = x_n − b
-        t = y.norm(dim=1)
-        value += float(huber(t, lam).sum())
-        out = t > lam
-        outside += int(out.sum())
-        # w_n = ψ(t_n)/t_n = min(1, λ/t_n): ∇f = (1/N) Σ w_n (b − x_n).
-        w = torch.where(out, lam / t.clamp_min(lam), torch.ones_like(t))
-        grad -= (w[:, None] * y).sum(dim=0)
-        wx += (w[:, None] * x).sum(dim=0)
-        wsum += float(w.sum())
-        # Hessian: Σ w_n I − Σ_{outside} (λ/t_n) u_n u_nᵀ, u_n = y_n / t_n.
-        if not hessian:
-            continue
-        hess += float(w.sum()) * torch.eye(d, dtype=torch.float64)
-        yo = y[out]
-        if yo.shape[0]:
-            to = t[out]
-            scaled = yo * (lam / to**3).sqrt()[:, None]  # (λ/t)·u uᵀ = (λ/t³) y yᵀ
-            hess -= scaled.T @ scaled
-    return _Pass(value / n, grad / n, hess / n, wx / wsum, outside)
+    s = sums.full(b, lam, hessian)
+    n = sums.n
+    return _Pass(s.value / n, s.grad / n, s.hess / n, s.wx / s.wsum, s.n_outside)
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,15 +258,14 @@ def wide_limit_bound(
     chunks, n, d = _as_chunks(x, chunk_size)
     if method == "cvxpy":
         return _solve_cvxpy(chunks, n, d, lam)
-    return _solve_fast(
-        chunks, n, d, lam, tol=tol, max_iter=max_iter, init=init, newton=method == "fast"
+    return solve_fast(
+        LocalSums(chunks, n, d), lam, tol=tol, max_iter=max_iter, init=init,
+        newton=method == "fast",
     )
 
 
-def _solve_fast(
-    chunks: ChunkFn,
-    n: int,
-    d: int,
+def solve_fast(
+    sums: Sums,
     lam: float,
     *,
     tol: float,
@@ -227,13 +273,16 @@ def _solve_fast(
     init: Any,
     newton: bool,
 ) -> WideBound:
+    """Damped Newton (``newton=True``) or MM iterations on ``f``, every sum over points taken
+    by ``sums`` (so the same iterations run locally or on a cluster)."""
+    n, d = sums.n, sums.d
     if init is None:
-        b = _mean(chunks, n, d)
+        b = sums.row_sum() / n
     else:
         b = to_tensor(init, "init", dtype=torch.float64).reshape(-1).clone()
         if b.shape != (d,):
             raise DictoptInputError(f"init: expected shape ({d},), got {tuple(b.shape)}")
-    stats = _full_pass(chunks, n, d, b, lam, hessian=newton)
+    stats = _full_pass(sums, b, lam, hessian=newton)
     it = 0
     converged = False
     for it in range(1, max_iter + 1):  # noqa: B007 (it is reported)
@@ -253,7 +302,7 @@ def _solve_fast(
         if slope < 0:
             for _ in range(40):
                 trial = b + step * p
-                if _value(chunks, n, trial, lam) <= stats.value + 1e-4 * step * slope:
+                if _value(sums, trial, lam) <= stats.value + 1e-4 * step * slope:
                     accepted = True
                     break
                 step *= 0.5
@@ -267,7 +316,7 @@ def _solve_fast(
                 converged = gnorm <= max(tol, 1e-9) * lam
                 break
             b = b_mm
-        stats = _full_pass(chunks, n, d, b, lam, hessian=newton)
+        stats = _full_pass(sums, b, lam, hessian=newton)
     else:
         converged = float(stats.grad.norm()) <= tol * lam
     residual = float(stats.grad.norm()) / lam
@@ -303,7 +352,7 @@ def _solve_cvxpy(chunks: ChunkFn, n: int, d: int, lam: float) -> WideBound:
     if b.value is None:
         raise RuntimeError(f"cvxpy/CLARABEL failed on the wide-limit bound: {prob.status}")
     bias = torch.as_tensor(m + sigma * b.value, dtype=torch.float64)
-    stats = _full_pass(chunks, n, d, bias, lam)
+    stats = _full_pass(LocalSums(chunks, n, d), bias, lam)
     n_iter = int(prob.solver_stats.num_iters or 0)
     ok = prob.status == cp.OPTIMAL
     if not math.isfinite(stats.value):
@@ -319,4 +368,4 @@ def bound_objective(x: Any, b: Any, lam: float) -> float:
     bias = to_tensor(b, "b", dtype=torch.float64).reshape(-1)
     if bias.shape != (d,):
         raise DictoptInputError(f"b: expected shape ({d},), got {tuple(bias.shape)}")
-    return _value(chunks, n, bias, lam)
+    return _value(LocalSums(chunks, n, d), bias, lam)
