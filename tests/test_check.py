@@ -274,3 +274,22 @@ def test_optimal_codes_satisfy_c1_and_amortisation_gap_is_nonnegative():
     assert am["loss_gap"] == pytest.approx(rep.summary["loss"] - am["optimal_loss"])
     assert len(am["mean_abs_code_diff"]) == w.K_true
     assert rep.by_condition("C1")  # a ReLU encoder is not the optimal coder
+
+
+def test_duplicate_pairs_are_summarised_as_groups():
+    """Three copies of one atom and two of another (cosine 1 within each group) give 3 + 1
+    duplicate pairs, summarised as 2 groups holding 5 atoms, largest [3, 2]; the report's text
+    says so."""
+    from dictopt.check.report import duplicate_groups
+
+    g = np.random.default_rng(0)
+    base = g.normal(size=(6, 12))
+    atoms = np.concatenate([base[[0, 0, 0, 1, 1]], base[2:]])
+    atoms[1] += 1e-4 * g.normal(size=12)  # near-identical, not identical
+    x = g.exponential(size=(400, 9)) * (g.random((400, 9)) < 0.3) @ atoms
+    rep = check(Dictionary.from_decoder(atoms, lam=LAM), x, codes="optimal")
+    s = rep.summary
+    assert s["labels"]["duplicate"] == 4
+    assert s["duplicate_groups"] == {"groups": 2, "atoms": 5, "largest": [3, 2]}
+    assert "5 atoms in 2 group(s)" in rep.format()
+    assert duplicate_groups([], 4) == {"groups": 0, "atoms": 0, "largest": []}

@@ -23,7 +23,14 @@ import torch
 from dictopt.check.conditions import atom_conditions, atom_floor
 from dictopt.check.moves import Toward, best_toward_step
 from dictopt.check.pairs import BufferExtremes, buffer_extremes, dense_extremes
-from dictopt.check.report import CONDITIONS, LABELS, CheckReport, Label, Violation
+from dictopt.check.report import (
+    CONDITIONS,
+    LABELS,
+    CheckReport,
+    Label,
+    Violation,
+    duplicate_groups,
+)
 from dictopt.check.stats import PassOneStats, PassTwoStats, argsort_stable, sort_unique
 from dictopt.check.tolerances import (
     DEFAULT_LABELS,
@@ -782,6 +789,9 @@ def _assemble_report(
             v.condition != "C1" and (v.model_decrease or 0.0) > 0 for v in violations
         ),
         "counts": counts, "labels": label_counts,
+        "duplicate_groups": duplicate_groups(
+            [(lab.i, lab.j) for lab in labels if lab.label == "duplicate"], K
+        ),
         "max_kkt_violation": float(cols["kkt_violation"].max()),
         "bias_residual": float(st1.r_mean.norm()),
         "capacity": {"points_over_lam": st1.n_over, "total_gain": st1.over_sum / N,

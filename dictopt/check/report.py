@@ -11,6 +11,8 @@ JSON schema (``CheckReport.to_json``; version ``SCHEMA_VERSION``)::
         "counts": {"C1": int, "C2": int, "C3": int, "C4": int, "C5": int, "hull": int},
         "labels": {"hierarchy": int, "absorption": int, "always_on": int, "dead": int,
                    "duplicate": int, "antipodal": int},
+        "duplicate_groups": {"groups": int, "atoms": int, "largest": [int]},
+                                           # connected components of the duplicate pairs
         "max_kkt_violation": float,        # C1, relative to λ
         "bias_residual": float,            # C3, ‖r̄‖
         "capacity": {"points_over_lam": int, "total_gain": float, "max_gain": float},
@@ -138,6 +140,7 @@ class CheckReport:
             f"{s['explained_variance']:.4f}",
             "violations: " + "  ".join(f"{c} {s['counts'][c]}" for c in CONDITIONS),
             "labels:     " + "  ".join(f"{k} {s['labels'][k]}" for k in LABELS),
+            *_duplicate_line(s.get("duplicate_groups")),
             f"max KKT violation {s['max_kkt_violation']:.3g}·λ   bias residual "
             f"{s['bias_residual']:.3g}   capacity: {s['capacity']['points_over_lam']} points "
             f"with ‖r‖>λ (one new atom removes at least {s['capacity']['max_gain']:.3g}; new "
@@ -183,3 +186,34 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_clean(v) for v in obj]
     return _num(obj)
+
+
+def duplicate_groups(pairs: list[tuple[int, int]], K: int, top: int = 5) -> dict[str, Any]:
+    """Groups of atoms linked by duplicate pairs (connected components): how many groups, how
+    many atoms they hold and the ``top`` largest sizes. Thousands of duplicate pairs are often
+    one large group of near-identical atoms."""
+    parent = list(range(K))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for i, j in pairs:
+        ri, rj = root(i), root(j)
+        if ri != rj:
+            parent[ri] = rj
+    sizes: dict[int, int] = {}
+    for k in {k for pair in pairs for k in pair}:
+        r = root(k)
+        sizes[r] = sizes.get(r, 0) + 1
+    ordered = sorted(sizes.values(), reverse=True)
+    return {"groups": len(ordered), "atoms": sum(ordered), "largest": ordered[:top]}
+
+
+def _duplicate_line(groups: dict[str, Any] | None) -> list[str]:
+    if not groups or not groups["groups"]:
+        return []
+    return [f"duplicates:  {groups['atoms']} atoms in {groups['groups']} group(s) of "
+            f"near-identical atoms; largest {groups['largest']}"]
