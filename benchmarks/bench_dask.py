@@ -32,22 +32,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_check import SyntheticSource, make_dictionary  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.compare.check import make_chunk  # noqa: E402
+from benchmarks.compare.check import make_dictionary as _make_dictionary  # noqa: E402
 
 print = functools.partial(print, flush=True)  # noqa: A001  (figures appear as measured)
 
 K, D, ROWS, L0, THRESHOLD = 1024, 128, 65536, 16, 0.85  # L0 ≈ 2 % of K
 
 
+def make_dictionary():
+    """The benchmark's ReLU SAE (float32, threshold ``THRESHOLD``)."""
+    return _make_dictionary(K, D, "float32", theta=THRESHOLD)
+
+
 def write_shards(folder: Path, n_shards: int) -> None:
+    """Shard ``i``: ``ROWS`` points generated with seed ``1000 + i`` (written once)."""
     folder.mkdir(parents=True, exist_ok=True)
-    dic = make_dictionary(K, D, threshold=THRESHOLD)
-    src = SyntheticSource(dic.atoms, dic.bias, n_shards * ROWS, L0, chunk_size=ROWS)
-    for i, chunk in enumerate(src.iter_chunks()):
+    dic = make_dictionary()
+    for i in range(n_shards):
         path = folder / f"shard_{i:05d}.npy"
         if not path.exists():
-            np.save(path, chunk.data.numpy())
+            np.save(path, make_chunk(dic.atoms, dic.bias, ROWS, 1000 + i, l0=L0).numpy())
 
 
 def manifest(folder: Path, n_shards: int) -> None:
@@ -61,13 +67,14 @@ def single(folder: str, threads: int) -> None:
 
     _reset_peak()
     torch.set_num_threads(threads)
-    dic = make_dictionary(K, D, threshold=THRESHOLD)
+    dic = make_dictionary()
     t = time.perf_counter()
     rep = check(dic, folder, codes="own", hull=False, amortisation=False)
     wall = time.perf_counter() - t
     peak = _peak_mb()
     print(json.dumps({"wall": wall, "peak_mb": peak, "counts": rep.summary["counts"],
-                      "l0": rep.summary["l0"], "loss": rep.summary["loss"]}))
+                      "l0": rep.summary["l0"], "loss": rep.summary["loss"],
+                      "pairs_in_pass2": rep.summary["pairs_in_pass2"]}))
 
 
 def run_single(folder: Path, threads: int) -> dict:
@@ -110,7 +117,7 @@ def run_dask(folder: Path) -> dict:
     start = time.perf_counter() - t
     client.run(_reset_peak)
     before = client.run(_peak_mb)
-    dic = make_dictionary(K, D, threshold=THRESHOLD)
+    dic = make_dictionary()
     t = time.perf_counter()
     rep = check_distributed(dic, folder, client=client, codes="own", hull=False,
                             amortisation=False)
@@ -120,7 +127,8 @@ def run_dask(folder: Path) -> dict:
     cluster.close()
     return {"wall": wall, "startup": start, "peaks_mb": sorted(peaks.values()),
             "idle_mb": sorted(before.values()), "counts": rep.summary["counts"],
-            "l0": rep.summary["l0"], "loss": rep.summary["loss"]}
+            "l0": rep.summary["l0"], "loss": rep.summary["loss"],
+            "pairs_in_pass2": rep.summary["pairs_in_pass2"]}
 
 
 def main() -> None:
@@ -154,8 +162,8 @@ def main() -> None:
         print(f"N={N}: 2 workers {r['wall']:.1f}s (+{r['startup']:.1f}s cluster start), "
               f"peak per worker {', '.join(f'{m:.0f}' for m in r['peaks_mb'])} MB "
               f"(idle {', '.join(f'{m:.0f}' for m in r['idle_mb'])} MB), "
-              f"L0 {100 * r['l0'] / K:.2f}% of K, counts {r['counts']}  "
-              f"[load {os.getloadavg()[0]:.2f}]")
+              f"L0 {100 * r['l0'] / K:.2f}% of K, counts {r['counts']}, "
+              f"{r['pairs_in_pass2']} pairs in pass 2  [load {os.getloadavg()[0]:.2f}]")
         for threads, s in singles.items():
             print(f"  wall-time ratio 1 process ({threads} thread(s)) / 2 workers: "
                   f"{s['wall'] / r['wall']:.2f}; counts equal: {s['counts'] == r['counts']}, "

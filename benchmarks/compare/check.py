@@ -71,7 +71,9 @@ class ReluEncoder:
         return torch.relu((x - self.b) @ self.W - self.theta)
 
 
-def make_dictionary(K: int, d: int, dtype_name: str = "float64", seed: int = 0):
+def make_dictionary(K: int, d: int, dtype_name: str = "float64", seed: int = 0,
+                    theta: float = THETA):
+    """Random unit atoms, a small bias and a ReLU encoder with threshold ``theta``."""
     import torch
 
     from dictopt.problem import Dictionary
@@ -81,17 +83,17 @@ def make_dictionary(K: int, d: int, dtype_name: str = "float64", seed: int = 0):
     atoms = torch.randn(K, d, generator=g, dtype=dtype)
     atoms /= atoms.norm(dim=1, keepdim=True)
     bias = 0.1 * torch.randn(d, generator=g, dtype=dtype)
-    return Dictionary(atoms=atoms, bias=bias, lam=LAM, encoder=ReluEncoder(atoms, bias, THETA))
+    return Dictionary(atoms=atoms, bias=bias, lam=LAM, encoder=ReluEncoder(atoms, bias, theta))
 
 
-def make_chunk(atoms, bias, m: int, seed: int):
-    """``m`` points: 4 random atoms each with magnitudes in [0.5, 1.5), + bias + noise."""
+def make_chunk(atoms, bias, m: int, seed: int, l0: int = L0):
+    """``m`` points: ``l0`` random atoms each with magnitudes in [0.5, 1.5), + bias + noise."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
     K, d = atoms.shape
-    idx = torch.randint(0, K, (m, L0), generator=g)
-    val = torch.rand(m, L0, generator=g, dtype=atoms.dtype) + 0.5
+    idx = torch.randint(0, K, (m, l0), generator=g)
+    val = torch.rand(m, l0, generator=g, dtype=atoms.dtype) + 0.5
     codes = torch.zeros(m, K, dtype=atoms.dtype).scatter_add_(1, idx, val)
     return codes @ atoms + bias + 0.05 * torch.randn(m, d, generator=g, dtype=atoms.dtype)
 

@@ -160,12 +160,18 @@ def map_reduce(
     bar = tqdm(total=len(futures), desc=desc, unit="partition", disable=not progress,
                leave=False)
     failed: tuple[str, BaseException | None] | None = None
+    # Hold each partition's future only until it completes: a released result is freed on its
+    # worker once its merge has consumed it, so a worker's memory does not grow with the
+    # number of partitions (the scheduler still recomputes it if a merge result is lost).
+    completed = as_completed(futures)
+    futures.clear()
     try:
-        for fut in as_completed(futures):
+        for fut in completed:
             if fut.status == "error":
                 failed = (name_of[fut.key], fut.exception())
                 break
             bar.update(1)
+            fut = None  # noqa: PLW2901 - drop the reference now, not at the next iteration
         if failed is None:
             try:
                 return level[0].result()
@@ -177,7 +183,7 @@ def map_reduce(
         bar.close()
     # drop every future (the scheduler then forgets the pending tasks), then report
     fut = None
-    futures.clear()
+    completed.clear()
     level.clear()
     name, err = failed
     msg = f"{name}: failed on every try (retries={retries}): {type(err).__name__}: {err}"
