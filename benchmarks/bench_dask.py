@@ -23,7 +23,6 @@ import argparse
 import functools
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.compare.check import make_chunk  # noqa: E402
 from benchmarks.compare.check import make_dictionary as _make_dictionary  # noqa: E402
+from benchmarks.harness import peak_rss_mib, reset_peak_rss  # noqa: E402
 
 print = functools.partial(print, flush=True)  # noqa: A001  (figures appear as measured)
 
@@ -65,13 +65,13 @@ def single(folder: str, threads: int) -> None:
     """Child process: one single-process check; prints JSON with time and peak RSS."""
     from dictopt.check import check
 
-    _reset_peak()
+    reset_peak_rss()
     torch.set_num_threads(threads)
     dic = make_dictionary()
     t = time.perf_counter()
     rep = check(dic, folder, codes="own", hull=False, amortisation=False)
     wall = time.perf_counter() - t
-    peak = _peak_mb()
+    peak = peak_rss_mib()
     print(json.dumps({"wall": wall, "peak_mb": peak, "counts": rep.summary["counts"],
                       "l0": rep.summary["l0"], "loss": rep.summary["loss"],
                       "pairs_in_pass2": rep.summary["pairs_in_pass2"]}))
@@ -82,26 +82,6 @@ def run_single(folder: Path, threads: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--_single", str(folder), "--threads",
                           str(threads)], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _reset_peak() -> None:
-    """Reset the peak RSS (Linux ≥ 4.0): a forked process inherits its parent's high-water
-    mark, so ``ru_maxrss`` of a fresh worker would report the client's peak."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def _peak_mb() -> float:
-    """Peak RSS since the last :func:`_reset_peak` (VmHWM), in MB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_dask(folder: Path) -> dict:
@@ -115,14 +95,14 @@ def run_dask(folder: Path) -> dict:
     client = Client(cluster)
     client.wait_for_workers(2)
     start = time.perf_counter() - t
-    client.run(_reset_peak)
-    before = client.run(_peak_mb)
+    client.run(reset_peak_rss)
+    before = client.run(peak_rss_mib)
     dic = make_dictionary()
     t = time.perf_counter()
     rep = check_distributed(dic, folder, client=client, codes="own", hull=False,
                             amortisation=False)
     wall = time.perf_counter() - t
-    peaks = client.run(_peak_mb)
+    peaks = client.run(peak_rss_mib)
     client.close()
     cluster.close()
     return {"wall": wall, "startup": start, "peaks_mb": sorted(peaks.values()),

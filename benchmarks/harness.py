@@ -121,6 +121,16 @@ def rss_mib() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
+def reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark of this process (Linux ≥ 4.0; a no-op elsewhere). A
+    forked process inherits its parent's high-water mark, so without this a fresh worker's
+    peak would be its parent's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def peak_rss_mib() -> float:
     """Peak resident set size of this process since the last reset (MiB)."""
     try:
@@ -150,10 +160,7 @@ def mark_baseline() -> float:
     gc.collect()
     _trim_heap()
     _PEAK_MIB = None
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+    reset_peak_rss()
     _BASELINE_MIB = rss_mib()
     return _BASELINE_MIB
 
