@@ -370,6 +370,7 @@ class PassTwoStats:
         # Pairs are processed in blocks whose [rows, pairs] temporaries hold at most this many
         # elements, so pass 2's transient memory depends neither on N nor on the pair count.
         self.block_elements = block_elements
+        self._groups: list[tuple[int, torch.Tensor]] | None = None  # see _pairs_by_first_atom
 
     def update(self, codes_NK: torch.Tensor, tau: float, *, sparse: bool | None = None) -> None:
         """Add a chunk (computed in the codes' dtype; extremes are stored in float64).
@@ -389,14 +390,14 @@ class PassTwoStats:
         if sparse:
             self._update_sparse(a)
         else:
-            self._update_dense(a, tau, torch.arange(self.pi.numel(), device=self.pi.device))
+            self._update_dense(a, tau)
 
-    def _update_dense(self, a: torch.Tensor, tau: float, pairs: torch.Tensor) -> None:
-        """Every row against every pair in ``pairs`` (indices into the pair list)."""
+    def _update_dense(self, a: torch.Tensor, tau: float) -> None:
+        """Every row against every pair."""
         dt = a.dtype
         block = max(1, self.block_elements // max(1, a.shape[0]))
-        for lo in range(0, pairs.numel(), block):
-            sl = pairs[lo : lo + block]
+        for lo in range(0, self.pi.numel(), block):
+            sl = slice(lo, lo + block)
             ai, aj = a[:, self.pi[sl]], a[:, self.pj[sl]]
             off = aj <= tau
             H = torch.maximum(self.H[sl], ai.masked_fill(~off, -torch.inf).amax(0).to(F64))
@@ -408,7 +409,7 @@ class PassTwoStats:
 
     def _step_bounds(
         self,
-        sl: torch.Tensor,
+        sl: slice | torch.Tensor,
         ai: torch.Tensor,
         aj: torch.Tensor,
         off: torch.Tensor,
@@ -427,6 +428,16 @@ class PassTwoStats:
             (aj / (Ln - ai).clamp(min=1e-30)).masked_fill(~dn, torch.inf).amin(0).to(F64),
         )
 
+    def _pairs_by_first_atom(self) -> list[tuple[int, torch.Tensor]]:
+        """``(i, indices of the pairs (i, ·))`` for every first atom ``i`` (computed once)."""
+        if self._groups is None:
+            order = argsort_stable(self.pi)
+            atoms, counts = torch.unique_consecutive(self.pi[order], return_counts=True)
+            self._groups = list(
+                zip(atoms.tolist(), torch.split(order, counts.tolist()), strict=True)
+            )
+        return self._groups
+
     def _update_sparse(self, a: torch.Tensor) -> None:
         """τ = 0: for each atom ``i``, only the rows of its support ``A_i = {a_i > 0}``.
 
@@ -438,13 +449,8 @@ class PassTwoStats:
         n, dt = a.shape[0], a.dtype
         act = a > 0
         n_act = act.sum(0)  # [K]
-        order = argsort_stable(self.pi)
-        atoms, counts = torch.unique_consecutive(self.pi[order], return_counts=True)
         redo = []
-        lo = 0
-        for i, count in zip(atoms.tolist(), counts.tolist(), strict=True):
-            group = order[lo : lo + count]
-            lo += count
+        for i, group in self._pairs_by_first_atom():
             rows = act[:, i].nonzero().squeeze(1)
             a_rows = a.index_select(0, rows)  # the support of atom i, all atoms
             ai = a_rows[:, i : i + 1]
