@@ -22,7 +22,7 @@ import torch
 from dictopt.data.sources import as_source
 from dictopt.problem import Dictionary
 from dictopt.solvers.registry import register_solver
-from dictopt.solvers.train import BatchStream, first_rows, geometric_median
+from dictopt.solvers.train import B_DEC_INIT_CHOICES, BatchStream, first_rows, initial_bias
 from dictopt.validation import DictoptInputError, check_lambda, check_positive_int
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "init_rows": 4096,
     "out_dir": None,
 }
-B_DEC_INITS = ("zeros", "mean", "geometric_median")
 
 
 def _require_saelens() -> Any:
@@ -102,9 +101,9 @@ def train_with_saelens(
     K = check_positive_int(K, "K")
     steps = check_positive_int(opts["total_steps"], "total_steps")
     batch = check_positive_int(opts["batch_size"], "batch_size")
-    if opts["b_dec_init"] not in B_DEC_INITS:
+    if opts["b_dec_init"] not in B_DEC_INIT_CHOICES:
         raise DictoptInputError(
-            f"b_dec_init must be one of {B_DEC_INITS}, got {opts['b_dec_init']!r}"
+            f"b_dec_init must be one of {B_DEC_INIT_CHOICES}, got {opts['b_dec_init']!r}"
         )
     src = as_source(source)
     if architecture == "standard":
@@ -127,8 +126,7 @@ def train_with_saelens(
     torch.manual_seed(seed)
     sae = sae_cls(cfg)
     if opts["b_dec_init"] != "zeros":
-        rows = first_rows(src, int(opts["init_rows"]))
-        b0 = rows.mean(dim=0) if opts["b_dec_init"] == "mean" else geometric_median(rows)
+        b0 = initial_bias(first_rows(src, int(opts["init_rows"])), opts["b_dec_init"])
         with torch.no_grad():
             sae.b_dec.copy_(b0.to(sae.b_dec.dtype))
     stream = BatchStream(src, batch, seed)

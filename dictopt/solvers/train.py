@@ -229,6 +229,16 @@ def first_rows(source: ActivationSource, n: int) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def initial_bias(x_ND: torch.Tensor, method: str) -> torch.Tensor | None:
+    """The decoder bias to start from (one of :data:`B_DEC_INIT_CHOICES`): ``None`` for
+    ``zeros`` (keep the model's own), else the mean or the geometric median of ``x_ND``."""
+    if method == "mean":
+        return x_ND.mean(dim=0)
+    if method == "geometric_median":
+        return geometric_median(x_ND)
+    return None
+
+
 def geometric_median(x_ND: torch.Tensor, *, max_iter: int = 200, tol: float = 1e-9) -> torch.Tensor:
     """Weiszfeld's iteration for ``argmin_b Σ_n ‖x_n − b‖`` (starts at the mean)."""
     b = x_ND.mean(dim=0)
@@ -296,11 +306,10 @@ class _Trainer:
             if cfg.normalize_activations == "expected_average_only_in":
                 self.scale = math.sqrt(self.source.d / float((init**2).sum(dim=1).mean()))
             init = init * self.scale
-            with torch.no_grad():
-                if cfg.b_dec_init_method == "mean":
-                    sae.b_dec.copy_(init.mean(dim=0))
-                elif cfg.b_dec_init_method == "geometric_median":
-                    sae.b_dec.copy_(geometric_median(init))
+            b0 = initial_bias(init, cfg.b_dec_init_method)
+            if b0 is not None:
+                with torch.no_grad():
+                    sae.b_dec.copy_(b0)
             if cfg.lam is not None:
                 sae.cfg.l1_coefficient = 2 * self.scale * cfg.lam  # type: ignore[attr-defined]
         self.sae = sae.to(self.device).train()
