@@ -171,7 +171,6 @@ def map_reduce(
                 failed = (name_of[fut.key], fut.exception())
                 break
             bar.update(1)
-            fut = None  # noqa: PLW2901 - drop the reference now, not at the next iteration
         if failed is None:
             try:
                 return level[0].result()
