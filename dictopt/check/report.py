@@ -192,24 +192,18 @@ def duplicate_groups(pairs: list[tuple[int, int]], K: int, top: int = 5) -> dict
     """Groups of atoms linked by duplicate pairs (connected components): how many groups, how
     many atoms they hold and the ``top`` largest sizes. Thousands of duplicate pairs are often
     one large group of near-identical atoms."""
-    parent = list(range(K))
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def root(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for i, j in pairs:
-        ri, rj = root(i), root(j)
-        if ri != rj:
-            parent[ri] = rj
-    sizes: dict[int, int] = {}
-    for k in {k for pair in pairs for k in pair}:
-        r = root(k)
-        sizes[r] = sizes.get(r, 0) + 1
-    ordered = sorted(sizes.values(), reverse=True)
-    return {"groups": len(ordered), "atoms": sum(ordered), "largest": ordered[:top]}
+    if not pairs:
+        return {"groups": 0, "atoms": 0, "largest": []}
+    i, j = np.asarray(pairs).T
+    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(K, K))
+    _, component = connected_components(graph, directed=False)
+    sizes = np.bincount(component)
+    groups = sorted((int(n) for n in sizes[sizes > 1]), reverse=True)
+    return {"groups": len(groups), "atoms": sum(groups), "largest": groups[:top]}
 
 
 def _duplicate_line(groups: dict[str, Any] | None) -> list[str]:
