@@ -9,9 +9,12 @@ Algorithm (all points at once, in torch, on the atoms' device):
 1. **Active set** (Lawson–Hanson, adapted to the lasso's linear term). Per point keep a support
    ``P``; solve the unconstrained problem on ``P`` (``G_PP z = c_P − λ`` with ``G = D Dᵀ`` and
    ``c = D y``); if ``z`` has non-positive entries, move from the current point towards ``z``
-   until the first coordinate hits zero and drop it; once ``z > 0`` on ``P``, add the atom with
-   the largest KKT violation ``g_k − λ`` (``g_k = d_k · r``). Supports of different points are
-   padded to a common size so every step is one batched Cholesky solve. In exact arithmetic
+   until the first coordinate hits zero and drop it; once ``z > 0`` on ``P``, add the atoms with
+   the largest KKT violations ``g_k − λ`` (``g_k = d_k · r``): up to ``|P|`` of them, at most
+   :data:`MAX_ADD`; if one of several added atoms would get a
+   non-positive code, only the worst violator is added, whose code is then positive. Codes are
+   held per point as a padded list of its support, so only the gradient and the choice of
+   atoms touch all K atoms, and every step is one batched Cholesky solve. In exact arithmetic
    this terminates at the exact solution; the solution it returns is exact up to rounding.
 2. **FISTA** (projected, step ``1/‖G‖``, gradient-based restart) for points where the active
    set stalls (linearly dependent supports, e.g. duplicate atoms). Then back to 1.
@@ -146,41 +149,82 @@ def _objective(G: torch.Tensor, q: torch.Tensor, a: torch.Tensor) -> torch.Tenso
     return 0.5 * ((a @ G) * a).sum(dim=1) - (q * a).sum(dim=1)
 
 
-def _face_solve(G: torch.Tensor, q: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """:func:`_padded_face_solve` on groups of points with similar support sizes (a few
-    large supports would otherwise set the padded size for every point)."""
-    s = P.sum(dim=1)
-    if q.shape[0] < 512 or int(s.max()) <= 16:
-        return _padded_face_solve(G, q, P)
-    z, ok = torch.empty_like(q), torch.empty_like(s, dtype=torch.bool)
-    for part in torch.argsort(s).chunk(4):
-        z[part], ok[part] = _padded_face_solve(G, q[part], P[part])
-    return z, ok
+# --------------------------------------------------------------------------------------------
+# The active-set method keeps codes in padded-support form: only the gradient and the choice
+# of the atoms to add touch all K atoms; everything else works on the supports.
+# --------------------------------------------------------------------------------------------
+
+MAX_ADD = 3
+"""Most atoms one active-set step adds to a point (up to its current support size; a failed
+multiple add falls back to the single worst violator). Of 1–32, 3 was fastest on 20k points,
+K = 256, d = 64 (supports of 16–33 atoms): 2.8× faster than adding one atom per step; larger
+adds fail and are redone too often."""
+
+
+class _Supports(NamedTuple):
+    """Codes in padded-support form: point ``n`` has atoms ``idx[n, j]`` with values
+    ``val[n, j]`` where ``valid[n, j]``; valid slots come first in every row, padding slots
+    have index 0 and value 0."""
+
+    idx: torch.Tensor
+    val: torch.Tensor
+    valid: torch.Tensor
+
+    def take(self, rows: torch.Tensor) -> _Supports:
+        return _Supports(self.idx[rows], self.val[rows], self.valid[rows])
+
+    def dense(self, K: int) -> torch.Tensor:
+        a = torch.zeros(self.idx.shape[0], K, dtype=self.val.dtype, device=self.val.device)
+        return a.scatter_add_(1, self.idx, torch.where(self.valid, self.val, 0.0))
+
+    def compact(self) -> _Supports:
+        """Valid slots first again (after some were dropped)."""
+        order = torch.argsort((~self.valid).to(torch.int8), dim=1, stable=True)
+        return _Supports(*(torch.gather(t, 1, order) for t in self))
+
+    def widen(self, S: int) -> _Supports:
+        extra = S - self.idx.shape[1]
+        if extra <= 0:
+            return self
+        return _Supports(*(torch.nn.functional.pad(t, (0, extra)) for t in self))
+
+
+def _supports_from_dense(a: torch.Tensor) -> _Supports:
+    P = a > 0
+    S = max(int(P.sum(dim=1).max()) if P.numel() else 0, 1)
+    order = torch.argsort((~P).to(torch.int8), dim=1, stable=True)[:, :S]
+    valid = torch.gather(P, 1, order)
+    return _Supports(
+        torch.where(valid, order, 0), torch.where(valid, torch.gather(a, 1, order), 0.0), valid
+    )
+
+
+def _padded_gram(G: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``G_PP`` per point, identity on padding slots."""
+    K, S = G.shape[0], idx.shape[1]
+    eye = torch.eye(S, dtype=G.dtype, device=G.device)
+    pair = valid[:, :, None] & valid[:, None, :]
+    return torch.where(pair, G.reshape(-1)[idx[:, :, None] * K + idx[:, None, :]], eye)
+
+
+def _support_objective(
+    G: torch.Tensor, q_S: torch.Tensor, sup: _Supports, val: torch.Tensor
+) -> torch.Tensor:
+    """``½ vᵀ G_PP v − q_Pᵀ v`` per point for values ``val`` on the supports of ``sup``."""
+    v = torch.where(sup.valid, val, 0.0)
+    M = _padded_gram(G, sup.idx, sup.valid)
+    return 0.5 * (v[:, None, :] @ M @ v[:, :, None]).reshape(-1) - (q_S * v).sum(dim=1)
 
 
 def _padded_face_solve(
-    G: torch.Tensor, q: torch.Tensor, P: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
-    """Solve ``G_PP z = q_P`` per point with supports padded to a common size.
+    G: torch.Tensor, q_S: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve ``G_PP z = q_P`` per point, supports padded to a common size.
 
-    Returns ``(z [n, K] zero off P, ok [n])``; ``ok`` is False where ``G_PP`` was singular and a
-    tiny ridge was added (the step must then be checked against the objective).
+    Returns ``(z [n, S] zero on padding, ok [n])``; ``ok`` is False where ``G_PP`` was singular
+    and a tiny ridge was added (the step must then be checked against the objective).
     """
-    n, K = q.shape
-    row, col = P.nonzero(as_tuple=True)  # row-major: the support of each point in order
-    s = P.sum(dim=1)
-    start = torch.cumsum(s, 0) - s
-    pos = torch.arange(row.numel(), device=q.device) - start[row]
-    smax = int(s.max())
-    idx = torch.zeros(n, smax, dtype=torch.long, device=q.device)
-    idx[row, pos] = col
-    valid = torch.zeros(n, smax, dtype=torch.bool, device=q.device)
-    valid[row, pos] = True
-    eye = torch.eye(smax, dtype=G.dtype, device=G.device).expand(n, smax, smax)
-    pair = valid[:, :, None] & valid[:, None, :]
-    M = torch.where(pair, G.reshape(-1)[idx[:, :, None] * K + idx[:, None, :]], eye)
-    rhs = torch.zeros(n, smax, dtype=q.dtype, device=q.device)
-    rhs[row, pos] = q[row, col]
+    M = _padded_gram(G, idx, valid)
     L, info = torch.linalg.cholesky_ex(M)
     ok = info == 0
     if not bool(ok.all()):
@@ -189,72 +233,135 @@ def _padded_face_solve(
         # C1; the ratio test then stops it where the first code reaches zero.
         bad = torch.where(~ok)[0]
         Mb = M[bad]
+        eye = torch.eye(M.shape[1], dtype=M.dtype, device=M.device)
         scale = Mb.diagonal(dim1=1, dim2=2).amax(dim=1)[:, None, None]
         for ridge in (1e-12, 1e-9, 1e-6):
-            Lb, info_b = torch.linalg.cholesky_ex(Mb + ridge * scale * eye[: len(bad)])
+            Lb, info_b = torch.linalg.cholesky_ex(Mb + ridge * scale * eye)
             if not bool(info_b.any()):
                 break
         L[bad] = Lb
-    zs = torch.cholesky_solve(rhs.unsqueeze(-1), L).squeeze(-1)
-    z = torch.zeros_like(q)
-    z[row, col] = zs[row, pos]
+    rhs = torch.where(valid, q_S, 0.0).unsqueeze(-1)
+    return torch.where(valid, torch.cholesky_solve(rhs, L).squeeze(-1), 0.0), ok
+
+
+def _face_solve(
+    G: torch.Tensor, q_S: torch.Tensor, sup: _Supports
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_padded_face_solve` on groups of points with similar support sizes (a few
+    large supports would otherwise set the padded size for every point), each group cut to
+    its own largest support."""
+    count = sup.valid.sum(dim=1)
+    z, ok = torch.zeros_like(q_S), torch.ones_like(count, dtype=torch.bool)
+    parts = torch.argsort(count).chunk(4) if q_S.shape[0] >= 512 else [None]
+    for part in parts:
+        rows = slice(None) if part is None else part
+        w = int(count[rows].max())
+        if w == 0:
+            continue
+        z[rows, :w], ok[rows] = _padded_face_solve(
+            G, q_S[rows, :w], sup.idx[rows, :w], sup.valid[rows, :w]
+        )
     return z, ok
 
 
 def _active_set(
-    G: torch.Tensor, q: torch.Tensor, a: torch.Tensor, lam: float, tol: float, max_steps: int
+    G: torch.Tensor,
+    D: torch.Tensor,
+    q: torch.Tensor,
+    a: torch.Tensor,
+    lam: float,
+    tol: float,
+    max_steps: int,
 ) -> tuple[torch.Tensor, int]:
     """Lawson–Hanson active-set steps from a feasible ``a``; returns ``(a, steps)``.
 
-    Per point: if the codes are optimal on their face (support ``P``), add the worst violator
-    of C1 or stop; then solve on ``P`` and step towards the solution as far as nonnegativity
-    allows (a blocked step drops the blocking atom and leaves the point off its face optimum).
-    Each accepted step lowers the objective; a point whose step would not (singular support,
-    e.g. duplicate atoms) keeps its codes and stops, and FISTA takes over for it.
+    Per point: if the codes are optimal on their face (support ``P``), add the worst violators
+    of C1 (up to ``|P|``, at most :data:`MAX_ADD`) or stop; then solve on ``P`` and step
+    towards the solution as far as nonnegativity allows (a blocked step drops the blocking
+    atom and leaves the point off its face optimum). If several atoms were added and one of
+    them would get a non-positive code, only the worst violator is added instead (on an
+    optimal face its code is positive). Each accepted step lowers the objective; a point whose
+    step would not (singular support, e.g. duplicate atoms) keeps its codes and stops, and
+    FISTA takes over for it.
     """
-    a = a.clone()
-    P = a > 0
-    opt = ~P.any(dim=1)  # zero codes are optimal on the empty face
-    moving = torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
+    n, K = q.shape
+    # The violations g − λ = q − aG; through D when that is cheaper (d < K/2).
+    grad = (lambda c: (c @ D) @ D.T) if 2 * D.shape[1] < K else (lambda c: c @ G)
+    sup = _supports_from_dense(a)
+    opt = ~sup.valid.any(dim=1)  # zero codes are optimal on the empty face
+    moving = torch.ones(n, dtype=torch.bool, device=a.device)
     steps = 0
     while steps < max_steps and bool(moving.any()):
         steps += 1
         w = torch.where(moving)[0]
-        aw, Pw, qw, ow = a[w], P[w].clone(), q[w], opt[w]
-        viol = torch.where(Pw, float("-inf"), qw - aw @ G)  # g − λ off the support
-        best, j = viol.max(dim=1)
-        grow = ow & (best > tol * lam)
+        cw = sup.take(w)
+        count = cw.valid.sum(dim=1)
+        ow = opt[w]
+        grow = torch.zeros_like(ow)
+        n_added = torch.zeros_like(count)
+        o = torch.where(ow)[0]
+        if o.numel():
+            cw = cw.widen(int(count[o].max()) + MAX_ADD)
+            g = q[w[o]] - grad(cw.take(o).dense(K))
+            inf = torch.tensor(float("inf"), dtype=g.dtype, device=g.device)
+            mask = torch.where(cw.valid[o], -inf, inf)
+            g = g.scatter_reduce(1, cw.idx[o], mask, reduce="amin")  # support: −inf
+            m = count[o].clamp(min=1, max=MAX_ADD)
+            top_v, top_j = g.topk(min(int(m.max()), K), dim=1)
+            rank = torch.arange(top_v.shape[1], device=a.device)
+            take = (top_v > tol * lam) & (rank < m[:, None])
+            grow[o] = take[:, 0]
+            n_added[o] = take.sum(dim=1)
+            r, j = take.nonzero(as_tuple=True)
+            slot = count[o][r] + j
+            cw.idx[o[r], slot] = top_j[r, j]
+            cw.valid[o[r], slot] = True
         done = ow & ~grow
-        Pw[grow, j[grow]] = True
-        solve = ~done & Pw.any(dim=1)
-        new, hit, t = aw.clone(), torch.zeros_like(done), torch.ones_like(aw[:, 0])
+        new_val = cw.val.clone()
+        hit = torch.zeros_like(done)
         accept = torch.zeros_like(done)
-        if bool(solve.any()):
-            s = torch.where(solve)[0]
-            z, ok = _face_solve(G, qw[s], Pw[s])
-            a_s, P_s = aw[s], Pw[s]
+        s = torch.where(~done & cw.valid.any(dim=1))[0]
+        if s.numel():
+            cs = cw.take(s)
+            q_S = torch.gather(q[w[s]], 1, cs.idx)
+            z, ok = _face_solve(G, q_S, cs)
+            added = cs.valid & (torch.arange(cs.idx.shape[1], device=a.device) >= count[s, None])
+            redo = torch.where((added & (z <= 0)).any(dim=1) & (n_added[s] > 1))[0]
+            if redo.numel():  # keep only the first (worst-violating) added atom
+                cs.valid[redo] &= ~added[redo] | (
+                    torch.arange(cs.idx.shape[1], device=a.device) == count[s[redo], None]
+                )
+                cw.valid[s[redo]] = cs.valid[redo]
+                z[redo], ok[redo] = _face_solve(G, q_S[redo], cs.take(redo))
+            val = cs.val
             # Ratio test: the largest t ≤ 1 keeping a + t (z − a) ≥ 0 on P.
             ratio = torch.where(
-                P_s & (z <= 0), a_s / (a_s - z).clamp(min=torch.finfo(a.dtype).tiny), 2.0
+                cs.valid & (z <= 0), val / (val - z).clamp(min=torch.finfo(a.dtype).tiny), 2.0
             )
             t_s, first = ratio.min(dim=1)
             t_s = t_s.clamp(max=1.0)
-            n_s = torch.where(P_s, a_s + t_s[:, None] * (z - a_s), 0.0).clamp(min=0)
+            n_s = torch.where(cs.valid, val + t_s[:, None] * (z - val), 0.0).clamp(min=0)
             h_s = t_s < 1
             n_s[h_s, first[h_s]] = 0.0  # the blocking atom leaves the support exactly
             # An exact face solve (ok) lowers the objective by convexity; check the others.
-            acc = ~(grow[s] & (t_s == 0))  # blocked at once by the atom just added: stalled
+            acc = ~(grow[s] & (t_s == 0))  # blocked at once by an atom just added: stalled
             if not bool(ok.all()):
                 b = torch.where(~ok)[0]
-                f_old, f_new = _objective(G, qw[s[b]], a_s[b]), _objective(G, qw[s[b]], n_s[b])
+                cb = cs.take(b)
+                f_old = _support_objective(G, q_S[b], cb, val[b])
+                f_new = _support_objective(G, q_S[b], cb, n_s[b])
                 acc[b] &= (f_new <= f_old + 1e-13 * (1 + f_old.abs())) & h_s[b]
-            new[s], hit[s], t[s], accept[s] = n_s, h_s, t_s, acc
-        a[w] = torch.where(accept[:, None], new, aw)
-        P[w] = a[w] > 0
-        empty = ~P[w].any(dim=1)
+            new_val[s] = torch.where(acc[:, None], n_s, val)
+            hit[s], accept[s] = h_s, acc
+        valid = new_val > 0  # drops blocked atoms and the adds of rejected steps
+        cw = _Supports(torch.where(valid, cw.idx, 0), torch.where(valid, new_val, 0.0), valid)
+        S = max(sup.idx.shape[1], cw.idx.shape[1])
+        sup, cw = sup.widen(S), cw.widen(S).compact()
+        sup.idx[w], sup.val[w], sup.valid[w] = cw
+        empty = ~valid.any(dim=1)
         opt[w] = (accept & ~hit) | empty
         moving[w] = accept | (empty & ~done)
-    return a, steps
+    return sup.dense(K), steps
 
 
 def _fista(
@@ -300,7 +407,7 @@ def _solve_batch(
     fista_iters = 20
     while work.numel() and n_iter < max_iter:
         aw, qw = a[work], q[work]
-        aw, steps = _active_set(G, qw, aw, lam, tol, max_steps=max_iter - n_iter)
+        aw, steps = _active_set(G, D, qw, aw, lam, tol, max_steps=max_iter - n_iter)
         n_iter += steps
         kw = _point_kkt(D, y[work], aw, lam)
         left = kw > tol
