@@ -247,3 +247,68 @@ def test_callback_sees_every_loss_and_can_stop():
     assert [loss for _, loss in seen] == fit.meta["history"]
     ref = fit_classical(world.x, K=5, lam=0.05, max_iter=6, progress=False)
     assert ref.meta["history"][:4] == fit.meta["history"]
+
+
+# -- the inexact warm phase --------------------------------------------------------------------
+
+
+@given(seed=st.integers(0, 1000), steps=st.integers(1, 5), log_lam=st.floats(-2.0, -0.5))
+@settings(max_examples=10, deadline=None)
+def test_improve_codes_never_raises_the_lasso_objective(seed, steps, log_lam):
+    """A few active-set steps from any nonnegative start lower (or keep) every point's
+    objective; enough steps reach the exact optimum."""
+    from dictopt.solvers.coding import improve_codes
+
+    lam = 10.0**log_lam
+    rng = np.random.default_rng(seed)
+    D = rng.standard_normal((12, 6))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    x = rng.standard_normal((80, 6))
+    start = rng.random((80, 12)) * (rng.random((80, 12)) < 0.4)
+
+    def f(a):
+        a = np.asarray(a)
+        return 0.5 * ((x - a @ D) ** 2).sum(1) + lam * a.sum(1)
+
+    a = improve_codes(D, x, lam, init=start, steps=steps).numpy()
+    assert a.min() >= 0
+    assert np.all(f(a) <= f(start) + 1e-12 * (1 + np.abs(f(start))))
+    exact = solve_codes(D, x, lam, tol=1e-10).codes.numpy()
+    many = improve_codes(D, x, lam, init=start, steps=200).numpy()
+    assert np.allclose(f(many), f(exact), rtol=1e-10, atol=1e-12)
+
+
+def test_warm_phase_then_exact_alternation():
+    """With a forced warm phase: its subsample losses never increase, ``on_update`` sees warm
+    then exact dictionaries, the exact history never increases and the fit ends at the
+    first-order conditions it would reach without the warm phase."""
+    w = _world(n=1500, d=10, k=15, p=0.12)
+    phases = []
+    fit = fit_classical(w.x, K=15, lam=0.05, progress=False, grad_tol=1e-6, warm_rows=400,
+                        on_update=lambda phase, D, b: phases.append(phase))
+    warm = fit.meta["warm_start"]
+    assert warm["rows"] == 400 and warm["iterations"] >= 2
+    losses = np.array(warm["losses"])
+    assert np.all(np.diff(losses) <= 1e-12 * losses[:-1])
+    assert phases[: warm["iterations"]] == ["warm"] * warm["iterations"]
+    assert set(phases[warm["iterations"]:]) == {"exact"}
+    h = np.array(fit.meta["history"])
+    assert np.all(np.diff(h) <= 1e-12 * np.abs(h[:-1]))
+    assert fit.meta["converged"] and fit.meta["c2"] <= 1e-6
+    plain = fit_classical(w.x, K=15, lam=0.05, progress=False, grad_tol=1e-6, warm_rows=None)
+    assert plain.meta["warm_start"] == {"rows": 0}
+    # Both reach stationary points; the warm one is not worse than 1 % of the plain one.
+    assert h[-1] <= plain.meta["history"][-1] * 1.01
+
+
+def test_warm_rows_auto_and_bad_values():
+    from dictopt.solvers.classical import warm_rows_for
+
+    assert warm_rows_for(9_999, 64, "auto") == 0
+    assert warm_rows_for(20_000, 256, "auto") == 10_000
+    assert warm_rows_for(100_000, 64, "auto") == 2_560
+    assert warm_rows_for(500, 8, 800) == 500 and warm_rows_for(500, 8, None) == 0
+    x = np.random.default_rng(0).standard_normal((50, 4))
+    for bad in ("half", -1, True, 2.5):
+        with pytest.raises(DictoptInputError, match="warm_rows"):
+            fit_classical(x, K=3, lam=0.1, progress=False, warm_rows=bad)

@@ -15,6 +15,14 @@
    loss unchanged and lets the next code step use the atom.
 3. **Bias** — ``b = mean_n (x_n − Σ_k a_kn d_k)``, the exact minimiser.
 
+**Warm phase** (large data sets only, ``warm_rows``): before the exact alternation, the same
+alternation runs on a random subsample with *inexact* codes — a few active-set steps from the
+previous codes (:func:`~dictopt.solvers.coding.improve_codes`), which never raise the objective
+— so the costly early iterations, where atoms are still data points and supports are large,
+are cheap. It stops when the subsample's loss decreases by less than ``1e-3`` relatively, or
+after ``warm_iters`` iterations. The exact phase then starts from its atoms on all the data;
+``history`` records the exact phase only, so it stays non-increasing.
+
 Stopping rule: the first-order conditions at ``(D, b, A)`` right after the code step —
 C1 ``kkt ≤ code_tol`` (relative to λ), C2 ``max_k ‖(I − d_k d_kᵀ) G_k‖ / λ ≤ grad_tol`` with
 ``G_k = (1/N) Σ_n a_kn r_n`` and C3 ``‖(1/N) Σ_n r_n‖ / λ ≤ grad_tol`` (both gradients of L
@@ -39,7 +47,7 @@ from tqdm.auto import tqdm
 
 from dictopt.data.sources import as_source
 from dictopt.problem import Dictionary
-from dictopt.solvers.coding import solve_codes
+from dictopt.solvers.coding import improve_codes, solve_codes
 from dictopt.solvers.registry import register_solver
 from dictopt.validation import (
     DictoptInputError,
@@ -132,6 +140,68 @@ def atom_step(
     return D, 0
 
 
+WARM_CODE_STEPS = 2
+"""Active-set steps per code step of the warm phase: a re-solve on the current supports and
+one round of adding atoms. On 20k × 64, K = 256 this reached a given objective 2–3× sooner
+than 3 or 4 steps (sparser codes while the atoms still move a lot) and 1 step stalls."""
+
+WARM_MIN_ROWS = 10_000
+"""Below this many rows ``warm_rows="auto"`` runs no warm phase (exact iterations are cheap)."""
+
+
+def warm_rows_for(N: int, K: int, warm_rows: Any) -> int:
+    """Rows of the warm phase: ``"auto"`` is ``min(N // 2, 40 K)`` when ``N ≥ 10,000``, else 0
+    (none); an int is used as given (capped at N); None or 0 means none."""
+    if warm_rows is None:
+        return 0
+    if warm_rows == "auto":
+        return min(N // 2, 40 * K) if N >= WARM_MIN_ROWS else 0
+    if isinstance(warm_rows, bool) or not isinstance(warm_rows, int) or warm_rows < 0:
+        raise DictoptInputError(
+            f"warm_rows: expected 'auto', None or an int ≥ 0, got {warm_rows!r}"
+        )
+    return min(warm_rows, N)
+
+
+def warm_phase(
+    x: torch.Tensor,
+    D: torch.Tensor,
+    b: torch.Tensor,
+    lam: float,
+    *,
+    rows: int,
+    max_iter: int,
+    code_steps: int,
+    seed: int,
+    fit_bias: bool,
+    on_update: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Alternation on ``rows`` random rows with inexact codes (module docstring); returns the
+    atoms, the bias and a summary for ``meta``. Each code step and each atom step lowers the
+    subsample's loss at its codes, so ``losses`` never increase."""
+    g = torch.Generator().manual_seed(seed + 1)
+    xs = x[torch.randperm(x.shape[0], generator=g)[:rows].to(x.device)]
+    A, losses = None, []
+    bar = tqdm(total=max_iter, desc=f"classical warm phase ({rows} rows)", disable=not progress,
+               leave=False)
+    for _ in range(max_iter):
+        A = improve_codes(D, xs, lam, init=A, steps=code_steps, bias=b)
+        D, _ = atom_step(xs, D, b, A, lam)
+        if fit_bias:
+            b = (xs - A @ D).mean(dim=0)
+        if on_update is not None:
+            on_update("warm", D, b)
+        R = xs - b - A @ D
+        losses.append(float((0.5 * (R * R).sum() + lam * A.sum()) / rows))
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.6g}")
+        if len(losses) > 1 and losses[-2] - losses[-1] <= 1e-3 * abs(losses[-2]):
+            break
+    bar.close()
+    return D, b, {"rows": rows, "iterations": len(losses), "losses": losses}
+
+
 def fit_classical(
     source: Any,
     *,
@@ -147,6 +217,9 @@ def fit_classical(
     device: str | None = None,
     fit_bias: bool = True,
     callback: Callable[[int, float], bool] | None = None,
+    warm_rows: int | str | None = "auto",
+    warm_iters: int = 30,
+    on_update: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> Dictionary:
     """Alternating exact minimisation of the canonical objective (module docstring).
 
@@ -167,6 +240,13 @@ def fit_classical(
         ``b = 0`` throughout, C3 is not a condition; the Dictionary has ``has_bias=False``).
     callback : called after every code step with ``(iteration, loss)`` (the loss just appended
         to ``history``); returning True stops there (e.g. a time-to-objective benchmark).
+    warm_rows : rows of the inexact warm phase (module docstring). ``"auto"`` (default):
+        ``min(N // 2, 40 K)`` when ``N ≥ 10,000`` and no ``init`` is given, else none; an int
+        forces that many; None or 0 turns it off.
+    warm_iters : bound on the warm phase's iterations.
+    on_update : called after every atom (and bias) step, warm phase included, with
+        ``(phase, atoms, bias)``, ``phase`` being ``"warm"`` or ``"exact"`` (e.g. to record a
+        learning curve; the tensors are the solver's own: copy them to keep them).
 
     Returns
     -------
@@ -189,6 +269,14 @@ def fit_classical(
         b = torch.zeros_like(b)
     if D.shape[0] != K:
         raise DictoptInputError(f"init: has {D.shape[0]} atoms but K = {K}")
+    warm = {"rows": 0}
+    # "auto" uses a given start as it is.
+    rows = 0 if warm_rows == "auto" and init is not None else warm_rows_for(N, K, warm_rows)
+    if rows:
+        warm_iters = check_positive_int(warm_iters, "warm_iters")
+        D, b, warm = warm_phase(x, D, b, lam, rows=rows, max_iter=warm_iters,
+                                code_steps=WARM_CODE_STEPS, seed=seed, fit_bias=fit_bias,
+                                on_update=on_update, progress=progress)
     A = None
     history: list[float] = []
     n_reinit, converged, n_iter = 0, False, 0
@@ -213,6 +301,8 @@ def fit_classical(
             n_reinit += k_new
             if fit_bias:
                 b = (x - A @ D).mean(dim=0)
+            if on_update is not None:
+                on_update("exact", D, b)
     finally:
         bar.close()
     if not converged:
@@ -226,6 +316,7 @@ def fit_classical(
         "grad_tol": grad_tol, "code_tol": code_tol,
         "history": history, "n_iter": n_iter, "converged": converged,
         "c1": res.c1, "c2": res.c2, "c3": res.c3, "n_reinit": n_reinit, "fit_bias": fit_bias,
+        "warm_start": warm,
     }
     return Dictionary(atoms=D.cpu(), bias=b.cpu(), lam=lam, meta=meta, has_bias=fit_bias)
 

@@ -144,11 +144,6 @@ def _point_kkt(D: torch.Tensor, y: torch.Tensor, a: torch.Tensor, lam: float) ->
     return _violations((y - a @ D) @ D.T, a, lam).amax(dim=1) / lam
 
 
-def _objective(G: torch.Tensor, q: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """``½ aᵀGa − qᵀa`` per point (the lasso objective up to a constant; ``q = c − λ``)."""
-    return 0.5 * ((a @ G) * a).sum(dim=1) - (q * a).sum(dim=1)
-
-
 # --------------------------------------------------------------------------------------------
 # The active-set method keeps codes in padded-support form: only the gradient and the choice
 # of the atoms to add touch all K atoms; everything else works on the supports.
@@ -498,6 +493,44 @@ def solve_codes(
             n_iter, res, tol,
         )
     return CodeResult(torch.cat(parts, dim=0), res, n_iter, converged)
+
+
+def improve_codes(
+    atoms_KD: Any,
+    x_ND: Any,
+    lam: float,
+    *,
+    init: Any | None = None,
+    steps: int = 4,
+    bias: Any | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> torch.Tensor:
+    """A few active-set steps from ``init`` (zero codes if None): inexact, cheap codes.
+
+    Every accepted step lowers each point's lasso objective, so codes returned are never worse
+    than ``init`` (THEORY §2's objective, per point); unlike :func:`solve_codes` nothing is
+    certified, and no KKT residual is computed. For the inexact warm phase of alternating
+    minimisation (:func:`dictopt.solvers.classical.fit_classical`).
+
+    Returns
+    -------
+    torch.Tensor ``[N, K]`` nonnegative codes (float64, on the atoms' device).
+    """
+    D, y, lam = _prepare(atoms_KD, x_ND, lam, bias, torch.float64)
+    steps = check_positive_int(steps, "steps")
+    a = torch.zeros(y.shape[0], D.shape[0], dtype=D.dtype, device=D.device)
+    if init is not None:
+        a = to_tensor(init, "init", dtype=D.dtype, device=D.device).clamp(min=0)
+        if a.shape != (y.shape[0], D.shape[0]):
+            raise DictoptInputError(
+                f"init: expected shape ({y.shape[0]}, {D.shape[0]}), got {tuple(a.shape)}"
+            )
+    G = D @ D.T
+    parts = []
+    for lo in range(0, y.shape[0], batch_size):
+        q = y[lo : lo + batch_size] @ D.T - lam
+        parts.append(_active_set(G, D, q, a[lo : lo + batch_size], lam, 1e-10, steps)[0])
+    return torch.cat(parts, dim=0)
 
 
 def iter_codes(
