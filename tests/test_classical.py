@@ -301,6 +301,20 @@ def test_warm_phase_then_exact_alternation():
     assert h[-1] <= plain.meta["history"][-1] * 1.01
 
 
+def test_improve_codes_bad_input_is_named():
+    from dictopt.solvers.coding import improve_codes
+
+    D, x = np.eye(3), np.ones((2, 3))
+    with pytest.raises(DictoptInputError, match="init"):
+        improve_codes(D, x, 0.1, init=np.full((2, 3), np.nan))
+    with pytest.raises(DictoptInputError, match="init"):
+        improve_codes(D, x, 0.1, init=np.ones((3, 3)))
+    with pytest.raises(DictoptInputError, match="steps"):
+        improve_codes(D, x, 0.1, steps=0)
+    with pytest.raises(DictoptInputError, match="lam"):
+        improve_codes(D, x, 0.0)
+
+
 def test_warm_rows_auto_and_bad_values():
     from dictopt.solvers.classical import warm_rows_for
 

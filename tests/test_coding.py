@@ -9,7 +9,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import Lasso
 
@@ -176,6 +176,7 @@ def test_more_atoms_than_dimensions_at_small_lambda():
     log_lam=st.floats(-3.0, -0.5),
     n_dup=st.integers(0, 3),
 )
+@example(seed=368, k=38, d=7, log_lam=-3.0, n_dup=2)  # both copies of atom 0 added at once
 @settings(max_examples=12, deadline=None)
 def test_adding_several_atoms_per_step_changes_nothing(seed, k, d, log_lam, n_dup):
     """Large supports (the multiple-add path, its single-atom fallback, supports grouped by

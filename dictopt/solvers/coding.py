@@ -211,13 +211,19 @@ def _support_objective(
     return 0.5 * (v[:, None, :] @ M @ v[:, :, None]).reshape(-1) - (q_S * v).sum(dim=1)
 
 
+WELL_CONDITIONED = 1e-6
+"""Smallest Cholesky pivot, relative to the largest, of a face that several atoms may join at
+once (below it the face is nearly singular, e.g. two copies of one atom)."""
+
+
 def _padded_face_solve(
     G: torch.Tensor, q_S: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Solve ``G_PP z = q_P`` per point, supports padded to a common size.
 
-    Returns ``(z [n, S] zero on padding, ok [n])``; ``ok`` is False where ``G_PP`` was singular
-    and a tiny ridge was added (the step must then be checked against the objective).
+    Returns ``(z [n, S] zero on padding, ok [n], well [n])``; ``ok`` is False where ``G_PP`` was
+    singular and a tiny ridge was added (the step must then be checked against the
+    objective); ``well`` is ``ok`` and no pivot below :data:`WELL_CONDITIONED` of the largest.
     """
     M = _padded_gram(G, idx, valid)
     L, info = torch.linalg.cholesky_ex(M)
@@ -235,28 +241,33 @@ def _padded_face_solve(
             if not bool(info_b.any()):
                 break
         L[bad] = Lb
+    pivots = L.diagonal(dim1=1, dim2=2)
+    inf = torch.tensor(float("inf"), dtype=L.dtype, device=L.device)
+    smallest = torch.where(valid, pivots, inf).amin(dim=1)
+    well = ok & (smallest >= WELL_CONDITIONED * torch.where(valid, pivots, 0.0).amax(dim=1))
     rhs = torch.where(valid, q_S, 0.0).unsqueeze(-1)
-    return torch.where(valid, torch.cholesky_solve(rhs, L).squeeze(-1), 0.0), ok
+    return torch.where(valid, torch.cholesky_solve(rhs, L).squeeze(-1), 0.0), ok, well
 
 
 def _face_solve(
     G: torch.Tensor, q_S: torch.Tensor, sup: _Supports
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`_padded_face_solve` on groups of points with similar support sizes (a few
     large supports would otherwise set the padded size for every point), each group cut to
     its own largest support."""
     count = sup.valid.sum(dim=1)
     z, ok = torch.zeros_like(q_S), torch.ones_like(count, dtype=torch.bool)
+    well = ok.clone()
     parts = torch.argsort(count).chunk(4) if q_S.shape[0] >= 512 else [None]
     for part in parts:
         rows = slice(None) if part is None else part
         w = int(count[rows].max())
         if w == 0:
             continue
-        z[rows, :w], ok[rows] = _padded_face_solve(
+        z[rows, :w], ok[rows], well[rows] = _padded_face_solve(
             G, q_S[rows, :w], sup.idx[rows, :w], sup.valid[rows, :w]
         )
-    return z, ok
+    return z, ok, well
 
 
 def _active_set(
@@ -319,15 +330,19 @@ def _active_set(
         if s.numel():
             cs = cw.take(s)
             q_S = torch.gather(q[w[s]], 1, cs.idx)
-            z, ok = _face_solve(G, q_S, cs)
+            z, ok, well = _face_solve(G, q_S, cs)
             added = cs.valid & (torch.arange(cs.idx.shape[1], device=a.device) >= count[s, None])
-            redo = torch.where((added & (z <= 0)).any(dim=1) & (n_added[s] > 1))[0]
+            # Several atoms added and one would get a non-positive code, or the face became
+            # (nearly) singular, e.g. two copies of one atom: add the worst violator alone, as
+            # Lawson–Hanson does.
+            failed = (added & (z <= 0)).any(dim=1) | ~well
+            redo = torch.where(failed & (n_added[s] > 1))[0]
             if redo.numel():  # keep only the first (worst-violating) added atom
                 cs.valid[redo] &= ~added[redo] | (
                     torch.arange(cs.idx.shape[1], device=a.device) == count[s[redo], None]
                 )
                 cw.valid[s[redo]] = cs.valid[redo]
-                z[redo], ok[redo] = _face_solve(G, q_S[redo], cs.take(redo))
+                z[redo], ok[redo], _ = _face_solve(G, q_S[redo], cs.take(redo))
             val = cs.val
             # Ratio test: the largest t ≤ 1 keeping a + t (z − a) ≥ 0 on P.
             ratio = torch.where(
@@ -520,11 +535,13 @@ def improve_codes(
     steps = check_positive_int(steps, "steps")
     a = torch.zeros(y.shape[0], D.shape[0], dtype=D.dtype, device=D.device)
     if init is not None:
-        a = to_tensor(init, "init", dtype=D.dtype, device=D.device).clamp(min=0)
+        a = to_tensor(init, "init", dtype=D.dtype, device=D.device)
         if a.shape != (y.shape[0], D.shape[0]):
             raise DictoptInputError(
                 f"init: expected shape ({y.shape[0]}, {D.shape[0]}), got {tuple(a.shape)}"
             )
+        check_finite(a, "init")
+        a = a.clamp(min=0)
     G = D @ D.T
     parts = []
     for lo in range(0, y.shape[0], batch_size):

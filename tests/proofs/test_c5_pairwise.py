@@ -122,7 +122,10 @@ def test_checker_flags_exactly_the_violated_intervals_and_its_certificates_measu
         assert rel_err(loss(x, A2, D2, b2, lam) - loss(x, A, D, b, lam), exact) < 1e-8
         assert m.measured_decrease == pytest.approx(-exact, rel=1e-8)
         assert m.min_new_code >= -1e-12 and -exact > 0
-    for m in certify(dic, x, c5, codes=A, top=None, step_scale=1e-5):
+    for v in c5:
+        # First order: the step must be small in absolute terms, not only relative to t_max
+        # (t_max can be in the hundreds; the second-order term grows with the step itself).
+        (m,) = certify(dic, x, [v], codes=A, top=None, step_scale=1e-5 / max(1.0, v.step))
         assert m.measured_decrease == pytest.approx(m.predicted_decrease, rel=1e-3)
 
 
