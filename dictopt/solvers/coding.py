@@ -97,6 +97,17 @@ def _prepare(
     return D, x, lam
 
 
+def _check_init(init: Any, D: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Starting codes ``[N, K]``, finite, clipped at 0 (on the atoms' device and dtype)."""
+    a = to_tensor(init, "init", dtype=D.dtype, device=D.device)
+    if a.shape != (y.shape[0], D.shape[0]):
+        raise DictoptInputError(
+            f"init: expected shape ({y.shape[0]}, {D.shape[0]}), got {tuple(a.shape)}"
+        )
+    check_finite(a, "init")
+    return a.clamp(min=0)
+
+
 def _violations(g_NK: torch.Tensor, a_NK: torch.Tensor, lam: float) -> torch.Tensor:
     """C1 violations from correlations ``g = d_k · r_n`` (absolute)."""
     return torch.where(a_NK > 0, (g_NK - lam).abs(), (g_NK - lam).clamp(min=0))
@@ -482,15 +493,7 @@ def solve_codes(
         raise DictoptInputError(f"tol: must be > 0, got {tol}")
     max_iter = check_positive_int(max_iter, "max_iter")
     batch_size = check_positive_int(batch_size, "batch_size")
-    a0 = None
-    if init is not None:
-        a0 = to_tensor(init, "init", dtype=dtype, device=D.device)
-        if a0.shape != (y.shape[0], D.shape[0]):
-            raise DictoptInputError(
-                f"init: expected shape ({y.shape[0]}, {D.shape[0]}), got {tuple(a0.shape)}"
-            )
-        check_finite(a0, "init")
-        a0 = a0.clamp(min=0)
+    a0 = None if init is None else _check_init(init, D, y)
     G = D @ D.T
     L = float(torch.linalg.eigvalsh(G)[-1])
     parts, res, n_iter = [], 0.0, 0
@@ -535,13 +538,7 @@ def improve_codes(
     steps = check_positive_int(steps, "steps")
     a = torch.zeros(y.shape[0], D.shape[0], dtype=D.dtype, device=D.device)
     if init is not None:
-        a = to_tensor(init, "init", dtype=D.dtype, device=D.device)
-        if a.shape != (y.shape[0], D.shape[0]):
-            raise DictoptInputError(
-                f"init: expected shape ({y.shape[0]}, {D.shape[0]}), got {tuple(a.shape)}"
-            )
-        check_finite(a, "init")
-        a = a.clamp(min=0)
+        a = _check_init(init, D, y)
     G = D @ D.T
     parts = []
     for lo in range(0, y.shape[0], batch_size):
