@@ -326,3 +326,5 @@ def test_warm_rows_auto_and_bad_values():
     for bad in ("half", -1, True, 2.5):
         with pytest.raises(DictoptInputError, match="warm_rows"):
             fit_classical(x, K=3, lam=0.1, progress=False, warm_rows=bad)
+    with pytest.raises(DictoptInputError, match="warm_iters"):
+        fit_classical(x, K=3, lam=0.1, progress=False, warm_rows=20, warm_iters=0)

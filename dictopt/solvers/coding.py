@@ -11,8 +11,8 @@ Algorithm (all points at once, in torch, on the atoms' device):
    ``c = D y``); if ``z`` has non-positive entries, move from the current point towards ``z``
    until the first coordinate hits zero and drop it; once ``z > 0`` on ``P``, add the atoms with
    the largest KKT violations ``g_k − λ`` (``g_k = d_k · r``): up to ``|P|`` of them, at most
-   :data:`MAX_ADD`; if one of several added atoms would get a
-   non-positive code, only the worst violator is added, whose code is then positive. Codes are
+   :data:`MAX_ADD`; if one of several added atoms would get a non-positive code, or the face
+   becomes nearly singular, only the worst violator is added, as Lawson–Hanson does. Codes are
    held per point as a padded list of its support, so only the gradient and the choice of
    atoms touch all K atoms, and every step is one batched Cholesky solve. In exact arithmetic
    this terminates at the exact solution; the solution it returns is exact up to rounding.
@@ -296,10 +296,10 @@ def _active_set(
     of C1 (up to ``|P|``, at most :data:`MAX_ADD`) or stop; then solve on ``P`` and step
     towards the solution as far as nonnegativity allows (a blocked step drops the blocking
     atom and leaves the point off its face optimum). If several atoms were added and one of
-    them would get a non-positive code, only the worst violator is added instead (on an
-    optimal face its code is positive). Each accepted step lowers the objective; a point whose
-    step would not (singular support, e.g. duplicate atoms) keeps its codes and stops, and
-    FISTA takes over for it.
+    them would get a non-positive code, or the face is nearly singular, only the worst
+    violator is added instead (on an optimal face its code is positive). Each accepted step
+    lowers the objective; a point whose step would not (singular support, e.g. duplicate
+    atoms) keeps its codes and stops, and FISTA takes over for it.
     """
     n, K = q.shape
     # The violations g − λ = q − aG; through D when that is cheaper (d < K/2).
@@ -342,16 +342,15 @@ def _active_set(
             cs = cw.take(s)
             q_S = torch.gather(q[w[s]], 1, cs.idx)
             z, ok, well = _face_solve(G, q_S, cs)
-            added = cs.valid & (torch.arange(cs.idx.shape[1], device=a.device) >= count[s, None])
+            slots = torch.arange(cs.idx.shape[1], device=a.device)
+            added = cs.valid & (slots >= count[s, None])
             # Several atoms added and one would get a non-positive code, or the face became
             # (nearly) singular, e.g. two copies of one atom: add the worst violator alone, as
             # Lawson–Hanson does.
             failed = (added & (z <= 0)).any(dim=1) | ~well
             redo = torch.where(failed & (n_added[s] > 1))[0]
             if redo.numel():  # keep only the first (worst-violating) added atom
-                cs.valid[redo] &= ~added[redo] | (
-                    torch.arange(cs.idx.shape[1], device=a.device) == count[s[redo], None]
-                )
+                cs.valid[redo] &= ~added[redo] | (slots == count[s[redo], None])
                 cw.valid[s[redo]] = cs.valid[redo]
                 z[redo], ok[redo], _ = _face_solve(G, q_S[redo], cs.take(redo))
             val = cs.val
