@@ -71,8 +71,12 @@ def test_matches_cvxpy_on_random_problems(seed, n, k, d, log_lam):
     # Our KKT certificate proves optimality: the interior-point answer can only be worse.
     assert np.all(f_ours <= f_ref + 1e-9 * (1 + np.abs(f_ref)))
     assert np.allclose(f_ours, f_ref, rtol=1e-7, atol=1e-8)
-    if k <= d:  # D has full row rank: the objective is strictly convex, codes are unique
-        assert np.allclose(ours, ref, atol=1e-6)
+    if k <= d:  # D has full row rank: the objective is strongly convex, codes are unique
+        # f(ref) − f(a*) ≥ ½ σ_min(D Dᵀ) ‖ref − a*‖², so CLARABEL's own suboptimality bounds how
+        # far its codes may be from ours (a fixed atol failed for ill-conditioned D).
+        sigma = np.linalg.eigvalsh(D @ D.T)[0]
+        far = np.sqrt(2 * np.clip(f_ref - f_ours, 0, None) / sigma)
+        assert np.all(np.linalg.norm(ours - ref, axis=1) <= far + 1e-8)
 
 
 @given(seed=st.integers(0, 10_000), log_lam=st.floats(-2.0, 0.0))
