@@ -251,3 +251,35 @@ def best_toward_step(
     t = float(res.x) if f(float(res.x)) <= f(hi) else hi
     move.step = t
     return t
+
+
+MOVES: dict[str, type[Move]] = {
+    cls.__name__: cls for cls in (CodeStep, Rotate, Scale, BiasShift, AlwaysOnShift, Toward)
+}
+"""Every move type by the name its JSON carries (``"type"``)."""
+
+
+def move_from_json(data: dict) -> Move:
+    """The move written by ``Move.to_json``.
+
+    Parameters
+    ----------
+    data:
+        ``{"type": name, "step": t, ...}`` as written by the move's ``to_json``.
+
+    Returns
+    -------
+    Move
+        Every field the JSON carries is restored. The JSON of :class:`Rotate` and
+        :class:`BiasShift` holds no direction (``u``, ``r_mean``: ``d`` numbers each), so those
+        two come back with empty directions: their numbers are exact, but they cannot be
+        applied to data again.
+    """
+    kind = MOVES.get(str(data.get("type")))
+    if kind is None:
+        raise ValueError(f"move: unknown type {data.get('type')!r}; known: {sorted(MOVES)}")
+    fields = {k: v for k, v in data.items() if k != "type"}
+    if kind is Toward:
+        fields["J"] = torch.tensor(fields.get("J", []), dtype=torch.long)
+        fields["q"] = torch.tensor(fields.get("q", []), dtype=torch.float64)
+    return kind(**fields)
