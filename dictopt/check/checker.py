@@ -382,7 +382,7 @@ def run_check(
     labels = _labels(st1, p2.stats, pos_of, plan.labels, thresholds)
 
     hull_violations, hull_info = _joint_hull(
-        setup, p2.kept_codes, st1, tau, tol, hull, want_hull
+        setup, p2.kept_codes, st1, tau, tol, hull, want_hull, violations
     )
     violations.extend(hull_violations)
     timings["hull"] = hull_info["seconds"]
@@ -739,9 +739,12 @@ def _joint_hull(
     tol: Tolerances,
     hull: bool | str,
     want_hull: bool,
+    found: list[Violation],
 ) -> tuple[list[Violation], dict[str, Any]]:
     """The joint hull condition C5′ (exact LP per atom, :mod:`dictopt.check.hull`) when the
-    codes were kept; only meaningful with a bias. Returns violations and the report's info."""
+    codes were kept; only meaningful with a bias. The C5 violations among ``found`` give
+    lower bounds that rank the atoms above ``full_k``. Returns violations and the report's
+    info."""
     dic = setup.dictionary
     info: dict[str, Any] = {"mode": "skipped", "atoms_checked": 0, "seconds": 0.0}
     if want_hull and dic.has_bias:
@@ -749,9 +752,18 @@ def _joint_hull(
 
         th = time.perf_counter()
         A = torch.cat(kept_codes).to(F64)
-        found = joint_hull(A, dic.atoms, st1.mean_a, setup.lam, tau, tol)
-        info = {"mode": "exact", "atoms_checked": dic.K, "seconds": time.perf_counter() - th}
-        return found, info
+        lower: dict[int, float] = {}
+        for v in found:
+            if v.condition == "C5" and v.j is not None:
+                lower[v.j] = max(lower.get(v.j, 0.0), abs(v.slope) / setup.lam)
+        res = joint_hull(A, dic.atoms, st1.mean_a, setup.lam, tau, tol, lower=lower)
+        # every atom is decided unless the LP budget left some untested
+        checked = dic.K - res.untested
+        info = {"mode": "exact", "atoms_checked": checked, "seconds": time.perf_counter() - th}
+        if res.untested or res.passed_by_bound:
+            info.update(tested=res.tested, passed_by_bound=len(res.passed_by_bound),
+                        untested=res.untested)
+        return res.violations, info
     if hull is not False and dic.has_bias:
         info["mode"] = f"skipped (N·K = {st1.n * dic.K} > hull_exact_limit)"
     return [], info
