@@ -161,3 +161,34 @@ def test_above_full_k_the_bound_chooses_and_passes_exactly(hull_rel):
         assert {v.j for v in part.violations} >= set(lower) & set(part.tested)
     else:  # a loose tolerance lets the bound pass some atoms without an LP
         assert part.passed_by_bound
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), K=st.integers(2, 8), n_J=st.integers(1, 7))
+def test_best_toward_step_is_the_model_delta_minimiser_to_the_last_bit(seed, K, n_J):
+    """The step search evaluates ΔL on slices taken once; it must pick the very step that
+    minimising :meth:`Toward.model_delta` itself picks (reports stay identical)."""
+    from scipy.optimize import minimize_scalar
+
+    from dictopt.check.moves import Toward, best_toward_step
+
+    rng = np.random.default_rng(seed)
+    D = torch.as_tensor(rng.standard_normal((K, 5)))
+    D = D / D.norm(dim=1, keepdim=True)
+    abar = torch.as_tensor(rng.uniform(0, 1, K))
+    k = int(rng.integers(K))
+    J = torch.as_tensor([j for j in range(K) if j != k][:n_J])
+    q = torch.as_tensor(rng.uniform(-1, 1, J.numel()))
+    kappa, hi = float(rng.uniform(-0.5, 0.5)), float(rng.uniform(0.01, 3))
+    move = Toward(0.0, k=k, J=J, q=q, kappa=kappa)
+    t = best_toward_step(move, D, abar, 0.1, hi)
+
+    ref = Toward(0.0, k=k, J=J, q=q, kappa=kappa)
+
+    def f(s: float) -> float:
+        ref.step = s
+        return ref.model_delta(D, abar, 0.1)
+
+    res = minimize_scalar(f, bounds=(0.0, hi), method="bounded", options={"xatol": hi * 1e-9})
+    expected = float(res.x) if f(float(res.x)) <= f(hi) else hi
+    assert t == expected and move.step == t
