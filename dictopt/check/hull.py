@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import highspy
 import numpy as np
 import torch
 from scipy.optimize import linprog
@@ -89,7 +90,9 @@ class HullResult(NamedTuple):
 
 
 def hull_distance(v: np.ndarray, P: np.ndarray) -> tuple[float, np.ndarray, float]:
-    """ℓ1 distance of ``v [J]`` to ``conv(rows of P [n, J])`` and the dual ``(q, κ)``.
+    """ℓ1 distance of ``v [J]`` to ``conv(rows of P [n, J])`` and the dual ``(q, κ)``, by
+    scipy's ``linprog`` on every point (the reference the column generation is tested
+    against).
 
     Parameters
     ----------
@@ -103,12 +106,6 @@ def hull_distance(v: np.ndarray, P: np.ndarray) -> tuple[float, np.ndarray, floa
     tuple
         ``(distance, q [J], κ)``.
     """
-    dist, q, kappa, _ = _hull_lp(v, P)
-    return dist, q, kappa
-
-
-def _hull_lp(v: np.ndarray, P: np.ndarray) -> tuple[float, np.ndarray, float, np.ndarray]:
-    """:func:`hull_distance` and the primal weights ``w [n]`` (the membership certificate)."""
     n, J = P.shape
     c = np.concatenate([np.zeros(n), np.ones(2 * J)])
     A = np.zeros((J + 1, n + 2 * J))
@@ -117,13 +114,47 @@ def _hull_lp(v: np.ndarray, P: np.ndarray) -> tuple[float, np.ndarray, float, np
     A[:J, n + J :] = -np.eye(J)
     A[J, :n] = 1.0
     b = np.concatenate([v, [1.0]])
-    # presolve costs more than it saves on these small dense LPs (~25 % of the hull's time)
-    res = linprog(c, A_eq=A, b_eq=b, bounds=(0, None), method="highs",
-                  options={"presolve": False})
+    res = linprog(c, A_eq=A, b_eq=b, bounds=(0, None), method="highs")
     if res.status != 0:
         raise RuntimeError(f"hull LP failed: {res.message}")
     y = res.eqlin.marginals
-    return float(res.fun), y[:J], float(-y[J]), res.x[:n]
+    return float(res.fun), y[:J], float(-y[J])
+
+
+def _hull_lp(v: np.ndarray, P: np.ndarray) -> tuple[float, np.ndarray, float, np.ndarray]:
+    """The LP of :func:`hull_distance` through HiGHS directly (scipy's wrapper costs twice
+    the solve on these small LPs), without presolve (it costs more than it saves here).
+    Returns ``(distance, q, κ, w)`` with the primal weights ``w [n]``."""
+    n, J = P.shape
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n + 2 * J, J + 1
+    lp.col_cost_ = np.concatenate([np.zeros(n), np.ones(2 * J)])
+    lp.col_lower_ = np.zeros(n + 2 * J)
+    lp.col_upper_ = np.full(n + 2 * J, highspy.kHighsInf)
+    b = np.concatenate([v, [1.0]])
+    lp.row_lower_, lp.row_upper_ = b, b
+    # column-wise: each point's nonzero coordinates and the 1 of Σw = 1, then s⁺, s⁻
+    cols = np.vstack([P.T, np.ones((1, n))])  # [J + 1, n]
+    nz = (cols != 0).T
+    row_of = np.nonzero(nz)[1]
+    start = np.concatenate([[0], np.cumsum(nz.sum(1))])  # n + 1 entries
+    start = np.concatenate([start, start[-1] + 1 + np.arange(2 * J)])  # n + 2J + 1
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = start.astype(np.int32)
+    lp.a_matrix_.index_ = np.concatenate([row_of, np.arange(J), np.arange(J)]).astype(np.int32)
+    lp.a_matrix_.value_ = np.concatenate([cols.T[nz], np.ones(J), -np.ones(J)])
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("presolve", "off")
+    h.passModel(lp)
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        raise RuntimeError(f"hull LP failed: {h.modelStatusToString(h.getModelStatus())}")
+    sol = h.getSolution()
+    y = np.asarray(sol.row_dual)
+    return float(h.getInfo().objective_function_value), y[:J], float(-y[J]), np.asarray(
+        sol.col_value
+    )[:n]
 
 
 def hull_distance_cg(
