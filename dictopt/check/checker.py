@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import torch
 
+from dictopt.check.codecache import CodeCache
 from dictopt.check.conditions import atom_conditions, atom_floor
 from dictopt.check.moves import Toward, best_toward_step
 from dictopt.check.pairs import BufferExtremes, buffer_extremes, dense_extremes
@@ -139,10 +140,19 @@ class Setup:
     """Whether pass 1 also computes the optimal codes (the amortisation gap)."""
     amortisation_note: str | None = None
     """Why the amortisation gap was skipped, if it was."""
+    cache: CodeCache | None = None
+    """Optimal codes held between the passes (:mod:`dictopt.check.codecache`), or None."""
 
     def codes(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Validated canonical codes ``[n, K]`` of a chunk whose first row is ``start``."""
-        return _codes_for(self.coder, x, start, self.dictionary.K, self.dictionary.dtype)
+        if self.cache is None:
+            return _codes_for(self.coder, x, start, self.dictionary.K, self.dictionary.dtype)
+        held = self.cache.get(start, x.shape[0])
+        if held is not None:
+            return held
+        a = _codes_for(self.coder, x, start, self.dictionary.K, self.dictionary.dtype)
+        self.cache.put(start, a)
+        return a
 
 
 @dataclass
@@ -410,6 +420,8 @@ def _setup(
     src = as_source(source, dtype=dtype, **kwargs)
     setup = prepare_setup(dictionary, src.d, codes, lam, amortisation)
     setup.src = src
+    if setup.mode == "optimal":  # solve the exact codes once: pass 2 reads pass 1's
+        setup.cache = CodeCache()
     return setup
 
 
@@ -647,6 +659,8 @@ def _pass_two(
         for chunk in setup.src.iter_chunks(progress=progress, desc="check pass 2"):
             x = chunk.data.to(device=setup.dictionary.device)
             pass_two_update(p2, setup.codes(x, chunk.start), tau, want_hull)
+    if setup.cache is not None:
+        setup.cache.clear()
     return p2
 
 
