@@ -271,6 +271,7 @@ def check(
     chunk_size: int | None = None,
     progress: bool = False,
     client: Any = None,
+    heldout: Any = None,
 ) -> CheckReport:
     """Check every first-order condition of THEORY §2 on streamed data.
 
@@ -302,6 +303,10 @@ def check(
     sparse:
         Use sparse code kernels for decode and ``Σ a r`` (default: when codes are < 10 %
         dense on the first chunk).
+    heldout:
+        Validate every finding on held-out rows (THEORY §5): ``True`` or a
+        :class:`~dictopt.check.heldout.HeldoutOptions` (``z``, split, …); ``None`` = skip.
+        Two more streamed passes (:mod:`dictopt.check.heldout`).
     client:
         A ``distributed.Client``: run both passes on its Dask cluster, partition by partition
         (see :func:`dictopt.distributed.check_distributed`; ``source`` is then a shard folder,
@@ -319,12 +324,14 @@ def check(
             chunk_size=chunk_size, progress=progress, tol=tol, thresholds=thresholds,
             buffer_size=buffer_size, hull=hull, hull_exact_limit=hull_exact_limit,
             max_pair_certificates=max_pair_certificates, sparse=sparse, block=block,
+            heldout=heldout,
         )
     setup = _setup(dictionary, source, codes, lam, amortisation, chunk_size)
     return run_check(
         setup, LocalPasses(progress), tol=tol, thresholds=thresholds, buffer_size=buffer_size,
         hull=hull, hull_exact_limit=hull_exact_limit,
         max_pair_certificates=max_pair_certificates, sparse=sparse, block=block,
+        heldout=heldout,
     )
 
 
@@ -341,6 +348,14 @@ class Passes(Protocol):
         self, setup: Setup, plan: PairPlan, tau: float, want_hull: bool
     ) -> PassTwoResult: ...
 
+    def stream(
+        self, setup: Setup, make: Callable[[], Any], update: Callable[..., None],
+        merge: Callable[[Any, Any], Any], desc: str,
+    ) -> Any:
+        """A further pass: ``acc = make()``, ``update(acc, setup, x, codes, start)`` per chunk,
+        ``merge(acc, acc)`` across partitions (the held-out passes use it)."""
+        ...
+
 
 def run_check(
     setup: Setup,
@@ -354,6 +369,7 @@ def run_check(
     max_pair_certificates: int = 20_000,
     sparse: bool | None = None,
     block: int = 512,
+    heldout: Any = None,
 ) -> CheckReport:
     """The phases of :func:`check` after :func:`prepare_setup`, with the passes run by
     ``passes`` (arguments as for :func:`check`)."""
@@ -388,9 +404,14 @@ def run_check(
     timings["hull"] = hull_info["seconds"]
 
     violations.sort(key=lambda v: (-(v.model_decrease or 0.0), -v.slope))
-    return _assemble_report(
+    report = _assemble_report(
         setup, p1, cols, violations, labels, hull_info, int(plan.key.numel()), tol, timings, t0
     )
+    if heldout is not None and heldout is not False:
+        from dictopt.check.heldout import run_heldout
+
+        run_heldout(setup, passes, report, tol, heldout)
+    return report
 
 
 def _setup(
@@ -520,6 +541,17 @@ class LocalPasses:
         self, setup: Setup, plan: PairPlan, tau: float, want_hull: bool
     ) -> PassTwoResult:
         return _pass_two(setup, plan, tau, want_hull, self.progress)
+
+    def stream(
+        self, setup: Setup, make: Callable[[], Any], update: Callable[..., None],
+        merge: Callable[[Any, Any], Any], desc: str,
+    ) -> Any:
+        assert setup.src is not None
+        acc = make()
+        for chunk in setup.src.iter_chunks(progress=self.progress, desc=desc):
+            x = chunk.data.to(device=setup.dictionary.device)
+            update(acc, setup, x, setup.codes(x, chunk.start), chunk.start)
+        return acc
 
 
 def _pass_one(

@@ -68,6 +68,8 @@ class Violation:
     measured_decrease: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     move: Move | None = None
+    heldout: Any = None
+    """A :class:`dictopt.check.heldout.HeldoutResult` once measured on held-out rows."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +84,7 @@ class Violation:
             "measured_decrease": _num(self.measured_decrease),
             "detail": {k: _num(v) for k, v in self.detail.items()},
             "move": self.move.to_json() if self.move is not None else None,
+            "heldout": _clean(self.heldout.to_json()) if self.heldout is not None else None,
         }
 
 
@@ -158,6 +161,9 @@ class CheckReport:
             "verdict: " + ("NOT a local minimum (certified descent found)"
                            if s["unstable_optimum"] else "all first-order conditions hold")
         )
+        ho = s.get("heldout")
+        if ho:
+            lines.append(ho["headline"])
         if self.violations:
             shown = min(top, len(self.violations))
             lines.append(f"top {shown} violations (by exact decrease of their certificate):")
@@ -167,6 +173,10 @@ class CheckReport:
                     else f"atom {v.i if v.i is not None else v.j}"
                 )
                 meas = f"  measured {v.measured_decrease:.3g}" if v.measured_decrease else ""
+                if v.heldout is not None:
+                    h = v.heldout
+                    meas += (f"  held-out {h.decrease:.3g} ± {h.se:.2g}"
+                             f"{' significant' if h.significant else ''}")
                 lines.append(
                     f"  {v.condition:<4} {pair:<14} {v.label:<12} predicted "
                     f"{v.predicted_decrease:.3g}  exact {v.model_decrease or 0:.3g}{meas}"

@@ -83,6 +83,16 @@ def _pass_two_partition(src: PartitionSource, start: int, setup: Setup, plan: Pa
     return p2
 
 
+def _stream_partition(src: PartitionSource, start: int, setup: Setup, make: Any,
+                      update: Any) -> Any:
+    acc = make()
+    for chunk in src.iter_chunks():
+        x = chunk.data.to(setup.dictionary.device)
+        g = start + chunk.start
+        update(acc, setup, x, setup.codes(x, g), g)
+    return acc
+
+
 class DaskPasses:
     """Both passes of the check mapped over the partitions of ``psrc`` on ``client``."""
 
@@ -119,6 +129,11 @@ class DaskPasses:
         plan_f = share(self.client, plan)
         return self._map(_pass_two_partition, setup, (self._scattered(setup), plan_f, tau,
                          want_hull), merge_pass_two, "check pass 2", progress=self.progress)
+
+    def stream(self, setup: Setup, make: Any, update: Any, merge: Any, desc: str) -> Any:
+        """A further pass (the held-out passes) mapped over the partitions."""
+        return self._map(_stream_partition, setup, (self._scattered(setup), make, update),
+                         merge, desc, progress=self.progress)
 
 
 def _check_codes_arg(codes: Any) -> None:
