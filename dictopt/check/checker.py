@@ -316,6 +316,9 @@ def check(
     -------
     CheckReport
     """
+    from dictopt.check.heldout import heldout_options
+
+    heldout = heldout_options(heldout)
     if client is not None:
         from dictopt.distributed import check_distributed
 
@@ -408,7 +411,7 @@ def run_check(
         setup, p1, cols, violations, labels, hull_info, int(plan.key.numel()), tol, timings, t0
     )
     if heldout is not None and heldout is not False:
-        from dictopt.check.heldout import run_heldout
+        from dictopt.check.heldout import run_heldout  # (an upper layer of check)
 
         run_heldout(setup, passes, report, tol, heldout)
     return report

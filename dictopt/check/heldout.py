@@ -68,7 +68,7 @@ class HeldoutOptions:
     """Seed of the row split (the split is a hash of the global row index)."""
     q: float = 0.01
     """Quantile level of the robust pair statistic ``H^q_ij`` reported for near-hierarchies."""
-    near_fraction: float = 0.1
+    near_fraction: float = 0.3
     """A pair ``(i, j)`` is a near-hierarchy candidate when ``i`` fires without ``j`` on at most
     this share of its firings (on the statistics part)."""
     max_per_condition: int = 64
@@ -111,6 +111,9 @@ class HeldoutResult:
     significant: bool
     """``decrease > z · se`` (and ``> 0``)."""
     n_val: int
+    move: Move | None = None
+    """The certificate measured, with the chosen step (fitted on the statistics part, so it
+    differs from the violation's own move, which is fitted on every row)."""
 
     @property
     def z_score(self) -> float:
@@ -123,6 +126,7 @@ class HeldoutResult:
             "step": self.step, "fit_decrease": self.fit_decrease, "decrease": self.decrease,
             "se": self.se, "z": _finite(self.z_score), "significant": self.significant,
             "n_val": self.n_val,
+            "move": self.move.to_json() if self.move is not None else None,
         }
 
 
@@ -391,16 +395,22 @@ def finish(sums: MeasureSums, z: float) -> list[HeldoutResult]:
         var = max(float(sums.v_sq[p, g]) - nV * mean * mean, 0.0) / (nV - 1)
         se = math.sqrt(var / nV)
         dec = -mean
-        out.append(HeldoutResult(float(cand.steps[g]), fit, dec, se, dec > 0 and dec > z * se,
-                                 nV))
+        step = float(cand.steps[g])
+        out.append(HeldoutResult(step, fit, dec, se, dec > 0 and dec > z * se, nV,
+                                 dataclasses.replace(cand.move, step=step)))
     return out
 
 
-def rare_atoms(n_active_val: torch.Tensor, n_val: int, z: float) -> list[int]:
+def rare_atoms(
+    n_active_val: torch.Tensor, n_val: int, z: float, fired: torch.Tensor | None = None
+) -> list[int]:
     """Atoms that fire on too few validation rows for any finding on their firings to be
-    significant: ``n_k (n_V − 1) ≤ z² (n_V − n_k)`` with ``n_k ≥ 1`` (module docstring)."""
+    significant: ``n_k (n_V − 1) ≤ z² (n_V − n_k)`` (module docstring), among the atoms that
+    fire at all (``fired``: firings anywhere; default ``n_active_val``; dead atoms have their
+    own label)."""
     n = n_active_val
-    bound = (n * (n_val - 1) <= z * z * (n_val - n)) & (n > 0)
+    fired = n if fired is None else fired
+    bound = (n * (n_val - 1) <= z * z * (n_val - n)) & (fired > 0)
     return bound.nonzero().flatten().tolist()
 
 
@@ -433,7 +443,8 @@ def annotate(
 ) -> None:
     """Write the held-out results into the report (see :func:`validate_report`)."""
     D, lam = setup.dictionary.atoms, setup.lam
-    rare = rare_atoms(sums.n_active_val, sums.n_val, options.z)
+    rare = rare_atoms(sums.n_active_val, sums.n_val, options.z,
+                      sums.n_active_val + fit.stats.n_active.cpu())
     rare_set = set(rare)
     hq = sums.pairs.quantile(options.q)
     exc = sums.pairs.exception_fraction()
@@ -468,7 +479,7 @@ def annotate(
                 detail={"side": "upper", "theta": (1 - c_ij) * float(abar[i]), "cos": c_ij,
                         "fires_without": (n_i - both) / n_i if n_i else math.nan,
                         **pair_stats},
-                move=dataclasses.replace(cand.move, step=res.step),
+                move=res.move,
             )
             v.heldout = res
             report.violations.append(v)
@@ -560,17 +571,27 @@ def run_heldout(
     to ``summary["timings"]["heldout"]``."""
     import time
 
-    if heldout is True:
-        options = HeldoutOptions()
-    elif isinstance(heldout, HeldoutOptions):
-        options = heldout
-    else:
-        raise DictoptInputError(
-            f"heldout: expected True or a HeldoutOptions, got {type(heldout).__name__}"
-        )
+    options = heldout_options(heldout)
+    if options is None:
+        return report
     t0 = time.perf_counter()
     validate_report(setup, passes, report, tol, options)
     timings = report.summary.setdefault("timings", {})
     timings["heldout"] = time.perf_counter() - t0
     timings["total"] = timings.get("total", 0.0) + timings["heldout"]
     return report
+
+
+def heldout_options(heldout: Any) -> HeldoutOptions | None:
+    """``check``'s ``heldout`` argument as options (``None``/``False``: no held-out stage);
+    raises :class:`DictoptInputError` for anything else, before any work starts."""
+    if heldout is None or heldout is False:
+        return None
+    if heldout is True:
+        return HeldoutOptions()
+    if isinstance(heldout, HeldoutOptions):
+        return heldout
+    raise DictoptInputError(
+        f"heldout: expected True, False, None or a HeldoutOptions, got {type(heldout).__name__}"
+        " (e.g. check(..., heldout=HeldoutOptions(z=3)))"
+    )
