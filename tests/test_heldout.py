@@ -379,3 +379,38 @@ def test_bad_heldout_argument_is_refused(hierarchy_codes):
     dic, x, A = hierarchy_codes
     with pytest.raises(DictoptInputError, match="heldout"):
         check(dic, x[:100], codes=A[:100], heldout="yes", hull=False)
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+
+def test_cli_heldout_prints_headline_and_writes_fields(tmp_path, capsys):
+    import json
+
+    from dictopt.cli import main
+    from dictopt.io.native import save_dictionary
+
+    w = make_world("hierarchy", seed=0, n=3000, d=12, n_roots=2, branching=2)
+    dic = Dictionary(atoms=torch.tensor(w.atoms), bias=torch.tensor(w.bias), lam=0.05)
+    folder = save_dictionary(dic, tmp_path / "dic")
+    npy = tmp_path / "acts.npy"
+    np.save(npy, w.x)
+    out = tmp_path / "r.json"
+    rc = main(["check", str(folder), "--activations", str(npy), "--codes", "optimal", "--z",
+               "4", "--quiet", "--json", str(out), "--certify", "0"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    ho = data["summary"]["heldout"]
+    assert ho["z"] == 4 and ho["headline"] in text
+    assert all("heldout" in v for v in data["violations"])
+    measured = [v["heldout"] for v in data["violations"] if v["heldout"] is not None]
+    assert measured and all(h["significant"] == (h["decrease"] > 4 * h["se"] and
+                                                 h["decrease"] > 0) for h in measured)
+
+
+def test_cli_bad_z_exits_2(tmp_path, capsys):
+    from dictopt.cli import main
+
+    assert main(["check", str(tmp_path / "nope"), "--activations", "x.npy", "--z", "-1"]) == 2
+    assert "--z" in capsys.readouterr().err

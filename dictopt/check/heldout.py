@@ -433,13 +433,14 @@ def validate_report(
         merge_measure, "held-out measure",
     )
     results = finish(sums, options.z)
-    annotate(report, setup, fit, sums, results, options)
+    # the local candidates: those in ``sums`` may be copies (made on Dask workers)
+    annotate(report, setup, fit, cands, sums, results, options)
     return report
 
 
 def annotate(
-    report: CheckReport, setup: Setup, fit: FitSums, sums: MeasureSums,
-    results: list[HeldoutResult], options: HeldoutOptions,
+    report: CheckReport, setup: Setup, fit: FitSums, cands: list[Candidate],
+    sums: MeasureSums, results: list[HeldoutResult], options: HeldoutOptions,
 ) -> None:
     """Write the held-out results into the report (see :func:`validate_report`)."""
     D, lam = setup.dictionary.atoms, setup.lam
@@ -451,7 +452,7 @@ def annotate(
     above = sums.pairs.above
     pair_pos = 0
     abar = fit.stats.mean_a
-    for cand, res in zip(sums.candidates, results, strict=True):
+    for cand, res in zip(cands, results, strict=True):
         pair_stats: dict[str, Any] = {}
         if cand.pair is not None:
             i, j = cand.pair
