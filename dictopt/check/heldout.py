@@ -184,9 +184,14 @@ def update_fit(acc: FitSums, setup: Setup, x: torch.Tensor, a: torch.Tensor, sta
         return
     xs, as_ = x[keep], a[keep]
     dic = setup.dictionary
-    acc.stats.update(xs, as_, dic.atoms, dic.bias, start, acc.tau)
+    acc.stats.update(xs, as_, dic.atoms, dic.bias, start, acc.tau, sparse=_sparse(as_, acc.tau))
     keys, count, mass = _coactivity(as_, acc.tau)
     _add_pairs(acc, keys, count, mass)
+
+
+def _sparse(a: torch.Tensor, tau: float) -> bool:
+    """Sparse kernels when codes are < 10 % dense and K ≥ 256 (as the check chooses)."""
+    return a.shape[1] >= 256 and a.numel() > 0 and float((a > tau).float().mean()) < 0.1
 
 
 def merge_fit(p: FitSums, q: FitSums) -> FitSums:
@@ -266,14 +271,18 @@ def update_measure(
     dic = setup.dictionary
     val = validation_mask(start, x.shape[0], opt.validation_fraction, opt.seed, x.device)
     stat = ~val
-    r = x - dic.decode(a)
+    if _sparse(a, acc.tau):
+        r = x - (a.to_sparse_csr() @ dic.atoms + dic.bias)
+    else:
+        r = x - dic.decode(a)
     acc.n_val += int(val.sum())
     acc.n_stat += int(stat.sum())
     acc.n_active_val += (a[val] > acc.tau).sum(0).to(F64).cpu()
     r64 = r[val].to(F64)
     acc.loss_val += float(0.5 * (r64 * r64).sum() + setup.lam * a[val].to(F64).sum())
     acc.pairs.update(a[stat].cpu(), acc.tau)
-    state = ChunkState(x, a, dic.atoms, dic.bias, r, setup.lam)
+    # float64 once per chunk (row_deltas works in float64)
+    state = ChunkState(x, a, dic.atoms.to(F64), dic.bias.to(F64), r.to(F64), setup.lam)
     for p, cand in enumerate(acc.candidates):
         d = row_deltas(cand.move, state, cand.steps).cpu()
         G = d.shape[1]
@@ -357,13 +366,14 @@ def near_candidates(
     if not st.n or options.max_pairs == 0 or not fit.keys.numel():
         return []
     i, j = fit.keys // K, fit.keys % K
-    off = i != j
-    i, j, cnt, mass = i[off], j[off], fit.count[off], fit.mass[off]
     n_i = st.n_active.cpu()[i]
+    # the cheap filter first (counts), cosines only for the pairs that pass it
+    keep = ((i != j) & (n_i - fit.count <= options.near_fraction * n_i)).nonzero().flatten()
+    i, j, mass = i[keep], j[keep], fit.mass[keep]
     sum_i = st.sum_a.cpu()[i]
-    c = (D[i] * D[j]).sum(1).to(F64).cpu()
+    c = (D[i].to(F64) * D[j].to(F64)).sum(1).cpu()
     score = (1 - c) * mass - 2 * (sum_i - mass)
-    ok = (n_i - cnt <= options.near_fraction * n_i) & (score > 0) & (c < 1 - 1e-9)
+    ok = (score > 0) & (c < 1 - 1e-9)
     idx = ok.nonzero().flatten()
     idx = idx[torch.argsort(-score[idx], stable=True)]
     out = []
