@@ -329,7 +329,8 @@ def test_superposed_hierarchy_edges_are_flagged(seed):
     test_superposed_hierarchy_edges_are_flagged_quick(seed)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow),
+                                  pytest.param(2, marks=pytest.mark.slow)])
 def test_independent_world_has_no_significant_pair_finding(seed):
     """The same check on an independent world (no hierarchy, K_true > d): no C5 finding is
     significant. (C2 and C3 are: a generating dictionary is not an optimum of the L1 loss.)"""

@@ -19,7 +19,9 @@ JSON schema (``CheckReport.to_json``; version ``SCHEMA_VERSION``)::
         "amortisation": null | {"optimal_loss": float, "loss_gap": float,
                                 "mean_abs_code_diff": [K floats]},
         "pairs_in_pass2": int, "hull": {"mode": str, "atoms_checked": int, "seconds": float},
-        "timings": {name: seconds}, "tolerances": {...}
+        "timings": {name: seconds}, "tolerances": {...},
+        "heldout": {...}                   # only with check(..., heldout=...): z, split,
+                                           # severity by condition, headline (THEORY §5)
       },
       "atoms": [ {"k", "mean_code", "active_fraction", "min_code", "max_code",
                   "kkt_violation", "stationarity_tangential", "stationarity_radial",
@@ -27,14 +29,21 @@ JSON schema (``CheckReport.to_json``; version ``SCHEMA_VERSION``)::
       "violations": [ {"condition": "C1"|"C2"|"C3"|"C4"|"C5"|"hull", "i": int|null,
                        "j": int|null, "label": str, "slope": float, "step": float,
                        "predicted_decrease": float, "model_decrease": float|null,
-                       "measured_decrease": float|null, "detail": {...}, "move": {...}} ],
+                       "measured_decrease": float|null, "detail": {...}, "move": {...},
+                       "heldout": null | {"step", "fit_decrease", "decrease", "se": float,
+                                          "z": float|null, "significant": bool,
+                                          "n_val": int, "move": {...}}} ],
       "labels": [ {"label": str, "i": int, "j": int|null, "detail": {...}} ]
     }
 
 ``predicted_decrease`` is the first-order decrease ``slope × step``; ``model_decrease`` the
 exact decrease computed from the pass statistics; ``measured_decrease`` the decrease measured
 by applying the move on the data (:func:`dictopt.check.certify`), null until measured. All
-decreases are in loss units (positive = the loss goes down).
+decreases are in loss units (positive = the loss goes down). ``heldout`` is the finite step
+of :mod:`dictopt.check.heldout`: chosen on the statistics rows, measured on the validation rows
+with its standard error; with it, violations are ranked significant first, and C5 findings
+labelled ``near_hierarchy`` (no exact violation, a significant held-out certificate) and
+``rare`` atom labels appear.
 """
 
 from __future__ import annotations
