@@ -34,7 +34,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -49,7 +49,7 @@ from dictopt.check.tolerances import Tolerances
 from dictopt.validation import DictoptInputError
 
 if TYPE_CHECKING:
-    from dictopt.check.checker import Setup
+    from dictopt.check.inputs import Setup
 
 F64 = torch.float64
 PAIR_LABELS = ("absorption", "duplicate", "antipodal")
@@ -146,14 +146,30 @@ class Candidate(NamedTuple):
 # ---- the streaming passes --------------------------------------------------------------------
 
 
-class Stream(Protocol):
-    """How a held-out pass streams: ``make() -> acc``, ``update(acc, setup, x, a, start)``,
-    ``merge(acc, acc) -> acc`` (the checker's ``Passes.stream``)."""
+class HeldoutPass:
+    """A held-out pass as a :class:`~dictopt.check.executor.StreamPass`: ``make() -> state``,
+    ``update(state, setup, x, codes, start)``; states merge with their own ``merge``."""
 
-    def stream(
-        self, setup: Setup, make: Callable[[], Any], update: Callable[..., None],
-        merge: Callable[[Any, Any], Any], desc: str,
-    ) -> Any: ...
+    fixes_first_chunk = False
+
+    def __init__(self, setup: Setup, make: Callable[[], Any], update: Callable[..., None],
+                 desc: str) -> None:
+        self.setup, self.make, self.fn, self.desc = setup, make, update, desc
+
+    def first_chunk(self, x: torch.Tensor, start: int) -> HeldoutPass:
+        return self
+
+    def start(self) -> Any:
+        return self.make()
+
+    def update(self, state: Any, x: torch.Tensor, start: int) -> Any:
+        x = x.to(self.setup.dictionary.device)
+        self.fn(state, self.setup, x, self.setup.codes(x, start), start)
+        return state
+
+    @staticmethod
+    def merge(a: Any, b: Any) -> Any:
+        return a.merge(b)
 
 
 @dataclass
@@ -198,6 +214,9 @@ def merge_fit(p: FitSums, q: FitSums) -> FitSums:
     p.stats.merge(q.stats)
     _add_pairs(p, q.keys, q.count, q.mass)
     return p
+
+
+FitSums.merge = merge_fit  # type: ignore[attr-defined]
 
 
 def _coactivity(a_NK: torch.Tensor, tau: float) -> tuple[torch.Tensor, ...]:
@@ -302,6 +321,9 @@ def merge_measure(p: MeasureSums, q: MeasureSums) -> MeasureSums:
     p.loss_val += q.loss_val
     p.pairs.merge(q.pairs)
     return p
+
+
+MeasureSums.merge = merge_measure  # type: ignore[attr-defined]
 
 
 # ---- candidates ------------------------------------------------------------------------------
@@ -425,8 +447,8 @@ def rare_atoms(
 
 
 def validate_report(
-    setup: Setup, passes: Stream, report: CheckReport, tol: Tolerances,
-    options: HeldoutOptions,
+    setup: Setup, executor: Any, stream: Any, report: CheckReport, tol: Tolerances,
+    options: HeldoutOptions, progress: bool = False,
 ) -> CheckReport:
     """Run the two held-out passes and annotate ``report`` in place (and return it): each
     measured violation gets :attr:`Violation.heldout`; significant near-hierarchies are added
@@ -434,14 +456,13 @@ def validate_report(
     labels; the summary gets a ``heldout`` block (severity, headline); the violations are
     ranked significant first, by held-out decrease."""
     tau = float(report.summary["tau"])
-    fit = passes.stream(setup, functools.partial(make_fit, setup, tau, options), update_fit,
-                        merge_fit, "held-out fit")
+    fit = executor.run(HeldoutPass(setup, functools.partial(make_fit, setup, tau, options),
+                                   update_fit, "held-out fit"), stream, progress=progress)
     cands, theta = plan_candidates(setup, fit, report, tol, options)
     K = setup.dictionary.K
-    sums = passes.stream(
+    sums = executor.run(HeldoutPass(
         setup, functools.partial(make_measure, cands, K, tau, options, theta), update_measure,
-        merge_measure, "held-out measure",
-    )
+        "held-out measure"), stream, progress=progress)
     results = finish(sums, options.z)
     # the local candidates: those in ``sums`` may be copies (made on Dask workers)
     annotate(report, setup, fit, cands, sums, results, options)
@@ -576,7 +597,8 @@ def _finite(x: float) -> float | None:
 
 
 def run_heldout(
-    setup: Setup, passes: Stream, report: CheckReport, tol: Tolerances, heldout: Any
+    setup: Setup, executor: Any, stream: Any, report: CheckReport, tol: Tolerances,
+    heldout: Any, progress: bool = False,
 ) -> CheckReport:
     """:func:`validate_report` for ``check(..., heldout=True | HeldoutOptions)``; adds the time
     to ``summary["timings"]["heldout"]``."""
@@ -586,7 +608,7 @@ def run_heldout(
     if options is None:
         return report
     t0 = time.perf_counter()
-    validate_report(setup, passes, report, tol, options)
+    validate_report(setup, executor, stream, report, tol, options, progress)
     timings = report.summary.setdefault("timings", {})
     timings["heldout"] = time.perf_counter() - t0
     timings["total"] = timings.get("total", 0.0) + timings["heldout"]
