@@ -101,6 +101,22 @@ def test_joint_hull_matches_the_lp_on_every_point(seed):
         assert got[k].detail["gap"] == pytest.approx(ref[k][1], rel=1e-6, abs=1e-9)
 
 
+def test_working_set_duals_find_the_same_violations_with_the_same_gaps():
+    w = make_world("hierarchy", seed=0, n=600)
+    d = w.truth(0.05)
+    A = torch.as_tensor(w.codes, dtype=F64)
+    abar = A.mean(0)
+    tol = Tolerances(tau=0.0)
+    ref = {v.j: v for v in joint_hull(A, d.atoms, abar, 0.05, 0.0, tol).violations}
+    own = {v.j: v for v in joint_hull(A, d.atoms, abar, 0.05, 0.0, tol,
+                                      duals="working_set").violations}
+    assert set(own) == set(ref) and ref
+    for k, v in own.items():
+        assert v.detail["gap"] == pytest.approx(ref[k].detail["gap"], rel=1e-6, abs=1e-9)
+        assert v.move.kappa == pytest.approx(float((A[A[:, k] <= 0][:, v.move.J]
+                                                    @ v.move.q).max()), abs=1e-12)
+
+
 def test_first_order_decrease_of_the_dual_direction():
     """THEORY C5′: the move along q lowers ``λ Σ ā_j ‖·‖`` at rate ``λ (q·v − κ)``."""
     w = make_world("hierarchy", seed=0, n=600)

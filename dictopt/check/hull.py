@@ -24,7 +24,11 @@ and the sparsest point), and then
 
 So every atom tested is tested on all ``K − 1`` coordinates and all of its inactive points, at
 any K. Each round adds at least one point, so the loop ends; after ``max_rounds`` the full LP
-is solved directly.
+is solved directly. Most atoms pass on the first working set. For an atom that fails, an LP's
+optimal dual need not be unique: by default (``duals="reference"``) its direction comes from
+the LP on every distinct inactive point, the LP this module solved for every atom before
+column generation, so reports are unchanged; ``duals="working_set"`` keeps the column
+generation's own (equally optimal) dual.
 
 *Which atoms are tested.* Up to ``full_k`` atoms every atom is tested. Above that, two bounds
 rank them. Every atom has the upper bound ``dist ≤ ‖v_k − p‖₁`` for the sparsest inactive
@@ -38,7 +42,7 @@ others by the largest upper bound, ``max_atoms`` in all. The report lists the te
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import highspy
 import numpy as np
@@ -239,6 +243,7 @@ def joint_hull(
     max_atoms: int = 64,
     atoms: list[int] | None = None,
     lower: dict[int, float] | None = None,
+    duals: Literal["reference", "working_set"] = "reference",
 ) -> HullResult:
     """Joint hull violations (with certificates) for the atoms ``atoms`` (default: every
     atom up to ``full_k`` atoms, else chosen by the bound of the module docstring).
@@ -261,6 +266,11 @@ def joint_hull(
         Test exactly these atoms.
     lower:
         Lower bounds on the gap of some atoms (from their C5 violations), ranked first.
+    duals:
+        Where a violated atom's direction ``q`` comes from: ``"reference"`` (the LP on every
+        distinct inactive point, as before column generation: an LP's optimal dual need not
+        be unique, and this keeps reports identical to that LP's) or ``"working_set"`` (the
+        column generation's own dual, also optimal; no LP on every point).
 
     Returns
     -------
@@ -325,7 +335,12 @@ def joint_hull(
         lp_solves += res.rounds
         if res.passed:
             continue
-        qt = torch.from_numpy(res.q)
+        dist, q = res.distance, res.q
+        if duals == "reference":  # the dual vertex of the LP on every distinct point
+            dist, q, _ = hull_distance(v, np.unique(A[inactive][:, J].numpy(), axis=0))
+            if dist <= tol.hull_rel * (1 + np.abs(v).sum()):
+                continue
+        qt = torch.from_numpy(q)
         kappa = float((A[inactive][:, J] @ qt).max())
         gap = float(qt @ torch.from_numpy(v)) - kappa
         if gap <= tol.pair_rel * float(mean_a.max()) + floor:
@@ -340,7 +355,7 @@ def joint_hull(
         out.append(Violation(
             "hull", None, k, "joint", lam * gap, t, lam * gap * t,
             -move.model_delta(D, mean_a, lam) if t > 0 else 0.0,
-            detail={"distance": res.distance, "gap": gap, "atoms": int(J.numel()),
+            detail={"distance": dist, "gap": gap, "atoms": int(J.numel()),
                     "restricted": False, "t_max": t_max},
             move=move,
         ))

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from dictopt.check.checker import check, validate_dictionary
 from dictopt.check.report import CheckReport
-from dictopt.problem import Dictionary, evaluate
+from dictopt.data.evaluate import evaluate
+from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class _Solved(NamedTuple):
 def _solve_all(dic: Dictionary, source: Any, init: list[torch.Tensor] | None) -> _Solved:
     """Optimal codes of every chunk (warm-started from ``init``, chunk by chunk) and the loss
     they give, through :func:`dictopt.problem.evaluate` (which streams chunks in order)."""
-    from dictopt.solvers.coding import solve_codes
+    from dictopt.lasso import solve_codes
 
     parts: list[torch.Tensor] = []
     starts = iter(init) if init is not None else None
