@@ -37,6 +37,9 @@ class CheckOptions:
     """Sparse code kernels (default: when codes are < 10 % dense on the first chunk)."""
     block: int = 512
     """Rows of the Gram matrix classified at a time between the passes."""
+    heldout: Any = None
+    """Validate every finding on held-out rows (THEORY §5): ``True`` or a
+    :class:`dictopt.check.heldout.HeldoutOptions`; ``None``/``False``: skip."""
 
     def replace(self, **changes: Any) -> CheckOptions:
         """A copy with ``changes``; an unknown name raises :class:`DictoptInputError`.

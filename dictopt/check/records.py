@@ -43,6 +43,8 @@ class ViolationLabel(StrEnum):
     UPPER = "upper"
     LOWER = "lower"
     JOINT = "joint"
+    NEAR_HIERARCHY = "near_hierarchy"
+    """C5 without an exact violation but with a significant held-out certificate."""
 
 
 class LabelName(StrEnum):
@@ -55,6 +57,10 @@ class LabelName(StrEnum):
     DEAD = "dead"
     DUPLICATE = "duplicate"
     ANTIPODAL = "antipodal"
+    RARE = "rare"
+    """An atom too rarely active on held-out rows to judge (held-out stage only)."""
+    NEAR_HIERARCHY = "near_hierarchy"
+    """Counted from violations (held-out stage only)."""
 
 
 CodesMode = Literal["own", "optimal", "given"]
@@ -92,6 +98,20 @@ class Record:
         if extra is not None and key in extra:
             return extra[key]
         raise KeyError(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self._names():
+            setattr(self, key, value)
+        elif getattr(self, "extra", None) is not None:
+            self.extra[key] = value  # type: ignore[attr-defined]
+        else:
+            raise KeyError(f"{type(self).__name__} has no field {key!r}")
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """``self[key]``, set to ``default`` first when missing (as for a dictionary)."""
+        if key not in self:
+            self[key] = default
+        return self[key]
 
     def get(self, key: str, default: Any = None) -> Any:
         """``self[key]``, or ``default`` when there is no such field."""
@@ -149,6 +169,9 @@ class Violation(Record):
     measured_decrease: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     move: Move | None = None
+    heldout: Any = None
+    """A :class:`dictopt.check.heldout.HeldoutResult` once measured on held-out rows (its
+    JSON when read back from a file)."""
 
     def __post_init__(self) -> None:
         self.condition = Condition(self.condition)
@@ -168,6 +191,7 @@ class Violation(Record):
             "measured_decrease": num(self.measured_decrease),
             "detail": {k: num(v) for k, v in self.detail.items()},
             "move": self.move.to_json() if self.move is not None else None,
+            "heldout": _heldout_json(self.heldout),
         }
 
     @classmethod
@@ -180,7 +204,14 @@ class Violation(Record):
             _float(data["slope"]), _float(data["step"]), _float(data["predicted_decrease"]),
             data.get("model_decrease"), data.get("measured_decrease"),
             dict(data.get("detail") or {}), move_from_json(move) if move else None,
+            data.get("heldout"),
         )
+
+
+def _heldout_json(h: Any) -> Any:
+    if h is None:
+        return None
+    return clean(h if isinstance(h, Mapping) else h.to_json())
 
 
 @dataclass(eq=False)
@@ -317,12 +348,6 @@ class CheckSummary(Record):
     """Wall-clock seconds per phase."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys added after the check (e.g. ``implied_lambda``), written last."""
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key in self._names():
-            setattr(self, key, value)
-        else:
-            self.extra[key] = value
 
     def to_json(self) -> dict[str, Any]:
         """The summary as JSON-ready values (extra keys last)."""

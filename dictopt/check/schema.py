@@ -16,13 +16,14 @@ import json
 import sys
 import types
 import typing
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from dictopt.check import records
 from dictopt.check.moves import MOVES, Move
-from dictopt.check.report import SCHEMA_VERSION
+from dictopt.check.report import LABELS, SCHEMA_VERSION
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
@@ -90,11 +91,30 @@ def _record_schema(cls: type) -> dict[str, Any]:
     return out
 
 
-def _keyed(names: type[Enum]) -> dict[str, Any]:
-    """An object with exactly one integer per enum value."""
+_HELDOUT: dict[str, Any] = {
+    "type": "object",
+    "description": "A certificate's finite step measured on held-out rows (THEORY §5).",
+    "properties": {
+        "step": {"type": ["number", "null"]},
+        "fit_decrease": {"type": ["number", "null"]},
+        "decrease": {"type": ["number", "null"]},
+        "se": {"type": ["number", "null"]},
+        "z": {"type": ["number", "null"]},
+        "significant": {"type": "boolean"},
+        "n_val": {"type": "integer"},
+        "move": {"anyOf": [{"type": "null"}, _move_schema()]},
+    },
+    "required": ["step", "fit_decrease", "decrease", "se", "z", "significant", "n_val", "move"],
+    "additionalProperties": False,
+}
+
+
+def _keyed(names: type[Enum], required: Sequence[str] | None = None) -> dict[str, Any]:
+    """An object with one integer per enum value (``required`` of them always there)."""
     keys = [m.value for m in names]
     return {"type": "object", "properties": {k: {"type": "integer"} for k in keys},
-            "required": keys, "additionalProperties": False}
+            "required": list(keys if required is None else required),
+            "additionalProperties": False}
 
 
 def report_schema() -> dict[str, Any]:
@@ -110,7 +130,8 @@ def report_schema() -> dict[str, Any]:
         records.DuplicateGroups, records.Capacity, records.Amortisation, records.HullInfo)}
     summary = defs["CheckSummary"]["properties"]
     summary["counts"] = _keyed(records.Condition)
-    summary["labels"] = _keyed(records.LabelName)
+    summary["labels"] = _keyed(records.LabelName, LABELS)
+    defs["Violation"]["properties"]["heldout"] = {"anyOf": [{"type": "null"}, _HELDOUT]}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_VERSION,

@@ -22,7 +22,7 @@ from dictopt.check.records import (
     Violation,
     tolerances_json,
 )
-from dictopt.check.report import CheckReport, duplicate_groups
+from dictopt.check.report import LABELS, CheckReport, duplicate_groups
 from dictopt.check.stats import PassOneStats
 from dictopt.check.tolerances import Tolerances
 
@@ -102,7 +102,7 @@ def _label_counts(
     labels: list[Label], violations: list[Violation], counts: dict[str, int]
 ) -> dict[str, int]:
     """Structural labels per name (``hierarchy`` from C5, ``always_on`` from C4)."""
-    out = {str(name): 0 for name in LabelName}
+    out = {name: 0 for name in LABELS}
     for lab in labels:
         out[str(lab.label)] += 1
     out["hierarchy"] = sum(v.label == "hierarchy" for v in violations)
