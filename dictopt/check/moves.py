@@ -260,10 +260,22 @@ def best_toward_step(
     return t
 
 
-MOVES: dict[str, type[Move]] = {
-    cls.__name__: cls for cls in (CodeStep, Rotate, Scale, BiasShift, AlwaysOnShift, Toward)
-}
-"""Every move type by the name its JSON carries (``"type"``)."""
+def move_types() -> dict[str, type[Move]]:
+    """Every concrete move class defined so far, by the name its JSON carries (``"type"``).
+
+    Returns
+    -------
+    dict[str, type[Move]]
+        Subclasses of :class:`Move` at any depth (moves defined in other modules, such as the
+        held-out stage's, count once their module is imported).
+    """
+    out: dict[str, type[Move]] = {}
+    todo = list(Move.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        out.setdefault(cls.__name__, cls)
+        todo.extend(cls.__subclasses__())
+    return out
 
 
 def move_from_json(data: dict) -> Move:
@@ -282,11 +294,12 @@ def move_from_json(data: dict) -> Move:
         two come back with empty directions: their numbers are exact, but they cannot be
         applied to data again.
     """
-    kind = MOVES.get(str(data.get("type")))
+    known = move_types()
+    kind = known.get(str(data.get("type")))
     if kind is None:
-        raise ValueError(f"move: unknown type {data.get('type')!r}; known: {sorted(MOVES)}")
+        raise ValueError(f"move: unknown type {data.get('type')!r}; known: {sorted(known)}")
     fields = {k: v for k, v in data.items() if k != "type"}
-    if kind is Toward:
+    if issubclass(kind, Toward):
         fields["J"] = torch.tensor(fields.get("J", []), dtype=torch.long)
         fields["q"] = torch.tensor(fields.get("q", []), dtype=torch.float64)
     return kind(**fields)
