@@ -80,7 +80,32 @@ def decide_pairs(
     max_pair_certificates: int,
 ) -> PairPlan:
     """Classify every ordered pair from the top buffers (:mod:`dictopt.check.pairs`), a block
-    of ``block`` rows of the Gram matrix at a time, and list the pairs pass 2 must track."""
+    of ``block`` rows of the Gram matrix at a time, and list the pairs pass 2 must track.
+
+    Parameters
+    ----------
+    dic:
+        The dictionary (with λ).
+    lam:
+        λ.
+    st1:
+        Pass 1's statistics.
+    tau:
+        Inactivity threshold.
+    tol:
+        Tolerances.
+    thresholds:
+        Label thresholds (which pairs are label candidates).
+    block:
+        Rows of the Gram matrix per block.
+    max_pair_certificates:
+        Known violations (by slope) that get step bounds in pass 2.
+
+    Returns
+    -------
+    PairPlan
+        The known violations, the open pairs and what pass 2 tracks.
+    """
     K, D, dev = dic.K, dic.atoms, dic.device
     abar = st1.mean_a
     top = buffer_extremes(st1.top, K)
