@@ -243,9 +243,16 @@ def best_toward_step(
     if not hi > 0:
         return 0.0
 
+    # the slices ``model_delta`` reads, taken once: the same operations on the same values
+    # (so the same ΔL to the last bit), without re-indexing on every evaluation
+    atoms64 = atoms.to(F64)
+    a_J, a_k = atoms64[move.J], atoms64[move.k]
+    q64, m_J = move.q.to(F64), mean_a[move.J].to(F64)
+
     def f(t: float) -> float:
-        move.step = t
-        return move.model_delta(atoms, mean_a, lam)
+        s = t * q64
+        nrm = (a_J + s[:, None] * a_k).norm(dim=1)
+        return lam * float((m_J * (nrm - 1 - s)).sum() + t * move.kappa)
 
     res = minimize_scalar(f, bounds=(0.0, hi), method="bounded", options={"xatol": hi * 1e-9})
     t = float(res.x) if f(float(res.x)) <= f(hi) else hi
