@@ -153,7 +153,7 @@ def run_check(
     labels = structural_labels(st1, p2.stats, pos_of, plan.labels, o.thresholds)
 
     hull_violations, hull_info = joint_hull_verdicts(
-        setup, p2.kept_codes, st1, tau, o.tol, o.hull, want_hull, violations
+        setup, p2.kept_codes, st1, tau, o.tol, o.hull, want_hull, violations, o.hull_duals
     )
     violations.extend(hull_violations)
     timings["hull"] = hull_info["seconds"]

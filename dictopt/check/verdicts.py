@@ -148,6 +148,7 @@ def joint_hull_verdicts(
     hull: bool | str,
     want_hull: bool,
     found: list[Violation] = (),  # type: ignore[assignment]
+    duals: str = "reference",
 ) -> tuple[list[Violation], dict[str, Any]]:
     """The joint hull condition C5′ (exact column-generation LP per atom,
     :mod:`dictopt.check.hull`) when the codes were kept; only meaningful with a bias. The C5
@@ -189,7 +190,8 @@ def joint_hull_verdicts(
         for v in found:
             if v.condition == "C5" and v.j is not None:
                 lower[v.j] = max(lower.get(v.j, 0.0), abs(v.slope) / setup.lam)
-        res = joint_hull(A, dic.atoms, st1.mean_a, setup.lam, tau, tol, lower=lower)
+        res = joint_hull(A, dic.atoms, st1.mean_a, setup.lam, tau, tol, lower=lower,
+                         duals=duals)  # type: ignore[arg-type]
         # every atom is decided unless the LP budget left some untested
         info = {"mode": "exact", "atoms_checked": dic.K - res.untested,
                 "seconds": time.perf_counter() - th}
