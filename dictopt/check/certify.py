@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from dictopt.check.executor import Executor, LocalExecutor
+from dictopt.check.executor import Executor, LocalExecutor, open_checked
 from dictopt.check.inputs import require_shippable_codes, validate_dictionary
 from dictopt.check.moves import ChunkState, Move
 from dictopt.check.report import CheckReport, Violation
@@ -81,11 +81,8 @@ def certify(
     _, coder = make_coder(dictionary, codes)
     job = CertifyPass(dictionary, lam, coder, scaled_moves(vs, step_scale))
     with executor.session():
-        stream = executor.open(source, dtype=dictionary.dtype, chunk_size=chunk_size)
-        if stream.d != dictionary.d:
-            raise DictoptInputError(
-                f"activations: width {stream.d} but the dictionary has d = {dictionary.d}"
-            )
+        stream = open_checked(executor, source, d=dictionary.d, dtype=dictionary.dtype,
+                              chunk_size=chunk_size)
         sums = executor.run(job, stream, progress=progress)
     return finish_certify(vs, sums, step_scale)
 

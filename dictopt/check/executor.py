@@ -126,6 +126,33 @@ class LocalExecutor:
         return state
 
 
+def open_checked(executor: Executor, source: Any, *, d: int, dtype: torch.dtype | None,
+                 chunk_size: int | None = None) -> Chunked:
+    """``executor.open(source)``, refused when its rows are not ``d`` wide.
+
+    Parameters
+    ----------
+    executor:
+        The executor (within its session).
+    source:
+        What the user passed.
+    d:
+        The dictionary's width.
+    dtype, chunk_size:
+        As for ``Executor.open``.
+
+    Returns
+    -------
+    Chunked
+    """
+    from dictopt.validation import DictoptInputError
+
+    stream = executor.open(source, dtype=dtype, chunk_size=chunk_size)
+    if stream.d != d:
+        raise DictoptInputError(f"activations: width {stream.d} but the dictionary has d = {d}")
+    return stream
+
+
 def run_partition(job: StreamPass[S], stream: Chunked, offset: int) -> S:
     """``job`` over one partition whose first row is global row ``offset`` (for executors that
     split the stream: the per-partition half of a map-and-merge).

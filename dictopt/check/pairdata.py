@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from dictopt.check.executor import Executor, LocalExecutor
+from dictopt.check.executor import Executor, LocalExecutor, open_checked
 from dictopt.coders import Coder, chunk_codes, make_coder
 from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
@@ -340,11 +340,7 @@ def pair_data(
     job = PairPass(dictionary, coder, pairs, tau, sample, sampled, seed, columns)
     executor = executor if executor is not None else LocalExecutor()
     with executor.session():
-        stream = executor.open(source, dtype=dictionary.dtype, chunk_size=None)
-        if stream.d != dictionary.d:
-            raise DictoptInputError(
-                f"activations: width {stream.d} but the dictionary has d = {dictionary.d}"
-            )
+        stream = open_checked(executor, source, d=dictionary.d, dtype=dictionary.dtype)
         state = executor.run(job, stream, progress=progress)
     if state.n == 0:
         raise DictoptInputError("activations: no data (0 rows)")

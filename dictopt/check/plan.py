@@ -88,12 +88,8 @@ def decide_pairs(
         The dictionary (with λ).
     lam:
         λ.
-    st1:
-        Pass 1's statistics.
-    tau:
-        Inactivity threshold.
-    tol:
-        Tolerances.
+    st1, tau, tol:
+        Pass 1's statistics, the inactivity threshold and the tolerances.
     thresholds:
         Label thresholds (which pairs are label candidates).
     block:

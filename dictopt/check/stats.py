@@ -157,7 +157,7 @@ def argsort_stable(t: torch.Tensor) -> torch.Tensor:
     Parameters
     ----------
     t:
-        A 1-D tensor.
+        The 1-D values to order.
 
     Returns
     -------

@@ -179,16 +179,8 @@ def atom_step(
 
     Parameters
     ----------
-    x:
-        Data ``[N, d]``.
-    D:
-        Unit atoms ``[K, d]``.
-    b:
-        Bias ``[d]``.
-    A:
-        Codes ``[N, K]``.
-    lam:
-        λ.
+    x, D, b, A, lam:
+        The current point: data ``[N, d]``, unit atoms ``[K, d]``, bias, codes ``[N, K]``, λ.
 
     Returns
     -------
