@@ -138,18 +138,14 @@ def _atom_rows(
         if v.label == "hierarchy":
             tags[v.i].append("hierarchy_child")
             tags[v.j].append("hierarchy_parent")
-    abar = st1.mean_a
+    # columns as Python floats once (indexing tensors element by element costs ~K·8 calls)
+    mean, active, lo, hi = (t.tolist() for t in (st1.mean_a, st1.n_active, st1.min_a, st1.max_a))
+    kkt, tang, rad = (cols[c].tolist() for c in (
+        "kkt_violation", "stationarity_tangential", "stationarity_radial"))
     return [
-        AtomRow(
-            k=k,
-            mean_code=float(abar[k]),
-            active_fraction=float(st1.n_active[k]) / N,
-            min_code=float(st1.min_a[k]),
-            max_code=float(st1.max_a[k]),
-            kkt_violation=float(cols["kkt_violation"][k]),
-            stationarity_tangential=float(cols["stationarity_tangential"][k]),
-            stationarity_radial=float(cols["stationarity_radial"][k]),
-            labels=sorted(set(tags[k])),
-        )
+        AtomRow(k=k, mean_code=float(mean[k]), active_fraction=float(active[k]) / N,
+                min_code=float(lo[k]), max_code=float(hi[k]), kkt_violation=float(kkt[k]),
+                stationarity_tangential=float(tang[k]), stationarity_radial=float(rad[k]),
+                labels=sorted(set(tags[k])))
         for k in range(K)
     ]
