@@ -15,11 +15,17 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import torch
 
+from dictopt.check.amortisation import (
+    AmortisationPlan,
+    AmortisationSums,
+    announce,
+    plan_amortisation,
+)
 from dictopt.check.conditions import atom_conditions, atom_floor
 from dictopt.check.moves import Toward, best_toward_step
 from dictopt.check.pairs import BufferExtremes, buffer_extremes, dense_extremes
@@ -135,44 +141,15 @@ class Setup:
     mode: str
     """``"own"``, ``"optimal"`` or ``"given"`` (see :func:`make_coder`)."""
     coder: Coder
-    amortisation: bool
-    """Whether pass 1 also computes the optimal codes (the amortisation gap)."""
+    amortisation: AmortisationPlan
+    """Which rows pass 1 also solves exactly for the amortisation gap
+    (:mod:`dictopt.check.amortisation`)."""
     amortisation_note: str | None = None
     """Why the amortisation gap was skipped, if it was."""
 
     def codes(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Validated canonical codes ``[n, K]`` of a chunk whose first row is ``start``."""
         return _codes_for(self.coder, x, start, self.dictionary.K, self.dictionary.dtype)
-
-
-@dataclass
-class AmortisationSums:
-    """Sums over points for the amortisation gap (own codes vs the exact lasso codes, C1)."""
-
-    K: int
-    device: torch.device
-    loss: float = 0.0
-    """``Σ_n ½‖r_n‖² + λ Σ_k a_kn`` with the optimal codes."""
-    n: int = 0
-    code_diff: torch.Tensor = field(init=False)
-    """``[K]`` ``Σ_n |a_opt − a|`` per atom."""
-
-    def __post_init__(self) -> None:
-        self.code_diff = torch.zeros(self.K, dtype=F64, device=self.device)
-
-    def update(self, dictionary: Dictionary, lam: float, x: torch.Tensor, a: torch.Tensor) -> None:
-        """Add one chunk ``x`` whose checked codes are ``a``."""
-        a_opt = dictionary.optimal_codes(x)
-        r = x - dictionary.decode(a_opt)
-        self.loss += float(0.5 * (r.to(F64) ** 2).sum() + lam * a_opt.to(F64).sum())
-        self.n += x.shape[0]
-        self.code_diff += (a_opt - a).abs().to(F64).sum(0)
-
-    def merge(self, o: AmortisationSums) -> None:
-        """Absorb the sums of other chunks."""
-        self.loss += o.loss
-        self.n += o.n
-        self.code_diff = self.code_diff + o.code_diff
 
 
 class PassOneResult(NamedTuple):
@@ -264,7 +241,7 @@ def check(
     buffer_size: int = 16,
     hull: bool | str = "auto",
     hull_exact_limit: int = 5_000_000,
-    amortisation: bool | None = None,
+    amortisation: Any = None,
     max_pair_certificates: int = 20_000,
     sparse: bool | None = None,
     block: int = 512,
@@ -294,8 +271,11 @@ def check(
         Joint hull condition: ``"auto"`` (exact LP when ``N·K ≤ hull_exact_limit``, else
         skipped with a note), ``True`` (exact; holds the codes in memory), ``False``.
     amortisation:
-        Also compute the optimal codes and report the amortisation gap (default: when the
-        dictionary has its own encoder and ``codes="own"``).
+        The amortisation gap (own codes' loss minus the exact lasso codes' loss, per row):
+        ``"all"`` rows, ``("sample", n)`` or ``n`` (about ``n`` rows chosen by a hash of the
+        row index, reported with a standard error), ``"off"``/``False``. Default: a sample of
+        :data:`~dictopt.check.amortisation.DEFAULT_SAMPLE_ROWS` rows when the dictionary has
+        its own encoder and ``codes="own"``, else off (see :mod:`dictopt.check.amortisation`).
     max_pair_certificates:
         C5 violations beyond this many (ranked by slope) are counted and listed without
         step bounds (step 0).
@@ -398,7 +378,7 @@ def _setup(
     source: Any,
     codes: Any,
     lam: float | None,
-    amortisation: bool | None,
+    amortisation: Any,
     chunk_size: int | None,
 ) -> Setup:
     """Validate the inputs, fix λ, open the stream and choose the coder."""
@@ -408,16 +388,18 @@ def _setup(
     kwargs = {"chunk_size": chunk_size} if chunk_size else {}
     dtype = dictionary.dtype
     src = as_source(source, dtype=dtype, **kwargs)
-    setup = prepare_setup(dictionary, src.d, codes, lam, amortisation)
+    setup = prepare_setup(dictionary, src.d, codes, lam, amortisation, n_rows=src.n)
     setup.src = src
     return setup
 
 
 def prepare_setup(
-    dictionary: Dictionary, d: int, codes: Any, lam: float | None, amortisation: bool | None
+    dictionary: Dictionary, d: int, codes: Any, lam: float | None, amortisation: Any,
+    n_rows: int | None = None,
 ) -> Setup:
-    """Validate the dictionary against data of width ``d``, fix λ and choose the coder; the
-    returned :class:`Setup` has no stream yet (``src=None``)."""
+    """Validate the dictionary against data of width ``d``, fix λ, choose the coder and plan
+    (and log) the amortisation gap for ``n_rows`` rows; the returned :class:`Setup` has no
+    stream yet (``src=None``)."""
     validate_dictionary(dictionary)
     lam = lam if lam is not None else dictionary.lam
     if lam is None:
@@ -429,15 +411,15 @@ def prepare_setup(
         )
     mode, coder = make_coder(dictionary, codes)
     note = None
-    if amortisation is None:
-        amortisation = mode == "own"
-        if amortisation:
-            try:
-                importlib.import_module("dictopt.solvers.coding")  # is the exact coder there?
-            except ImportError:
-                amortisation = False
-                note = "skipped: the exact coder dictopt.solvers.coding is missing"
-    return Setup(dictionary, float(dictionary.lam), None, mode, coder, amortisation, note)
+    plan = plan_amortisation(amortisation, codes_mode=mode, population=n_rows)
+    if plan.active and amortisation is None:
+        try:
+            importlib.import_module("dictopt.solvers.coding")  # is the exact coder there?
+        except ImportError:
+            plan = AmortisationPlan("off")
+            note = "skipped: the exact coder dictopt.solvers.coding is missing"
+    announce(plan, dictionary.K, dictionary.d)
+    return Setup(dictionary, float(dictionary.lam), None, mode, coder, plan, note)
 
 
 # ---- per-chunk work: shared by the local loop and the distributed map ------------------------
@@ -461,7 +443,7 @@ def pass_one_start(setup: Setup, buffer_size: int, tau: float) -> PassOneResult:
     """Empty pass-1 accumulators (statistics and, if wanted, the amortisation sums)."""
     dic = setup.dictionary
     st1 = PassOneStats(dic.K, dic.d, setup.lam, buffer_size, dic.device)
-    amort = AmortisationSums(dic.K, dic.device) if setup.amortisation else None
+    amort = AmortisationSums(dic.K, dic.device) if setup.amortisation.active else None
     return PassOneResult(st1, tau, amort)
 
 
@@ -472,7 +454,7 @@ def pass_one_update(
     dic = setup.dictionary
     p1.stats.update(x, a, dic.atoms, dic.bias, start, p1.tau, sparse=sparse)
     if p1.amortisation is not None:
-        p1.amortisation.update(dic, setup.lam, x, a)
+        p1.amortisation.update(setup.amortisation, dic, setup.lam, x, a, start)
 
 
 def merge_pass_one(p: PassOneResult, q: PassOneResult) -> PassOneResult:
@@ -801,13 +783,8 @@ def _assemble_report(
         "hull": hull_info,
         "tolerances": {k: getattr(tol, k) for k in tol.__dataclass_fields__},
     }
-    amort = p1.amortisation
-    if amort is not None:
-        summary["amortisation"] = {
-            "optimal_loss": amort.loss / amort.n,
-            "loss_gap": summary["loss"] - amort.loss / amort.n,
-            "mean_abs_code_diff": (amort.code_diff / N).tolist(),
-        }
+    if p1.amortisation is not None:
+        summary["amortisation"] = p1.amortisation.summary(setup.amortisation, N, summary["loss"])
     atom_rows = _atom_rows(st1, cols, labels, violations)
     timings["total"] = time.perf_counter() - t0
     summary["timings"] = timings

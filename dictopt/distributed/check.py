@@ -139,7 +139,7 @@ def check_distributed(
     partition_rows: int | None = None,
     codes: Any = "own",
     lam: float | None = None,
-    amortisation: bool | None = None,
+    amortisation: Any = None,
     chunk_size: int | None = None,
     progress: bool = False,
     retries: int = DEFAULT_RETRIES,
@@ -177,7 +177,7 @@ def check_distributed(
     """
     _check_codes_arg(codes)
     psrc = partition_source(source, rows=partition_rows)
-    setup = prepare_setup(dictionary, psrc.d, codes, lam, amortisation)
+    setup = prepare_setup(dictionary, psrc.d, codes, lam, amortisation, n_rows=psrc.n)
     with dask_client(client, scheduler=scheduler, workers=workers, timeout=timeout) as c:
         passes = DaskPasses(c, psrc, chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
                             progress=progress, retries=retries)
