@@ -27,6 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--certify", type=int, default=20, metavar="N",
                    help="measure the N largest certificates on the data (default 20; 0: none)")
     p.add_argument("--no-hull", action="store_true", help="skip the joint hull LPs")
+    p.add_argument("--amortisation", nargs="+", default=None, metavar="all|sample N|off",
+                   help="the amortisation gap (own codes' loss − exact lasso codes' loss): "
+                   "exact codes for all rows, for a sample of about N rows (chosen by row "
+                   "index; reported with its standard error) or off. Default with own codes: "
+                   "sample 512")
+    p.add_argument("--coder-memory", default=None, metavar="SIZE",
+                   help="memory budget of the exact lasso coder, e.g. 2G or 512M (default: "
+                   "$DICTOPT_CODER_MEMORY, else 1/8 of the available memory)")
     p.add_argument("--top", type=int, default=10, help="violations to print (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     dist = p.add_mutually_exclusive_group()
@@ -40,6 +48,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _amortisation_options(args: argparse.Namespace) -> Any:
+    """Validate ``--amortisation`` and ``--coder-memory`` before any work (exit 2 on a bad
+    value); the budget reaches every coder, workers included, through the environment."""
+    import os
+
+    from dictopt.check.amortisation import parse_amortisation
+    from dictopt.solvers.coding import MEMORY_ENV, coder_memory_budget
+
+    if args.coder_memory is not None:
+        os.environ[MEMORY_ENV] = str(coder_memory_budget(args.coder_memory))
+    if args.amortisation is None:
+        return None
+    mode, n = parse_amortisation(list(args.amortisation))
+    return mode if mode != "sample" else n
+
+
+def _print_plan(args: argparse.Namespace, dictionary: Any, n_rows: int | None,
+                amortisation: Any) -> None:
+    """Say what the amortisation gap will compute before pass 1, with its estimated cost and
+    the way out when that is large (the library's own log line would repeat it)."""
+    import logging
+
+    from dictopt.check.amortisation import exact_code_cost, plan_amortisation
+
+    mode = args.codes if args.codes != "own" or dictionary.encoder is not None else "optimal"
+    plan = plan_amortisation(amortisation, codes_mode=mode, population=n_rows)
+    if not plan.active:
+        return
+    line = plan.describe(dictionary.K, dictionary.d)
+    if exact_code_cost(plan.expected_rows, dictionary.K, dictionary.d).large:
+        line += "; use --amortisation sample N (or off) to bound it"
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    if getattr(args, "verbose", 0) == 0:
+        logging.getLogger("dictopt.check.amortisation").setLevel(logging.ERROR)
+
+
 def run(args: argparse.Namespace) -> int:
     from dictopt.check import check
     from dictopt.check.certify import certify
@@ -47,9 +92,10 @@ def run(args: argparse.Namespace) -> int:
     from dictopt.io import load
     from dictopt.validation import DictoptInputError, check_lambda
 
+    amortisation = _amortisation_options(args)
     dictionary = load(args.dir)
     if args.scheduler or args.workers is not None:
-        return _run_distributed(args, dictionary)
+        return _run_distributed(args, dictionary, amortisation)
     source = as_source(args.activations, dtype=dictionary.dtype)
     lam = implied = None
     if args.lam == "implied":
@@ -69,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         )
     elif args.lam is not None:
         lam = check_lambda(args.lam, "--lam")
-    report = check(dictionary, source, codes=args.codes, lam=lam,
+    _print_plan(args, dictionary, source.n, amortisation)
+    report = check(dictionary, source, codes=args.codes, lam=lam, amortisation=amortisation,
                    hull=False if args.no_hull else "auto", progress=not args.quiet)
     if implied is not None:
         report.summary["implied_lambda"] = implied.as_dict()
@@ -82,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_distributed(args: argparse.Namespace, dictionary: Any) -> int:
+def _run_distributed(args: argparse.Namespace, dictionary: Any, amortisation: Any) -> int:
     """``check`` (and ``certify``) mapped over partitions on a Dask cluster."""
     from dictopt.distributed import certify_distributed, check_distributed, dask_client
     from dictopt.validation import DictoptInputError, check_lambda
@@ -98,6 +145,7 @@ def _run_distributed(args: argparse.Namespace, dictionary: Any) -> int:
               "partition_rows": args.partition_rows}
     with dask_client(scheduler=args.scheduler, workers=args.workers) as client:
         report = check_distributed(dictionary, args.activations, client=client, lam=lam,
+                                   amortisation=amortisation,
                                    hull=False if args.no_hull else "auto", **common)
         if args.certify > 0 and report.violations:
             certify_distributed(dictionary.with_lam(report.summary["lam"]),

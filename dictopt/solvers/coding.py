@@ -680,13 +680,14 @@ def solve_codes(
     batch_size = plan.batch_size
     G = _Gram(D, plan)
     L = G.largest_eigenvalue()
-    parts, res, n_iter = [], 0.0, 0
+    codes = torch.empty(y.shape[0], D.shape[0], dtype=D.dtype, device=D.device)
+    res, n_iter = 0.0, 0
     for lo in range(0, y.shape[0], batch_size):
         hi = lo + batch_size
         r = _solve_batch(
             D, G, L, y[lo:hi], lam, tol, max_iter, None if a0 is None else a0[lo:hi]
         )
-        parts.append(r.codes)
+        codes[lo:hi] = r.codes
         res, n_iter = max(res, r.kkt_residual), max(n_iter, r.n_iter)
     converged = res <= tol
     if not converged:
@@ -694,7 +695,7 @@ def solve_codes(
             "solve_codes: not converged after %d iterations (KKT residual %.3g > tol %.3g)",
             n_iter, res, tol,
         )
-    return CodeResult(torch.cat(parts, dim=0), res, n_iter, converged)
+    return CodeResult(codes, res, n_iter, converged)
 
 
 def improve_codes(
@@ -728,11 +729,11 @@ def improve_codes(
     plan = plan_coder(D.shape[0], D.shape[1], memory_budget, max_batch=batch_size)
     batch_size = plan.batch_size
     G = _Gram(D, plan)
-    parts = []
     for lo in range(0, y.shape[0], batch_size):
         q = y[lo : lo + batch_size] @ D.T - lam
-        parts.append(_active_set(G, D, q, a[lo : lo + batch_size], lam, 1e-10, steps)[0])
-    return torch.cat(parts, dim=0)
+        a[lo : lo + batch_size] = _active_set(G, D, q, a[lo : lo + batch_size], lam, 1e-10,
+                                              steps)[0]
+    return a
 
 
 def iter_codes(
