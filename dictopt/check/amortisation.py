@@ -18,7 +18,7 @@ encoder (an active-set solve over all K atoms per row), so by default the gap is
   deviations, merged with Chan's formula) and ``Σ |a_opt − a|`` per atom. The estimate is the
   sample mean; its standard error ``s / √m · √(1 − m/N)`` (finite-population correction: 0 when
   every row is used). The exact codes are solved in slices of the coder's batch size
-  (:func:`dictopt.solvers.coding.plan_coder`), so the memory they take is bounded by the coder's
+  (:func:`dictopt.lasso.plan_coder`), so the memory they take is bounded by the coder's
   budget whatever the chunk size and K.
 * :func:`exact_code_cost` estimates what the exact codes will cost; :func:`announce` logs it
   before pass 1 (a warning when it is large).
@@ -40,6 +40,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
+from dictopt.lasso import plan_coder
 from dictopt.validation import DictoptInputError
 
 log = logging.getLogger(__name__)
@@ -249,8 +250,6 @@ class AmortisationSums:
     ) -> None:
         """Add the sampled rows of chunk ``x`` (first global row ``start``, codes ``a``): their
         exact codes are solved in slices of the coder's batch size."""
-        from dictopt.solvers.coding import plan_coder
-
         pos = plan.rows(start, x.shape[0]).to(x.device)
         if pos.numel() == 0:
             return
@@ -341,9 +340,7 @@ class CostEstimate(NamedTuple):
 def exact_code_cost(rows: int | None, K: int, d: int, budget: Any = None) -> CostEstimate:
     """Estimated cost of exact codes for ``rows`` rows: :data:`STEPS_PER_ROW` active-set steps
     a row, each about ``4 K d`` flops (the gradient through the atoms), and the coder's working
-    set under its memory budget (:func:`dictopt.solvers.coding.plan_coder`)."""
-    from dictopt.solvers.coding import plan_coder
-
+    set under its memory budget (:func:`dictopt.lasso.plan_coder`)."""
     n = rows if rows is not None else 0
     plan = plan_coder(K, d, budget)
     plan = plan._replace(batch_size=max(1, min(plan.batch_size, n)))
