@@ -264,7 +264,7 @@ def test_bad_input_is_named():
 _RSS_SCRIPT = r"""
 import sys, torch
 torch.set_num_threads(1)
-from dictopt.solvers.coding import solve_codes
+from dictopt.lasso import solve_codes
 
 def status(key):
     with open("/proc/self/status") as f:
@@ -319,7 +319,7 @@ def test_coder_working_set_stays_within_its_budget():
 def test_plan_fits_the_budget_whatever_K(K, d, budget):
     """The planned working set fits the budget unless a single point's dense vectors alone
     exceed it; the Gram matrix is formed only when it takes at most a quarter."""
-    from dictopt.solvers.coding import DENSE_TENSORS, plan_coder
+    from dictopt.lasso import DENSE_TENSORS, plan_coder
 
     plan = plan_coder(K, d, budget)
     assert plan.gram == (8 * K * K <= budget // 4)
@@ -330,7 +330,7 @@ def test_plan_fits_the_budget_whatever_K(K, d, budget):
 
 
 def test_face_groups_fit_their_share_whatever_the_support():
-    from dictopt.solvers.coding import FACE_TENSORS, _Gram, plan_coder
+    from dictopt.lasso import FACE_TENSORS, _Gram, plan_coder
 
     D = torch.randn(500, 40, dtype=torch.float64)
     for gram in (True, False):
@@ -346,7 +346,7 @@ def test_face_groups_fit_their_share_whatever_the_support():
 def test_bounded_coder_equals_unbounded():
     """Small budgets (smaller batches; then no Gram matrix and face solves in groups) give
     the unbounded coder's codes: same supports, values equal to 1e-11, both certified."""
-    from dictopt.solvers.coding import plan_coder
+    from dictopt.lasso import plan_coder
 
     D, x, b = _problem(5, 300, 1024, 32, sparsity=0.005, noise=0.01)
     ref = solve_codes(D, x, 0.05, bias=b, memory_budget=10**10)
@@ -361,7 +361,7 @@ def test_bounded_coder_equals_unbounded():
 
 
 def test_memory_budget_from_argument_environment_and_default(monkeypatch):
-    from dictopt.solvers.coding import (
+    from dictopt.lasso import (
         DEFAULT_MEMORY_FRACTION,
         MEMORY_ENV,
         available_memory,
