@@ -59,9 +59,11 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 8192
 """Most points solved together (fewer when the memory budget says so, see :func:`plan_coder`)."""
 
-DEFAULT_MEMORY_FRACTION = 0.125
-"""Default coder budget: this fraction of the available memory (``MemAvailable``). An eighth
-leaves room for the caller's own arrays (a check holds a chunk's dense codes besides)."""
+DEFAULT_MEMORY_FRACTION = 0.0625
+"""Default coder budget: this fraction of the available memory (``MemAvailable``). A sixteenth
+(about 1 GB on a 24 GB machine) leaves room for the caller's own arrays: a check holds a
+chunk's dense codes besides, and must stay within 1.5× of one encode+decode pass (issue #21);
+the measured working set is about two thirds of the budget (:data:`DENSE_TENSORS`)."""
 
 MEMORY_ENV = "DICTOPT_CODER_MEMORY"
 """Environment variable with the coder's budget: bytes, or a number with K, M, G (×1024ⁿ)."""

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "sample 512")
     p.add_argument("--coder-memory", default=None, metavar="SIZE",
                    help="memory budget of the exact lasso coder, e.g. 2G or 512M (default: "
-                   "$DICTOPT_CODER_MEMORY, else 1/8 of the available memory)")
+                   "$DICTOPT_CODER_MEMORY, else 1/16 of the available memory)")
     p.add_argument("--top", type=int, default=10, help="violations to print (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     dist = p.add_mutually_exclusive_group()
