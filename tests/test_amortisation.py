@@ -197,8 +197,8 @@ def test_merged_mean_and_squared_deviations_equal_the_direct_ones(sizes, seed):
 
 def test_the_issues_case_is_announced_as_large_with_the_way_out(caplog):
     """Exact codes for 30,000 rows at K = 32,768, d = 768 are estimated as large and logged as
-    a warning naming --amortisation sample; the default sample of a small SAE is logged as
-    information only."""
+    a warning naming --amortisation sample; the default sample there (a third of an
+    encode+decode pass) and on a small SAE is logged as information only."""
     big = plan_amortisation("all", codes_mode="own", population=30_000)
     cost = exact_code_cost(30_000, 32_768, 768)
     assert cost.large and cost.flops == pytest.approx(30_000 * 20 * 4 * 32_768 * 768)
@@ -207,6 +207,9 @@ def test_the_issues_case_is_announced_as_large_with_the_way_out(caplog):
     assert "exact codes for all 30,000 rows at K = 32,768" in line and "GB" in line
     assert caplog.records[-1].levelno == logging.WARNING
     assert "--amortisation sample" in caplog.records[-1].getMessage()
+    default = plan_amortisation(None, codes_mode="own", population=30_000)
+    assert default.cost(32_768, 768).flops == pytest.approx(cost.flops * 512 / 30_000)
+    assert not default.cost(32_768, 768).large
     caplog.clear()
     small = plan_amortisation(None, codes_mode="own", population=N)
     with caplog.at_level(logging.INFO, logger="dictopt.check.amortisation"):

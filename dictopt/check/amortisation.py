@@ -21,7 +21,8 @@ encoder (an active-set solve over all K atoms per row), so by default the gap is
   (:func:`dictopt.lasso.plan_coder`), so the memory they take is bounded by the coder's
   budget whatever the chunk size and K.
 * :func:`exact_code_cost` estimates what the exact codes will cost; :func:`announce` logs it
-  before pass 1 (a warning when it is large).
+  before pass 1 (a warning when it is large: over a minute and more work than an
+  encode+decode pass over the data).
 
 Default sample: :data:`DEFAULT_SAMPLE_ROWS` rows. Each ``gap_n`` is nonnegative, and such
 variables rarely have a coefficient of variation above 1, so 512 rows give a relative standard
@@ -65,9 +66,9 @@ ASSUMED_FLOPS = 5e9
 the active-set steps reached on the shared 2-core box)."""
 
 LARGE_SECONDS = 60.0
-"""Estimates above this many seconds (or :data:`LARGE_BYTES`) are logged as warnings."""
-
-LARGE_BYTES = 1024**3
+"""An estimate is *large* (logged as a warning) above this many seconds when it is also more
+work than one encode+decode pass over the data (``4 N K d`` flops), i.e. when the gap would
+more than double the check."""
 
 
 # ---- the user's choice --------------------------------------------------------------------
@@ -149,11 +150,15 @@ class AmortisationPlan:
         mask = sample_mask(start, count, self.rate, self.seed)
         return torch.from_numpy(np.flatnonzero(mask))
 
+    def cost(self, K: int, d: int) -> CostEstimate:
+        """:func:`exact_code_cost` of this plan."""
+        return exact_code_cost(self.expected_rows, K, d, population=self.population)
+
     def describe(self, K: int, d: int) -> str:
         """One line: what the amortisation gap will compute."""
         if self.mode == "off":
             return "amortisation gap: off" + (f" ({self.note})" if self.note else "")
-        cost = exact_code_cost(self.expected_rows, K, d)
+        cost = self.cost(K, d)
         N = self.population
         if self.mode == "all" or self.rate >= 1.0:
             what = f"exact codes for all {_rows(N)} rows"
@@ -326,10 +331,12 @@ class CostEstimate(NamedTuple):
     working_set: int
     """Bytes of the coder's working set (bounded by its budget)."""
     gram: bool
+    encode_flops: float
+    """One encode+decode pass over the data, ``4 N K d`` (0 when N is unknown)."""
 
     @property
     def large(self) -> bool:
-        return self.seconds > LARGE_SECONDS or self.working_set > LARGE_BYTES
+        return self.seconds > LARGE_SECONDS and self.flops > self.encode_flops
 
     def describe(self) -> str:
         return (f"about {self.flops:.2g} flops (~{_duration(self.seconds)} at "
@@ -337,15 +344,20 @@ class CostEstimate(NamedTuple):
                 f"{self.working_set / 1e9:.2g} GB")
 
 
-def exact_code_cost(rows: int | None, K: int, d: int, budget: Any = None) -> CostEstimate:
+def exact_code_cost(
+    rows: int | None, K: int, d: int, budget: Any = None, *, population: int | None = None
+) -> CostEstimate:
     """Estimated cost of exact codes for ``rows`` rows: :data:`STEPS_PER_ROW` active-set steps
     a row, each about ``4 K d`` flops (the gradient through the atoms), and the coder's working
-    set under its memory budget (:func:`dictopt.lasso.plan_coder`)."""
+    set under its memory budget (:func:`dictopt.lasso.plan_coder`); compared with one
+    encode+decode pass over ``population`` rows (default ``rows``)."""
     n = rows if rows is not None else 0
     plan = plan_coder(K, d, budget)
     plan = plan._replace(batch_size=max(1, min(plan.batch_size, n)))
     flops = float(n) * STEPS_PER_ROW * 4.0 * K * d
-    return CostEstimate(rows, flops, flops / ASSUMED_FLOPS, plan.working_set(K, d), plan.gram)
+    N = population if population is not None else n
+    return CostEstimate(rows, flops, flops / ASSUMED_FLOPS, plan.working_set(K, d), plan.gram,
+                        4.0 * N * K * d)
 
 
 def _duration(seconds: float) -> str:
@@ -360,7 +372,7 @@ def announce(plan: AmortisationPlan, K: int, d: int) -> str:
     """Log what the amortisation gap will compute (a warning, with the way out, when the
     estimate is large); returns the line."""
     line = plan.describe(K, d)
-    if plan.active and exact_code_cost(plan.expected_rows, K, d).large:
+    if plan.active and plan.cost(K, d).large:
         alt = ("--amortisation sample N (or off)" if plan.mode == "all" or plan.rate >= 1.0
                else "a smaller --amortisation sample N (or off)")
         log.warning("%s; use %s", line, alt)

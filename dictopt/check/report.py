@@ -198,15 +198,16 @@ class CheckReport:
 
 
 def _gap(am: dict[str, Any]) -> str:
-    """``0.0123 ± 0.0004 (standard error; exact codes for 512 sampled rows of 30,000) ...``."""
+    """``0.0123 ± 0.0004 (standard error; exact codes for 512 sampled rows of 30,000; optimal
+    loss 0.05)``, or ``... (exact codes for all N rows; ...)``."""
     se = am.get("loss_gap_se")
     m, N = am.get("sample_size"), am.get("population")
     if am.get("rows") == "sample" and m is not None:
-        se_text = f" ± {se:.2g} (standard error)" if se is not None and se == se else ""
-        rows = f"; exact codes for {m:,} sampled rows of {N:,}"
+        se_text = f" ± {se:.2g}" if se is not None and se == se else ""
+        rows = f"standard error; exact codes for {m:,} sampled rows of {N:,}; "
     else:
-        se_text, rows = "", f"; exact codes for all {m:,} rows" if m is not None else ""
-    return f"{am['loss_gap']:.4g}{se_text} (optimal {am['optimal_loss']:.6g}{rows})"
+        se_text, rows = "", f"exact codes for all {m:,} rows; " if m is not None else ""
+    return f"{am['loss_gap']:.4g}{se_text} ({rows}optimal loss {am['optimal_loss']:.6g})"
 
 
 def _num(v: Any) -> Any:

@@ -154,14 +154,14 @@ def _print_plan(args: argparse.Namespace, dictionary: Any, n_rows: int | None,
     the way out when that is large (the library's own log line would repeat it)."""
     import logging
 
-    from dictopt.check.amortisation import exact_code_cost, plan_amortisation
+    from dictopt.check.amortisation import plan_amortisation
 
     mode = args.codes if args.codes != "own" or dictionary.encoder is not None else "optimal"
     plan = plan_amortisation(amortisation, codes_mode=mode, population=n_rows)
     if not plan.active:
         return
     line = plan.describe(dictionary.K, dictionary.d)
-    if exact_code_cost(plan.expected_rows, dictionary.K, dictionary.d).large:
+    if plan.cost(dictionary.K, dictionary.d).large:
         line += "; use --amortisation sample N (or off) to bound it"
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
