@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from dictopt.check.codecache import CodeCache
 from dictopt.check.conditions import atom_conditions
 from dictopt.check.executor import Chunked, Executor, LocalExecutor
 from dictopt.check.inputs import (
@@ -94,6 +95,8 @@ def check(
     with executor.session():
         stream = executor.open(source, dtype=dictionary.dtype, chunk_size=chunk_size)
         setup = prepare_setup(dictionary, stream.d, codes, lam, amortisation, n_rows=stream.n)
+        if setup.mode == "optimal" and isinstance(executor, LocalExecutor):
+            setup.cache = CodeCache()  # solve the exact codes once: pass 2 reads pass 1's
         return run_check(setup, executor, stream, options, progress=progress)
 
 
@@ -153,7 +156,7 @@ def run_check(
     labels = structural_labels(st1, p2.stats, pos_of, plan.labels, o.thresholds)
 
     hull_violations, hull_info = joint_hull_verdicts(
-        setup, p2.kept_codes, st1, tau, o.tol, o.hull, want_hull
+        setup, p2.kept_codes, st1, tau, o.tol, o.hull, want_hull, violations, o.hull_duals
     )
     violations.extend(hull_violations)
     timings["hull"] = hull_info["seconds"]

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from dictopt.check.amortisation import AmortisationPlan, announce, plan_amortisation
+from dictopt.check.codecache import CodeCache
 from dictopt.coders import Coder, CodesMode, chunk_codes, make_coder
 from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
@@ -67,10 +68,19 @@ class Setup:
     (:mod:`dictopt.check.amortisation`)."""
     amortisation_note: str | None = None
     """Why the amortisation gap was skipped, if it was."""
+    cache: CodeCache | None = None
+    """Optimal codes held between the passes (:mod:`dictopt.check.codecache`), or None."""
 
     def codes(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Validated canonical codes ``[n, K]`` of a chunk whose first row is ``start``."""
-        return chunk_codes(self.coder, x, start, self.dictionary.K, self.dictionary.dtype)
+        if self.cache is None:
+            return chunk_codes(self.coder, x, start, self.dictionary.K, self.dictionary.dtype)
+        held = self.cache.get(start, x.shape[0])
+        if held is not None:
+            return held
+        a = chunk_codes(self.coder, x, start, self.dictionary.K, self.dictionary.dtype)
+        self.cache.put(start, a)
+        return a
 
 
 def prepare_setup(

@@ -124,9 +124,13 @@ def joint_hull_verdicts(
     tol: Tolerances,
     hull: bool | str,
     want_hull: bool,
+    found: list[Violation] = (),  # type: ignore[assignment]
+    duals: str = "reference",
 ) -> tuple[list[Violation], dict[str, Any]]:
-    """The joint hull condition C5′ (exact LP per atom, :mod:`dictopt.check.hull`) when the
-    codes were kept; only meaningful with a bias. Returns violations and the report's info."""
+    """The joint hull condition C5′ (exact column-generation LP per atom,
+    :mod:`dictopt.check.hull`) when the codes were kept; only meaningful with a bias. The C5
+    violations among ``found`` are lower bounds that rank the atoms above ``full_k``.
+    Returns violations and the report's info (with the atoms tested when not all were)."""
     dic = setup.dictionary
     info: dict[str, Any] = {"mode": "skipped", "atoms_checked": 0, "seconds": 0.0}
     if want_hull and dic.has_bias:
@@ -134,9 +138,19 @@ def joint_hull_verdicts(
 
         th = time.perf_counter()
         A = torch.cat(kept_codes).to(F64)
-        found = joint_hull(A, dic.atoms, st1.mean_a, setup.lam, tau, tol)
-        info = {"mode": "exact", "atoms_checked": dic.K, "seconds": time.perf_counter() - th}
-        return found, info
+        lower: dict[int, float] = {}
+        for v in found:
+            if v.condition == "C5" and v.j is not None:
+                lower[v.j] = max(lower.get(v.j, 0.0), abs(v.slope) / setup.lam)
+        res = joint_hull(A, dic.atoms, st1.mean_a, setup.lam, tau, tol, lower=lower,
+                         duals=duals)  # type: ignore[arg-type]
+        # every atom is decided unless the LP budget left some untested
+        info = {"mode": "exact", "atoms_checked": dic.K - res.untested,
+                "seconds": time.perf_counter() - th}
+        if res.untested or res.passed_by_bound:
+            info.update(tested=res.tested, passed_by_bound=len(res.passed_by_bound),
+                        untested=res.untested)
+        return res.violations, info
     if hull is not False and dic.has_bias:
         info["mode"] = f"skipped (N·K = {st1.n * dic.K} > hull_exact_limit)"
     return [], info
