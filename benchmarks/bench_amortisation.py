@@ -15,6 +15,10 @@ One command::
 3. **check**: ``dictopt check SAE --activations X.npy --lam 0.05 --certify 0 --json ...``,
    the default check (own codes, amortisation gap on the default sample).
 
+``python -m benchmarks.bench_amortisation alone --sample 48`` (after a run made the files)
+measures the amortisation step by itself on the first chunk: the peak resident memory above
+the chunk's state (its rows and own codes), with the Linux peak reset just before the step.
+
 Steps 2 and 3 run in their own processes under ``/usr/bin/time -v``; the table gives their
 wall time and peak resident memory (maximum RSS), the ratio, the check's L0 and the sampled
 amortisation gap with its standard error. ``--certify 0`` leaves out the certificate pass
@@ -83,6 +87,34 @@ def encdec(work: Path) -> None:
     print(f"encode+decode {time.perf_counter() - t:.1f} s, dtype {dic.dtype}")
 
 
+def alone(work: Path, sample: int) -> None:
+    """The amortisation step alone on the first 8,192-row chunk, about ``sample`` rows."""
+    import numpy as np
+    import torch
+
+    from dictopt.check.amortisation import AmortisationPlan, AmortisationSums
+    from dictopt.io import load
+    from dictopt.lasso import plan_coder
+
+    def status(key: str) -> int:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith(key + ":"))
+
+    dic = load(work / "sae")
+    x = torch.from_numpy(np.load(work / "X.npy")[:CHUNK]).to(dic.dtype)
+    a = dic.encode(x)
+    print(f"coder plan: {plan_coder(dic.K, dic.d)}")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak resident size to the current one
+    base = status("VmRSS")
+    t = time.perf_counter()
+    sums = AmortisationSums(dic.K, dic.device)
+    sums.update(AmortisationPlan("sample", sample, x.shape[0]), dic, LAM, x, a, 0)
+    print(f"{sums.m} rows in {time.perf_counter() - t:.0f} s; peak "
+          f"{(status('VmHWM') - base) / 1e9:.2f} GB above the chunk's state "
+          f"({base / 1e9:.2f} GB, of which own codes {a.numel() * a.element_size() / 1e9:.2f})")
+
+
 def _timed(cmd: list[str], threads: int) -> dict[str, Any]:
     """Run ``cmd`` under ``/usr/bin/time -v``: wall seconds, peak RSS (MiB), its output."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -101,7 +133,8 @@ def _timed(cmd: list[str], threads: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("step", nargs="?", default="all", choices=("all", "encdec"))
+    p.add_argument("step", nargs="?", default="all", choices=("all", "encdec", "alone"))
+    p.add_argument("--sample", type=int, default=48, help="rows for the 'alone' step")
     p.add_argument("--rows", type=int, default=30_000)
     p.add_argument("--K", type=int, default=32_768)
     p.add_argument("--d", type=int, default=768)
@@ -111,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.step == "encdec":
         encdec(args.work)
+        return 0
+    if args.step == "alone":
+        alone(args.work, args.sample)
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
     built = make(args.work, args.K, args.d, args.rows, args.l0)
