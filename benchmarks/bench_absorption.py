@@ -32,8 +32,8 @@ from benchmarks.absorption_truth.worlds import (
     WorldSpec,
     load_sae,
     make_world,
-    sample,
     sae_codes,
+    sample,
     trained_folder,
 )
 
@@ -85,7 +85,7 @@ def run_setting(setting: Setting, cache: Path, n_eval: int) -> dict[str, Any]:
     desc: dict[int, list[int]] = collections.defaultdict(list)
     for c, p in world.edges():
         desc[p].append(c)
-    truth = edge_truth(f_NF, a_NK, W_KD, world.features_FD, world.edges(), desc)
+    truth = edge_truth(f_NF, a_NK, W_KD, world.features, world.edges(), desc)
     t0 = time.perf_counter()
     pairs, rep = dictopt_labels(folder, x_ND, setting.sae.arch)
     sc = score_pairs(pairs, truth)

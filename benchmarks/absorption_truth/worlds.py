@@ -83,7 +83,7 @@ class Setting(NamedTuple):
 class World(NamedTuple):
     """A generated world: the feature dictionary, the hierarchy edges and a generator."""
 
-    features_FD: np.ndarray
+    features: np.ndarray
     """True feature directions (unit rows)."""
     parent: dict[int, int]
     """Child feature → its parent feature."""

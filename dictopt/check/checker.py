@@ -20,6 +20,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import torch
 
+from dictopt.check.absorption import (
+    AbsorptionStats,
+    absorption_findings,
+    absorption_merge,
+    absorption_start,
+    absorption_update,
+    candidate_pairs,
+)
 from dictopt.check.conditions import atom_conditions, atom_floor
 from dictopt.check.moves import Toward, best_toward_step
 from dictopt.check.pairs import BufferExtremes, buffer_extremes, dense_extremes
@@ -218,6 +226,9 @@ class PairPlan(NamedTuple):
     """Initial ``H`` of the tracked pairs: exact where the buffers know it, else 0."""
     L0: torch.Tensor
     """Initial ``L`` of the tracked pairs: the safe bound ``max_n a_in``."""
+    absorption: tuple[torch.Tensor, torch.Tensor] | None = None
+    """``(i, j)`` candidate pairs of the structural absorption statistics
+    (:mod:`dictopt.check.absorption`), streamed in pass 2."""
 
 
 class BlockPairs(NamedTuple):
@@ -236,6 +247,8 @@ class PassTwoResult(NamedTuple):
 
     stats: PassTwoStats
     kept_codes: list[torch.Tensor]
+    absorption: AbsorptionStats | None = None
+    """Co-firing statistics of the absorption candidates (:mod:`dictopt.check.absorption`)."""
 
 
 class PairCandidate(NamedTuple):
@@ -380,6 +393,8 @@ def run_check(
     timings["certificates"] = time.perf_counter() - t2 - timings["pass2"]
 
     labels = _labels(st1, p2.stats, pos_of, plan.labels, thresholds)
+    if p2.absorption is not None:
+        labels.extend(_absorption_labels(p2.absorption, D, thresholds))
 
     hull_violations, hull_info = _joint_hull(
         setup, p2.kept_codes, st1, tau, tol, hull, want_hull
@@ -486,7 +501,8 @@ def merge_pass_one(p: PassOneResult, q: PassOneResult) -> PassOneResult:
 def pass_two_start(setup: Setup, plan: PairPlan) -> PassTwoResult:
     """Empty pass-2 accumulators for the pairs of ``plan``."""
     K = setup.dictionary.K
-    return PassTwoResult(PassTwoStats(plan.key // K, plan.key % K, plan.H0, plan.L0), [])
+    ab = None if plan.absorption is None else absorption_start(*plan.absorption, K)
+    return PassTwoResult(PassTwoStats(plan.key // K, plan.key % K, plan.H0, plan.L0), [], ab)
 
 
 def pass_two_update(
@@ -494,6 +510,8 @@ def pass_two_update(
 ) -> None:
     """Add the codes ``a`` of one chunk to ``p2`` (and keep them for the exact hull)."""
     p2.stats.update(a, tau)
+    if p2.absorption is not None:
+        absorption_update(p2.absorption, a)
     if keep_codes:
         p2.kept_codes.append(a)
 
@@ -502,6 +520,8 @@ def merge_pass_two(p: PassTwoResult, q: PassTwoResult) -> PassTwoResult:
     """``p`` with ``q`` merged in; ``q``'s rows come after ``p``'s (``p`` is modified)."""
     p.stats.merge(q.stats)
     p.kept_codes.extend(q.kept_codes)
+    if p.absorption is not None and q.absorption is not None:
+        p = p._replace(absorption=absorption_merge(p.absorption, q.absorption))
     return p
 
 
@@ -584,7 +604,7 @@ def _decide_pairs(
     L0 = st1.max_a[P_i].clone()
     return PairPlan(
         KnownViolations(fi, fj, fside, fval, nb), ui * K + uj, LabelCandidates(li, lj, lc),
-        key, H0, L0,
+        key, H0, L0, candidate_pairs(D, thresholds.absorption, block),
     )
 
 
@@ -628,7 +648,7 @@ def _classify_block(
     ii, jj = (up_unknown | lo_unknown).nonzero(as_tuple=True)
     unknown = (rows[ii], jj)
     # label candidates (upper triangle only)
-    cand = ((c >= thresholds.absorption_cos) | (c <= -thresholds.antipodal_cos)) & (
+    cand = ((c >= thresholds.duplicate_cos) | (c <= -thresholds.antipodal_cos)) & (
         rows[:, None] < torch.arange(K, device=rows.device)[None, :]
     )
     ii, jj = cand.nonzero(as_tuple=True)
@@ -643,7 +663,7 @@ def _pass_two(
     keep the codes when the exact joint hull will run."""
     assert setup.src is not None
     p2 = pass_two_start(setup, plan)
-    if plan.key.numel() or want_hull:
+    if plan.key.numel() or want_hull or plan.absorption is not None:
         for chunk in setup.src.iter_chunks(progress=progress, desc="check pass 2"):
             x = chunk.data.to(device=setup.dictionary.device)
             pass_two_update(p2, setup.codes(x, chunk.start), tau, want_hull)
@@ -835,8 +855,8 @@ def _labels(
     cand: LabelCandidates,
     th: LabelThresholds,
 ) -> list[Label]:
-    """Structural labels: dead atoms, duplicates, the absorption signature (high cosine,
-    disjoint supports) and dense antipodal pairs (THEORY C6, predicted, not violations)."""
+    """Structural labels: dead atoms, duplicates and dense antipodal pairs (THEORY C6,
+    predicted, not violations); absorption comes from :func:`_absorption_labels`."""
     K, N = st1.K, st1.n
     labels: list[Label] = []
     frac = st1.n_active / N
@@ -848,13 +868,19 @@ def _labels(
             labels.append(Label("duplicate", i, j, {"cos": c}))
         p = pos_of.get(i * K + j)
         coact = float(st2.coact[p]) if p is not None else math.nan
-        if (c >= th.absorption_cos and coact == 0 and st1.n_active[i] > 0
-                and st1.n_active[j] > 0):
-            labels.append(Label("absorption", i, j, {"cos": c, "coactive": 0}))
         if (c <= -th.antipodal_cos and frac[i] >= th.dense_fraction
                 and frac[j] >= th.dense_fraction):
             labels.append(Label("antipodal", i, j, {"cos": c, "coactive": coact}))
     return labels
+
+
+def _absorption_labels(
+    stats: AbsorptionStats, D: torch.Tensor, th: LabelThresholds
+) -> list[Label]:
+    """The ``absorption`` label from structure (:mod:`dictopt.check.absorption`): every
+    (hub, partner) pair of a significant star, with its evidence."""
+    found, _ = absorption_findings(stats, D, th.absorption)
+    return [Label("absorption", f.i, f.j, f.detail) for f in found]
 
 
 def _atom_rows(
