@@ -4,7 +4,8 @@ For an edge (descendant ``c``, ancestor ``p``) and an SAE with codes ``A [N, K]`
 decoder rows ``W [K, d]``:
 
 - ``G_p``: the latent most correlated with ``p``'s true activation, with its near-duplicates
-  (decoder cosine ≥ ``dup_cos`` to it). ``G_p`` *fires* on a row when any member does.
+  (decoder cosine ≥ ``dup_cos`` to it, or latents whose most correlated feature is ``p`` with
+  correlation ≥ ``min_corr``: a split parent). ``G_p`` *fires* on a row when any member does.
 - ``l_c``: the latent outside ``G_p`` most correlated with ``c``'s true activation.
 - ``ratio = P(G_p fires | p and c active) / P(G_p fires | p active, no descendant of p active)``.
 - ``parent_cos = cos(W[l_c], F_p)``: how much of the ancestor's direction ``l_c`` carries.
@@ -95,12 +96,13 @@ def edge_truth(
     on_f = f_NF > 0
     on_a = a_NK > 0
     cosW = W @ W.T
+    best_f, best_c = C.argmax(0), C.max(0)
     out = []
     for c, p in edges:
         top = int(np.argmax(C[p]))
-        group = tuple(int(k) for k in np.flatnonzero(cosW[top] >= dup_cos)) or (top,)
-        if top not in group:
-            group = (top, *group)
+        # p's latents: the top one, its near-duplicates, and every latent tracking p best
+        dup = (cosW[top] >= dup_cos) | ((best_f == p) & (best_c >= min_corr))
+        group = (top, *(int(k) for k in np.flatnonzero(dup) if k != top))
         rest = np.array([k for k in range(W.shape[0]) if k not in group])
         lc = int(rest[np.argmax(C[c, rest])])
         g_fires = on_a[:, list(group)].any(1)

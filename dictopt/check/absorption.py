@@ -39,16 +39,20 @@ F64 = torch.float64
 class AbsorptionThresholds:
     """Thresholds of the structural absorption label."""
 
-    cos_min: float = 0.15
-    """A partner shares the hub's direction: decoder cosine at least this."""
+    cos_min: float = 0.35
+    """A partner shares the hub's direction: decoder cosine at least this (about two standard
+    deviations of the cosine of random directions in 32 dimensions)."""
     duplicate_cos: float = 0.9
     """Pairs at or above this cosine are near-duplicates (feature splitting), not absorption."""
     z_min: float = 3.0
     """Significance of an exclusion (Poisson z-score against independence)."""
-    lift_max: float = 0.5
-    """An excluded pair co-fires at most this fraction of what independence predicts."""
+    cofire_max: float = 0.7
+    """A partner silences the hub: the hub fires on at most this fraction of the partner's
+    rows (significantly, binomial z ≥ ``z_min``)."""
     remainder_cos: float = 0.5
     """Partners' remainders ``d_k − c_hk d_h`` are distinct: pairwise cosine at most this."""
+    require_association: bool = True
+    """Links need co-firing significantly far from independence (else only not rare)."""
     max_neighbours: int = 32
     """Two-hop candidates are formed from at most this many nearest neighbours per atom."""
 
@@ -245,72 +249,109 @@ class AbsorptionFinding:
     detail: dict[str, Any]
 
 
-def _excluded(ps: PairStatistics, th: AbsorptionThresholds) -> torch.Tensor:
-    return (~ps.rare) & (ps.z_exclusion >= th.z_min) & (ps.lift <= th.lift_max)
+def _associated(ps: PairStatistics, th: AbsorptionThresholds) -> torch.Tensor:
+    """Co-firing significantly far from independence, either way (exclusion or nesting)."""
+    return (~ps.rare) & (ps.z_exclusion.abs() >= th.z_min)
+
+
+def silenced_z(co: float, n_partner: float, cofire_max: float) -> float:
+    """Binomial z-score that the hub fires on fewer than ``cofire_max`` of the partner's
+    ``n_partner`` rows, given it fires on ``co`` of them."""
+    if n_partner <= 0:
+        return 0.0
+    return (cofire_max * n_partner - co) / math.sqrt(n_partner * cofire_max * (1 - cofire_max))
 
 
 def find_stars(
-    ps: PairStatistics, atoms_KD: torch.Tensor, th: AbsorptionThresholds = DEFAULT_ABSORPTION
+    ps: PairStatistics,
+    atoms_KD: torch.Tensor,
+    n_k: torch.Tensor,
+    th: AbsorptionThresholds = DEFAULT_ABSORPTION,
 ) -> list[Star]:
-    """Stars (see the module docstring), best hub first; a latent is a hub of at most one star
-    and never a hub when it is a partner of a better star."""
-    K = atoms_KD.shape[0]
+    """Stars (see the module docstring), best hub first.
+
+    Two latents are *linked* when ``c_hk ≥ cos_min`` and their co-firing is significantly far
+    from independence (:func:`_associated`). Latents with ≥ 2 links are hub candidates, taken
+    in decreasing mean cosine to their links: the hub of a group is the member whose direction
+    the others share most, and its links are then taken (never hubs themselves), so siblings
+    are never paired with each other. A link ``k`` of hub ``h`` is a partner when ``h`` is
+    significantly silenced where ``k`` fires (:func:`silenced_z`); a star needs ≥ 2 partners
+    whose remainders are distinct.
+    """
     D = atoms_KD.to(F64)
-    exc = _excluded(ps, th)
-    key = (ps.pi * K + ps.pj).tolist()
-    excl_set = {k for k, e in zip(key, exc.tolist(), strict=True) if e}
-    stat_of = {k: p for p, k in enumerate(key)}
-    partners: dict[int, list[int]] = {}
-    for p in exc.nonzero().flatten().tolist():
-        i, j, c = int(ps.pi[p]), int(ps.pj[p]), float(ps.cos[p])
-        if c >= th.cos_min:
-            partners.setdefault(i, []).append(j)
-            partners.setdefault(j, []).append(i)
-
-    def is_excl(a: int, b: int) -> bool:
-        return (min(a, b) * K + max(a, b)) in excl_set
-
-    cands: list[tuple[float, Star]] = []
-    for h, ks in partners.items():
-        # greedy: partners by decreasing cosine, each excluded from those already kept
-        ks = sorted(ks, key=lambda k: -float(D[h] @ D[k]))
-        kept: list[int] = []
-        for k in ks:
-            if all(is_excl(k, m) for m in kept):
-                kept.append(k)
-        if len(kept) < 2:
+    assoc = (_associated(ps, th) if th.require_association else ~ps.rare).tolist()
+    links: dict[int, list[tuple[int, float]]] = {}
+    for p in range(ps.pi.numel()):
+        c = float(ps.cos[p])
+        if not assoc[p] or c < th.cos_min or c >= th.duplicate_cos:
+            continue
+        i, j, co = int(ps.pi[p]), int(ps.pj[p]), float(ps.coactive[p])
+        links.setdefault(i, []).append((j, silenced_z(co, float(n_k[j]), th.cofire_max)))
+        links.setdefault(j, []).append((i, silenced_z(co, float(n_k[i]), th.cofire_max)))
+    near: dict[int, set[int]] = {}
+    for i, j, c in zip(ps.pi.tolist(), ps.pj.tolist(), ps.cos.tolist(), strict=True):
+        if th.cos_min <= c < th.duplicate_cos:
+            near.setdefault(i, set()).add(j)
+            near.setdefault(j, set()).add(i)
+    order = sorted(
+        (h for h, kz in links.items() if len(kz) >= 2),
+        key=lambda h: -float((D[[k for k, _ in links[h]]] @ D[h]).mean()),
+    )
+    taken: set[int] = set()
+    out: list[Star] = []
+    for h in order:
+        if h in taken:
+            continue
+        taken.update(k for k, _ in links[h])
+        kz = [(k, z) for k, z in links[h] if z >= th.z_min]
+        kz.sort(key=lambda t: -float(D[h] @ D[t[0]]))
+        if len(kz) < 2:
+            continue
+        kept = [k for k, _ in kz]
+        if not _is_centre(h, kept, D, near):
             continue
         cs = D[kept] @ D[h]
         rem = D[kept] - cs[:, None] * D[h][None, :]
         rem = rem / rem.norm(dim=1, keepdim=True).clamp(min=1e-12)
         rc = rem @ rem.t()
-        rc.fill_diagonal_(-1.0)
-        rmax = float(rc.max())
-        if rmax > th.remainder_cos:
+        rc.fill_diagonal_(2.0)
+        rmin = float(rc.min())
+        if rmin > th.remainder_cos:  # no two partners with distinct remainders
             continue
-        zs = []
-        for k in kept:
-            p = stat_of[min(h, k) * K + max(h, k)]
-            zs.append(float(ps.z_exclusion[p]))
-        star = Star(h, tuple(kept), tuple(float(c) for c in cs), tuple(zs), rmax)
-        cands.append((float(cs.mean()), star))
-    cands.sort(key=lambda t: -t[0])
-    taken_as_partner: set[int] = set()
-    hubs: set[int] = set()
-    out: list[Star] = []
-    for _, star in cands:
-        if star.hub in taken_as_partner:
-            continue
-        members = [k for k in star.partners if k not in hubs]
-        if len(members) < 2:
-            continue
-        if len(members) < len(star.partners):
-            idx = [star.partners.index(k) for k in members]
-            star = Star(star.hub, tuple(members), tuple(star.cos[t] for t in idx),
-                        tuple(star.z[t] for t in idx), star.remainder_cos)
-        out.append(star)
-        hubs.add(star.hub)
-        taken_as_partner.update(star.partners)
+        rmax = rmin
+        out.append(Star(h, tuple(kept), tuple(float(c) for c in cs), tuple(z for _, z in kz),
+                        rmax))
+    return _one_hub_per_partner(out)
+
+
+def _is_centre(h: int, partners: list[int], D: torch.Tensor, near: dict[int, set[int]]) -> bool:
+    """``h`` is the centre of its partners: no other latent is closer than ``h`` to every
+    partner (a sibling posing as a hub is farther from the other siblings than the true hub
+    is)."""
+    members = [h, *partners]
+    ch = D[partners] @ D[h]
+    outside = set.intersection(*(near.get(k, set()) for k in partners)) - set(members)
+    for g in outside:
+        if bool(((D[partners] @ D[g]) > ch).all()):
+            return False
+    return True
+
+
+def _one_hub_per_partner(stars: list[Star]) -> list[Star]:
+    """A partner carries one parent direction: keep it only in the star whose hub it shares
+    most (largest cosine); stars left with fewer than 2 partners are dropped."""
+    best: dict[int, tuple[float, int]] = {}
+    for s_, star in enumerate(stars):
+        for k, c in zip(star.partners, star.cos, strict=True):
+            if k not in best or c > best[k][0]:
+                best[k] = (c, s_)
+    out = []
+    for s_, star in enumerate(stars):
+        idx = [t for t, k in enumerate(star.partners) if best[k][1] == s_]
+        if len(idx) >= 2:
+            out.append(Star(star.hub, tuple(star.partners[t] for t in idx),
+                            tuple(star.cos[t] for t in idx), tuple(star.z[t] for t in idx),
+                            star.remainder_cos))
     return out
 
 
@@ -322,7 +363,7 @@ def absorption_findings(
     K = atoms_KD.shape[0]
     stat_of = {k: p for p, k in enumerate((ps.pi * K + ps.pj).tolist())}
     out: list[AbsorptionFinding] = []
-    for star in find_stars(ps, atoms_KD, th):
+    for star in find_stars(ps, atoms_KD, st.n_k, th):
         for k, c, z in zip(star.partners, star.cos, star.z, strict=True):
             i, j = min(star.hub, k), max(star.hub, k)
             p = stat_of[i * K + j]
@@ -330,7 +371,8 @@ def absorption_findings(
             out.append(AbsorptionFinding(i, j, star.hub, {
                 "kind": "star", "hub": star.hub, "partners": list(star.partners),
                 "cos": c, "coactive": float(ps.coactive[p]), "expected": float(ps.expected[p]),
-                "lift": float(ps.lift[p]), "z": z,
+                "lift": float(ps.lift[p]), "z_association": float(-ps.z_exclusion[p]),
+                "z_silenced": z,
                 "suppression": float(ps.suppression_i[p] if hub_is_i else ps.suppression_j[p]),
                 "z_suppression": float(
                     ps.z_suppression_i[p] if hub_is_i else ps.z_suppression_j[p]
