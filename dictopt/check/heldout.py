@@ -523,7 +523,7 @@ def _refit_hull(
         return {}
     found = joint_hull(A, setup.dictionary.atoms.cpu(), fit.stats.mean_a.cpu(), setup.lam,
                        fit.tau, tol, atoms=atoms)
-    return {int(v.j): v for v in found}
+    return {int(v.j): v for v in found.violations}
 
 
 def near_candidates(
