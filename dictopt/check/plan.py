@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import torch
 
+from dictopt.check.absorption import candidate_pairs
 from dictopt.check.conditions import atom_floor
 from dictopt.check.pairs import BufferExtremes, buffer_extremes, dense_extremes
 from dictopt.check.stats import PassOneStats, argsort_stable, sort_unique
@@ -55,6 +56,9 @@ class PairPlan(NamedTuple):
     """Initial ``H`` of the tracked pairs: exact where the buffers know it, else 0."""
     L0: torch.Tensor
     """Initial ``L`` of the tracked pairs: the safe bound ``max_n a_in``."""
+    absorption: tuple[torch.Tensor, torch.Tensor] | None = None
+    """``(i, j)`` candidate pairs of the structural absorption statistics
+    (:mod:`dictopt.check.absorption`), streamed in pass 2."""
 
 
 class BlockPairs(NamedTuple):
@@ -136,7 +140,7 @@ def decide_pairs(
     L0 = st1.max_a[P_i].clone()
     return PairPlan(
         KnownViolations(fi, fj, fside, fval, nb), ui * K + uj, LabelCandidates(li, lj, lc),
-        key, H0, L0,
+        key, H0, L0, candidate_pairs(D, thresholds.absorption, block),
     )
 
 
@@ -180,7 +184,7 @@ def _classify_block(
     ii, jj = (up_unknown | lo_unknown).nonzero(as_tuple=True)
     unknown = (rows[ii], jj)
     # label candidates (upper triangle only)
-    cand = ((c >= thresholds.absorption_cos) | (c <= -thresholds.antipodal_cos)) & (
+    cand = ((c >= thresholds.duplicate_cos) | (c <= -thresholds.antipodal_cos)) & (
         rows[:, None] < torch.arange(K, device=rows.device)[None, :]
     )
     ii, jj = cand.nonzero(as_tuple=True)
