@@ -110,7 +110,8 @@ def extract(args: argparse.Namespace, cache: Path, timings: dict[str, Any]) -> d
     x_words = w["raw"] * np.float32(factor)
     wiki_rows = np.concatenate([np.load(wiki / s) for s in manifest["shards"]]).astype(np.float32)
     check_file = cache / f"check-l{args.layer}-{args.wiki_tokens}-{args.words}.npy"
-    train_file = cache / f"train-l{args.layer}-{args.wiki_tokens}-{args.words}-r{args.word_repeat}.npy"
+    tag = f"l{args.layer}-{args.wiki_tokens}-{args.words}"
+    train_file = cache / f"train-{tag}-r{args.word_repeat}.npy"
     if not check_file.exists():
         np.save(check_file, np.concatenate([wiki_rows, x_words]))
     if not train_file.exists():
@@ -162,6 +163,24 @@ def run_check(folder: Path, check_file: Path, report: Path, kind: str) -> None:
         raise RuntimeError(f"dictopt check failed ({out.returncode}):\n{out.stderr[-3000:]}")
 
 
+def dump_for_saebench(path: Path, folder: Path, layer: int, w: Any, x: np.ndarray,
+                      probes: Any, pa: Any) -> None:
+    """Inputs of ``benchmarks/saebench_crosscheck.py``: words, probes, main latents, verdicts."""
+    tr = w["train"]
+    n_test = int((~tr).sum())
+    frac = np.full(n_test, np.nan)
+    full = np.zeros(n_test, dtype=bool)
+    for c in pa.classes:
+        for v in c.words:
+            frac[v.row], full[v.row] = v.absorption_fraction, v.full_absorption
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    main = {letters[c.cls]: c.main for c in pa.classes if c.in_means}
+    np.savez(path, layer=layer, sae_dir=str(folder), words_test=w["words"][~tr],
+             x_test=x[~tr], y_test=w["letters"][~tr], x_train=x[tr], y_train=w["letters"][tr],
+             probe_W=probes.weights, probe_b=probes.bias, main=json.dumps(main),
+             ours_fraction=frac, ours_full=full)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", default=str(ROOT / "cache" / "absorption"))
@@ -174,9 +193,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--saes", default="relu,topk,saelens")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--probe-C", type=float, default=1.0)
+    p.add_argument("--probe-C", type=float, default=0.1)
     p.add_argument("--until", choices=("extract", "train", "check", "all"), default="all")
     p.add_argument("--json", default=None)
+    p.add_argument("--saebench-dump", default=None,
+                   help="write the inputs of benchmarks/saebench_crosscheck.py (SAELens SAE) here")
     p.add_argument("--quick", action="store_true",
                    help="small run: 1,500 words, 8,000 Wikipedia tokens, K 1152, 300 steps")
     p.add_argument("--quiet", action="store_true")
@@ -223,7 +244,8 @@ def main() -> None:
         "saes": {}, "timings": timings,
     }
     for kind in kinds:
-        folder = cache / f"sae-{kind}-K{args.K}-s{args.steps}-l{args.layer}-{args.wiki_tokens}-{args.words}"
+        tag = f"l{args.layer}-{args.wiki_tokens}-{args.words}"
+        folder = cache / f"sae-{kind}-K{args.K}-s{args.steps}-{tag}"
         stage(timings, f"train {kind}", folder / "done",
               lambda kind=kind, folder=folder: (train_sae(kind, data["train"], folder, args),
                                                 (folder / "done").write_text("ok")))
@@ -247,6 +269,8 @@ def main() -> None:
         ag = agreement(pa, report, D, data["check"])
         timings[f"probe absorption {kind}"] = {"seconds": time.perf_counter() - t0,
                                                "cached": False}
+        if args.saebench_dump and kind == "saelens":
+            dump_for_saebench(Path(args.saebench_dump), folder, args.layer, w, x, probes, pa)
         print(f"\n=== {kind} (K = {D.K}) ===")
         print(format_table(pa, ag, letters))
         results["saes"][kind] = {"probe": pa.to_json(), "agreement": ag.to_json(),

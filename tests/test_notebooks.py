@@ -30,6 +30,7 @@ EXPECTED = {
     "04_wide_limit",
     "05_structures_from_practice",
     "06_real_lm_activations",
+    "07_absorption_probe_vs_dictopt",
 }
 CELL_TIMEOUT_S = 300
 

@@ -365,3 +365,18 @@ def test_thresholds_are_saebench_defaults():
     th = AbsorptionThresholds()
     assert (th.cos_full, th.cos_fraction, th.proportion, th.max_absorbers, th.f1_jump,
             th.max_k) == (0.025, 0.1, 0.4, 3, 0.03, 10)
+
+
+def test_classes_with_a_weak_probe_are_left_out():
+    from dictopt.validation import DictoptInputError
+
+    x, y, codes, atoms, _ = _absorption_world(seed=1)
+    tr = np.arange(len(y)) < 1000
+    probes = train_probes(x[tr], y[tr], x[~tr], y[~tr], n_classes=4)
+    probes.per_class[2]["f1"] = 0.5  # as if letter 2's probe were weak
+    pa = probe_absorption(probes, codes[tr], y[tr], x[~tr], codes[~tr], y[~tr], atoms)
+    assert [c.in_means for c in pa.classes] == [True, True, False, True]
+    assert pa.mean_full_rate == pytest.approx(pa.classes[0].full_rate / 3)
+    with pytest.raises(DictoptInputError, match="F1 above"):
+        probe_absorption(probes, codes[tr], y[tr], x[~tr], codes[~tr], y[~tr], atoms,
+                         min_probe_f1=1.0)

@@ -207,8 +207,9 @@ def agreement(
             c5.setdefault(frozenset((f.i, f.j)), []).append(f.label)
     hull_atoms = {f.j for f in findings if f.kind == "hull"} | {
         f.i for f in findings if f.kind == "hull" and f.i is not None}
-    raw = [(c.cls, c.main, a, n) for c in probe.classes for a, n in sorted(c.absorbers.items())]
-    main_of: dict[int, int] = {m: c.cls for c in probe.classes for m in c.main}
+    kept = [c for c in probe.classes if c.in_means]
+    raw = [(c.cls, c.main, a, n) for c in kept for a, n in sorted(c.absorbers.items())]
+    main_of: dict[int, int] = {m: c.cls for c in kept for m in c.main}
     probe_pairs = {frozenset((m, a)) for _, main, a, _ in raw for m in main if m != a}
     scoped = [p for p in absorb if p & set(main_of)]
     atoms = sorted({a for _, _, a, _ in raw} | {m for _, main, _, _ in raw for m in main}
@@ -253,6 +254,9 @@ def format_table(probe: ProbeAbsorption, ag: Agreement, names: str | list[str]) 
              f"main latents per letter {probe.mean_split:.2f}"]
     lines.append("letter  main latents       TP  silent  full  rate   fraction  absorbers")
     for c in probe.classes:
+        if not c.in_means:
+            lines.append(f"{names[c.cls]:<6}  (left out: probe F1 too low or no true positive)")
+            continue
         top = ", ".join(f"{a}×{n}" for a, n in sorted(c.absorbers.items(), key=lambda t: -t[1])[:4])
         lines.append(f"{names[c.cls]:<6}  {str(c.main)[:17]:<17} {c.n_true_positives:>4} "
                      f"{c.n_main_silent:>7} {c.n_full:>5}  {c.full_rate:.3f}  "

@@ -90,9 +90,9 @@ def _split_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 class LetterProbes:
     """One linear probe per class, with held-out figures."""
 
-    weights_CD: np.ndarray
+    weights: np.ndarray
     """``[C, d]`` probe weights (scores are ``x @ weights.T + bias``)."""
-    bias_C: np.ndarray
+    bias: np.ndarray
     """``[C]`` intercepts."""
     per_class: list[dict[str, float]]
     """Held-out accuracy, precision, recall, F1 and the counts per class."""
@@ -101,12 +101,12 @@ class LetterProbes:
 
     def scores(self, x_ND: np.ndarray) -> np.ndarray:
         """``[N, C]`` probe scores (positive: the probe says the class is present)."""
-        return x_ND @ self.weights_CD.T + self.bias_C
+        return x_ND @ self.weights.T + self.bias
 
     @property
-    def directions_CD(self) -> np.ndarray:
+    def directions(self) -> np.ndarray:
         """Unit probe directions."""
-        return self.weights_CD / np.linalg.norm(self.weights_CD, axis=1, keepdims=True)
+        return self.weights / np.linalg.norm(self.weights, axis=1, keepdims=True)
 
     def mean(self, key: str) -> float:
         """Mean of ``key`` over the classes that have held-out words."""
@@ -272,6 +272,8 @@ class ClassAbsorption:
     absorbers: dict[int, int] = field(default_factory=dict)
     """Absorbing latent → number of words it fully absorbs."""
     words: list[WordAbsorption] = field(default_factory=list)
+    in_means: bool = True
+    """The probe is good enough (F1 above ``min_probe_f1``) and has true positives."""
 
 
 def class_absorption(
@@ -356,8 +358,8 @@ class ProbeAbsorption:
 
     def pairs(self) -> list[tuple[int, int, int, int]]:
         """``(class, main latent, absorbing latent, words)`` for every full-absorption case."""
-        return [(c.cls, m, a, n) for c in self.classes for a, n in c.absorbers.items()
-                for m in c.main]
+        return [(c.cls, m, a, n) for c in self.classes if c.in_means
+                for a, n in c.absorbers.items() for m in c.main]
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (per-word verdicts left out)."""
@@ -369,7 +371,7 @@ class ProbeAbsorption:
                 {"class": c.cls, "main": c.main, "f1_by_k": c.f1_by_k,
                  "true_positives": c.n_true_positives, "main_silent": c.n_main_silent,
                  "full_absorption": c.n_full, "full_rate": c.full_rate,
-                 "mean_fraction": c.mean_fraction,
+                 "mean_fraction": c.mean_fraction, "in_means": c.in_means,
                  "absorbers": {str(a): n for a, n in sorted(c.absorbers.items())}}
                 for c in self.classes
             ],
@@ -388,6 +390,7 @@ def probe_absorption(
     *,
     thresholds: AbsorptionThresholds = DEFAULT_THRESHOLDS,
     min_true_positives: int = 1,
+    min_probe_f1: float = 0.6,
 ) -> ProbeAbsorption:
     """The whole probe-based absorption eval of one SAE (module text).
 
@@ -403,6 +406,9 @@ def probe_absorption(
         The SAE's unit atoms.
     min_true_positives:
         Classes with fewer held-out probe true positives are left out of the means.
+    min_probe_f1:
+        Classes whose probe has a held-out F1 at or below this are left out of the means and
+        of :meth:`ProbeAbsorption.pairs` (SAEBench 0.6.0: ``min_GT_probe_f1 = 0.6``).
 
     Returns
     -------
@@ -415,11 +421,11 @@ def probe_absorption(
         )
     scores = probes.scores(x_test)
     classes = []
-    for c in range(probes.weights_CD.shape[0]):
+    for c in range(probes.weights.shape[0]):
         sp = sparse_probing(codes_train_NK, y_train, codes_test_NK, y_test, c,
                             thresholds=thresholds)
         n_tp, words = class_absorption(
-            x_test, codes_test_NK, atoms_KD, y_test == c, scores[:, c], probes.weights_CD[c],
+            x_test, codes_test_NK, atoms_KD, y_test == c, scores[:, c], probes.weights[c],
             sp.main, thresholds=thresholds,
         )
         absorbers: dict[int, int] = {}
@@ -433,9 +439,14 @@ def probe_absorption(
             sum(w.absorption_fraction for w in words) / n_tp if n_tp else 0.0,
             absorbers, words,
         ))
-    kept = [c for c in classes if c.n_true_positives >= min_true_positives]
+    for c in classes:
+        c.in_means = (c.n_true_positives >= min_true_positives
+                      and probes.per_class[c.cls]["f1"] > min_probe_f1)
+    kept = [c for c in classes if c.in_means]
     if not kept:
-        raise DictoptInputError("no class has a held-out probe true positive")
+        raise DictoptInputError(
+            f"no class has a probe with held-out F1 above {min_probe_f1} and a true positive"
+        )
     return ProbeAbsorption(
         classes,
         float(np.mean([c.full_rate for c in kept])),
