@@ -19,8 +19,8 @@ and TransformerLens has no SmolLM2. Its pieces can, on the cached activations:
    fraction and full-absorption verdicts must agree.
 2. ``train_k_sparse_probes``, ``build_metrics_df``, ``add_feature_splits_to_metrics_df``:
    SAEBench's own choice of main latents (an Adam-trained L1 probe on the codes), compared
-   with dictopt's (scikit-learn's L1 logistic regression), and SAEBench's calculator run with its own main
-   latents: SAEBench's absorption figures for this SAE.
+   with dictopt's (scikit-learn's L1 logistic regression), and SAEBench's calculator run
+   with its own main latents: SAEBench's absorption figures for this SAE.
 """
 
 # ruff: noqa: T201  (a benchmark script prints its figures)
