@@ -213,6 +213,8 @@ def test_read_findings_honours_significance_fields():
         {"label": "duplicate", "i": 5, "j": 6, "detail": {}},
     ], "violations": [
         {"condition": "C5", "i": 7, "j": 8, "label": "hierarchy", "detail": {}},
+        {"condition": "C5", "i": 8, "j": 7, "label": "upper", "detail": {},
+         "heldout": {"significant": False}},
         {"condition": "hull", "i": None, "j": 9, "label": "joint", "detail": {},
          "move": {"J": [1, 2]}},
         {"condition": "C1", "i": 3, "j": None, "label": "x", "detail": {}},
@@ -220,8 +222,8 @@ def test_read_findings_honours_significance_fields():
     f = read_findings(report)
     ab = {(x.i, x.j): x.significant for x in f if x.kind == "absorption"}
     assert ab == {(0, 1): True, (0, 2): False, (0, 3): False, (0, 4): True}
-    assert [(x.kind, x.i, x.j) for x in f if x.kind != "absorption"] == [
-        ("C5", 7, 8), ("hull", None, 9)]
+    assert [(x.kind, x.i, x.j, x.significant) for x in f if x.kind != "absorption"] == [
+        ("C5", 7, 8, True), ("C5", 8, 7, False), ("hull", None, 9, True)]
     assert [x.detail["J"] for x in f if x.kind == "hull"] == [[1, 2]]
 
 

@@ -9,7 +9,8 @@ joint-hull violations (an atom inside the cone of others: the star structure).
 The report is read as JSON, so this works with whatever labels and statistics the checker
 writes: a label counts as an absorption finding when its name contains ``"absorption"``; it is
 *significant* unless its ``detail`` says otherwise (``significant: false`` or a ``p_value`` /
-``q_value`` above ``alpha``).
+``q_value`` above ``alpha``). A violation is significant unless its held-out measurement
+(``heldout.significant``) or its detail says otherwise.
 
 - **Recall**: the share of probe cases ``(M, a)`` with some ``m ∈ M`` such that ``{m, a}`` is a
   dictopt absorption pair.
@@ -71,6 +72,9 @@ def read_findings(report: dict[str, Any], *, alpha: float = 0.05) -> list[Findin
     for v in report.get("violations", []):
         if v.get("condition") in ("C5", "hull"):
             d = dict(v.get("detail") or {})
+            held = v.get("heldout")
+            if isinstance(held, dict) and "significant" in held:  # the held-out measurement
+                d["significant"] = held["significant"]
             move = v.get("move") or {}
             if v["condition"] == "hull" and isinstance(move, dict) and "J" in move:
                 d["J"] = move["J"]
@@ -204,7 +208,8 @@ def agreement(
     c5: dict[frozenset, list[str]] = {}
     for f in findings:
         if f.kind == "C5" and f.i is not None and f.j is not None:
-            c5.setdefault(frozenset((f.i, f.j)), []).append(f.label)
+            c5.setdefault(frozenset((f.i, f.j)), []).append(
+                f.label if f.significant else f"{f.label} (not significant)")
     hull_atoms = {f.j for f in findings if f.kind == "hull"} | {
         f.i for f in findings if f.kind == "hull" and f.i is not None}
     kept = [c for c in probe.classes if c.in_means]
