@@ -19,7 +19,9 @@ JSON schema (``CheckReport.to_json``; version ``SCHEMA_VERSION``)::
         "amortisation": null | {"optimal_loss": float, "loss_gap": float,
                                 "mean_abs_code_diff": [K floats]},
         "pairs_in_pass2": int, "hull": {"mode": str, "atoms_checked": int, "seconds": float},
-        "timings": {name: seconds}, "tolerances": {...}
+        "timings": {name: seconds}, "tolerances": {...},
+        "heldout": {...}                   # only with check(..., heldout=...): z, split,
+                                           # severity by condition, headline (THEORY §5)
       },
       "atoms": [ {"k", "mean_code", "active_fraction", "min_code", "max_code",
                   "kkt_violation", "stationarity_tangential", "stationarity_radial",
@@ -27,14 +29,21 @@ JSON schema (``CheckReport.to_json``; version ``SCHEMA_VERSION``)::
       "violations": [ {"condition": "C1"|"C2"|"C3"|"C4"|"C5"|"hull", "i": int|null,
                        "j": int|null, "label": str, "slope": float, "step": float,
                        "predicted_decrease": float, "model_decrease": float|null,
-                       "measured_decrease": float|null, "detail": {...}, "move": {...}} ],
+                       "measured_decrease": float|null, "detail": {...}, "move": {...},
+                       "heldout": null | {"step", "fit_decrease", "decrease", "se": float,
+                                          "z": float|null, "significant": bool,
+                                          "n_val": int, "move": {...}}} ],
       "labels": [ {"label": str, "i": int, "j": int|null, "detail": {...}} ]
     }
 
 ``predicted_decrease`` is the first-order decrease ``slope × step``; ``model_decrease`` the
 exact decrease computed from the pass statistics; ``measured_decrease`` the decrease measured
 by applying the move on the data (:func:`dictopt.check.certify`), null until measured. All
-decreases are in loss units (positive = the loss goes down).
+decreases are in loss units (positive = the loss goes down). ``heldout`` is the finite step
+of :mod:`dictopt.check.heldout`: chosen on the statistics rows, measured on the validation rows
+with its standard error; with it, violations are ranked significant first, and C5 findings
+labelled ``near_hierarchy`` (no exact violation, a significant held-out certificate) and
+``rare`` atom labels appear.
 """
 
 from __future__ import annotations
@@ -68,6 +77,8 @@ class Violation:
     measured_decrease: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     move: Move | None = None
+    heldout: Any = None
+    """A :class:`dictopt.check.heldout.HeldoutResult` once measured on held-out rows."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +93,7 @@ class Violation:
             "measured_decrease": _num(self.measured_decrease),
             "detail": {k: _num(v) for k, v in self.detail.items()},
             "move": self.move.to_json() if self.move is not None else None,
+            "heldout": _clean(self.heldout.to_json()) if self.heldout is not None else None,
         }
 
 
@@ -158,6 +170,9 @@ class CheckReport:
             "verdict: " + ("NOT a local minimum (certified descent found)"
                            if s["unstable_optimum"] else "all first-order conditions hold")
         )
+        ho = s.get("heldout")
+        if ho:
+            lines.append(ho["headline"])
         if self.violations:
             shown = min(top, len(self.violations))
             lines.append(f"top {shown} violations (by exact decrease of their certificate):")
@@ -167,6 +182,10 @@ class CheckReport:
                     else f"atom {v.i if v.i is not None else v.j}"
                 )
                 meas = f"  measured {v.measured_decrease:.3g}" if v.measured_decrease else ""
+                if v.heldout is not None:
+                    h = v.heldout
+                    meas += (f"  held-out {h.decrease:.3g} ± {h.se:.2g}"
+                             f"{' significant' if h.significant else ''}")
                 lines.append(
                     f"  {v.condition:<4} {pair:<14} {v.label:<12} predicted "
                     f"{v.predicted_decrease:.3g}  exact {v.model_decrease or 0:.3g}{meas}"
