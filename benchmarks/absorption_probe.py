@@ -150,12 +150,14 @@ def train_sae(kind: str, train_file: Path, folder: Path, args: argparse.Namespac
                            **extra)
 
 
-def run_check(folder: Path, check_file: Path, report: Path, kind: str) -> None:
+def run_check(folder: Path, check_file: Path, report: Path, kind: str, heldout: bool) -> None:
     """``dictopt check`` through the CLI of this checkout (JSON report, no certificates)."""
     cmd = [sys.executable, "-m", "dictopt", "check", str(folder), "--activations",
            str(check_file), "--json", str(report), "--certify", "0", "--quiet", "--top", "0"]
     if kind in ("topk", "saelens-topk"):
         cmd += ["--lam", "implied"]
+    if heldout:
+        cmd += ["--heldout"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                                       os.environ.get("PYTHONPATH")]))}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -194,6 +196,9 @@ def main() -> None:
     p.add_argument("--saes", default="relu,topk,saelens")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--probe-C", type=float, default=0.1)
+    p.add_argument("--heldout", action="store_true",
+                   help="dictopt check --heldout: held-out significance of every violation "
+                        "(two more passes)")
     p.add_argument("--until", choices=("extract", "train", "check", "all"), default="all")
     p.add_argument("--json", default=None)
     p.add_argument("--saebench-dump", default=None,
@@ -254,7 +259,7 @@ def main() -> None:
         report_file = folder / "check.json"
         stage(timings, f"check {kind}", report_file,
               lambda kind=kind, folder=folder, rf=report_file: run_check(
-                  folder, data["check"], rf, kind))
+                  folder, data["check"], rf, kind, args.heldout))
         if args.until == "check":
             continue
         from dictopt.io import load
