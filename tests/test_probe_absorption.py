@@ -274,6 +274,9 @@ def test_agreement_counts_and_coactivity_against_brute_force():
         assert c.coactive == int((act[:, 0] & act[:, c.absorber]).sum()) == 0
         assert c.active_a == int(act[:, c.absorber].sum())
         assert c.cos == pytest.approx(0.6)
+        E = c.active_a * c.active_m / len(x)  # independence; no co-firing: lift 0, z = √E
+        assert c.active_m == int(act[:, 0].sum())
+        assert c.lift == 0.0 and c.z == pytest.approx(np.sqrt(E))
     n, co = activity_counts(Planted, data, [0, 1, missed[0]])
     sub = act[:, [0, 1, missed[0]]].astype(int)
     assert n.tolist() == sub.sum(0).tolist() and co.tolist() == (sub.T @ sub).tolist()

@@ -103,6 +103,10 @@ class Case:
     """Rows where ``a`` and that main latent are both active."""
     active_a: int
     active_m: int
+    lift: float
+    """``coactive / E`` with ``E = active_a · active_m / N`` (independence); < 1: exclusion."""
+    z: float
+    """Poisson z-score of the exclusion, ``(E − coactive) / √E`` (≥ 3: significant)."""
 
 
 @dataclass
@@ -151,6 +155,15 @@ class Agreement:
         }
 
 
+def exclusion(n_i: int, n_j: int, n_ij: int, N: int) -> tuple[float, float]:
+    """Lift ``n_ij / E`` and Poisson z ``(E − n_ij) / √E`` against independence,
+    ``E = n_i n_j / N`` (NaN when ``E = 0``)."""
+    E = n_i * n_j / N if N else 0.0
+    if E <= 0:
+        return math.nan, math.nan
+    return n_ij / E, (E - n_ij) / math.sqrt(E)
+
+
 def activity_counts(
     dictionary: Dictionary, source: Any, atoms: list[int], *, chunk: int = 8192
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +178,7 @@ def activity_counts(
     co = np.zeros((S, S), dtype=np.int64)
     with torch.no_grad():
         for lo in range(0, x.shape[0], chunk):
-            xb = torch.as_tensor(np.asarray(x[lo : lo + chunk]), dtype=dictionary.dtype)
+            xb = torch.as_tensor(np.array(x[lo : lo + chunk]), dtype=dictionary.dtype)
             act = (dictionary.encode(xb)[:, idx] > 0).to(torch.float64).numpy()
             n += act.sum(0).astype(np.int64)
             co += (act.T @ act).astype(np.int64)
@@ -221,18 +234,18 @@ def agreement(
                    | {k for p in scoped for k in p})
     pos = {k: t for t, k in enumerate(atoms)}
     n_act, co = activity_counts(dictionary, data, atoms) if atoms else (np.zeros(0), None)
+    n_rows = int(report.get("summary", {}).get("N") or _rows(data))
     D = dictionary.atoms.detach().cpu().to(torch.float64).numpy()
     cases = []
     for cls, main, a, words in raw:
-        best = max(main, key=lambda m: float(D[m] @ D[a])) if main else -1
+        best = max(main, key=lambda m: float(D[m] @ D[a]))
+        n_ma, n_a, n_m = int(co[pos[best], pos[a]]), int(n_act[pos[a]]), int(n_act[pos[best]])
         cases.append(Case(
             cls, list(main), a, words,
             any(frozenset((m, a)) in absorb for m in main),
             [lab for m in main for lab in c5.get(frozenset((m, a)), [])],
             a in hull_atoms or any(m in hull_atoms for m in main),
-            float(D[best] @ D[a]) if best >= 0 else math.nan,
-            int(co[pos[best], pos[a]]) if best >= 0 else 0,
-            int(n_act[pos[a]]), int(n_act[pos[best]]) if best >= 0 else 0,
+            float(D[best] @ D[a]), n_ma, n_a, n_m, *exclusion(n_a, n_m, n_ma, n_rows),
         ))
     missed = []
     for p in sorted(scoped, key=sorted):
@@ -241,15 +254,22 @@ def agreement(
         i, j = sorted(p)
         m = i if i in main_of else j
         other = j if m == i else i
+        n_m, n_o, n_mo = int(n_act[pos[m]]), int(n_act[pos[other]]), int(co[pos[i], pos[j]])
+        lift, z = exclusion(n_m, n_o, n_mo, n_rows)
         missed.append({"main": m, "letter_class": main_of[m], "other": other,
-                       "cos": float(D[i] @ D[j]), "active_main": int(n_act[pos[m]]),
-                       "active_other": int(n_act[pos[other]]),
-                       "coactive": int(co[pos[i], pos[j]])})
+                       "cos": float(D[i] @ D[j]), "active_main": n_m, "active_other": n_o,
+                       "coactive": n_mo, "lift": lift, "z": z})
     counts = {k: sum(f.kind == k for f in findings) for k in ("absorption", "C5", "hull")}
     return Agreement(
         cases, len(absorb), len(absorb_all), sum(p in probe_pairs for p in absorb),
         len(scoped), sum(p in probe_pairs for p in scoped), missed, counts,
     )
+
+
+def _rows(data: Any) -> int:
+    if isinstance(data, str | Path):
+        return int(np.load(data, mmap_mode="r").shape[0])
+    return int(data.shape[0])
 
 
 def format_table(probe: ProbeAbsorption, ag: Agreement, names: str | list[str]) -> str:
@@ -280,8 +300,13 @@ def format_table(probe: ProbeAbsorption, ag: Agreement, names: str | list[str]) 
     if ag.cases:
         cos = np.array([c.cos for c in ag.cases])
         coact = np.array([c.coactive for c in ag.cases])
+        lift = np.array([c.lift for c in ag.cases])
+        z = np.array([c.z for c in ag.cases])
         lines.append(
             f"probe cases: cosine(main, absorber) median {np.median(cos):.3f} "
-            f"(range {cos.min():.3f} to {cos.max():.3f}); co-active rows median "
-            f"{np.median(coact):.0f}, zero in {int((coact == 0).sum())}/{len(coact)}")
+            f"(range {cos.min():.3f} to {cos.max():.3f}), ≥ 0.5 in {int((cos >= 0.5).sum())}; "
+            f"co-active rows median {np.median(coact):.0f}, zero in "
+            f"{int((coact == 0).sum())}/{len(coact)}; lift against independence median "
+            f"{np.nanmedian(lift):.2f}, significant exclusion (z ≥ 3) in "
+            f"{int((z >= 3).sum())}/{len(z)}")
     return "\n".join(lines)
