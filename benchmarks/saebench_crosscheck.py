@@ -48,7 +48,8 @@ class CachedModel:
         self.hook = hook
 
     def run_with_cache(self, prompts: list[str], names_filter: list[str]):
-        x = torch.stack([self.acts[self.row[p[: -1]]] for p in prompts])
+        # the prompt is "\n{word}:" (no examples): the word is the last line without its colon
+        x = torch.stack([self.acts[self.row[p.rsplit("\n", 1)[-1][:-1]]] for p in prompts])
         return None, {self.hook: torch.stack([x, torch.zeros_like(x)], dim=1)}  # word at -2
 
     def to_tokens(self, prompt: str) -> torch.Tensor:
