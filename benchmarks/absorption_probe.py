@@ -183,6 +183,35 @@ def dump_for_saebench(path: Path, folder: Path, layer: int, w: Any, x: np.ndarra
              ours_fraction=frac, ours_full=full)
 
 
+def markdown_table(results: dict[str, Any]) -> str:
+    """The README's table from the results JSON."""
+    names = {"relu": "dictopt `sae-relu`", "topk": "dictopt `sae-topk`",
+             "saelens": "SAELens `standard`", "saelens-topk": "SAELens `topk`"}
+    t = results["timings"]
+    rows = ["| SAE | L0 | EV | main latents / letter | full absorption | absorption fraction | "
+            "probe cases | dictopt pairs | C5 / hull | recall | precision (scoped) | "
+            "probe pairs: cos median, ≥ 0.5, co-fire 0, z ≥ 3 | train + check + probe (s) |",
+            "|---" * 13 + "|"]
+    for kind, r in results["saes"].items():
+        pa, ag, s = r["probe"], r["agreement"], r["check_summary"]
+        cases = ag["cases"]
+        cos = np.array([c["cos"] for c in cases]) if cases else np.zeros(0)
+        co = np.array([c["coactive"] for c in cases]) if cases else np.zeros(0)
+        z = np.array([c["z"] for c in cases]) if cases else np.zeros(0)
+        secs = [t.get(f"{stage} {kind}", {}).get("seconds", float("nan"))
+                for stage in ("train", "check", "probe absorption")]
+        pairs = (f"{np.median(cos):.2f}, {int((cos >= 0.5).sum())}, {int((co == 0).sum())}, "
+                 f"{int((z >= 3).sum())}" if cases else "—")
+        rows.append(
+            f"| {names.get(kind, kind)} | {s['l0']:.1f} | {s['explained_variance']:.3f} | "
+            f"{pa['mean_main_latents']:.2f} | {pa['mean_full_absorption']:.3f} | "
+            f"{pa['mean_absorption_fraction']:.3f} | {ag['probe_cases']} | "
+            f"{ag['dictopt_pairs']} | {ag['counts']['C5']} / {ag['counts']['hull']} | "
+            f"{ag['recall']:.2f} | {ag['precision']:.2f} ({ag['scoped_precision']:.2f}) | "
+            f"{pairs} | {' + '.join(f'{v:.0f}' for v in secs)} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", default=str(ROOT / "cache" / "absorption"))
@@ -284,6 +313,8 @@ def main() -> None:
                                                     "counts", "labels")}}
     print("\ntimings (s): " + ", ".join(
         f"{k} {v['seconds']:.0f}{' (cached)' if v['cached'] else ''}" for k, v in timings.items()))
+    if results["saes"]:
+        print("\n" + markdown_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
         print(f"results written to {args.json}")

@@ -385,3 +385,17 @@ def test_classes_with_a_weak_probe_are_left_out():
     with pytest.raises(DictoptInputError, match="F1 above"):
         probe_absorption(probes, codes[tr], y[tr], x[~tr], codes[~tr], y[~tr], atoms,
                          min_probe_f1=1.0)
+
+
+def test_pipeline_refuses_an_unknown_sae_before_any_work(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "absorption_probe.py"), "--saes", "relu,foo",
+         "--cache", str(tmp_path / "c")], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "foo" in out.stderr
+    assert not (tmp_path / "c").exists()
