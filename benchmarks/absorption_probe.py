@@ -228,6 +228,8 @@ def main() -> None:
     p.add_argument("--heldout", action="store_true",
                    help="dictopt check --heldout: held-out significance of every violation "
                         "(two more passes)")
+    p.add_argument("--recheck", action="store_true",
+                   help="run dictopt check again even when a cached report exists")
     p.add_argument("--until", choices=("extract", "train", "check", "all"), default="all")
     p.add_argument("--json", default=None)
     p.add_argument("--saebench-dump", default=None,
@@ -286,6 +288,8 @@ def main() -> None:
         if args.until == "train":
             continue
         report_file = folder / "check.json"
+        if args.recheck and report_file.exists():  # e.g. after the checker's labels changed
+            report_file.unlink()
         stage(timings, f"check {kind}", report_file,
               lambda kind=kind, folder=folder, rf=report_file: run_check(
                   folder, data["check"], rf, kind, args.heldout))
