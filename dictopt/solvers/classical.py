@@ -508,29 +508,14 @@ def fit_sklearn(
 
     Parameters
     ----------
-    minibatch : use MiniBatchDictionaryLearning (``max_iter`` = epochs) instead of the batch one.
-    max_iter, tol, batch_size : passed to sklearn.
-
-    Parameters
-    ----------
-    source:
-        Data (loaded into memory).
-    K:
-        Number of atoms.
-    lam:
-        λ of the canonical objective.
-    seed:
-        Seed.
+    source, K, lam, seed:
+        Data (loaded into memory), number of atoms, λ of the canonical objective, seed.
     progress:
-        Unused (scikit-learn has no progress bar).
+        scikit-learn's ``verbose``.
     minibatch:
-        Use ``MiniBatchDictionaryLearning``.
-    max_iter:
-        scikit-learn's iterations.
-    tol:
-        scikit-learn's tolerance.
-    batch_size:
-        Mini-batch size.
+        Use ``MiniBatchDictionaryLearning`` (``max_iter`` = epochs) instead of the batch one.
+    max_iter, tol, batch_size:
+        Passed to scikit-learn.
 
     Returns
     -------
@@ -552,13 +537,7 @@ def fit_sklearn(
     else:
         est = DictionaryLearning(tol=tol, **common)
     est.fit(x - mean)
-    V = np.array(est.components_, dtype=np.float64)
-    norms = np.linalg.norm(V, axis=1)
-    dead = norms <= 1e-12
-    if dead.any():
-        rng = np.random.default_rng(seed)
-        V[dead] = rng.standard_normal((int(dead.sum()), V.shape[1]))
-        norms[dead] = np.linalg.norm(V[dead], axis=1)
+    V, norms, dead = _unit_components(est.components_, seed)
     meta = {
         "solver": "sklearn", "K": K, "lam": lam, "alpha": lam, "seed": seed,
         "minibatch": bool(minibatch), "max_iter": max_iter, "tol": tol,
@@ -566,6 +545,19 @@ def fit_sklearn(
         "n_dead_replaced": int(dead.sum()), "bias": "data mean (sklearn centres the data)",
     }
     return Dictionary(atoms=V / norms[:, None], bias=mean, lam=lam, meta=meta)
+
+
+def _unit_components(components: Any, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's atoms with zero atoms replaced by random ones; their norms; which were
+    replaced."""
+    V = np.array(components, dtype=np.float64)
+    norms = np.linalg.norm(V, axis=1)
+    dead = norms <= 1e-12
+    if dead.any():
+        rng = np.random.default_rng(seed)
+        V[dead] = rng.standard_normal((int(dead.sum()), V.shape[1]))
+        norms[dead] = np.linalg.norm(V[dead], axis=1)
+    return V, norms, dead
 
 
 @register_solver("sklearn", "scikit-learn (MiniBatch)DictionaryLearning, positive codes")

@@ -191,10 +191,8 @@ def sweep(
         For widths ≥ the number of limit rays, also fit from the limit dictionary.
     ray_cos, split_cos:
         Cosine thresholds for ray ownership and for counting atoms aligned with a true feature.
-    attain_rtol:
-        ``attained`` when ``loss − L_∞ ≤ attain_rtol · L_∞``.
-    progress:
-        Show a progress bar over the fits.
+    attain_rtol, progress:
+        ``attained`` when ``loss − L_∞ ≤ attain_rtol · L_∞``; a progress bar over the fits.
 
     Returns
     -------
