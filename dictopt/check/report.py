@@ -125,9 +125,10 @@ class CheckReport:
         }
 
     def save_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        return path
+        """Write the report as JSON atomically (a failure leaves any previous file intact)."""
+        from dictopt.atomic import write_text
+
+        return write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
 
     def format(self, top: int = 10) -> str:
         """A readable terminal summary."""

@@ -44,13 +44,12 @@ class NpyRows:
     hi: int
 
     def read(self, lo: int, hi: int) -> np.ndarray:
-        """Rows ``[lo, hi)`` of this partition (relative to its first row), copied.
+        """Rows ``[lo, hi)`` of this partition (relative to its first row), read explicitly.
 
-        The memory map is opened per read and dropped at once: pages of a map that stays
-        open count in the worker's resident memory, which would then grow with N.
+        No memory map stays open: its pages would count in the worker's resident memory,
+        which would then grow with N.
         """
-        arr = _open_npy(self.path)
-        return np.array(arr[self.lo + lo : self.lo + hi])
+        return _open_npy(self.path).read(self.lo + lo, self.lo + hi)
 
 
 @dataclass

@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from dictopt.atomic import atomic_folder
 from dictopt.problem import Dictionary, get_encoder_class
 from dictopt.validation import DictoptInputError
 
@@ -30,12 +31,20 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 FORMAT_VERSION = 1
 LAM_CONVENTION = "(1/N) sum_n [ 1/2 ||x_n - b - D^T a_n||^2 + lam * sum_k a_kn ], unit-norm atoms"
 LASSO = "lasso"
+#: Files of every dictionary layout dictopt reads or writes: an existing output folder holding
+#: only these is replaced as a whole; anything else there makes the write an error.
+DICTIONARY_FILES = frozenset(
+    {"cfg.json", "sae_weights.safetensors", "sae.safetensors", "ae.pt", "config.json"}
+)
 
 
 def save_dictionary(dictionary: Dictionary, folder: str | Path) -> Path:
-    """Write ``dictionary`` to ``folder`` (created if needed); returns the folder."""
+    """Write ``dictionary`` to ``folder`` atomically as a whole; returns the folder.
+
+    The folder is built in a hidden sibling and swapped into place (:mod:`dictopt.atomic`):
+    a kill or a full disk leaves the previous folder, never new weights with an old config.
+    """
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {
         "W_dec": dictionary.decoder.contiguous(),
         "b_dec": dictionary.bias.contiguous(),
@@ -61,8 +70,9 @@ def save_dictionary(dictionary: Dictionary, folder: str | Path) -> Path:
         "dictopt_format_version": FORMAT_VERSION,
         "meta": dictionary.meta,
     }
-    save_file({k: v.detach().cpu() for k, v in tensors.items()}, str(out / WEIGHTS_FILE))
-    (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, default=str) + "\n")
+    with atomic_folder(out, owned=DICTIONARY_FILES) as tmp:
+        save_file({k: v.detach().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, default=str) + "\n")
     return out
 
 

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from matplotlib.figure import Figure
 
+from dictopt.atomic import write_text
 from dictopt.check.report import CONDITIONS, LABELS, SCHEMA_VERSION, CheckReport, Label, Violation
 from dictopt.plots.figure import to_base64
 from dictopt.problem import Dictionary
@@ -443,13 +444,13 @@ def write_report(
     if format == "html":
         figs = build_figures(report, data=data, dictionary=dictionary, wide=wide, top=top,
                              codes=codes, progress=progress)
-        out.write_text(render_html(report, figs))
+        write_text(out, render_html(report, figs))
     else:
         figs = _notes_only(report, data, dictionary, wide, top)
         if format == "md":
-            out.write_text(render_markdown(report, figs))
+            write_text(out, render_markdown(report, figs))
         else:
-            out.write_text(json.dumps(render_json(report, figs), indent=1) + "\n")
+            write_text(out, json.dumps(render_json(report, figs), indent=1) + "\n")
     log.info("report written to %s", out)
     return out
 

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dictopt import __version__
+from dictopt.atomic import write_text
 from dictopt.data.lm.models import LoadedModel, load_model
 from dictopt.data.lm.texts import TextCorpus, load_corpus
 from dictopt.validation import DictoptInputError, check_positive_int
@@ -395,9 +396,7 @@ def extract_activations(
         manifest["transformers_version"] = transformers.__version__
     except ImportError:  # a LoadedModel built without transformers (tests)
         pass
-    tmp = folder / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    tmp.replace(folder / "manifest.json")
+    write_text(folder / "manifest.json", json.dumps(manifest, indent=1, default=str))
     return ExtractionResult(folder, manifest)
 
 
