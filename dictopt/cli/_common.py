@@ -23,6 +23,36 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer ≥ 0 (argparse itself exits 2 with the message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    value = nonnegative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """argparse type: a number in (0, 1] (a cosine threshold)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     """``--world NAME`` or ``--activations PATH`` (a .npy file or a folder of shards)."""
     group = parser.add_mutually_exclusive_group(required=required)

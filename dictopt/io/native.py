@@ -82,9 +82,11 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DictoptInputError(f"{path}: no such file (is {folder} a dictopt/SAELens folder?)")
     try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DictoptInputError(f"{path}: not valid JSON ({err})") from err
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DictoptInputError(f"{path}: not valid JSON (UTF-8) ({err})") from err
+    except OSError as err:
+        raise DictoptInputError(f"{path}: unreadable ({err.strerror or err})") from err
     if not isinstance(cfg, dict):
         raise DictoptInputError(f"{path}: expected a JSON object")
     return cfg
@@ -120,7 +122,18 @@ def load_dictionary(folder: str | Path) -> Dictionary:
                 f"{folder / CONFIG_FILE}: {key} = {expected} disagrees with W_dec of shape "
                 f"{tuple(W_dec.shape)} in {weights_path.name}"
             )
-    architecture = cfg.get("architecture", LASSO)
+    if "architecture" not in cfg:
+        # Without it the SAE's own encoder would silently be replaced by optimal codes.
+        raise DictoptInputError(
+            f"{folder / CONFIG_FILE}: has no 'architecture'; dictopt always records it. Add "
+            f'"architecture": "{LASSO}" if the codes are optimal lasso codes, else the '
+            "encoder's registered name (relu, topk, ...)"
+        )
+    architecture = cfg["architecture"]
+    if not isinstance(architecture, str):
+        raise DictoptInputError(
+            f"{folder / CONFIG_FILE}: 'architecture' must be a name, got {architecture!r}"
+        )
     encoder = None
     if architecture != LASSO:
         cls = get_encoder_class(architecture)

@@ -434,11 +434,11 @@ def write_report(
     if not out.parent.exists():
         raise DictoptInputError(f"out: folder {out.parent} does not exist")
     if isinstance(dictionary, str | Path):
-        from dictopt.io.native import load_dictionary
+        from dictopt.io import load
 
         if not Path(dictionary).exists():
-            raise DictoptInputError(f"dictionary: {dictionary}: no such folder")
-        dictionary = load_dictionary(dictionary)
+            raise DictoptInputError(f"dictionary: {dictionary}: no such file or folder")
+        dictionary = load(dictionary)  # every format `dictopt check` reads
     if isinstance(data, str | Path) and not Path(data).exists():
         raise DictoptInputError(f"activations: {data}: no such file or folder")
     if format == "html":
