@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from typing import Any
 
@@ -20,6 +21,46 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
             options[key] = value
+    return options
+
+
+#: Arguments every solver takes from the command line itself, never from --set.
+_FIXED = {"source", "K", "lam", "seed", "progress"}
+
+
+def check_solver_options(fit: Any, options: dict[str, Any], solver: str) -> dict[str, Any]:
+    """Refuse ``--set`` keys ``fit`` does not take and values of the wrong kind.
+
+    Solvers with an explicit signature are checked here, before any work: an unknown key is
+    named with the known ones, and a value whose type differs from the default's (a string
+    for an integer, a list for a number) is refused. Solvers taking ``**options`` check their
+    own (the SAE trainer does).
+    """
+    params = inspect.signature(fit).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return options
+    settable = {k for k, p in params.items() if "Callable" not in str(p.annotation)}
+    known = sorted(settable - _FIXED)
+    for key, value in options.items():
+        if key not in known:
+            raise DictoptInputError(
+                f"--set: unknown option {key!r} for solver {solver}; known: {', '.join(known)}"
+            )
+        default = params[key].default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        else:
+            ok = True
+        if not ok:
+            kind = {bool: "true or false", int: "an integer", float: "a number"}
+            raise DictoptInputError(
+                f"--set {key}: expected {kind[type(default)]} (default {default!r}), "
+                f"got {value!r}"
+            )
     return options
 
 

@@ -34,6 +34,35 @@ class Chunk(NamedTuple):
     label: str
 
 
+def scale_limit(dtype: torch.dtype, d: int) -> float:
+    """The largest ``|x|`` whose squares, summed over ``d`` columns and 2²⁰ rows, stay finite
+    in ``dtype`` (half precisions are computed in float32)."""
+    if dtype in (torch.float16, torch.bfloat16) or not dtype.is_floating_point:
+        dtype = torch.float32 if dtype.is_floating_point else torch.float64
+    return float(np.sqrt(torch.finfo(dtype).max / (max(d, 1) * 2.0**20)))
+
+
+def check_scale(x: torch.Tensor, dtype: torch.dtype, *, row_offset: int = 0,
+                where: str = "") -> None:
+    """Raise when finite values are so large that squared norms and sums overflow ``dtype``.
+
+    Such data runs to an infinite loss and NaN statistics; the message names the row and the
+    fix (rescale).
+    """
+    limit = scale_limit(dtype, int(x.shape[1]))
+    big = x.abs().amax(dim=1) > limit
+    if bool(big.any()):
+        row = int(big.nonzero()[0])
+        value = float(x[row].abs().max())
+        loc = f" {where}" if where else ""
+        raise DictoptInputError(
+            f"activations{loc}: row {row_offset + row} has a value of magnitude {value:.3g}, "
+            f"beyond what {str(dtype).removeprefix('torch.')} arithmetic can square and sum "
+            f"(limit {limit:.3g}); the data's scale is the problem: rescale it (e.g. divide "
+            "by its RMS, and λ by the same factor)"
+        )
+
+
 class ActivationSource(ABC):
     """Base class: subclasses implement :meth:`_raw_chunks`; validation happens here."""
 
@@ -51,15 +80,22 @@ class ActivationSource(ABC):
         start = 0
         bar = tqdm(total=self.n, desc=desc, unit="rows", disable=not progress, leave=False)
         try:
+            base = getattr(self, "row_base", 0)  # global index of this source's first row
             for raw, label in self._raw_chunks():
-                x = to_tensor(raw, label, dtype=self.dtype)
+                x = to_tensor(raw, label)  # stored precision: checked before any cast
                 if x.ndim != 2 or x.shape[1] != self.d:
+                    hint = " (is it transposed?)" if x.ndim == 2 and x.shape[0] == self.d else ""
                     raise DictoptInputError(
-                        f"{label}: expected rows of width {self.d}, got shape {tuple(x.shape)}"
+                        f"{label}: expected rows of width {self.d}, got shape "
+                        f"{tuple(x.shape)}{hint}"
                     )
                 if x.shape[0] == 0:
                     continue
-                check_finite(x, "activations", row_offset=start, where=f"({label})")
+                check_finite(x, "activations", row_offset=base + start, where=f"({label})")
+                check_scale(x, self.dtype or x.dtype, row_offset=base + start,
+                            where=f"({label})")
+                if self.dtype is not None:
+                    x = x.to(self.dtype)
                 yield Chunk(x, start, label)
                 start += x.shape[0]
                 bar.update(x.shape[0])
