@@ -39,7 +39,7 @@ from dictopt.check.tolerances import (
     Tolerances,
 )
 from dictopt.problem import Dictionary, check_codes
-from dictopt.validation import DictoptInputError, to_tensor
+from dictopt.validation import DictoptInputError, check_width, to_tensor
 
 if TYPE_CHECKING:
     from dictopt.data.sources import ActivationSource
@@ -423,10 +423,7 @@ def prepare_setup(
     if lam is None:
         raise DictoptInputError(f"lam: missing; {LAM_HELP}")
     dictionary = dictionary.with_lam(lam)
-    if d != dictionary.d:
-        raise DictoptInputError(
-            f"activations: width {d} but the dictionary has d = {dictionary.d}"
-        )
+    check_width(d, dictionary.d, None)
     mode, coder = make_coder(dictionary, codes)
     note = None
     if amortisation is None:

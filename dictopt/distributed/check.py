@@ -53,7 +53,7 @@ from dictopt.data.sources import DEFAULT_CHUNK_SIZE
 from dictopt.distributed.cluster import DEFAULT_RETRIES, dask_client, map_reduce, share
 from dictopt.distributed.sources import PartitionedSource, PartitionSource, partition_source
 from dictopt.problem import Dictionary
-from dictopt.validation import DictoptInputError
+from dictopt.validation import DictoptInputError, check_width
 
 
 def _probe(src: PartitionSource, start: int, setup: Setup, tol: Tolerances,
@@ -223,10 +223,7 @@ def certify_distributed(
     _check_codes_arg(codes)
     lam, vs = prepare_certify(dictionary, violations, lam, top)
     psrc = partition_source(source, rows=partition_rows)
-    if psrc.d != dictionary.d:
-        raise DictoptInputError(
-            f"activations: width {psrc.d} but the dictionary has d = {dictionary.d}"
-        )
+    check_width(psrc.d, dictionary.d, psrc.n)
     _, coder = make_coder(dictionary, codes)
     moves = scaled_moves(vs, step_scale)
     with dask_client(client, scheduler=scheduler, workers=workers, timeout=timeout) as c:

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from dictopt.check.report import CheckReport, Violation
 from dictopt.plots.figure import new_figure
 from dictopt.problem import Dictionary
-from dictopt.validation import DictoptInputError
+from dictopt.validation import DictoptInputError, check_width
 
 F64 = torch.float64
 INF = math.inf
@@ -148,10 +148,7 @@ def pair_data(
         raise DictoptInputError(f"sample: must be ≥ 0, got {sample}")
     _, coder = _resolve_codes(dictionary, codes)
     src = as_source(source, dtype=dictionary.dtype)
-    if src.d != dictionary.d:
-        raise DictoptInputError(
-            f"activations: width {src.d} but the dictionary has d = {dictionary.d}"
-        )
+    check_width(src.d, dictionary.d, src.n)
     union = sorted({k for p in pairs for k in p})
     col = {k: c for c, k in enumerate(union)}
     U = torch.tensor(union, dtype=torch.long, device=dictionary.device)
