@@ -4,7 +4,8 @@ The canonical objects live in :mod:`dictopt.problem`; data sources in :mod:`dict
 solvers in :mod:`dictopt.solvers`; the checker in :mod:`dictopt.check`.
 """
 
-from dictopt.problem import Dictionary, LossBreakdown, evaluate, explained_variance, objective
+from dictopt.data.evaluate import evaluate
+from dictopt.problem import Dictionary, LossBreakdown, explained_variance, objective
 from dictopt.validation import DictoptInputError
 
 __version__ = "0.1.0"

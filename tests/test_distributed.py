@@ -7,7 +7,6 @@ import json
 import math
 import os
 import socket
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,17 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-pytest.importorskip("distributed")
-pytest.importorskip("zarr")
-
-from distributed import Client, LocalCluster  # noqa: E402
+from distributed import Client, LocalCluster
 
 from dictopt.check import check  # noqa: E402
 from dictopt.check.certify import certify  # noqa: E402
 from dictopt.cli import main  # noqa: E402
 from dictopt.data.worlds import make_world  # noqa: E402
 from dictopt.distributed import (  # noqa: E402
+    DaskExecutor,
     PartitionError,
     certify_distributed,
     check_distributed,
@@ -45,8 +41,7 @@ CUTS = [0, 700, 1700, 2300, 3000]  # uneven shards: 700, 1000, 600, 700 rows
 CHUNK = 256
 
 
-@pytest.fixture(scope="module")
-def client():
+def _local_client():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -55,6 +50,17 @@ def client():
     yield c
     c.close()
     cluster.close()
+
+
+@pytest.fixture(scope="module")
+def client():
+    yield from _local_client()
+
+
+@pytest.fixture
+def own_client():
+    """A cluster for one test (one whose workers the test kills leaves the shared one alone)."""
+    yield from _local_client()
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +147,8 @@ def test_shard_folder_report_equals_single_process(client, sae, shards, referenc
     assert reference.summary["counts"]["C5"] > 0 and reference.summary["hull"]["mode"] == "exact"
     rep = check_distributed(sae, shards, client=client, chunk_size=CHUNK)
     assert_same_report(rep, reference)
-    # the same through check(client=...)
-    rep = check(sae, shards, client=client, chunk_size=CHUNK)
+    # the same through check(executor=...)
+    rep = check(sae, shards, executor=DaskExecutor(client), chunk_size=CHUNK)
     assert_same_report(rep, reference)
 
 
@@ -247,11 +253,11 @@ def _with_reader(shards, index, make):
     return ps._replace(partitions=parts)
 
 
-def test_worker_killed_mid_run_is_survived(client, sae, shards, reference, tmp_path):
+def test_worker_killed_mid_run_is_survived(own_client, sae, shards, reference, tmp_path):
     marker = tmp_path / "kill"
     marker.touch()
     ps = _with_reader(shards, 3, lambda r: KillOnce(r.path, r.lo, r.hi, marker=str(marker)))
-    rep = check_distributed(sae, ps, client=client, chunk_size=CHUNK)
+    rep = check_distributed(sae, ps, client=own_client, chunk_size=CHUNK)
     assert not marker.exists()  # a worker really died reading the last partition
     assert_same_report(rep, reference)
 
@@ -319,11 +325,9 @@ def test_unreachable_scheduler_fails_fast_and_clearly():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     address = f"tcp://127.0.0.1:{port}"
-    t = time.perf_counter()
     with pytest.raises(DictoptInputError, match=f"no Dask scheduler answered at {address}"):
         with dask_client(scheduler=address, timeout=2):
             pass
-    assert time.perf_counter() - t < 10
 
 
 def test_in_memory_arrays_and_given_codes_are_refused(client, sae, world):

@@ -17,8 +17,8 @@ from dictopt.data.sources import (
     Chunk,
     NpySource,
     ShardFolderSource,
-    _open_npy,
     as_source,
+    open_npy,
 )
 from dictopt.validation import DictoptInputError
 
@@ -122,7 +122,7 @@ def test_npy_source_reads_rows_explicitly_and_chunked(tmp_path: Path) -> None:
     x = rows(103, 4).astype(np.float32)
     path = tmp_path / "acts.npy"
     np.save(path, x)
-    header = _open_npy(path)  # header only: rows are read per chunk, never memory-mapped
+    header = open_npy(path)  # header only: rows are read per chunk, never memory-mapped
     assert header.shape == (103, 4) and not isinstance(header, np.ndarray)
     np.testing.assert_array_equal(header.read(100, 200), x[100:])
     source = NpySource(path, chunk_size=25)

@@ -14,11 +14,13 @@ from typing import Any, NamedTuple
 
 import torch
 
-from dictopt.check.checker import _codes_for, make_coder, validate_dictionary
+from dictopt.check.executor import Executor, LocalExecutor
+from dictopt.check.inputs import require_shippable_codes, validate_dictionary
 from dictopt.check.moves import ChunkState, Move
 from dictopt.check.report import CheckReport, Violation
+from dictopt.coders import Coder, chunk_codes, make_coder
 from dictopt.problem import Dictionary
-from dictopt.validation import DictoptInputError
+from dictopt.validation import DictoptInputError, check_width
 
 F64 = torch.float64
 
@@ -43,7 +45,9 @@ def certify(
     step_scale: float = 1.0,
     top: int | None = 50,
     lam: float | None = None,
+    chunk_size: int | None = None,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> list[Measurement]:
     """Measure the loss change of each violation's certificate on the data.
 
@@ -58,24 +62,71 @@ def certify(
         Multiplies each move's step (small values test the first-order prediction).
     top:
         Measure only the first ``top`` violations (ranked as in the report); ``None`` = all.
+    chunk_size:
+        Rows per chunk (default: the source's).
+    progress:
+        Show a progress bar.
+    executor:
+        Runs the pass (default: :class:`~dictopt.check.executor.LocalExecutor`; with
+        ``dictopt.distributed.DaskExecutor`` the sums are taken partition by partition).
 
     Returns
     -------
     list[Measurement]
         With ``step_scale == 1`` the violations' ``measured_decrease`` is also filled in.
     """
-    from dictopt.data.sources import as_source
-
+    executor = executor if executor is not None else LocalExecutor()
+    require_shippable_codes(executor, codes)
     lam, vs = prepare_certify(dictionary, violations, lam, top)
-    src = as_source(source, dtype=dictionary.dtype)
     _, coder = make_coder(dictionary, codes)
-    moves = scaled_moves(vs, step_scale)
-    sums = CertifySums.empty(len(vs))
-    for chunk in src.iter_chunks(progress=progress, desc="certify"):
-        x = chunk.data.to(dictionary.device)
-        a = _codes_for(coder, x, chunk.start, dictionary.K, dictionary.dtype)
-        sums.merge(certify_chunk(dictionary, lam, moves, x, a))
+    job = CertifyPass(dictionary, lam, coder, scaled_moves(vs, step_scale))
+    with executor.session():
+        stream = executor.open(source, dtype=dictionary.dtype, chunk_size=chunk_size)
+        check_width(stream.d, dictionary.d, getattr(stream, "n", None))
+        sums = executor.run(job, stream, progress=progress)
     return finish_certify(vs, sums, step_scale)
+
+
+class CertifyPass:
+    """The loss change of each move, as a :class:`~dictopt.check.executor.StreamPass`
+    (state: :class:`CertifySums`).
+
+    Parameters
+    ----------
+    dictionary, lam:
+        The dictionary and λ the moves apply to.
+    coder:
+        The codes the moves start from (:func:`dictopt.coders.make_coder`).
+    moves:
+        The moves, steps already scaled.
+    """
+
+    desc = "certify"
+    fixes_first_chunk = False
+
+    def __init__(self, dictionary: Dictionary, lam: float, coder: Coder,
+                 moves: list[Move]) -> None:
+        self.dictionary, self.lam, self.coder, self.moves = dictionary, lam, coder, moves
+
+    def first_chunk(self, x: torch.Tensor, start: int) -> CertifyPass:
+        """Nothing is fixed on the first chunk."""
+        return self
+
+    def start(self) -> CertifySums:
+        """No change measured yet."""
+        return CertifySums.empty(len(self.moves))
+
+    def update(self, state: CertifySums, x: torch.Tensor, start: int) -> CertifySums:
+        """Add the loss changes on one chunk."""
+        dic = self.dictionary
+        x = x.to(dic.device)
+        a = chunk_codes(self.coder, x, start, dic.K, dic.dtype)
+        return state.merge(certify_chunk(dic, self.lam, self.moves, x, a))
+
+    @staticmethod
+    def merge(a: CertifySums, b: CertifySums) -> CertifySums:
+        """``a`` with ``b`` added."""
+        return a.merge(b)
 
 
 class CertifySums(NamedTuple):

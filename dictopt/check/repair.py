@@ -19,7 +19,8 @@ import torch
 
 from dictopt.check.checker import check, validate_dictionary
 from dictopt.check.report import CheckReport
-from dictopt.problem import Dictionary, evaluate
+from dictopt.data.evaluate import evaluate
+from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
 
 log = logging.getLogger(__name__)

@@ -45,45 +45,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dictopt.atomic import check_output_file
-    from dictopt.check import check
+    from dictopt.check import LocalExecutor, check
     from dictopt.check.certify import certify
-    from dictopt.data.sources import as_source
-    from dictopt.io import load
-    from dictopt.validation import DictoptInputError, check_lambda
 
     if args.json:
         check_output_file(args.json, inputs=[args.dir, args.activations])
     if args.scheduler or args.workers is not None:
         _require_dask()
-    dictionary = load(args.dir)
+    dictionary = load_dictionary(args.dir)
+    executor: Any = LocalExecutor()
     if args.scheduler or args.workers is not None:
-        return _run_distributed(args, dictionary)
-    source = as_source(args.activations, dtype=dictionary.dtype)
-    lam = implied = None
-    if args.lam == "implied":
-        from dictopt.io.conventions import implied_lambda
+        from dictopt.distributed import DaskExecutor
 
-        implied = implied_lambda(dictionary, source)
-        if not implied.lam > 0:
-            raise DictoptInputError(
-                f"--lam implied: the median of d_k·r_n over active codes is {implied.lam:.4g} "
-                "≤ 0 (the codes overshoot: no L1 objective has them as its codes); supply "
-                "--lam explicitly"
-            )
-        lam = implied.lam
-        sys.stdout.write(
-            f"implied λ = {lam:.6g} (median d·r over {implied.n_active} active codes; "
-            f"5-95%: {implied.quantiles[0.05]:.3g}..{implied.quantiles[0.95]:.3g})\n"
-        )
-    elif args.lam is not None:
-        lam = check_lambda(args.lam, "--lam")
-    report = check(dictionary, source, codes=args.codes, lam=lam,
-                   hull=False if args.no_hull else "auto", progress=not args.quiet)
-    if implied is not None:
-        report.summary["implied_lambda"] = implied.as_dict()
-    if args.certify > 0 and report.violations:
-        certify(dictionary.with_lam(report.summary["lam"]), source, report, codes=args.codes,
-                top=args.certify, progress=not args.quiet)
+        executor = DaskExecutor(scheduler=args.scheduler, workers=args.workers,
+                                partition_rows=args.partition_rows)
+    lam = _given_lam(args, executor)  # bad input fails before a cluster starts
+    with executor.session():
+        source = executor.open(args.activations, dtype=dictionary.dtype, chunk_size=None)
+        implied = _implied_lam(dictionary, source) if args.lam == "implied" else None
+        lam = implied.lam if implied is not None else lam
+        report = check(dictionary, source, codes=args.codes, lam=lam, executor=executor,
+                       hull=False if args.no_hull else "auto", progress=not args.quiet)
+        if implied is not None:
+            report.summary["implied_lambda"] = implied.as_dict()
+        if args.certify > 0 and report.violations:
+            certify(dictionary.with_lam(report.summary["lam"]), source, report,
+                    codes=args.codes, top=args.certify, progress=not args.quiet,
+                    executor=executor)
     sys.stdout.write(report.format(top=args.top) + "\n")
     if args.json:
         sys.stdout.write(f"report written to {report.save_json(args.json)}\n")
@@ -102,28 +90,42 @@ def _require_dask() -> None:
         )
 
 
-def _run_distributed(args: argparse.Namespace, dictionary: Any) -> int:
-    """``check`` (and ``certify``) mapped over partitions on a Dask cluster."""
-    from dictopt.distributed import certify_distributed, check_distributed, dask_client
+def load_dictionary(path: str) -> Any:
+    """The dictionary saved at ``path`` (any format :func:`dictopt.io.load` reads)."""
+    from dictopt.io import load
+
+    return load(path)
+
+
+def _given_lam(args: argparse.Namespace, executor: Any) -> float | None:
+    """λ from ``--lam`` (``None`` when absent or ``implied``)."""
     from dictopt.validation import DictoptInputError, check_lambda
 
-    if args.lam == "implied":
+    if args.lam != "implied":
+        return check_lambda(args.lam, "--lam") if args.lam is not None else None
+    if not executor.ships_arrays:
         raise DictoptInputError(
             "--lam implied is not available with --scheduler/--workers (it needs a median "
             "over all active codes); compute it once with `dictopt check` on a sample, then "
             "pass --lam VALUE"
         )
-    lam = check_lambda(args.lam, "--lam") if args.lam is not None else None
-    common = {"codes": args.codes, "progress": not args.quiet,
-              "partition_rows": args.partition_rows}
-    with dask_client(scheduler=args.scheduler, workers=args.workers) as client:
-        report = check_distributed(dictionary, args.activations, client=client, lam=lam,
-                                   hull=False if args.no_hull else "auto", **common)
-        if args.certify > 0 and report.violations:
-            certify_distributed(dictionary.with_lam(report.summary["lam"]),
-                                args.activations, report, client=client, top=args.certify,
-                                **common)
-    sys.stdout.write(report.format(top=args.top) + "\n")
-    if args.json:
-        sys.stdout.write(f"report written to {report.save_json(args.json)}\n")
-    return 0
+    return None
+
+
+def _implied_lam(dictionary: Any, source: Any) -> Any:
+    """The implied λ of the dictionary's own codes (printed)."""
+    from dictopt.io.conventions import implied_lambda
+    from dictopt.validation import DictoptInputError
+
+    implied = implied_lambda(dictionary, source)
+    if not implied.lam > 0:
+        raise DictoptInputError(
+            f"--lam implied: the median of d_k·r_n over active codes is {implied.lam:.4g} "
+            "≤ 0 (the codes overshoot: no L1 objective has them as its codes); supply "
+            "--lam explicitly"
+        )
+    sys.stdout.write(
+        f"implied λ = {implied.lam:.6g} (median d·r over {implied.n_active} active codes; "
+        f"5-95%: {implied.quantiles[0.05]:.3g}..{implied.quantiles[0.95]:.3g})\n"
+    )
+    return implied

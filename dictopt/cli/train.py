@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dictopt.atomic import check_output_folder
+    from dictopt.data.evaluate import evaluate
     from dictopt.io.native import DICTIONARY_FILES, save_dictionary
-    from dictopt.problem import evaluate
     from dictopt.solvers.registry import get_solver
     from dictopt.validation import DictoptInputError, check_lambda, check_positive_int
 

@@ -263,7 +263,19 @@ def _own_message(err: BaseException) -> str:
     return text[:200]
 
 
-def _open_npy(path: Path) -> NpyFile:
+def open_npy(path: str | Path) -> NpyFile:
+    """A 2-D numeric ``.npy`` file opened for explicit row reads, or a clear error naming it.
+
+    Parameters
+    ----------
+    path:
+        The file (a regular file: folders, devices and pipes are refused unopened).
+
+    Returns
+    -------
+    NpyFile
+        ``shape``, ``dtype`` and ``read(lo, hi)``; no memory map stays open.
+    """
     return NpyFile(Path(path))
 
 
@@ -280,19 +292,19 @@ class NpySource(ActivationSource):
         self.path = Path(path)
         if not self.path.exists():
             raise DictoptInputError(f"{self.path}: no such file")
-        arr = _open_npy(self.path)
+        arr = open_npy(self.path)
         self.d = int(arr.shape[1])
         self.n = int(arr.shape[0])
         self.chunk_size = check_positive_int(chunk_size, "chunk_size")
         self.dtype = dtype
 
     def _raw_chunks(self) -> Iterator[tuple[np.ndarray, str]]:
-        arr = _open_npy(self.path)
+        arr = open_npy(self.path)
         for lo in range(0, self.n, self.chunk_size):
             yield arr.read(lo, lo + self.chunk_size), f"{self.path.name} rows {lo}+"
 
     def _last_rows(self) -> np.ndarray:
-        return _open_npy(self.path).read(max(0, self.n - self.chunk_size), self.n)
+        return open_npy(self.path).read(max(0, self.n - self.chunk_size), self.n)
 
     def describe(self) -> str:
         return str(self.path)
@@ -329,7 +341,7 @@ class ShardFolderSource(ActivationSource):
         widths = {}
         self.n = 0
         for shard in self.shards:
-            arr = _open_npy(shard)
+            arr = open_npy(shard)
             widths[shard.name] = arr.shape[1]
             self.n += int(arr.shape[0])
         first = self.shards[0].name
@@ -345,13 +357,13 @@ class ShardFolderSource(ActivationSource):
 
     def _raw_chunks(self) -> Iterator[tuple[np.ndarray, str]]:
         for shard in self.shards:
-            arr = _open_npy(shard)
+            arr = open_npy(shard)
             for lo in range(0, arr.shape[0], self.chunk_size):
                 yield arr.read(lo, lo + self.chunk_size), f"{shard.name} rows {lo}+"
 
     def _last_rows(self) -> np.ndarray | None:
         for shard in reversed(self.shards):
-            arr = _open_npy(shard)
+            arr = open_npy(shard)
             if arr.shape[0]:
                 return arr.read(max(0, arr.shape[0] - self.chunk_size), arr.shape[0])
         return None

@@ -26,7 +26,7 @@ from dictopt.data.sources import (
     DEFAULT_CHUNK_SIZE,
     ActivationSource,
     ShardFolderSource,
-    _open_npy,
+    open_npy,
 )
 from dictopt.validation import DictoptInputError, check_positive_int
 
@@ -37,7 +37,7 @@ DEFAULT_PARTITION_ROWS = 65536
 
 @dataclass
 class NpyRows:
-    """Rows ``[lo, hi)`` of one ``.npy`` shard, memory-mapped on the worker."""
+    """Rows ``[lo, hi)`` of one ``.npy`` shard, read on the worker."""
 
     path: Path
     lo: int
@@ -49,7 +49,7 @@ class NpyRows:
         No memory map stays open: its pages would count in the worker's resident memory,
         which would then grow with N.
         """
-        return _open_npy(self.path).read(self.lo + lo, self.lo + hi)
+        return open_npy(self.path).read(self.lo + lo, self.lo + hi)
 
 
 @dataclass
@@ -149,7 +149,7 @@ def _shard_partitions(folder: Path, rows: int) -> PartitionedSource:
     parts: list[Partition] = []
     start = 0
     for shard in src.shards:
-        n = int(_open_npy(shard).shape[0])
+        n = int(open_npy(shard).shape[0])
         if n == 0:
             warnings.warn(
                 f"{shard}: empty shard (0 rows), skipped", UserWarning, stacklevel=3
@@ -257,7 +257,7 @@ def partition_source(obj: Any, *, rows: int | None = None) -> PartitionedSource:
 
 
 def _shard_partitions_single(path: Path, rows: int) -> PartitionedSource:
-    arr = _open_npy(path)
+    arr = open_npy(path)
     n, d = int(arr.shape[0]), int(arr.shape[1])
     if n == 0:
         raise DictoptInputError(f"activations: {path} holds no rows")

@@ -22,6 +22,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+# the modules that define encoders register them on import (get_encoder_class looks them up)
+import dictopt.io.encoders  # noqa: F401
+import dictopt.solvers.sae  # noqa: F401
 from dictopt.atomic import atomic_folder
 from dictopt.problem import Dictionary, get_encoder_class
 from dictopt.validation import DictoptInputError

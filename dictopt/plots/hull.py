@@ -25,6 +25,7 @@ import torch
 from matplotlib.figure import Figure
 
 from dictopt.check.report import CheckReport, Violation
+from dictopt.coders import chunk_codes, make_coder
 from dictopt.plots.figure import new_figure
 from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError, check_width
@@ -73,12 +74,6 @@ class PairData(NamedTuple):
         if mean <= 0:
             return np.asarray(values, dtype=float) * np.nan
         return np.asarray(values, dtype=float) / mean - 1.0
-
-
-def _resolve_codes(dictionary: Dictionary, codes: Any):  # noqa: ANN202
-    from dictopt.check.checker import make_coder
-
-    return make_coder(dictionary, codes)
 
 
 def _check_pairs(pairs: Sequence[tuple[int, int]], K: int) -> list[tuple[int, int]]:
@@ -137,7 +132,6 @@ def pair_data(
     list[PairData]
         In the order of ``pairs``. Memory: ``O(P + sample × atoms)``, independent of N.
     """
-    from dictopt.check.checker import _codes_for
     from dictopt.data.sources import as_source
 
     K = dictionary.K
@@ -146,7 +140,7 @@ def pair_data(
         return []
     if sample < 0:
         raise DictoptInputError(f"sample: must be ≥ 0, got {sample}")
-    _, coder = _resolve_codes(dictionary, codes)
+    _, coder = make_coder(dictionary, codes)
     src = as_source(source, dtype=dictionary.dtype)
     check_width(src.d, dictionary.d, src.n)
     union = sorted({k for p in pairs for k in p})
@@ -187,7 +181,7 @@ def pair_data(
                 )
             A = A.clamp(min=0).cpu()
         else:
-            a = _codes_for(coder, x, chunk.start, K, dictionary.dtype)
+            a = chunk_codes(coder, x, chunk.start, K, dictionary.dtype)
             A = a[:, U].to(device="cpu", dtype=F64)
         m = A.shape[0]
         n += m

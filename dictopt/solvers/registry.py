@@ -14,12 +14,13 @@ from typing import Any
 
 from dictopt.validation import DictoptInputError
 
-#: Modules that register solvers when imported (imported lazily by :func:`get_solver`).
+#: Modules of this layer that register solvers when imported (imported by :func:`get_solver`).
+#: Solvers of higher layers register themselves when their module is imported (the SAELens
+#: trainer in :mod:`dictopt.integrations.saelens`, imported by the command line).
 SOLVER_PROVIDERS: list[str] = [
     "dictopt.solvers.classical",
     "dictopt.solvers.convex",
     "dictopt.solvers.train",
-    "dictopt.solvers.saelens_trainer",
 ]
 
 

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dictopt.problem import Dictionary, evaluate
+from dictopt.data.evaluate import evaluate
+from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError, check_lambda, check_positive_int, to_tensor
 from dictopt.wide.bound import WideBound, wide_limit_bound
 from dictopt.wide.limit_dictionary import limit_dictionary

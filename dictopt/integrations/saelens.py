@@ -12,14 +12,19 @@ the canonical loss of THEORY §1, so ``l1_coefficient = 2λ`` (the loader conver
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dictopt.data.sources import as_source
+from dictopt.io import load
 from dictopt.problem import Dictionary
 from dictopt.solvers.registry import register_solver
 from dictopt.solvers.train import B_DEC_INIT_CHOICES, BatchStream, first_rows, initial_bias
@@ -41,6 +46,19 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "init_rows": 4096,
     "out_dir": None,
 }
+
+
+@contextmanager
+def _without_progress_bar() -> Iterator[None]:
+    """Capture stderr while SAELens trains; write back every line but its progress bar's."""
+    captured = io.StringIO()
+    try:
+        with redirect_stderr(captured):
+            yield
+    finally:
+        kept = [line for line in captured.getvalue().replace("\r", "\n").splitlines(True)
+                if line.strip() and "Training SAE" not in line]
+        sys.stderr.write("".join(kept))
 
 
 def _require_saelens() -> Any:
@@ -145,17 +163,9 @@ def train_with_saelens(
     trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches)
     if progress:
         trainer.fit()
-    else:  # SAELens's trainer always draws a progress bar; silence it
-        import functools
-        from unittest import mock
-
-        from tqdm.auto import tqdm
-
-        quiet = functools.partial(tqdm, disable=True)
-        with mock.patch("sae_lens.training.sae_trainer.tqdm", quiet):
+    else:  # SAELens's trainer always draws a progress bar on stderr: keep it off the terminal
+        with _without_progress_bar():
             trainer.fit()
-
-    from dictopt.io import load
 
     if opts["out_dir"] is not None:
         folder = Path(opts["out_dir"])
