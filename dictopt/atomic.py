@@ -70,8 +70,24 @@ def _remove(path: Path) -> None:
         pass
 
 
-def _fail(path: Path, err: OSError) -> DictoptOutputError:
-    reason = err.strerror or str(err)
+#: How writers that are not Python's own report an I/O failure (safetensors, torch.save).
+_IO_FAILURE_TEXT = ("os error", "i/o error", "file write failed", "no space left")
+
+
+def _is_io_failure(err: BaseException) -> bool:
+    """An ``OSError``, or a library's own exception for a failed write (a full disk makes
+    safetensors raise ``SafetensorError`` and ``torch.save`` a ``RuntimeError``)."""
+    if isinstance(err, OSError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, Exception) and any(t in text for t in _IO_FAILURE_TEXT)
+
+
+def _fail(path: Path, err: BaseException) -> DictoptOutputError:
+    if isinstance(err, OSError):
+        reason = err.strerror or str(err)
+    else:
+        reason = " ".join(str(err).split())[:200]
     return DictoptOutputError(
         f"{path}: cannot write ({reason}); the previous output, if any, is unchanged"
     )
@@ -122,11 +138,10 @@ def atomic_file(path: str | Path, *, create_parents: bool = True) -> Iterator[Pa
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except OSError as err:
+    except BaseException as err:
         _remove(tmp)
-        raise _fail(target, err) from err
-    except BaseException:
-        _remove(tmp)
+        if _is_io_failure(err) and not isinstance(err, DictoptInputError):
+            raise _fail(target, err) from err
         raise
 
 
@@ -299,11 +314,10 @@ def atomic_folder(path: str | Path, *, owned: Collection[str] | None = None) -> 
                     os.fsync(fh.fileno())
         _fsync_dir(tmp)
         _swap_in(tmp, target)
-    except OSError as err:
+    except BaseException as err:
         _remove(tmp)
-        raise _fail(target, err) from err
-    except BaseException:
-        _remove(tmp)
+        if _is_io_failure(err) and not isinstance(err, DictoptInputError):
+            raise _fail(target, err) from err
         raise
 
 
