@@ -371,10 +371,14 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 class _Trainer:
     def __init__(
-        self, source: ActivationSource, cfg: TrainConfig, seed: int, identity: dict[str, Any]
+        self,
+        source: ActivationSource,
+        cfg: TrainConfig,
+        seed: int,
+        identity: dict[str, Any] | None = None,
     ) -> None:
         self.source = source
-        self.identity = identity
+        self.identity = identity if identity is not None else run_identity(cfg, seed, source)
         self.tag = run_tag(identity)
         self.cfg = cfg
         self.seed = seed
