@@ -137,18 +137,33 @@ def load_dictionary(folder: str | Path) -> Dictionary:
         raise DictoptInputError(
             f"{folder / CONFIG_FILE}: 'architecture' must be a name, got {architecture!r}"
         )
+    where = folder / CONFIG_FILE
+    for key, kind in (("encoder", dict), ("meta", dict), ("has_bias", bool)):
+        if key in cfg and cfg[key] is not None and not isinstance(cfg[key], kind):
+            raise DictoptInputError(
+                f"{where}: {key!r} must be a {kind.__name__}, got {str(cfg[key])[:80]!r}"
+            )
     encoder = None
     if architecture != LASSO:
         cls = get_encoder_class(architecture)
         # The encoder sees every tensor: SAEs that subtract b_dec from the input, or encode by
         # pursuit over the decoder, need the decoder tensors too.
-        encoder = cls.from_saved(cfg.get("encoder", {}), tensors)
+        try:
+            encoder = cls.from_saved(cfg.get("encoder") or {}, tensors)
+        except DictoptInputError as err:
+            raise DictoptInputError(f"{where}: {err}") from err
+        except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as err:
+            # the encoder's config is untrusted input: any failure to build from it is bad input
+            raise DictoptInputError(
+                f"{where}: the {architecture!r} encoder cannot be built from its 'encoder' "
+                f"config and tensors ({type(err).__name__}: {str(err)[:200]})"
+            ) from err
     lam = cfg.get("lam")
     return Dictionary.from_decoder(
         W_dec,
         b_dec,
         lam=lam,
         encoder=encoder,
-        has_bias=bool(cfg.get("has_bias", True)),
+        has_bias=cfg.get("has_bias", True) is not False,
         meta=dict(cfg.get("meta") or {}),
     )
