@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from dictopt.check.codecache import CodeCache
 from dictopt.check.conditions import atom_conditions
 from dictopt.check.executor import Chunked, Executor, LocalExecutor
 from dictopt.check.inputs import (
@@ -30,7 +31,12 @@ from dictopt.check.passes import PassOne, PassTwo
 from dictopt.check.plan import decide_pairs
 from dictopt.check.report import CheckReport
 from dictopt.check.summary import assemble_report
-from dictopt.check.verdicts import joint_hull_verdicts, pair_violations, structural_labels
+from dictopt.check.verdicts import (
+    absorption_labels,
+    joint_hull_verdicts,
+    pair_violations,
+    structural_labels,
+)
 from dictopt.problem import Dictionary
 
 
@@ -82,12 +88,17 @@ def check(
     CheckReport
     """
     options = options.replace(**option_changes)
+    from dictopt.check.heldout import heldout_options
+
+    heldout_options(options.heldout)  # bad input is refused before any work
     executor = executor if executor is not None else LocalExecutor()
     require_shippable_codes(executor, codes)
     validate_dictionary(dictionary)
     with executor.session():
         stream = executor.open(source, dtype=dictionary.dtype, chunk_size=chunk_size)
         setup = prepare_setup(dictionary, stream.d, codes, lam, amortisation)
+        if setup.mode == "optimal" and isinstance(executor, LocalExecutor):
+            setup.cache = CodeCache()  # solve the exact codes once: pass 2 reads pass 1's
         return run_check(setup, executor, stream, options, progress=progress)
 
 
@@ -136,7 +147,7 @@ def run_check(
     t2 = time.perf_counter()
     want_hull = o.hull is True or (o.hull == "auto" and st1.n * dic.K <= o.hull_exact_limit)
     job = PassTwo(setup, plan, tau, want_hull)
-    needed = bool(plan.key.numel()) or want_hull
+    needed = bool(plan.key.numel()) or want_hull or plan.absorption is not None
     p2 = executor.run(job, stream, progress=progress) if needed else job.start()
     timings["pass2"] = time.perf_counter() - t2
 
@@ -145,14 +156,20 @@ def run_check(
     timings["certificates"] = time.perf_counter() - t2 - timings["pass2"]
 
     labels = structural_labels(st1, p2.stats, pos_of, plan.labels, o.thresholds)
+    labels.extend(absorption_labels(p2.absorption, setup.dictionary.atoms, o.thresholds))
 
     hull_violations, hull_info = joint_hull_verdicts(
-        setup, p2.kept_codes, st1, tau, o.tol, o.hull, want_hull
+        setup, p2.kept_codes, st1, tau, o.tol, o.hull, want_hull, violations, o.hull_duals
     )
     violations.extend(hull_violations)
     timings["hull"] = hull_info["seconds"]
 
     violations.sort(key=lambda v: (-(v.model_decrease or 0.0), -v.slope))
-    return assemble_report(
+    report = assemble_report(
         setup, p1, cols, violations, labels, hull_info, int(plan.key.numel()), o.tol, timings, t0
     )
+    if o.heldout is not None and o.heldout is not False:
+        from dictopt.check.heldout import run_heldout
+
+        run_heldout(setup, executor, stream, report, o.tol, o.heldout, progress=progress)
+    return report

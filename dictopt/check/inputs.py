@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from dictopt.check.codecache import CodeCache
 from dictopt.coders import Coder, CodesMode, chunk_codes, make_coder
 from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError, check_width
@@ -65,10 +66,19 @@ class Setup:
     """Whether pass 1 also computes the optimal codes (the amortisation gap)."""
     amortisation_note: str | None = None
     """Why the amortisation gap was skipped, if it was."""
+    cache: CodeCache | None = None
+    """Optimal codes held between the passes (:mod:`dictopt.check.codecache`), or None."""
 
     def codes(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Validated canonical codes ``[n, K]`` of a chunk whose first row is ``start``."""
-        return chunk_codes(self.coder, x, start, self.dictionary.K, self.dictionary.dtype)
+        if self.cache is None:
+            return chunk_codes(self.coder, x, start, self.dictionary.K, self.dictionary.dtype)
+        held = self.cache.get(start, x.shape[0])
+        if held is not None:
+            return held
+        a = chunk_codes(self.coder, x, start, self.dictionary.K, self.dictionary.dtype)
+        self.cache.put(start, a)
+        return a
 
 
 def prepare_setup(

@@ -99,6 +99,10 @@ def _read_member(f: Any, key: str, path: Path) -> np.ndarray:
             f"{path}: {key!r} holds Python objects (pickled data), which dictopt never loads; "
             "store numeric arrays"
         )
+    if dtype.kind not in "biuf":
+        raise DictoptInputError(
+            f"{path}: {key!r} has dtype {dtype}; expected real numbers (float or integer)"
+        )
     declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
     limit = info.compress_size * (MAX_DEFLATE_RATIO if info.compress_type else 1) + 4096
     if declared > limit:
