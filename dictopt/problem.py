@@ -217,18 +217,16 @@ class Dictionary:
         by ``s_k``: every reconstruction is unchanged, and an L1 penalty weighted by decoder
         norm becomes the plain L1 penalty of the canonical problem with the same λ.
 
-        Half-precision decoders (``float16``, ``bfloat16``) are canonicalised in float64 and
-        give a ``float32`` dictionary: their 8-bit (bf16) or 11-bit (fp16) mantissas cannot hold
-        a unit norm to the checker's tolerance. float32 and float64 decoders are divided in
-        their own precision, which already meets it (and keeps saved reports bit-identical).
-        The encoder keeps its own dtype; loaders build SAE encoders in float32 from
-        half-precision weights.
+        The norms and the division are computed in float64 whatever the stored precision.
+        Half-precision decoders (``float16``, ``bfloat16``) give a ``float32`` dictionary: their
+        8-bit (bf16) or 11-bit (fp16) mantissas cannot hold a unit norm to the checker's
+        tolerance; float32 and float64 keep their dtype. The encoder keeps its own dtype
+        semantics; loaders build SAE encoders in float32 from half-precision weights.
         """
         W = check_matrix(to_tensor(decoder, "decoder"), "decoder", width_name="d")
         check_finite(W, "decoder")
-        half = W.dtype in (torch.float16, torch.bfloat16)
-        dtype = torch.float32 if half else W.dtype
-        W64 = W.to(torch.float64) if half else W
+        dtype = torch.float32 if W.dtype in (torch.float16, torch.bfloat16) else W.dtype
+        W64 = W.to(torch.float64)
         norms = W64.norm(dim=1)
         zero = (norms == 0).nonzero()
         if zero.numel():

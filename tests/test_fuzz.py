@@ -315,7 +315,9 @@ def _fuzz_cli(command: str, pairs: list[tuple[str, str]]) -> None:
         argv += [flag] if flag in ("--no-hull", "--quiet", "--overwrite") else [flag,
                                                                               resolve(value)]
     stderr = io.StringIO()
-    with guarded(), contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+    # relative paths such as "-1" or "nan" land in the example's own folder
+    with guarded(), contextlib.chdir(out), contextlib.redirect_stderr(stderr), \
+            contextlib.redirect_stdout(io.StringIO()):
         try:
             rc = main(argv)
         except SystemExit as exc:  # argparse: a usage error
