@@ -208,3 +208,18 @@ def test_best_toward_step_is_the_model_delta_minimiser_to_the_last_bit(seed, K, 
     res = minimize_scalar(f, bounds=(0.0, hi), method="bounded", options={"xatol": hi * 1e-9})
     expected = float(res.x) if f(float(res.x)) <= f(hi) else hi
     assert t == expected and move.step == t
+
+
+def test_the_lp_prints_nothing():
+    """HiGHS must not write to stdout (``dictopt check --json -`` writes the report there)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import numpy as np\nfrom dictopt.check.hull import _hull_lp\n"
+            "_hull_lp(np.ones(3) / 3, np.eye(3))\n_hull_lp(np.ones(3), np.eye(3))\n")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=root, env={"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+                         check=True)
+    assert out.stdout == ""

@@ -55,6 +55,12 @@ from dictopt.check.tolerances import Tolerances
 
 F64 = torch.float64
 
+try:  # highspy.Highs() prints a banner to stdout when first built (its callback set-up);
+    # the core class it extends solves the same LPs and prints nothing
+    from highspy._core import _Highs
+except ImportError:  # pragma: no cover - another highspy layout
+    _Highs = highspy.Highs
+
 #: Points per coordinate in the first working set (the largest codes of each atom).
 START_PER_COORDINATE = 8
 #: Column-generation rounds before falling back to the LP on every point.
@@ -147,7 +153,7 @@ def _hull_lp(v: np.ndarray, P: np.ndarray) -> tuple[float, np.ndarray, float, np
     lp.a_matrix_.start_ = start.astype(np.int32)
     lp.a_matrix_.index_ = np.concatenate([row_of, np.arange(J), np.arange(J)]).astype(np.int32)
     lp.a_matrix_.value_ = np.concatenate([cols.T[nz], np.ones(J), -np.ones(J)])
-    h = highspy.Highs()
+    h = _Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("presolve", "off")
     h.passModel(lp)

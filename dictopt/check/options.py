@@ -31,6 +31,10 @@ class CheckOptions:
     """Joint hull: ``"auto"`` (exact LP when ``N·K ≤ hull_exact_limit``), ``True``, ``False``."""
     hull_exact_limit: int = 5_000_000
     """Largest ``N·K`` for which ``hull="auto"`` keeps the codes and solves the LPs."""
+    hull_duals: Literal["reference", "working_set"] = "reference"
+    """A violated atom's hull direction: from the LP on every distinct point (``"reference"``,
+    the report's direction since the first release) or the column generation's own, equally
+    optimal dual (``"working_set"``, no LP on every point; :mod:`dictopt.check.hull`)."""
     max_pair_certificates: int = 20_000
     """C5 violations beyond this many (ranked by slope) are listed with step 0."""
     sparse: bool | None = None
