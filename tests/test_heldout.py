@@ -533,6 +533,45 @@ def test_holm_decisions_in_a_report():
         assert v.heldout.significant_raw == _moves(hol)[key].heldout.significant_raw
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(0, 12))
+def test_disjoint_total_counts_each_parameter_once(seed, n):
+    """The headline's total: the chosen certificates move pairwise disjoint parameters, each
+    one left out conflicts with a chosen one at least as large (greedy), and the total is
+    their sum (and at most the sum of all)."""
+    from dictopt.check.heldout import HeldoutResult, disjoint_total, moved_parameters
+
+    rng = np.random.default_rng(seed)
+    res = []
+    for _ in range(n):
+        kind = rng.integers(3)
+        if kind == 0:
+            mv = CodeStep(0.1, k=int(rng.integers(5)))
+        elif kind == 1:
+            mv = BiasShift(0.1, r_mean=torch.zeros(3))
+        else:
+            mv = Toward(0.1, k=int(rng.integers(5)), J=torch.tensor([int(rng.integers(5))]),
+                        q=torch.tensor([1.0]), kappa=float(rng.integers(2)))
+        res.append(HeldoutResult(0.1, 1.0, float(rng.uniform(0, 1)), 0.01, True, 10, mv))
+    count, total = disjoint_total(res)
+    order = sorted(res, key=lambda r: -r.decrease)
+    chosen, used = [], set()
+    for r in order:  # brute force of the greedy rule, from the definition
+        p = moved_parameters(r.move)
+        if not p & used:
+            chosen.append(r)
+            used |= p
+    assert count == len(chosen) and total == pytest.approx(sum(r.decrease for r in chosen))
+    for a in range(len(chosen)):
+        for b in range(a + 1, len(chosen)):
+            assert not moved_parameters(chosen[a].move) & moved_parameters(chosen[b].move)
+    for r in res:
+        if all(r is not c for c in chosen):
+            assert any(moved_parameters(r.move) & moved_parameters(c.move)
+                       and c.decrease >= r.decrease for c in chosen)
+    assert total <= sum(r.decrease for r in res) + 1e-12
+
+
 # ---- bad input --------------------------------------------------------------------------------
 
 
