@@ -313,65 +313,9 @@ def _active_set(
         cw = sup.take(w)
         count = cw.valid.sum(dim=1)
         ow = opt[w]
-        grow = torch.zeros_like(ow)
-        n_added = torch.zeros_like(count)
-        o = torch.where(ow)[0]
-        if o.numel():
-            cw = cw.widen(int(count[o].max()) + MAX_ADD)
-            g = q[w[o]] - grad(cw.take(o).dense(K))
-            inf = torch.tensor(float("inf"), dtype=g.dtype, device=g.device)
-            mask = torch.where(cw.valid[o], -inf, inf)
-            g = g.scatter_reduce(1, cw.idx[o], mask, reduce="amin")  # support: −inf
-            m = count[o].clamp(min=1, max=MAX_ADD)
-            top_v, top_j = g.topk(min(int(m.max()), K), dim=1)
-            rank = torch.arange(top_v.shape[1], device=a.device)
-            take = (top_v > tol * lam) & (rank < m[:, None])
-            grow[o] = take[:, 0]
-            n_added[o] = take.sum(dim=1)
-            r, j = take.nonzero(as_tuple=True)
-            slot = count[o][r] + j
-            cw.idx[o[r], slot] = top_j[r, j]
-            cw.valid[o[r], slot] = True
+        cw, grow, n_added = _add_violators(cw, ow, count, q[w], grad, K, lam, tol)
         done = ow & ~grow
-        new_val = cw.val.clone()
-        hit = torch.zeros_like(done)
-        accept = torch.zeros_like(done)
-        s = torch.where(~done & cw.valid.any(dim=1))[0]
-        if s.numel():
-            cs = cw.take(s)
-            q_S = torch.gather(q[w[s]], 1, cs.idx)
-            z, ok, well = _face_solve(G, q_S, cs)
-            slots = torch.arange(cs.idx.shape[1], device=a.device)
-            added = cs.valid & (slots >= count[s, None])
-            # Several atoms added and one would get a non-positive code, or the face became
-            # (nearly) singular, e.g. two copies of one atom: add the worst violator alone, as
-            # Lawson–Hanson does.
-            failed = (added & (z <= 0)).any(dim=1) | ~well
-            redo = torch.where(failed & (n_added[s] > 1))[0]
-            if redo.numel():  # keep only the first (worst-violating) added atom
-                cs.valid[redo] &= ~added[redo] | (slots == count[s[redo], None])
-                cw.valid[s[redo]] = cs.valid[redo]
-                z[redo], ok[redo], _ = _face_solve(G, q_S[redo], cs.take(redo))
-            val = cs.val
-            # Ratio test: the largest t ≤ 1 keeping a + t (z − a) ≥ 0 on P.
-            ratio = torch.where(
-                cs.valid & (z <= 0), val / (val - z).clamp(min=torch.finfo(a.dtype).tiny), 2.0
-            )
-            t_s, first = ratio.min(dim=1)
-            t_s = t_s.clamp(max=1.0)
-            n_s = torch.where(cs.valid, val + t_s[:, None] * (z - val), 0.0).clamp(min=0)
-            h_s = t_s < 1
-            n_s[h_s, first[h_s]] = 0.0  # the blocking atom leaves the support exactly
-            # An exact face solve (ok) lowers the objective by convexity; check the others.
-            acc = ~(grow[s] & (t_s == 0))  # blocked at once by an atom just added: stalled
-            if not bool(ok.all()):
-                b = torch.where(~ok)[0]
-                cb = cs.take(b)
-                f_old = _support_objective(G, q_S[b], cb, val[b])
-                f_new = _support_objective(G, q_S[b], cb, n_s[b])
-                acc[b] &= (f_new <= f_old + 1e-13 * (1 + f_old.abs())) & h_s[b]
-            new_val[s] = torch.where(acc[:, None], n_s, val)
-            hit[s], accept[s] = h_s, acc
+        new_val, hit, accept = _face_step(G, cw, q[w], done, grow, count, n_added)
         valid = new_val > 0  # drops blocked atoms and the adds of rejected steps
         cw = _Supports(torch.where(valid, cw.idx, 0), torch.where(valid, new_val, 0.0), valid)
         S = max(sup.idx.shape[1], cw.idx.shape[1])
@@ -381,6 +325,83 @@ def _active_set(
         opt[w] = (accept & ~hit) | empty
         moving[w] = accept | (empty & ~done)
     return sup.dense(K), steps
+
+
+def _add_violators(
+    cw: _Supports, ow: torch.Tensor, count: torch.Tensor, qw: torch.Tensor, grad: Any, K: int,
+    lam: float, tol: float,
+) -> tuple[_Supports, torch.Tensor, torch.Tensor]:
+    """Points optimal on their face (``ow``) add their worst C1 violators (up to ``|P|``, at
+    most :data:`MAX_ADD`); returns the widened supports, which points grew and by how many."""
+    grow = torch.zeros_like(ow)
+    n_added = torch.zeros_like(count)
+    o = torch.where(ow)[0]
+    if o.numel():
+        cw = cw.widen(int(count[o].max()) + MAX_ADD)
+        g = qw[o] - grad(cw.take(o).dense(K))
+        inf = torch.tensor(float("inf"), dtype=g.dtype, device=g.device)
+        mask = torch.where(cw.valid[o], -inf, inf)
+        g = g.scatter_reduce(1, cw.idx[o], mask, reduce="amin")  # support: −inf
+        m = count[o].clamp(min=1, max=MAX_ADD)
+        top_v, top_j = g.topk(min(int(m.max()), K), dim=1)
+        rank = torch.arange(top_v.shape[1], device=qw.device)
+        take = (top_v > tol * lam) & (rank < m[:, None])
+        grow[o] = take[:, 0]
+        n_added[o] = take.sum(dim=1)
+        r, j = take.nonzero(as_tuple=True)
+        slot = count[o][r] + j
+        cw.idx[o[r], slot] = top_j[r, j]
+        cw.valid[o[r], slot] = True
+    return cw, grow, n_added
+
+
+def _face_step(
+    G: torch.Tensor, cw: _Supports, qw: torch.Tensor, done: torch.Tensor, grow: torch.Tensor,
+    count: torch.Tensor, n_added: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Solve on each moving point's face and step towards the solution as far as
+    nonnegativity allows; returns the new values, whether a step was blocked and whether it
+    was accepted."""
+    new_val = cw.val.clone()
+    hit = torch.zeros_like(done)
+    accept = torch.zeros_like(done)
+    s = torch.where(~done & cw.valid.any(dim=1))[0]
+    if s.numel():
+        cs = cw.take(s)
+        q_S = torch.gather(qw[s], 1, cs.idx)
+        z, ok, well = _face_solve(G, q_S, cs)
+        slots = torch.arange(cs.idx.shape[1], device=G.device)
+        added = cs.valid & (slots >= count[s, None])
+        # Several atoms added and one would get a non-positive code, or the face became
+        # (nearly) singular, e.g. two copies of one atom: add the worst violator alone, as
+        # Lawson–Hanson does.
+        failed = (added & (z <= 0)).any(dim=1) | ~well
+        redo = torch.where(failed & (n_added[s] > 1))[0]
+        if redo.numel():  # keep only the first (worst-violating) added atom
+            cs.valid[redo] &= ~added[redo] | (slots == count[s[redo], None])
+            cw.valid[s[redo]] = cs.valid[redo]
+            z[redo], ok[redo], _ = _face_solve(G, q_S[redo], cs.take(redo))
+        val = cs.val
+        # Ratio test: the largest t ≤ 1 keeping a + t (z − a) ≥ 0 on P.
+        ratio = torch.where(
+            cs.valid & (z <= 0), val / (val - z).clamp(min=torch.finfo(G.dtype).tiny), 2.0
+        )
+        t_s, first = ratio.min(dim=1)
+        t_s = t_s.clamp(max=1.0)
+        n_s = torch.where(cs.valid, val + t_s[:, None] * (z - val), 0.0).clamp(min=0)
+        h_s = t_s < 1
+        n_s[h_s, first[h_s]] = 0.0  # the blocking atom leaves the support exactly
+        # An exact face solve (ok) lowers the objective by convexity; check the others.
+        acc = ~(grow[s] & (t_s == 0))  # blocked at once by an atom just added: stalled
+        if not bool(ok.all()):
+            b = torch.where(~ok)[0]
+            cb = cs.take(b)
+            f_old = _support_objective(G, q_S[b], cb, val[b])
+            f_new = _support_objective(G, q_S[b], cb, n_s[b])
+            acc[b] &= (f_new <= f_old + 1e-13 * (1 + f_old.abs())) & h_s[b]
+        new_val[s] = torch.where(acc[:, None], n_s, val)
+        hit[s], accept[s] = h_s, acc
+    return new_val, hit, accept
 
 
 def _fista(

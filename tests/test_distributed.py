@@ -200,6 +200,20 @@ def test_certify_distributed_equals_certify(client, sae, shards):
             assert m1.measured_decrease == pytest.approx(m1.violation.model_decrease, rel=1e-6)
 
 
+def test_pair_data_on_dask_equals_local(client, sae, shards):
+    from dictopt.check.pairdata import pair_data
+
+    pairs = [(1, 0), (3, 2), (0, 4)]
+    ref = pair_data(sae, shards, pairs, sample=64, seed=2)
+    got = pair_data(sae, shards, pairs, sample=64, seed=2, executor=DaskExecutor(client))
+    for p, q in zip(got, ref, strict=True):
+        assert (p.n, p.coactive, p.n_off_i, p.n_off_j) == (q.n, q.coactive, q.n_off_i, q.n_off_j)
+        np.testing.assert_allclose([p.lo_i, p.hi_i, p.lo_j, p.hi_j, p.mean_i, p.mean_j],
+                                   [q.lo_i, q.hi_i, q.lo_j, q.hi_j, q.mean_i, q.mean_j],
+                                   rtol=1e-12, equal_nan=True)
+        np.testing.assert_array_equal(p.sample, q.sample)
+
+
 @pytest.mark.parametrize("method", ["fast", "mm"])
 def test_wide_bound_distributed_equals_single_process(client, world, shards, method):
     ref = wide_limit_bound(world.x, LAM, method=method, max_iter=500)

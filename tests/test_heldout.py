@@ -15,6 +15,7 @@ from dictopt.check import check
 from dictopt.check.certify import certify_chunk
 from dictopt.check.heldout import HeldoutOptions, rare_atoms
 from dictopt.check.moves import AlwaysOnShift, BiasShift, CodeStep, Rotate, Scale, Toward
+from dictopt.check.multitest import alpha_of, holm, one_sided_p
 from dictopt.check.quantiles import PairTopM
 from dictopt.check.rowdelta import RecodeToward, row_deltas
 from dictopt.check.split import validation_mask
@@ -304,18 +305,24 @@ def test_rotated_atom(fitted, angle, significant):
 # ---- detection on superposed worlds with known truth ---------------------------------------------
 
 
+UPPER_SIDE = ("hierarchy", "upper", "near_hierarchy")
+"""C5 findings of the upper side: strict (``H_ij = 0``), ``0 < H_ij < θ_ij`` on all rows, or a
+near-hierarchy found from co-activity (exceptions re-coded)."""
+
+
 def _flagged_edges(world, lam, n_seed_rows=None):
     dic = Dictionary(atoms=torch.tensor(world.atoms), bias=torch.tensor(world.bias), lam=lam)
     rep = check(dic, world.x, codes="optimal", heldout=True, hull=False)
     sig = {(v.i, v.j) for v in rep.violations if v.condition == "C5" and v.heldout is not None
-           and v.heldout.significant and v.label in ("hierarchy", "near_hierarchy")}
+           and v.heldout.significant and v.label in UPPER_SIDE}
     return rep, sig
 
 
 @pytest.mark.parametrize("seed", [0])
 def test_superposed_hierarchy_edges_are_flagged_quick(seed):
-    """K_true = 32 > d = 24: the generating dictionary's planted child→parent edges are strict
-    or near hierarchies with a significant held-out certificate (truth from the world)."""
+    """K_true = 32 > d = 24: the generating dictionary's planted child→parent edges are
+    upper-side C5 findings (strict, ``H < θ``, or near) with a significant held-out
+    certificate, and no other pair is (truth from the world)."""
     w = make_world("hierarchy", seed=seed, n=20000, d=24)
     _, sig = _flagged_edges(w, 0.05)
     hits = sum(tuple(e) in sig for e in w.edges)
@@ -366,11 +373,172 @@ def test_rare_atom_is_labelled_and_kept_out_of_pair_labels():
     assert "rare" in rep.atoms[2]["labels"]
 
 
+# ---- leakage: every move is fitted on the statistics rows only ---------------------------------
+
+
+def _bias_world(perturb_validation=False, seed=0, opts=None):
+    """A strict hierarchy (1 → 0), a near-hierarchy with stray codes (4 fires with 0, and
+    alone on 1 % of the other rows at codes ≤ 0.005, so C5 (4, 0) is an upper violation with
+    ``0 < H``), two independent atoms, a bias. ``perturb_validation`` rescales every code of
+    the validation rows, raises the stray codes there to 0.02 (above ``H`` on ``S``) and
+    redraws their noise: the statistics rows are unchanged."""
+    opts = opts or HeldoutOptions()
+    rng = np.random.default_rng(seed)
+    n, d = 6000, 8
+    D = _unit(rng, 5, d)
+    A = np.zeros((n, 5))
+    parent = rng.random(n) < 0.4
+    A[parent, 0] = rng.uniform(2.0, 3.0, parent.sum())
+    child = parent & (rng.random(n) < 0.5)
+    A[child, 1] = rng.uniform(0.5, 1.0, child.sum())
+    c4 = parent & (rng.random(n) < 0.3)
+    A[c4, 4] = rng.uniform(0.8, 1.2, c4.sum())
+    stray = (~parent) & (rng.random(n) < 0.01)
+    A[stray, 4] = rng.uniform(0.001, 0.005, stray.sum())
+    for k in (2, 3):
+        on = rng.random(n) < 0.3
+        A[on, k] = rng.uniform(0.5, 1.5, on.sum())
+    b = rng.standard_normal(d) * 0.1
+    noise = 0.05 * rng.standard_normal((n, d))
+    if perturb_validation:
+        val = validation_mask(0, n, opts.validation_fraction, opts.seed).numpy()
+        A[val] *= rng.uniform(0.7, 1.3, (val.sum(), 5))
+        A[val & stray, 4] = 0.02
+        noise[val] = 0.05 * rng.standard_normal((val.sum(), d))
+    x = A @ D + b + noise
+    return Dictionary(atoms=torch.tensor(D), bias=torch.tensor(b), lam=0.1), x, A
+
+
+def _moves(rep):
+    return {(v.condition, v.i, v.j, v.label): v for v in rep.violations
+            if v.heldout is not None and v.heldout.move is not None}
+
+
+def _fields(move):
+    """Every field of a move (type, step, atoms, directions, κ) as numpy values."""
+    import dataclasses
+
+    out = {"type": type(move).__name__}
+    for f in dataclasses.fields(move):
+        v = getattr(move, f.name)
+        out[f.name] = v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+    return {k: v for k, v in out.items() if k != "type"} | {"type": np.asarray(0)}
+
+
+def test_heldout_moves_depend_only_on_statistics_rows():
+    """Changing every validation row (codes, stray exceptions, noise) changes the check's own
+    C5 and hull moves (fitted on all rows) but not one held-out move: κ = H^S_ij, the hull's
+    LP direction and every step come from the statistics rows."""
+    opts = HeldoutOptions(seed=2)
+    dic, x, A = _bias_world(False, opts=opts)
+    a = check(dic, x, codes=A, heldout=opts, hull=True)
+    dic, x, A = _bias_world(True, opts=opts)
+    b = check(dic, x, codes=A, heldout=opts, hull=True)
+    ma, mb = _moves(a), _moves(b)
+    common = set(ma) & set(mb)
+    assert {c for c, *_ in common} >= {"C1", "C2", "C3", "C5", "hull"}
+    full_changed = 0
+    for key in common:
+        ja, jb = _fields(ma[key].heldout.move), _fields(mb[key].heldout.move)
+        assert ja.keys() == jb.keys()
+        for f in ja:
+            assert np.allclose(ja[f], jb[f], rtol=1e-12, atol=1e-15), (key, f)
+        if ma[key].move is not None and mb[key].move is not None and key[0] in ("C5", "hull"):
+            fa, fb = _fields(ma[key].move), _fields(mb[key].move)
+            full_changed += any(not np.allclose(fa[f], fb[f]) for f in fa)
+        assert type(ma[key].heldout.move) is type(mb[key].heldout.move)
+    assert full_changed >= 1  # the perturbation does reach the all-rows moves
+
+
+def test_refitted_pair_kappa_is_the_statistics_rows_maximum():
+    """The held-out C5 move of (4, 0) has κ = max{a_4n : n ∈ S, a_0n ≤ τ} (numpy), not the
+    maximum over all rows (here a validation row holds the larger stray code)."""
+    opts = HeldoutOptions(seed=2)
+    dic, x, A = _bias_world(True, opts=opts)
+    rep = check(dic, x, codes=A, heldout=opts, hull=False)
+    v = next(v for v in rep.violations if (v.condition, v.i, v.j) == ("C5", 4, 0))
+    tau = float(rep.summary["tau"])
+    S = ~validation_mask(0, x.shape[0], opts.validation_fraction, opts.seed).numpy()
+    off = A[:, 0] <= tau
+    assert v.heldout.move.kappa == A[S & off, 4].max()
+    assert v.move.kappa == A[off, 4].max() > A[S & off, 4].max()
+
+
+# ---- multiple testing --------------------------------------------------------------------------
+
+
+def _closed_testing(p, alpha):
+    """Holm by its definition as a closed testing procedure (brute force over every subset):
+    H_i is rejected iff every intersection hypothesis containing i is rejected by Bonferroni,
+    i.e. min_{j ∈ I} p_j ≤ α/|I| for every I ∋ i."""
+    from itertools import combinations
+
+    m = len(p)
+    out = []
+    for i in range(m):
+        ok = True
+        for size in range(1, m + 1):
+            for subset in combinations(range(m), size):
+                if i in subset and min(p[j] for j in subset) > alpha / size:
+                    ok = False
+                    break
+            if not ok:
+                break
+        out.append(ok)
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(p=st.lists(st.one_of(st.floats(0, 1), st.sampled_from([1e-4, 0.01, 0.02, 0.05])),
+                  min_size=1, max_size=8),
+       alpha=st.sampled_from([0.00135, 0.01, 0.05, 0.2]))
+def test_holm_equals_closed_testing_brute_force(p, alpha):
+    assert holm(p, alpha) == _closed_testing(p, alpha)
+
+
+def test_one_sided_p_and_level():
+    assert one_sided_p(0.0) == pytest.approx(0.5)
+    assert one_sided_p(math.inf) == 0.0
+    assert alpha_of(3.0) == pytest.approx(0.0013498980316301)
+    assert one_sided_p(-1.0) == pytest.approx(1 - one_sided_p(1.0))
+
+
+def test_holm_decisions_in_a_report():
+    """In a check, the adjusted decisions equal Holm applied (here, by brute force) to the
+    p-values of every tested candidate; ``correction='none'`` gives the raw decisions, and the
+    raw decision is ``decrease > z·se``."""
+    from scipy.stats import norm
+
+    dic, x, A = _bias_world(False)
+    z = 3.0
+    hol = check(dic, x, codes=A, hull=True, heldout=HeldoutOptions(z=z, max_pairs=0))
+    raw = check(dic, x, codes=A, hull=True,
+                heldout=HeldoutOptions(z=z, max_pairs=0, correction="none"))
+    tested = [v.heldout for v in hol.violations if v.heldout is not None
+              and v.heldout.move is not None]
+    assert hol.summary["heldout"]["tests"] == len(tested) > 1
+    for h in tested:
+        assert h.p == pytest.approx(norm.sf(h.decrease / h.se), rel=1e-9)
+        assert h.significant_raw == (h.decrease > 0 and h.decrease > z * h.se)
+    # Holm's adjusted p-values, max_{s ≤ r} (m − s + 1) p_(s), at level Φ(−z)
+    p = [h.p for h in tested]
+    m, order = len(p), sorted(range(len(p)), key=lambda t: p[t])
+    adj, run = [0.0] * m, 0.0
+    for r, t in enumerate(order):
+        run = max(run, min(1.0, (m - r) * p[t]))
+        adj[t] = run
+    assert [h.significant for h in tested] == [a <= norm.sf(z) for a in adj]
+    for key, v in _moves(raw).items():
+        assert v.heldout.significant == v.heldout.significant_raw
+        assert v.heldout.significant_raw == _moves(hol)[key].heldout.significant_raw
+
+
 # ---- bad input --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kw", [{"z": 0}, {"z": math.nan}, {"validation_fraction": 1.0},
-                                {"q": 1.5}, {"buffer": 0}, {"grid": ()}, {"grid": (-1.0,)}])
+                                {"q": 1.5}, {"buffer": 0}, {"grid": ()}, {"grid": (-1.0,)},
+                                {"correction": "bh"}])
 def test_bad_options_are_refused(kw):
     with pytest.raises(DictoptInputError):
         HeldoutOptions(**kw)
@@ -406,8 +574,11 @@ def test_cli_heldout_prints_headline_and_writes_fields(tmp_path, capsys):
     assert ho["z"] == 4 and ho["headline"] in text
     assert all("heldout" in v for v in data["violations"])
     measured = [v["heldout"] for v in data["violations"] if v["heldout"] is not None]
-    assert measured and all(h["significant"] == (h["decrease"] > 4 * h["se"] and
-                                                 h["decrease"] > 0) for h in measured)
+    assert measured and all(h["significant_raw"] == (h["decrease"] > 4 * h["se"] and
+                                                     h["decrease"] > 0) for h in measured)
+    assert all(h["significant_raw"] or not h["significant"] for h in measured)
+    assert ho["correction"] == "holm" and ho["tests"] >= len(measured) - sum(
+        h["note"] is not None for h in measured)
 
 
 def test_cli_bad_z_exits_2(tmp_path, capsys):

@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
-from dictopt.check.conditions import atom_conditions
+from dictopt.check.conditions import atom_conditions, atom_floor
 from dictopt.check.moves import ChunkState, Move, Toward
+from dictopt.check.multitest import CORRECTIONS, alpha_of, holm, one_sided_p
 from dictopt.check.quantiles import PairTopM
 from dictopt.check.report import CheckReport, Label, Violation
 from dictopt.check.rowdelta import RecodeToward, row_deltas
@@ -80,6 +81,10 @@ class HeldoutOptions:
     grid: tuple[float, ...] = tuple(2.0**e for e in range(-10, 2))
     """Steps tried by the line search: multiples of each certificate's own step (C1–C4), or
     absolute steps of the pair rotations (C5)."""
+    correction: str = "holm"
+    """Multiple testing (:mod:`dictopt.check.multitest`): ``holm`` keeps the chance of any
+    false finding among all candidates tested at ``≤ Φ(−z)``; ``none`` tests each candidate
+    at ``z`` alone (the raw decision is reported either way)."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.z) and self.z > 0):
@@ -94,6 +99,10 @@ class HeldoutOptions:
             raise DictoptInputError("buffer ≥ 1, max_per_condition ≥ 0, max_pairs ≥ 0 needed")
         if not self.grid or not all(math.isfinite(g) and g > 0 for g in self.grid):
             raise DictoptInputError("grid: needs at least one positive, finite step")
+        if self.correction not in CORRECTIONS:
+            raise DictoptInputError(
+                f"correction: expected one of {', '.join(CORRECTIONS)}, got {self.correction!r}"
+            )
 
 
 @dataclass
@@ -109,11 +118,20 @@ class HeldoutResult:
     se: float
     """Its standard error ``sd(δ_n) / √n_V``."""
     significant: bool
-    """``decrease > z · se`` (and ``> 0``)."""
+    """The decision after the multiple-testing correction (``HeldoutOptions.correction``;
+    with ``none`` it is ``significant_raw``)."""
     n_val: int
     move: Move | None = None
-    """The certificate measured, with the chosen step (fitted on the statistics part, so it
-    differs from the violation's own move, which is fitted on every row)."""
+    """The certificate measured, with the chosen step. Everything in it (step, ``κ``, the
+    hull direction) is fitted on the statistics part only, so it differs from the
+    violation's own move, which is fitted on every row."""
+    p: float = 1.0
+    """One-sided normal p-value of the z-score (1 when not tested)."""
+    significant_raw: bool = False
+    """``decrease > z · se`` (and ``> 0``): the test of this finding alone."""
+    note: str | None = None
+    """Why the finding was not tested, when it was not (e.g. not a violation on the
+    statistics rows)."""
 
     @property
     def z_score(self) -> float:
@@ -124,8 +142,9 @@ class HeldoutResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "step": self.step, "fit_decrease": self.fit_decrease, "decrease": self.decrease,
-            "se": self.se, "z": _finite(self.z_score), "significant": self.significant,
-            "n_val": self.n_val,
+            "se": self.se, "z": _finite(self.z_score), "p": self.p,
+            "significant": self.significant, "significant_raw": self.significant_raw,
+            "n_val": self.n_val, "note": self.note,
             "move": self.move.to_json() if self.move is not None else None,
         }
 
@@ -174,7 +193,8 @@ class HeldoutPass:
 
 @dataclass
 class FitSums:
-    """Pass-1 statistics and pair co-activity on the statistics rows (mergeable)."""
+    """Pass-1 statistics and pair co-activity on the statistics rows (mergeable), and what
+    the check's own C5 and hull findings need to be refitted there."""
 
     stats: PassOneStats
     tau: float
@@ -185,11 +205,40 @@ class FitSums:
     """``#{n ∈ S : a_in > τ, a_jn > τ}`` per key."""
     mass: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
     """``Σ_{n ∈ S, a_jn > τ} a_in`` per key."""
+    pair_i: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    """``[P]`` the check's C5 pairs ``(i, j)`` refitted on ``S``."""
+    pair_j: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    H: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
+    """``[P]`` ``H^S_ij = max a_i`` over the rows of ``S`` where ``a_j ≤ τ`` (−∞ if none)."""
+    L: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
+    """``[P]`` ``L^S_ij = min a_i`` over the same rows (+∞ if none)."""
+    n_off: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
+    """``[P]`` how many rows of ``S`` have ``a_j ≤ τ``."""
+    keep_codes: bool = False
+    """Keep the codes of ``S`` (to refit the joint hull's LP there)."""
+    kept: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+    """``(first global row, codes)`` of the kept statistics rows, one entry per chunk."""
+
+    def codes_S(self) -> torch.Tensor:
+        """The kept codes of ``S`` in row order (the same however the stream was split)."""
+        K = self.stats.K
+        parts = [c for _, c in sorted(self.kept, key=lambda sc: sc[0])]
+        return torch.cat(parts).to(F64) if parts else torch.zeros(0, K, dtype=F64)
 
 
-def make_fit(setup: Setup, tau: float, options: HeldoutOptions) -> FitSums:
+def make_fit(
+    setup: Setup, tau: float, options: HeldoutOptions,
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None, keep_codes: bool = False,
+) -> FitSums:
     dic = setup.dictionary
-    return FitSums(PassOneStats(dic.K, dic.d, setup.lam, 1, dic.device), tau, options)
+    pi, pj = pairs if pairs is not None else (torch.zeros(0, dtype=torch.long),) * 2
+    P = pi.numel()
+    return FitSums(
+        PassOneStats(dic.K, dic.d, setup.lam, 1, dic.device), tau, options,
+        pair_i=pi, pair_j=pj, H=torch.full((P,), -math.inf, dtype=F64),
+        L=torch.full((P,), math.inf, dtype=F64), n_off=torch.zeros(P, dtype=F64),
+        keep_codes=keep_codes,
+    )
 
 
 def update_fit(acc: FitSums, setup: Setup, x: torch.Tensor, a: torch.Tensor, start: int) -> None:
@@ -203,6 +252,16 @@ def update_fit(acc: FitSums, setup: Setup, x: torch.Tensor, a: torch.Tensor, sta
     acc.stats.update(xs, as_, dic.atoms, dic.bias, start, acc.tau, sparse=_sparse(as_, acc.tau))
     keys, count, mass = _coactivity(as_, acc.tau)
     _add_pairs(acc, keys, count, mass)
+    if acc.pair_i.numel():
+        ac = as_.cpu()
+        ai = ac[:, acc.pair_i].to(F64)
+        off = ac[:, acc.pair_j] <= acc.tau
+        inf = torch.full_like(ai, math.inf)
+        acc.H = torch.maximum(acc.H, torch.where(off, ai, -inf).amax(0))
+        acc.L = torch.minimum(acc.L, torch.where(off, ai, inf).amin(0))
+        acc.n_off += off.sum(0).to(F64)
+    if acc.keep_codes:
+        acc.kept.append((start, as_.cpu()))
 
 
 def _sparse(a: torch.Tensor, tau: float) -> bool:
@@ -213,6 +272,10 @@ def _sparse(a: torch.Tensor, tau: float) -> bool:
 def merge_fit(p: FitSums, q: FitSums) -> FitSums:
     p.stats.merge(q.stats)
     _add_pairs(p, q.keys, q.count, q.mass)
+    p.H = torch.maximum(p.H, q.H)
+    p.L = torch.minimum(p.L, q.L)
+    p.n_off = p.n_off + q.n_off
+    p.kept = p.kept + q.kept
     return p
 
 
@@ -329,16 +392,60 @@ MeasureSums.merge = merge_measure  # type: ignore[attr-defined]
 # ---- candidates ------------------------------------------------------------------------------
 
 
+class RefitTargets(NamedTuple):
+    """The check's own C5 and hull findings whose moves are refitted on ``S``."""
+
+    c5: list[Violation]
+    hull: list[Violation]
+
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([P], [P])`` the ``(i, j)`` of the C5 findings (tracked by the fit pass)."""
+        return (torch.tensor([int(v.i) for v in self.c5], dtype=torch.long),
+                torch.tensor([int(v.j) for v in self.c5], dtype=torch.long))
+
+
+def refit_targets(report: CheckReport, options: HeldoutOptions) -> RefitTargets:
+    """The check's C5 (``max_pairs``) and hull (``max_per_condition``) findings with a move,
+    the largest exact decreases first."""
+
+    def top(cond: str, n: int) -> list[Violation]:
+        vs = [v for v in report.violations if v.condition == cond and v.move is not None]
+        vs.sort(key=lambda v: -(v.model_decrease or 0.0))
+        return vs[:n]
+
+    return RefitTargets(top("C5", options.max_pairs), top("hull", options.max_per_condition))
+
+
+NOT_ON_S = "not a violation on the statistics rows"
+
+
 def plan_candidates(
-    setup: Setup, fit: FitSums, report: CheckReport, tol: Tolerances, options: HeldoutOptions
-) -> tuple[list[Candidate], torch.Tensor]:
-    """The certificates to measure and, for the pair candidates, ``θ_ij = (1 − c_ij) ā_i`` on
-    the statistics part (the threshold of the exception counts)."""
+    setup: Setup, fit: FitSums, report: CheckReport, tol: Tolerances, options: HeldoutOptions,
+    targets: RefitTargets | None = None,
+) -> tuple[list[Candidate], torch.Tensor, list[Violation]]:
+    """The certificates to measure, every one fitted on the statistics part ``S`` only.
+
+    - C1–C4: :func:`~dictopt.check.conditions.atom_conditions` on ``S`` (the violations the
+      check also reports).
+    - C5: the check's pairs with ``H^S_ij`` / ``L^S_ij`` and ``θ^S_ij = (1 − c_ij) ā^S_i``
+      from ``S``; the move is :class:`RecodeToward` with ``κ = ±H^S`` (``∓L^S``), kept when
+      the pair is a violation on ``S`` too (the check's tolerances).
+    - hull: the LP of :func:`~dictopt.check.hull.joint_hull` solved on the codes of ``S``.
+    - near-hierarchies: :func:`near_candidates` (co-activity on ``S``).
+
+    Returns
+    -------
+    candidates, theta, untested
+        The candidates; for the pair candidates ``θ^S_ij`` (the threshold of the exception
+        counts); the check's findings that are no violation on ``S`` (not tested).
+    """
     dic = setup.dictionary
     D = dic.atoms
     grid = torch.tensor(options.grid, dtype=F64)
     st = fit.stats
+    targets = targets if targets is not None else RefitTargets([], [])
     out: list[Candidate] = []
+    untested: list[Violation] = []
     if st.n:
         fitted, _ = atom_conditions(st, D, setup.lam, fit.tau, dic.has_bias, tol)
         exact = {(v.condition, v.i, v.label): v for v in report.violations}
@@ -351,28 +458,72 @@ def plan_candidates(
             for v in vs[: options.max_per_condition]:
                 out.append(Candidate(v.move, grid * v.step, cond,
                                      exact[(cond, v.i, label)], None))
-    # the check's C5 violations (pair rotations that re-code their exception rows) and hull
-    c5 = [v for v in report.violations if v.condition == "C5" and v.move is not None]
-    c5.sort(key=lambda v: -(v.model_decrease or 0.0))
+    abar = st.mean_a.cpu() if st.n else torch.zeros(dic.K, dtype=F64)
+    floor = atom_floor(abar, tol)
     taken: set[tuple[int, int]] = set()
-    for v in c5[: options.max_pairs]:
-        mv = v.move
-        assert isinstance(mv, Toward)
-        move = RecodeToward(0.0, k=mv.k, J=mv.J.clone(), q=mv.q.clone(), kappa=mv.kappa)
+    for p, v in enumerate(targets.c5):
+        move = _refit_pair(v, p, fit, D, abar, floor, tol, dic.has_bias)
+        if move is None:
+            untested.append(v)
+            continue
         out.append(Candidate(move, grid.clone(), "C5", v, (int(v.i), int(v.j))))
-        if float(mv.q[0]) > 0:
+        if float(move.q[0]) > 0:
             taken.add((int(v.i), int(v.j)))
-    hull = [v for v in report.violations if v.condition == "hull" and v.move is not None]
-    hull.sort(key=lambda v: -(v.model_decrease or 0.0))
-    for v in hull[: options.max_per_condition]:
-        out.append(Candidate(v.move, grid * max(v.step, 1e-12), "hull", v, None))
+    if targets.hull:
+        by_k = _refit_hull(setup, fit, tol, [int(v.j) for v in targets.hull])
+        for v in targets.hull:
+            hv = by_k.get(int(v.j))
+            if hv is None or hv.move is None or not hv.step > 0:
+                untested.append(v)
+                continue
+            out.append(Candidate(hv.move, grid * hv.step, "hull", v, None))
     for i, j in near_candidates(fit, D, setup.lam, options, taken):
         move = RecodeToward(0.0, k=j, J=torch.tensor([i]), q=torch.tensor([1.0]), kappa=0.0)
         out.append(Candidate(move, grid.clone(), "C5", None, (i, j)))
-    abar = st.mean_a if st.n else torch.zeros(dic.K, dtype=F64)
     theta = [(1 - float(D[c.pair[0]] @ D[c.pair[1]])) * float(abar[c.pair[0]])
              for c in out if c.pair is not None]
-    return out, torch.tensor(theta, dtype=F64)
+    return out, torch.tensor(theta, dtype=F64), untested
+
+
+def _refit_pair(
+    v: Violation, p: int, fit: FitSums, D: torch.Tensor, abar: torch.Tensor, floor: float,
+    tol: Tolerances, has_bias: bool,
+) -> RecodeToward | None:
+    """The C5 move of the check's finding ``v`` (tracked as pair ``p``) refitted on ``S``,
+    or ``None`` when the pair is no violation on ``S`` (THEORY C5, the check's tolerances)."""
+    assert isinstance(v.move, Toward)
+    i, j = int(v.i), int(v.j)
+    side = 1 if float(v.move.q[0]) > 0 else -1
+    if not float(fit.n_off[p]) > 0:
+        return None
+    theta = (1 - float(D[i] @ D[j])) * float(abar[i])
+    tol_i = tol.pair_rel * float(abar[i]) + floor
+    val = float(fit.H[p]) if side > 0 else float(fit.L[p])
+    if has_bias:
+        if not side * (theta - val) > tol_i:
+            return None
+        kappa = side * val
+    else:
+        if side < 0 or not (val <= fit.tau and theta > tol_i):
+            return None
+        kappa = 0.0
+    return RecodeToward(0.0, k=j, J=torch.tensor([i]), q=torch.tensor([float(side)]),
+                        kappa=kappa)
+
+
+def _refit_hull(
+    setup: Setup, fit: FitSums, tol: Tolerances, atoms: list[int]
+) -> dict[int, Violation]:
+    """The joint hull LP (:func:`~dictopt.check.hull.joint_hull`) of ``atoms`` on the codes
+    of ``S``: the violations found there, by atom ``k``."""
+    from dictopt.check.hull import joint_hull
+
+    A = fit.codes_S()
+    if not A.shape[0] or not setup.dictionary.has_bias:
+        return {}
+    found = joint_hull(A, setup.dictionary.atoms.cpu(), fit.stats.mean_a.cpu(), setup.lam,
+                       fit.tau, tol, atoms=atoms)
+    return {int(v.j): v for v in found.violations}
 
 
 def near_candidates(
@@ -411,8 +562,15 @@ def near_candidates(
 # ---- results ---------------------------------------------------------------------------------
 
 
-def finish(sums: MeasureSums, z: float) -> list[HeldoutResult]:
-    """Choose each candidate's step on ``S`` and measure it on ``V``."""
+def finish(sums: MeasureSums, z: float, correction: str = "holm") -> list[HeldoutResult]:
+    """Choose each candidate's step on ``S``, measure it on ``V`` and decide significance.
+
+    The family of tests is every candidate whose step lowers the loss on ``S`` (the others
+    are decided on ``S`` alone, which is independent of ``V``, so leaving them out of the
+    family keeps the error guarantee). ``correction="holm"``: Holm's procedure at level
+    ``α = Φ(−z)`` on the one-sided p-values (:mod:`dictopt.check.multitest`); ``"none"``:
+    each test at ``z`` alone.
+    """
     out = []
     nS, nV = max(sums.n_stat, 1), sums.n_val
     for p, cand in enumerate(sums.candidates):
@@ -421,15 +579,23 @@ def finish(sums: MeasureSums, z: float) -> list[HeldoutResult]:
         g = int(torch.argmin(s))
         fit = -float(s[g]) / nS
         if not fit > 0 or nV < 2:
-            out.append(HeldoutResult(0.0, max(fit, 0.0), 0.0, 0.0, False, nV))
+            out.append(HeldoutResult(0.0, max(fit, 0.0), 0.0, 0.0, False, nV,
+                                     note="no step lowers the loss on the statistics rows"))
             continue
         mean = float(sums.v_sum[p, g]) / nV
         var = max(float(sums.v_sq[p, g]) - nV * mean * mean, 0.0) / (nV - 1)
         se = math.sqrt(var / nV)
         dec = -mean
         step = float(cand.steps[g])
-        out.append(HeldoutResult(step, fit, dec, se, dec > 0 and dec > z * se, nV,
-                                 dataclasses.replace(cand.move, step=step)))
+        raw = dec > 0 and dec > z * se
+        res = HeldoutResult(step, fit, dec, se, raw, nV,
+                            dataclasses.replace(cand.move, step=step), significant_raw=raw)
+        res.p = one_sided_p(res.z_score) if dec > 0 or se > 0 else 1.0
+        out.append(res)
+    if correction == "holm":
+        tested = [r for r in out if r.move is not None]
+        for r, rej in zip(tested, holm([r.p for r in tested], alpha_of(z)), strict=True):
+            r.significant = rej and r.significant_raw
     return out
 
 
@@ -456,14 +622,19 @@ def validate_report(
     labels; the summary gets a ``heldout`` block (severity, headline); the violations are
     ranked significant first, by held-out decrease."""
     tau = float(report.summary["tau"])
-    fit = executor.run(HeldoutPass(setup, functools.partial(make_fit, setup, tau, options),
-                                   update_fit, "held-out fit"), stream, progress=progress)
-    cands, theta = plan_candidates(setup, fit, report, tol, options)
+    targets = refit_targets(report, options)
+    make = functools.partial(make_fit, setup, tau, options, targets.pairs(),
+                             bool(targets.hull))
+    fit = executor.run(HeldoutPass(setup, make, update_fit, "held-out fit"), stream,
+                       progress=progress)
+    cands, theta, untested = plan_candidates(setup, fit, report, tol, options, targets)
     K = setup.dictionary.K
     sums = executor.run(HeldoutPass(
         setup, functools.partial(make_measure, cands, K, tau, options, theta), update_measure,
         "held-out measure"), stream, progress=progress)
-    results = finish(sums, options.z)
+    results = finish(sums, options.z, options.correction)
+    for v in untested:
+        v.heldout = HeldoutResult(0.0, 0.0, 0.0, 0.0, False, sums.n_val, note=NOT_ON_S)
     # the local candidates: those in ``sums`` may be copies (made on Dask workers)
     annotate(report, setup, fit, cands, sums, results, options)
     return report
@@ -530,7 +701,8 @@ def annotate(
     for row in report.atoms:
         if row["k"] in rare_set:
             row["labels"] = sorted({*row["labels"], "rare"} - set(PAIR_LABELS))
-    report.summary["heldout"] = severity(report, sums, options, lam)
+    tests = sum(r.move is not None for r in results)
+    report.summary["heldout"] = severity(report, sums, options, lam, tests)
 
 
 def _rank(v: Violation) -> tuple[int, float, float, float]:
@@ -541,7 +713,8 @@ def _rank(v: Violation) -> tuple[int, float, float, float]:
 
 
 def severity(
-    report: CheckReport, sums: MeasureSums, options: HeldoutOptions, lam: float
+    report: CheckReport, sums: MeasureSums, options: HeldoutOptions, lam: float,
+    tests: int = 0,
 ) -> dict[str, Any]:
     """The summary's ``heldout`` block: per condition the best significant certificate and the
     sum of the significant ones (each measured alone), as loss and as a fraction of the loss
@@ -552,9 +725,14 @@ def severity(
         h = v.heldout
         if h is None:
             continue
-        b = by.setdefault(v.condition, {"measured": 0, "significant": 0, "best": 0.0,
-                                        "sum": 0.0})
+        b = by.setdefault(v.condition, {"measured": 0, "significant": 0,
+                                        "significant_raw": 0, "not_on_statistics_rows": 0,
+                                        "best": 0.0, "sum": 0.0})
+        if h.note == NOT_ON_S:
+            b["not_on_statistics_rows"] += 1
+            continue
         b["measured"] += 1
+        b["significant_raw"] += int(h.significant_raw)
         if h.significant:
             b["significant"] += 1
             b["best"] = max(b["best"], h.decrease)
@@ -565,19 +743,24 @@ def severity(
     total = sum(b["sum"] for b in by.values())
     best = max((b["best"] for b in by.values()), default=0.0)
     n_sig = sum(b["significant"] for b in by.values())
+    n_raw = sum(b["significant_raw"] for b in by.values())
     frac = total / loss if loss else math.nan
+    how = (f"Holm-corrected over {tests} tests at α = Φ(−{options.z:g})"
+           if options.correction == "holm" else f"each at z = {options.z:g}, uncorrected")
     headline = (
         f"certified improvement available: {100 * frac:.3g} % of the loss (significant on "
-        f"held-out rows; sum of {n_sig} certificates each measured alone, the best single one "
-        f"{100 * (best / loss if loss else math.nan):.3g} %)"
+        f"held-out rows, {how}; sum of {n_sig} certificates each measured alone, the best "
+        f"single one {100 * (best / loss if loss else math.nan):.3g} %)"
         if n_sig else
-        f"no certified improvement significant on held-out rows (z = {options.z:g})"
+        f"no certified improvement significant on held-out rows ({how})"
     )
     return {
         "z": options.z, "validation_fraction": options.validation_fraction,
         "seed": options.seed, "q": options.q, "n_stat": sums.n_stat, "n_val": sums.n_val,
-        "loss_val": loss, "candidates": len(sums.candidates), "significant": n_sig,
-        "by_condition": by, "total_decrease": total, "total_fraction": frac,
+        "loss_val": loss, "candidates": len(sums.candidates), "tests": tests,
+        "correction": options.correction, "alpha": alpha_of(options.z),
+        "significant": n_sig, "significant_raw": n_raw, "by_condition": by,
+        "total_decrease": total, "total_fraction": frac,
         "best_fraction": best / loss if loss else math.nan,
         "rare_min_firings": _rare_threshold(sums.n_val, options.z),
         "headline": headline,

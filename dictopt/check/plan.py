@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import torch
 
+from dictopt.check.absorption import candidate_pairs
 from dictopt.check.conditions import atom_floor
 from dictopt.check.pairs import BufferExtremes, buffer_extremes, dense_extremes
 from dictopt.check.stats import PassOneStats, argsort_stable, sort_unique
@@ -55,6 +56,9 @@ class PairPlan(NamedTuple):
     """Initial ``H`` of the tracked pairs: exact where the buffers know it, else 0."""
     L0: torch.Tensor
     """Initial ``L`` of the tracked pairs: the safe bound ``max_n a_in``."""
+    absorption: tuple[torch.Tensor, torch.Tensor] | None = None
+    """``(i, j)`` candidate pairs of the structural absorption statistics
+    (:mod:`dictopt.check.absorption`), streamed in pass 2."""
 
 
 class BlockPairs(NamedTuple):
@@ -80,7 +84,32 @@ def decide_pairs(
     max_pair_certificates: int,
 ) -> PairPlan:
     """Classify every ordered pair from the top buffers (:mod:`dictopt.check.pairs`), a block
-    of ``block`` rows of the Gram matrix at a time, and list the pairs pass 2 must track."""
+    of ``block`` rows of the Gram matrix at a time, and list the pairs pass 2 must track.
+
+    Parameters
+    ----------
+    dic:
+        The dictionary (with λ).
+    lam:
+        λ.
+    st1:
+        Pass 1's statistics.
+    tau:
+        Inactivity threshold.
+    tol:
+        Tolerances.
+    thresholds:
+        Label thresholds (which pairs are label candidates).
+    block:
+        Rows of the Gram matrix per block.
+    max_pair_certificates:
+        Known violations (by slope) that get step bounds in pass 2.
+
+    Returns
+    -------
+    PairPlan
+        The known violations, the open pairs and what pass 2 tracks.
+    """
     K, D, dev = dic.K, dic.atoms, dic.device
     abar = st1.mean_a
     top = buffer_extremes(st1.top, K)
@@ -111,7 +140,7 @@ def decide_pairs(
     L0 = st1.max_a[P_i].clone()
     return PairPlan(
         KnownViolations(fi, fj, fside, fval, nb), ui * K + uj, LabelCandidates(li, lj, lc),
-        key, H0, L0,
+        key, H0, L0, candidate_pairs(D, thresholds.absorption, block),
     )
 
 
@@ -174,7 +203,7 @@ def _classify_block(
     key = sort_unique(torch.cat(keys))
     unknown = (key // K, key % K)
     # label candidates (upper triangle only)
-    cand = ((c >= thresholds.absorption_cos) | (c <= -thresholds.antipodal_cos)) & (
+    cand = ((c >= thresholds.duplicate_cos) | (c <= -thresholds.antipodal_cos)) & (
         rows[:, None] < torch.arange(K, device=dev)[None, :]
     )
     ii, jj = cand.nonzero(as_tuple=True)

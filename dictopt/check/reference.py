@@ -40,7 +40,32 @@ def brute_force(
     x_ND: Any, codes_NK: Any, atoms_KD: Any, bias_D: Any, lam: float, tau: float,
     *, has_bias: bool = True, tol: Tolerances = DEFAULT_TOLERANCES,
 ) -> Reference:
-    """Evaluate C1–C5 directly by their definitions (double loops over pairs and points)."""
+    """Evaluate C1–C5 directly by their definitions (double loops over pairs and points).
+
+    Parameters
+    ----------
+    x_ND:
+        Data.
+    codes_NK:
+        Canonical codes.
+    atoms_KD:
+        Unit atoms.
+    bias_D:
+        Bias.
+    lam:
+        λ.
+    tau:
+        Inactivity threshold.
+    has_bias:
+        Whether the bias is free.
+    tol:
+        Tolerances.
+
+    Returns
+    -------
+    Reference
+        Every condition's residuals and violated sets, by definition.
+    """
     x = torch.as_tensor(x_ND, dtype=F64)
     A = torch.as_tensor(codes_NK, dtype=F64)
     D = torch.as_tensor(atoms_KD, dtype=F64)

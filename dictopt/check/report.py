@@ -49,94 +49,125 @@ labelled ``near_hierarchy`` (no exact violation, a significant held-out certific
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dictopt.check.moves import Move
+from dictopt.check.records import (
+    AtomRow,
+    CheckSummary,
+    Condition,
+    Label,
+    LabelName,
+    Violation,
+    ViolationLabel,
+)
 
 SCHEMA_VERSION = "dictopt.check/1"
-CONDITIONS = ("C1", "C2", "C3", "C4", "C5", "hull")
+CONDITIONS = tuple(str(c) for c in Condition)
 LABELS = ("hierarchy", "absorption", "always_on", "dead", "duplicate", "antipodal")
+"""The labels every summary counts (a held-out stage adds ``rare`` and ``near_hierarchy``)."""
 
-
-@dataclass
-class Violation:
-    """One violated condition with its certificate (a descent move)."""
-
-    condition: str
-    i: int | None
-    j: int | None
-    label: str
-    slope: float
-    """First-order decrease per unit step."""
-    step: float
-    predicted_decrease: float
-    model_decrease: float | None = None
-    measured_decrease: float | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-    move: Move | None = None
-    heldout: Any = None
-    """A :class:`dictopt.check.heldout.HeldoutResult` once measured on held-out rows."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "condition": self.condition,
-            "i": self.i,
-            "j": self.j,
-            "label": self.label,
-            "slope": _num(self.slope),
-            "step": _num(self.step),
-            "predicted_decrease": _num(self.predicted_decrease),
-            "model_decrease": _num(self.model_decrease),
-            "measured_decrease": _num(self.measured_decrease),
-            "detail": {k: _num(v) for k, v in self.detail.items()},
-            "move": self.move.to_json() if self.move is not None else None,
-            "heldout": _clean(self.heldout.to_json()) if self.heldout is not None else None,
-        }
-
-
-@dataclass
-class Label:
-    """A structural label that is not a violation (dead, duplicate, antipodal, absorption)."""
-
-    label: str
-    i: int
-    j: int | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "i": self.i,
-            "j": self.j,
-            "detail": {k: _num(v) for k, v in self.detail.items()},
-        }
+__all__ = [
+    "CONDITIONS",
+    "LABELS",
+    "SCHEMA_VERSION",
+    "AtomRow",
+    "CheckReport",
+    "CheckSummary",
+    "Condition",
+    "Label",
+    "LabelName",
+    "Violation",
+    "ViolationLabel",
+    "duplicate_groups",
+]
 
 
 @dataclass
 class CheckReport:
-    """Result of :func:`dictopt.check.check`."""
+    """Result of :func:`dictopt.check.check`: the summary, one row per atom, the violations
+    ranked by the exact decrease of their certificates, and the structural labels.
 
-    summary: dict[str, Any]
-    atoms: list[dict[str, Any]]
+    Mappings are accepted for ``summary`` and ``atoms`` (as read from JSON) and converted.
+    """
+
+    summary: CheckSummary
+    atoms: list[AtomRow]
     violations: list[Violation]
     labels: list[Label]
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.summary, CheckSummary):
+            self.summary = CheckSummary.from_json(self.summary)
+        self.atoms = [r if isinstance(r, AtomRow) else AtomRow.from_json(r) for r in self.atoms]
+
     def by_condition(self, condition: str) -> list[Violation]:
+        """The violations of one condition (``"C1"`` … ``"C5"``, ``"hull"``), in rank order.
+
+        Parameters
+        ----------
+        condition:
+            A :class:`Condition` or its name.
+
+        Returns
+        -------
+        list[Violation]
+        """
         return [v for v in self.violations if v.condition == condition]
 
     def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready values (schema ``SCHEMA_VERSION``, module docstring).
+
+        Returns
+        -------
+        dict[str, Any]
+        """
         return {
             "schema": SCHEMA_VERSION,
-            "summary": _clean(self.summary),
-            "atoms": [_clean(row) for row in self.atoms],
+            "summary": self.summary.to_json(),
+            "atoms": [row.to_json() for row in self.atoms],
             "violations": [v.to_json() for v in self.violations],
             "labels": [lab.to_json() for lab in self.labels],
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckReport:
+        """The report written by :meth:`to_json`, moves restored.
+
+        Parameters
+        ----------
+        data:
+            A report's JSON (any ``dictopt.check/…`` schema of this major version).
+
+        Returns
+        -------
+        CheckReport
+
+        Raises
+        ------
+        KeyError, TypeError, ValueError
+            When a field is missing or has the wrong type.
+        """
+        return cls(
+            CheckSummary.from_json(data["summary"]),
+            [AtomRow.from_json(r) for r in data["atoms"]],
+            [Violation.from_json(v) for v in data["violations"]],
+            [Label.from_json(lab) for lab in data["labels"]],
+        )
+
     def save_json(self, path: str | Path) -> Path:
+        """Write :meth:`to_json` to ``path``.
+
+        Parameters
+        ----------
+        path:
+            The file to write.
+
+        Returns
+        -------
+        Path
+        """
         path = Path(path)
         path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
         return path
@@ -193,24 +224,25 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _num(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return _num(obj)
-
-
 def duplicate_groups(pairs: list[tuple[int, int]], K: int, top: int = 5) -> dict[str, Any]:
     """Groups of atoms linked by duplicate pairs (connected components): how many groups, how
     many atoms they hold and the ``top`` largest sizes. Thousands of duplicate pairs are often
-    one large group of near-identical atoms."""
+    one large group of near-identical atoms.
+
+    Parameters
+    ----------
+    pairs:
+        Duplicate pairs ``(i, j)``.
+    K:
+        Number of atoms.
+    top:
+        How many of the largest group sizes to list.
+
+    Returns
+    -------
+    dict[str, Any]
+        ``groups``, ``atoms`` and ``largest``.
+    """
     import numpy as np
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components

@@ -35,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--z", type=float, default=None, metavar="Z",
                    help="significance level of --heldout in standard errors (default 3; "
                    "implies --heldout)")
+    p.add_argument("--correction", choices=("holm", "none"), default=None,
+                   help="multiple testing of --heldout: holm (default) keeps the chance of "
+                   "any false finding among all tests at Φ(−z); none tests each at z alone "
+                   "(implies --heldout)")
     p.add_argument("--top", type=int, default=10, help="violations to print (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     dist = p.add_mutually_exclusive_group()
@@ -122,13 +126,16 @@ def _implied_lam(dictionary: Any, source: Any) -> Any:
 
 
 def _heldout(args: argparse.Namespace) -> Any:
-    """The held-out options of ``--heldout``/``--z`` (validated before any work)."""
+    """The held-out options of ``--heldout``/``--z``/``--correction`` (validated before any
+    work)."""
     from dictopt.check.heldout import HeldoutOptions
     from dictopt.validation import DictoptInputError
 
-    if args.z is None:
+    correction = getattr(args, "correction", None)
+    if args.z is None and correction is None:
         return HeldoutOptions() if args.heldout else None
     try:
-        return HeldoutOptions(z=args.z)
+        return HeldoutOptions(z=3.0 if args.z is None else args.z,
+                              correction=correction or "holm")
     except DictoptInputError as err:
         raise DictoptInputError(f"--z: {err} (e.g. --z 3)") from None

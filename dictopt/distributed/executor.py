@@ -116,3 +116,23 @@ class DaskExecutor:
         # the merge is the pass's staticmethod: shipped by reference, without the pass
         return map_reduce(c, _run, psrc, (share(c, job),), type(job).merge, desc=job.desc,
                           progress=progress, **kw)
+
+
+CLUSTER_ARGS = ("client", "scheduler", "workers", "partition_rows", "retries", "timeout")
+"""The keyword arguments of :class:`DaskExecutor` (the ``*_distributed`` wrappers take them)."""
+
+
+def executor_from(kwargs: dict[str, Any]) -> DaskExecutor:
+    """A :class:`DaskExecutor` from the cluster arguments in ``kwargs`` (removed from it).
+
+    Parameters
+    ----------
+    kwargs:
+        Keyword arguments of a ``*_distributed`` wrapper; :data:`CLUSTER_ARGS` are popped.
+
+    Returns
+    -------
+    DaskExecutor
+    """
+    cluster = {k: kwargs.pop(k) for k in CLUSTER_ARGS if k in kwargs}
+    return DaskExecutor(cluster.pop("client", None), **cluster)
