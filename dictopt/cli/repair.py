@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder for the repaired dictionary")
     p.add_argument("--lam", type=float, default=None, help="supply or override λ")
     p.add_argument("--max-rounds", type=int, default=100, help="accepted moves at most")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (rounds and loss)")
     p.set_defaults(func=run)
 
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     lam = check_lambda(args.lam, "--lam") if args.lam is not None else None
     rounds = check_positive_int(args.max_rounds, "--max-rounds")
     source = as_source(args.activations, dtype=dictionary.dtype)
-    res = repair(dictionary, source, lam=lam, max_rounds=rounds)
+    res = repair(dictionary, source, lam=lam, max_rounds=rounds, progress=not args.quiet)
     out = save_dictionary(res.dictionary, args.out)
     counts = res.report.summary["counts"]
     sys.stdout.write(
