@@ -100,11 +100,15 @@ _HELDOUT: dict[str, Any] = {
         "decrease": {"type": ["number", "null"]},
         "se": {"type": ["number", "null"]},
         "z": {"type": ["number", "null"]},
+        "p": {"type": "number"},
         "significant": {"type": "boolean"},
+        "significant_raw": {"type": "boolean"},
         "n_val": {"type": "integer"},
+        "note": {"type": ["string", "null"]},
         "move": {"anyOf": [{"type": "null"}, _move_schema()]},
     },
-    "required": ["step", "fit_decrease", "decrease", "se", "z", "significant", "n_val", "move"],
+    "required": ["step", "fit_decrease", "decrease", "se", "z", "p", "significant",
+                 "significant_raw", "n_val", "note", "move"],
     "additionalProperties": False,
 }
 
