@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-rounds", type=int, default=100, help="accepted moves at most")
     p.add_argument("--overwrite", action="store_true",
                    help="allow --out to be the input folder (replaced once the repair is done)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (rounds and loss)")
     p.set_defaults(func=run)
 
 
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
                         overwrite=args.overwrite)
     dictionary = load(args.dir)
     source = as_source(args.activations, dtype=dictionary.dtype)
-    res = repair(dictionary, source, lam=lam, max_rounds=rounds)
+    res = repair(dictionary, source, lam=lam, max_rounds=rounds, progress=not args.quiet)
     out = save_dictionary(res.dictionary, args.out)
     counts = res.report.summary["counts"]
     sys.stdout.write(
