@@ -305,18 +305,24 @@ def test_rotated_atom(fitted, angle, significant):
 # ---- detection on superposed worlds with known truth ---------------------------------------------
 
 
+UPPER_SIDE = ("hierarchy", "upper", "near_hierarchy")
+"""C5 findings of the upper side: strict (``H_ij = 0``), ``0 < H_ij < θ_ij`` on all rows, or a
+near-hierarchy found from co-activity (exceptions re-coded)."""
+
+
 def _flagged_edges(world, lam, n_seed_rows=None):
     dic = Dictionary(atoms=torch.tensor(world.atoms), bias=torch.tensor(world.bias), lam=lam)
     rep = check(dic, world.x, codes="optimal", heldout=True, hull=False)
     sig = {(v.i, v.j) for v in rep.violations if v.condition == "C5" and v.heldout is not None
-           and v.heldout.significant and v.label in ("hierarchy", "near_hierarchy")}
+           and v.heldout.significant and v.label in UPPER_SIDE}
     return rep, sig
 
 
 @pytest.mark.parametrize("seed", [0])
 def test_superposed_hierarchy_edges_are_flagged_quick(seed):
-    """K_true = 32 > d = 24: the generating dictionary's planted child→parent edges are strict
-    or near hierarchies with a significant held-out certificate (truth from the world)."""
+    """K_true = 32 > d = 24: the generating dictionary's planted child→parent edges are
+    upper-side C5 findings (strict, ``H < θ``, or near) with a significant held-out
+    certificate, and no other pair is (truth from the world)."""
     w = make_world("hierarchy", seed=seed, n=20000, d=24)
     _, sig = _flagged_edges(w, 0.05)
     hits = sum(tuple(e) in sig for e in w.edges)
@@ -525,6 +531,45 @@ def test_holm_decisions_in_a_report():
     for key, v in _moves(raw).items():
         assert v.heldout.significant == v.heldout.significant_raw
         assert v.heldout.significant_raw == _moves(hol)[key].heldout.significant_raw
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(0, 12))
+def test_disjoint_total_counts_each_parameter_once(seed, n):
+    """The headline's total: the chosen certificates move pairwise disjoint parameters, each
+    one left out conflicts with a chosen one at least as large (greedy), and the total is
+    their sum (and at most the sum of all)."""
+    from dictopt.check.heldout import HeldoutResult, disjoint_total, moved_parameters
+
+    rng = np.random.default_rng(seed)
+    res = []
+    for _ in range(n):
+        kind = rng.integers(3)
+        if kind == 0:
+            mv = CodeStep(0.1, k=int(rng.integers(5)))
+        elif kind == 1:
+            mv = BiasShift(0.1, r_mean=torch.zeros(3))
+        else:
+            mv = Toward(0.1, k=int(rng.integers(5)), J=torch.tensor([int(rng.integers(5))]),
+                        q=torch.tensor([1.0]), kappa=float(rng.integers(2)))
+        res.append(HeldoutResult(0.1, 1.0, float(rng.uniform(0, 1)), 0.01, True, 10, mv))
+    count, total = disjoint_total(res)
+    order = sorted(res, key=lambda r: -r.decrease)
+    chosen, used = [], set()
+    for r in order:  # brute force of the greedy rule, from the definition
+        p = moved_parameters(r.move)
+        if not p & used:
+            chosen.append(r)
+            used |= p
+    assert count == len(chosen) and total == pytest.approx(sum(r.decrease for r in chosen))
+    for a in range(len(chosen)):
+        for b in range(a + 1, len(chosen)):
+            assert not moved_parameters(chosen[a].move) & moved_parameters(chosen[b].move)
+    for r in res:
+        if all(r is not c for c in chosen):
+            assert any(moved_parameters(r.move) & moved_parameters(c.move)
+                       and c.decrease >= r.decrease for c in chosen)
+    assert total <= sum(r.decrease for r in res) + 1e-12
 
 
 # ---- bad input --------------------------------------------------------------------------------
