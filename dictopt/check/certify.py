@@ -20,7 +20,7 @@ from dictopt.check.moves import ChunkState, Move
 from dictopt.check.report import CheckReport, Violation
 from dictopt.coders import Coder, chunk_codes, make_coder
 from dictopt.problem import Dictionary
-from dictopt.validation import DictoptInputError
+from dictopt.validation import DictoptInputError, check_width
 
 F64 = torch.float64
 
@@ -82,10 +82,7 @@ def certify(
     job = CertifyPass(dictionary, lam, coder, scaled_moves(vs, step_scale))
     with executor.session():
         stream = executor.open(source, dtype=dictionary.dtype, chunk_size=chunk_size)
-        if stream.d != dictionary.d:
-            raise DictoptInputError(
-                f"activations: width {stream.d} but the dictionary has d = {dictionary.d}"
-            )
+        check_width(stream.d, dictionary.d, getattr(stream, "n", None))
         sums = executor.run(job, stream, progress=progress)
     return finish_certify(vs, sums, step_scale)
 
@@ -160,7 +157,24 @@ def prepare_certify(
     lam: float | None,
     top: int | None,
 ) -> tuple[float, list[Violation]]:
-    """Validate, fix λ and select the violations to measure (those with a nonzero step)."""
+    """Validate, fix λ and select the violations to measure (those with a nonzero step).
+
+    Parameters
+    ----------
+    dictionary:
+        The dictionary the moves apply to.
+    violations:
+        A report or a list of violations.
+    lam:
+        λ (overrides the dictionary's).
+    top:
+        Keep only the first ``top`` measurable violations (``None``: all).
+
+    Returns
+    -------
+    tuple[float, list[Violation]]
+        λ and the violations with a move and a nonzero step.
+    """
     validate_dictionary(dictionary)
     lam = float(lam if lam is not None else dictionary.lam or 0) or None
     if lam is None:
@@ -170,14 +184,46 @@ def prepare_certify(
 
 
 def scaled_moves(vs: Sequence[Violation], step_scale: float) -> list[Move]:
-    """Copies of the violations' moves with their steps multiplied by ``step_scale``."""
+    """Copies of the violations' moves with their steps multiplied by ``step_scale``.
+
+    Parameters
+    ----------
+    vs:
+        Violations with moves.
+    step_scale:
+        Factor applied to every step.
+
+    Returns
+    -------
+    list[Move]
+        One copy per violation.
+    """
     return [dataclasses.replace(v.move, step=v.move.step * step_scale) for v in vs]
 
 
 def certify_chunk(
     dictionary: Dictionary, lam: float, moves: Sequence[Move], x: torch.Tensor, a: torch.Tensor
 ) -> CertifySums:
-    """Loss change of each move on one chunk ``x`` with codes ``a`` (only changed atoms)."""
+    """Loss change of each move on one chunk ``x`` with codes ``a`` (only changed atoms).
+
+    Parameters
+    ----------
+    dictionary:
+        The dictionary the moves apply to.
+    lam:
+        λ.
+    moves:
+        The moves (steps already scaled).
+    x:
+        One chunk ``[n, d]``.
+    a:
+        Its codes ``[n, K]``.
+
+    Returns
+    -------
+    CertifySums
+        Per move, the summed loss change and smallest new code on the chunk.
+    """
     atoms, bias = dictionary.atoms, dictionary.bias
     out = CertifySums.empty(len(moves))
     r = x - dictionary.decode(a)
@@ -201,7 +247,22 @@ def certify_chunk(
 def finish_certify(
     vs: Sequence[Violation], sums: CertifySums, step_scale: float
 ) -> list[Measurement]:
-    """The measurements from the summed changes (fills ``measured_decrease`` at scale 1)."""
+    """The measurements from the summed changes (fills ``measured_decrease`` at scale 1).
+
+    Parameters
+    ----------
+    vs:
+        The measured violations.
+    sums:
+        Their loss changes summed over every row.
+    step_scale:
+        The factor the steps were scaled by.
+
+    Returns
+    -------
+    list[Measurement]
+        One per violation, in order.
+    """
     out = []
     n = sums.n[0]
     for p, v in enumerate(vs):

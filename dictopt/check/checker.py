@@ -31,7 +31,12 @@ from dictopt.check.passes import PassOne, PassTwo
 from dictopt.check.plan import decide_pairs
 from dictopt.check.report import CheckReport
 from dictopt.check.summary import assemble_report
-from dictopt.check.verdicts import joint_hull_verdicts, pair_violations, structural_labels
+from dictopt.check.verdicts import (
+    absorption_labels,
+    joint_hull_verdicts,
+    pair_violations,
+    structural_labels,
+)
 from dictopt.problem import Dictionary
 
 
@@ -145,7 +150,7 @@ def run_check(
     t2 = time.perf_counter()
     want_hull = o.hull is True or (o.hull == "auto" and st1.n * dic.K <= o.hull_exact_limit)
     job = PassTwo(setup, plan, tau, want_hull)
-    needed = bool(plan.key.numel()) or want_hull
+    needed = bool(plan.key.numel()) or want_hull or plan.absorption is not None
     p2 = executor.run(job, stream, progress=progress) if needed else job.start()
     timings["pass2"] = time.perf_counter() - t2
 
@@ -154,6 +159,7 @@ def run_check(
     timings["certificates"] = time.perf_counter() - t2 - timings["pass2"]
 
     labels = structural_labels(st1, p2.stats, pos_of, plan.labels, o.thresholds)
+    labels.extend(absorption_labels(p2.absorption, setup.dictionary.atoms, o.thresholds))
 
     hull_violations, hull_info = joint_hull_verdicts(
         setup, p2.kept_codes, st1, tau, o.tol, o.hull, want_hull, violations, o.hull_duals

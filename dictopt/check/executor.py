@@ -128,7 +128,22 @@ class LocalExecutor:
 
 def run_partition(job: StreamPass[S], stream: Chunked, offset: int) -> S:
     """``job`` over one partition whose first row is global row ``offset`` (for executors that
-    split the stream: the per-partition half of a map-and-merge)."""
+    split the stream: the per-partition half of a map-and-merge).
+
+    Parameters
+    ----------
+    job:
+        The pass.
+    stream:
+        The partition's rows (chunk starts local to it).
+    offset:
+        Global index of the partition's first row.
+
+    Returns
+    -------
+    S
+        The pass's state over the partition.
+    """
     state = job.start()
     for chunk in stream.iter_chunks():
         state = job.update(state, chunk.data, offset + chunk.start)
@@ -136,6 +151,21 @@ def run_partition(job: StreamPass[S], stream: Chunked, offset: int) -> S:
 
 
 def first_rows(job: StreamPass[S], stream: Chunked, offset: int = 0) -> StreamPass[S]:
-    """``job.first_chunk`` on the first chunk of ``stream`` (whose first row is ``offset``)."""
+    """``job.first_chunk`` on the first chunk of ``stream`` (whose first row is ``offset``).
+
+    Parameters
+    ----------
+    job:
+        The pass.
+    stream:
+        The rows whose first chunk fixes the pass's choices.
+    offset:
+        Global index of the stream's first row.
+
+    Returns
+    -------
+    StreamPass[S]
+        The pass with its first-chunk choices fixed.
+    """
     chunk = next(iter(stream.iter_chunks()))
     return job.first_chunk(chunk.data, offset + chunk.start)

@@ -236,7 +236,26 @@ class Toward(Move):
 def best_toward_step(
     move: Toward, atoms: torch.Tensor, mean_a: torch.Tensor, lam: float, t_max: float
 ) -> float:
-    """Minimise the exact, convex ``ΔL(t)`` of a :class:`Toward` move on ``(0, t_max]``."""
+    """Minimise the exact, convex ``ΔL(t)`` of a :class:`Toward` move on ``(0, t_max]``.
+
+    Parameters
+    ----------
+    move:
+        The move (its ``step`` is set to the result).
+    atoms:
+        The unit atoms.
+    mean_a:
+        ``[K]`` mean codes.
+    lam:
+        λ.
+    t_max:
+        Largest step keeping every code nonnegative.
+
+    Returns
+    -------
+    float
+        The step (0 when ``t_max ≤ 0``).
+    """
     from scipy.optimize import minimize_scalar
 
     hi = min(t_max, 1e3)

@@ -15,6 +15,12 @@ from typing import Any, NamedTuple
 
 import torch
 
+from dictopt.check.absorption import (
+    AbsorptionStats,
+    absorption_merge,
+    absorption_start,
+    absorption_update,
+)
 from dictopt.check.amortisation import AmortisationSums
 from dictopt.check.inputs import Setup
 from dictopt.check.plan import PairPlan
@@ -38,6 +44,8 @@ class PassTwoResult(NamedTuple):
 
     stats: PassTwoStats
     kept_codes: list[torch.Tensor]
+    absorption: AbsorptionStats | None = None
+    """Co-firing statistics of the absorption candidates (:mod:`dictopt.check.absorption`)."""
 
 
 def first_chunk_choices(
@@ -170,12 +178,15 @@ class PassTwo:
     def start(self) -> PassTwoResult:
         """Extremes initialised from the plan (exact where the buffers knew them)."""
         K, plan = self.setup.dictionary.K, self.plan
-        return PassTwoResult(PassTwoStats(plan.key // K, plan.key % K, plan.H0, plan.L0), [])
+        ab = None if plan.absorption is None else absorption_start(*plan.absorption, K)
+        return PassTwoResult(PassTwoStats(plan.key // K, plan.key % K, plan.H0, plan.L0), [], ab)
 
     def update(self, state: PassTwoResult, x: torch.Tensor, start: int) -> PassTwoResult:
         """Add the codes of one chunk (and keep them for the exact hull)."""
         a = self.setup.codes(x.to(self.setup.dictionary.device), start)
         state.stats.update(a, self.tau)
+        if state.absorption is not None:
+            absorption_update(state.absorption, a)
         if self.keep_codes:
             state.kept_codes.append(a)
         return state
@@ -185,4 +196,6 @@ class PassTwo:
         """``p`` with ``q`` merged in; ``q``'s rows come after ``p``'s."""
         p.stats.merge(q.stats)
         p.kept_codes.extend(q.kept_codes)
+        if p.absorption is not None and q.absorption is not None:
+            p = p._replace(absorption=absorption_merge(p.absorption, q.absorption))
         return p

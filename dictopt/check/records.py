@@ -67,14 +67,36 @@ CodesMode = Literal["own", "optimal", "given"]
 
 
 def num(v: Any) -> Any:
-    """JSON has no NaN or infinity: non-finite floats become ``None``."""
+    """JSON has no NaN or infinity: non-finite floats become ``None``.
+
+    Parameters
+    ----------
+    v:
+        Any JSON value.
+
+    Returns
+    -------
+    Any
+        ``v``, or ``None`` for a non-finite float.
+    """
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
 
 
 def clean(obj: Any) -> Any:
-    """``obj`` with tuples as lists and non-finite floats as ``None``, recursively."""
+    """``obj`` with tuples as lists and non-finite floats as ``None``, recursively.
+
+    Parameters
+    ----------
+    obj:
+        Records, mappings, sequences and numbers.
+
+    Returns
+    -------
+    Any
+        JSON-ready values.
+    """
     if isinstance(obj, Record):
         return obj.to_json()
     if isinstance(obj, dict):
@@ -386,5 +408,16 @@ class CheckSummary(Record):
 
 
 def tolerances_json(tol: Tolerances) -> dict[str, Any]:
-    """The tolerances by field, as the summary records them."""
+    """The tolerances by field, as the summary records them.
+
+    Parameters
+    ----------
+    tol:
+        The tolerances of a check.
+
+    Returns
+    -------
+    dict[str, Any]
+        Field name to value, in field order.
+    """
     return {f.name: getattr(tol, f.name) for f in dataclasses.fields(tol)}

@@ -164,7 +164,7 @@ class CheckReport:
         )
 
     def save_json(self, path: str | Path) -> Path:
-        """Write :meth:`to_json` to ``path``.
+        """Write :meth:`to_json` to ``path`` atomically (a failure leaves any previous file).
 
         Parameters
         ----------
@@ -175,9 +175,9 @@ class CheckReport:
         -------
         Path
         """
-        path = Path(path)
-        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        return path
+        from dictopt.atomic import write_text
+
+        return write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
 
     def format(self, top: int = 10) -> str:
         """A readable terminal summary."""
@@ -244,7 +244,22 @@ def _gap(am: dict[str, Any]) -> str:
 def duplicate_groups(pairs: list[tuple[int, int]], K: int, top: int = 5) -> dict[str, Any]:
     """Groups of atoms linked by duplicate pairs (connected components): how many groups, how
     many atoms they hold and the ``top`` largest sizes. Thousands of duplicate pairs are often
-    one large group of near-identical atoms."""
+    one large group of near-identical atoms.
+
+    Parameters
+    ----------
+    pairs:
+        Duplicate pairs ``(i, j)``.
+    K:
+        Number of atoms.
+    top:
+        How many of the largest group sizes to list.
+
+    Returns
+    -------
+    dict[str, Any]
+        ``groups``, ``atoms`` and ``largest``.
+    """
     import numpy as np
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components

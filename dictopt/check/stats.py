@@ -131,7 +131,18 @@ class TopBuffer:
 
 def sort_unique(t: torch.Tensor) -> torch.Tensor:
     """Sorted unique values (numpy on CPU: torch's threaded sort is very slow when the CPU is
-    shared)."""
+    shared).
+
+    Parameters
+    ----------
+    t:
+        A 1-D tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        Its sorted unique values, on its device.
+    """
     if t.device.type == "cpu":
         v = np.sort(t.numpy())
         if v.size:
@@ -141,7 +152,18 @@ def sort_unique(t: torch.Tensor) -> torch.Tensor:
 
 
 def argsort_stable(t: torch.Tensor) -> torch.Tensor:
-    """Stable argsort (numpy on CPU, see :func:`sort_unique`)."""
+    """Stable argsort (numpy on CPU, see :func:`sort_unique`).
+
+    Parameters
+    ----------
+    t:
+        A 1-D tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        The stable sorting permutation (int64).
+    """
     if t.device.type == "cpu":
         return torch.from_numpy(np.argsort(t.numpy(), kind="stable"))
     return torch.argsort(t, stable=True)
@@ -157,7 +179,20 @@ def _csr(
 
 
 def member(a: torch.Tensor, sorted_b: torch.Tensor) -> torch.Tensor:
-    """``a ∈ b`` elementwise for a sorted 1-D ``b`` (binary search; faster than ``isin``)."""
+    """``a ∈ b`` elementwise for a sorted 1-D ``b`` (binary search; faster than ``isin``).
+
+    Parameters
+    ----------
+    a:
+        Values to look up.
+    sorted_b:
+        Sorted 1-D values.
+
+    Returns
+    -------
+    torch.Tensor
+        Boolean, the shape of ``a``.
+    """
     if sorted_b.numel() == 0:
         return torch.zeros_like(a, dtype=torch.bool)
     pos = torch.searchsorted(sorted_b, a).clamp(max=sorted_b.numel() - 1)

@@ -90,12 +90,21 @@ def assemble_report(
         bias_residual=float(st1.r_mean.norm()),
         capacity=Capacity(st1.n_over, st1.over_sum / N, st1.over_max / N),
         amortisation=_amortisation(p1, setup, loss, N) or setup.amortisation_note,
-        pairs_in_pass2=n_pass2, hull=HullInfo(**hull_info), tolerances=tolerances_json(tol),
-        timings=timings,
+        pairs_in_pass2=n_pass2, hull=HullInfo(**{k: v for k, v in hull_info.items()
+                                                 if k not in HULL_SELECTION}),
+        tolerances=tolerances_json(tol), timings=timings,
     )
+    selection = {k: hull_info[k] for k in HULL_SELECTION if k in hull_info}
+    if selection:  # above K = 64: which atoms the joint hull's LP tested (an extra key)
+        summary["hull_selection"] = selection
     atom_rows = _atom_rows(st1, cols, labels, violations)
     timings["total"] = time.perf_counter() - t0
     return CheckReport(summary, atom_rows, violations, labels)
+
+
+HULL_SELECTION = ("tested", "passed_by_bound", "untested")
+"""Keys of the hull's info that say which atoms were tested (above K = 64); they go to the
+summary's extra key ``hull_selection``."""
 
 
 def _label_counts(

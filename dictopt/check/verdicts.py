@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from dictopt.check.absorption import AbsorptionStats, absorption_findings
 from dictopt.check.conditions import atom_floor
 from dictopt.check.inputs import Setup
 from dictopt.check.moves import Toward, best_toward_step
@@ -46,7 +47,30 @@ def pair_violations(
 ) -> list[Violation]:
     """Every C5 violation with its certificate (THEORY C5): the pair move is the
     :class:`Toward` move ``k = j, q = ±e_i, κ = ±H_ij`` (``∓L_ij``), stepped to the exact
-    minimiser of ``ΔL`` within the step bound ``t_max`` that keeps every code nonnegative."""
+    minimiser of ``ΔL`` within the step bound ``t_max`` that keeps every code nonnegative.
+
+    Parameters
+    ----------
+    setup:
+        The check's inputs.
+    plan:
+        The pair plan.
+    st2:
+        Pass 2's statistics.
+    pos_of:
+        Position of each tracked pair key ``i·K + j`` in ``st2``.
+    abar:
+        ``[K]`` mean codes.
+    tau:
+        Inactivity threshold.
+    tol:
+        Tolerances.
+
+    Returns
+    -------
+    list[Violation]
+        C5 violations, each with its move and exact decrease.
+    """
     dic, lam = setup.dictionary, setup.lam
     K, D = dic.K, dic.atoms
     floor = atom_floor(abar, tol)
@@ -130,7 +154,32 @@ def joint_hull_verdicts(
     """The joint hull condition C5′ (exact column-generation LP per atom,
     :mod:`dictopt.check.hull`) when the codes were kept; only meaningful with a bias. The C5
     violations among ``found`` are lower bounds that rank the atoms above ``full_k``.
-    Returns violations and the report's info (with the atoms tested when not all were)."""
+    Returns violations and the report's info (with the atoms tested when not all were).
+
+    Parameters
+    ----------
+    setup:
+        The check's inputs.
+    kept_codes:
+        Pass 2's chunks of codes (empty when the hull was not wanted).
+    st1:
+        Pass 1's statistics.
+    tau:
+        Inactivity threshold.
+    tol:
+        Tolerances.
+    hull:
+        The ``hull`` option.
+    want_hull:
+        Whether the codes were kept for the exact hull.
+    found:
+        The C5 violations already found.
+
+    Returns
+    -------
+    tuple[list[Violation], dict[str, Any]]
+        Hull violations and the report's hull info (``mode``, ``atoms_checked``, ``seconds``).
+    """
     dic = setup.dictionary
     info: dict[str, Any] = {"mode": "skipped", "atoms_checked": 0, "seconds": 0.0}
     if want_hull and dic.has_bias:
@@ -157,6 +206,17 @@ def joint_hull_verdicts(
 
 
 
+def absorption_labels(
+    stats: AbsorptionStats | None, D: torch.Tensor, th: LabelThresholds
+) -> list[Label]:
+    """The ``absorption`` label from structure (:mod:`dictopt.check.absorption`): every
+    (hub, partner) pair of a significant star, with its evidence."""
+    if stats is None:
+        return []
+    found, _ = absorption_findings(stats, D, th.absorption)
+    return [Label("absorption", f.i, f.j, f.detail) for f in found]
+
+
 def structural_labels(
     st1: PassOneStats,
     st2: PassTwoStats,
@@ -164,8 +224,27 @@ def structural_labels(
     cand: LabelCandidates,
     th: LabelThresholds,
 ) -> list[Label]:
-    """Structural labels: dead atoms, duplicates, the absorption signature (high cosine,
-    disjoint supports) and dense antipodal pairs (THEORY C6, predicted, not violations)."""
+    """Structural labels: dead atoms, duplicates and dense antipodal pairs (THEORY C6,
+    predicted, not violations); absorption comes from :func:`absorption_labels`.
+
+    Parameters
+    ----------
+    st1:
+        Pass 1's statistics.
+    st2:
+        Pass 2's statistics (co-activity).
+    pos_of:
+        Position of each tracked pair key in ``st2``.
+    cand:
+        Label candidates of the plan.
+    th:
+        Label thresholds.
+
+    Returns
+    -------
+    list[Label]
+        Dead, duplicate and antipodal labels.
+    """
     K, N = st1.K, st1.n
     labels: list[Label] = []
     frac = st1.n_active / N
@@ -177,9 +256,6 @@ def structural_labels(
             labels.append(Label("duplicate", i, j, {"cos": c}))
         p = pos_of.get(i * K + j)
         coact = float(st2.coact[p]) if p is not None else math.nan
-        if (c >= th.absorption_cos and coact == 0 and st1.n_active[i] > 0
-                and st1.n_active[j] > 0):
-            labels.append(Label("absorption", i, j, {"cos": c, "coactive": 0}))
         if (c <= -th.antipodal_cos and frac[i] >= th.dense_fraction
                 and frac[j] >= th.dense_fraction):
             labels.append(Label("antipodal", i, j, {"cos": c, "coactive": coact}))

@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 import torch
 
 from dictopt.problem import Dictionary
-from dictopt.validation import DictoptInputError, check_positive_int
+from dictopt.validation import DictoptInputError, check_positive_int, check_width
 
 #: Quantiles reported for the active ``g = d·r``.
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -111,10 +111,7 @@ def implied_lambda(
         )
     max_points = check_positive_int(max_points, "max_points")
     src = as_source(source, dtype=dictionary.dtype)
-    if src.d != dictionary.d:
-        raise DictoptInputError(
-            f"activations: width {src.d} but the dictionary has d = {dictionary.d}"
-        )
+    check_width(src.d, dictionary.d, src.n)
     active_g: list[torch.Tensor] = []
     atom_idx: list[torch.Tensor] = []
     sum_ag = sum_a = 0.0
@@ -140,14 +137,7 @@ def implied_lambda(
     lam = float(g_act.median())
     qs = torch.quantile(g_act, torch.tensor(QUANTILES, dtype=torch.float64)) if \
         g_act.numel() < 16_000_000 else torch.tensor([math.nan] * len(QUANTILES))
-    idx = torch.cat(atom_idx)
-    per_atom = torch.full((dictionary.K,), math.nan, dtype=torch.float64)
-    order = torch.argsort(idx, stable=True)
-    idx_s, g_s = idx[order], g_act[order]
-    counts = torch.bincount(idx_s, minlength=dictionary.K)
-    for k, chunk_g in zip(counts.nonzero().flatten().tolist(),
-                          torch.split(g_s, counts[counts > 0].tolist()), strict=True):
-        per_atom[k] = chunk_g.median()
+    per_atom = _per_atom_median(torch.cat(atom_idx), g_act, dictionary.K)
     live = per_atom[~per_atom.isnan()]
     spread = math.nan
     if live.numel() >= 2 and lam != 0:
@@ -165,3 +155,15 @@ def implied_lambda(
         n_active=int(g_act.numel()),
         n_points=n,
     )
+
+
+def _per_atom_median(idx: torch.Tensor, g_act: torch.Tensor, K: int) -> torch.Tensor:
+    """``[K]`` median of the active ``g`` of each atom (NaN for atoms never active)."""
+    per_atom = torch.full((K,), math.nan, dtype=torch.float64)
+    order = torch.argsort(idx, stable=True)
+    idx_s, g_s = idx[order], g_act[order]
+    counts = torch.bincount(idx_s, minlength=K)
+    for k, chunk_g in zip(counts.nonzero().flatten().tolist(),
+                          torch.split(g_s, counts[counts > 0].tolist()), strict=True):
+        per_atom[k] = chunk_g.median()
+    return per_atom

@@ -49,6 +49,22 @@ def iter_codes(
     """Optimal codes for every chunk of a source: yields ``(chunk, CodeResult)``.
 
     Memory depends on the chunk size, not on N. ``options`` go to :func:`solve_codes`.
+
+    Parameters
+    ----------
+    dictionary:
+        A dictionary with λ.
+    source:
+        Activations.
+    progress:
+        Show a progress bar.
+    **options:
+        Passed to :func:`solve_codes`.
+
+    Yields
+    ------
+    Iterator[tuple[Any, CodeResult]]
+        Each chunk with its exact codes.
     """
     from dictopt.data.sources import as_source
 

@@ -60,7 +60,20 @@ class WideBound(NamedTuple):
 
 
 def huber(t: torch.Tensor, lam: float) -> torch.Tensor:
-    """The Huber function ``h_λ(t)``: ``t²/2`` for ``t ≤ λ``, ``λ t − λ²/2`` above (t ≥ 0)."""
+    """The Huber function ``h_λ(t)``: ``t²/2`` for ``t ≤ λ``, ``λ t − λ²/2`` above (t ≥ 0).
+
+    Parameters
+    ----------
+    t:
+        Nonnegative values.
+    lam:
+        λ.
+
+    Returns
+    -------
+    torch.Tensor
+        ``h_λ(t)``, elementwise.
+    """
     return torch.where(t <= lam, 0.5 * t * t, lam * t - 0.5 * lam * lam)
 
 
@@ -121,7 +134,24 @@ class PassSums(NamedTuple):
 
 
 def chunk_pass(x: torch.Tensor, b: torch.Tensor, lam: float, hessian: bool) -> PassSums:
-    """Value, gradient, Hessian (optional: O(n d²)) and MM sums of one chunk ``x`` at ``b``."""
+    """Value, gradient, Hessian (optional: O(n d²)) and MM sums of one chunk ``x`` at ``b``.
+
+    Parameters
+    ----------
+    x:
+        One chunk ``[n, d]`` (float64).
+    b:
+        The bias.
+    lam:
+        λ.
+    hessian:
+        Also sum the Hessian.
+
+    Returns
+    -------
+    PassSums
+        Mergeable sums.
+    """
     d = b.shape[0]
     y = x - b  # y_n = x_n − b
     t = y.norm(dim=1)
@@ -140,7 +170,22 @@ def chunk_pass(x: torch.Tensor, b: torch.Tensor, lam: float, hessian: bool) -> P
 
 
 def chunk_value(x: torch.Tensor, b: torch.Tensor, lam: float) -> float:
-    """``Σ_n h_λ(‖x_n − b‖)`` over one chunk."""
+    """``Σ_n h_λ(‖x_n − b‖)`` over one chunk.
+
+    Parameters
+    ----------
+    x:
+        One chunk ``[n, d]``.
+    b:
+        The bias.
+    lam:
+        λ.
+
+    Returns
+    -------
+    float
+        The sum.
+    """
     return float(huber((x - b).norm(dim=1), lam).sum())
 
 
@@ -291,7 +336,22 @@ class ExecutorSums:
 
 
 def local_sums(chunks: ChunkFn, n: int, d: int) -> ExecutorSums:
-    """:class:`Sums` streamed over in-memory or local chunks in this process."""
+    """:class:`Sums` streamed over in-memory or local chunks in this process.
+
+    Parameters
+    ----------
+    chunks:
+        Function giving the chunks (float64, validated).
+    n:
+        Number of rows.
+    d:
+        Width.
+
+    Returns
+    -------
+    ExecutorSums
+        Over a :class:`~dictopt.check.LocalExecutor`.
+    """
     return ExecutorSums(LocalExecutor(), MemoryChunks(chunks, n, d))
 
 
@@ -399,7 +459,24 @@ def solve_fast(
     newton: bool,
 ) -> WideBound:
     """Damped Newton (``newton=True``) or MM iterations on ``f``, every sum over points taken
-    by ``sums`` (so the same iterations run locally or on a cluster)."""
+    by ``sums`` (so the same iterations run locally or on a cluster).
+
+    Parameters
+    ----------
+    sums, lam:
+        The sums over points; λ.
+    tol, max_iter:
+        Stop at relative residual ``‖∇f‖/λ ≤ tol``, or after ``max_iter`` iterations.
+    init:
+        Starting bias (default: the data mean).
+    newton:
+        Damped Newton steps (else MM steps only).
+
+    Returns
+    -------
+    WideBound
+        The bound and its bias.
+    """
     n, d = sums.n, sums.d
     if init is None:
         b = sums.row_sum() / n
@@ -487,7 +564,22 @@ def _solve_cvxpy(chunks: ChunkFn, n: int, d: int, lam: float) -> WideBound:
 
 
 def bound_objective(x: Any, b: Any, lam: float) -> float:
-    """``f(b) = (1/N) Σ_n h_λ(‖x_n − b‖)`` for a given bias (float64)."""
+    """``f(b) = (1/N) Σ_n h_λ(‖x_n − b‖)`` for a given bias (float64).
+
+    Parameters
+    ----------
+    x:
+        Data ``[N, d]`` or a source.
+    b:
+        The bias ``[d]``.
+    lam:
+        λ.
+
+    Returns
+    -------
+    float
+        ``f(b)``.
+    """
     lam = check_lambda(lam)
     chunks, n, d = _as_chunks(x, 65536)
     bias = to_tensor(b, "b", dtype=torch.float64).reshape(-1)
