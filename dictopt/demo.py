@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from dictopt.atomic import write_text
 from dictopt.check import CheckReport, check
 from dictopt.check.certify import certify
 from dictopt.check.repair import repair
@@ -231,6 +232,6 @@ def run_demo(
         "seconds": time.perf_counter() - t0,
     }
     say(f"outputs in {out}/ ({result.figures['seconds']:.0f} s)")
-    (out / "summary.json").write_text(json.dumps(result.figures, indent=1, default=str) + "\n")
-    (out / "summary.txt").write_text("\n".join(result.lines) + "\n")
+    write_text(out / "summary.json", json.dumps(result.figures, indent=1, default=str) + "\n")
+    write_text(out / "summary.txt", "\n".join(result.lines) + "\n")
     return result

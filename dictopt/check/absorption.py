@@ -42,8 +42,9 @@ class AbsorptionThresholds:
     cos_min: float = 0.35
     """A partner shares the hub's direction: decoder cosine at least this (about two standard
     deviations of the cosine of random directions in 32 dimensions)."""
-    duplicate_cos: float = 0.9
-    """Pairs at or above this cosine are near-duplicates (feature splitting), not absorption."""
+    duplicate_cos: float = 0.75
+    """Pairs at or above this cosine are near-duplicates (feature splitting), not absorption:
+    absorbed partners measured on SAELens hierarchy worlds share 0.4–0.75 of the hub."""
     z_min: float = 3.0
     """Significance of an exclusion (Poisson z-score against independence)."""
     cofire_max: float = 0.7

@@ -10,7 +10,7 @@ import torch
 from dictopt.check.codecache import CodeCache
 from dictopt.coders import Coder, CodesMode, chunk_codes, make_coder
 from dictopt.problem import Dictionary
-from dictopt.validation import DictoptInputError
+from dictopt.validation import DictoptInputError, check_width
 
 LAM_HELP = (
     "the L1 check needs λ (THEORY §1 convention). Supply it: check(..., lam=L), "
@@ -108,10 +108,7 @@ def prepare_setup(
     if lam is None:
         raise DictoptInputError(f"lam: missing; {LAM_HELP}")
     dictionary = dictionary.with_lam(lam)
-    if d != dictionary.d:
-        raise DictoptInputError(
-            f"activations: width {d} but the dictionary has d = {dictionary.d}"
-        )
+    check_width(d, dictionary.d, None)
     mode, coder = make_coder(dictionary, codes)
     if amortisation is None:
         amortisation = mode == "own"

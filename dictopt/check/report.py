@@ -157,7 +157,7 @@ class CheckReport:
         )
 
     def save_json(self, path: str | Path) -> Path:
-        """Write :meth:`to_json` to ``path``.
+        """Write :meth:`to_json` to ``path`` atomically (a failure leaves any previous file).
 
         Parameters
         ----------
@@ -168,9 +168,9 @@ class CheckReport:
         -------
         Path
         """
-        path = Path(path)
-        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        return path
+        from dictopt.atomic import write_text
+
+        return write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
 
     def format(self, top: int = 10) -> str:
         """A readable terminal summary."""

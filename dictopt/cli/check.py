@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from dictopt.cli._common import nonnegative_int, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -24,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="supply or override λ; 'implied' infers it from the SAE's own codes "
                    "(median d_k·r_n on active codes) for objectives without L1")
     p.add_argument("--json", default=None, help="write the full report as JSON here")
-    p.add_argument("--certify", type=int, default=20, metavar="N",
+    p.add_argument("--certify", type=nonnegative_int, default=20, metavar="N",
                    help="measure the N largest certificates on the data (default 20; 0: none)")
     p.add_argument("--no-hull", action="store_true", help="skip the joint hull LPs")
     p.add_argument("--heldout", action="store_true",
@@ -39,23 +41,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="multiple testing of --heldout: holm (default) keeps the chance of "
                    "any false finding among all tests at Φ(−z); none tests each at z alone "
                    "(implies --heldout)")
-    p.add_argument("--top", type=int, default=10, help="violations to print (default 10)")
+    p.add_argument("--top", type=nonnegative_int, default=10,
+                   help="violations to print (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     dist = p.add_mutually_exclusive_group()
     dist.add_argument("--scheduler", metavar="ADDRESS", default=None,
                       help="run both passes on a running Dask cluster, e.g. tcp://host:8786 "
                       "(workers read the shards themselves: the path must be visible to them)")
-    dist.add_argument("--workers", type=int, default=None, metavar="N",
+    dist.add_argument("--workers", type=positive_int, default=None, metavar="N",
                       help="run on a local Dask cluster of N single-threaded worker processes")
-    p.add_argument("--partition-rows", type=int, default=None, metavar="R",
+    p.add_argument("--partition-rows", type=positive_int, default=None, metavar="R",
                    help="rows per Dask partition (default: one per shard, at most 65536)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dictopt.atomic import check_output_file
     from dictopt.check import LocalExecutor, check
     from dictopt.check.certify import certify
 
+    if args.json:
+        check_output_file(args.json, inputs=[args.dir, args.activations])
+    if args.scheduler or args.workers is not None:
+        _require_dask()
     heldout = _heldout(args)
     dictionary = load_dictionary(args.dir)
     executor: Any = LocalExecutor()
@@ -82,6 +90,18 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(f"report written to {report.save_json(args.json)}\n")
     return 0
+
+
+def _require_dask() -> None:
+    import importlib.util
+
+    from dictopt.validation import DictoptInputError
+
+    if importlib.util.find_spec("dask") is None or importlib.util.find_spec("distributed") is None:
+        raise DictoptInputError(
+            "--workers/--scheduler need Dask: install the extra with `pip install "
+            "'dictopt[dask]'` (or run without them)"
+        )
 
 
 def load_dictionary(path: str) -> Any:
