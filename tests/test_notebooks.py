@@ -9,6 +9,9 @@ Each notebook asserts the predictions it shows, so executing it is the test. The
 ``06_real_lm_activations`` always runs: with cached activations (``$DICTOPT_ACTS`` or
 ``$DICTOPT_CACHE/acts/smollm2-l6-wiki-120k``) or the ``lm`` extra it checks real SmolLM2
 activations; otherwise it prints how to get them and runs nothing else.
+``07_absorption_probe_vs_dictopt`` likewise: with ``$DICTOPT_ABSORPTION_RESULTS`` or the ``lm``
+extra it compares the probe-based absorption with dictopt's findings (the quick pipeline of
+``benchmarks/absorption_probe.py``); otherwise it prints how to get the model.
 ``DICTOPT_NB_OUT=DIR`` keeps the executed notebooks (with outputs) in ``DIR``.
 """
 
@@ -29,6 +32,7 @@ EXPECTED = {
     "04_wide_limit",
     "05_structures_from_practice",
     "06_real_lm_activations",
+    "07_absorption_probe_vs_dictopt",
 }
 CELL_TIMEOUT_S = 300
 

