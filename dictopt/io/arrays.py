@@ -130,17 +130,12 @@ def load_npz(path: str | Path, *, lam: float | None = None, d_in: int | None = N
 
     Parameters
     ----------
-    path:
-        The ``.npz`` file.
-    lam:
-        λ (overrides the file's).
-    d_in:
-        Expected width, if known.
+    path, lam, d_in:
+        The ``.npz`` file; λ (overrides the file's); the expected width, if known.
 
     Returns
     -------
     Dictionary
-        Canonical.
     """
     path = Path(path)
     if not path.is_file():

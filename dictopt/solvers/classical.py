@@ -347,25 +347,22 @@ def fit_classical(
 
     Parameters
     ----------
-    source : array ``[N, d]``, path or ActivationSource (loaded into memory).
-    K : number of atoms (≥ 1).
-    lam : λ > 0 (THEORY §1 convention).
+    source, K, lam : data ``[N, d]`` (array, path or ActivationSource; loaded into memory),
+        number of atoms (≥ 1), λ > 0 (THEORY §1 convention).
     seed : seed of the initial atoms (K distinct data points, centred and normalised).
-    max_iter : bound on outer iterations.
-    tol : ``ftol`` — stop when the relative objective decrease of one iteration is below it.
+    max_iter, tol : bound on outer iterations; ``ftol``: stop when the relative objective
+        decrease of one iteration is below it.
     grad_tol : stop when C2 and C3 residuals (relative to λ) are below it and C1 ≤ code_tol.
     code_tol : KKT tolerance of every code step (relative to λ).
     init : optional initial atoms ``[K, d]`` or a :class:`Dictionary` (then its bias too).
-    progress : tqdm bar showing the loss and residuals.
-    device : torch device for the computation (default CPU).
+    progress, device : tqdm bar showing the loss and residuals; torch device (default CPU).
     fit_bias : learn the bias (default). ``False`` solves the problem without a bias (THEORY §1:
         ``b = 0`` throughout, C3 is not a condition; the Dictionary has ``has_bias=False``).
     callback : called after every code step with ``(iteration, loss)`` (the loss just appended
         to ``history``); returning True stops there (e.g. a time-to-objective benchmark).
     warm_rows : rows of the inexact warm phase (module docstring). ``"auto"`` (default):
         ``min(N // 2, 40 K)`` when ``N ≥ 10,000`` and no ``init`` is given, else none; an int
-        forces that many; None or 0 turns it off.
-    warm_iters : bound on the warm phase's iterations.
+        forces that many; None or 0 turns it off. ``warm_iters`` bounds its iterations.
     on_update : called after every atom (and bias) step, warm phase included, with
         ``(phase, atoms, bias)``, ``phase`` being ``"warm"`` or ``"exact"`` (e.g. to record a
         learning curve; the tensors are the solver's own: copy them to keep them).
