@@ -127,23 +127,31 @@ def atom_conditions(
             detail={"radial": rho}, move=Scale(s, k=k),
         ))
 
-    # C3: mean residual; C4: always-on atoms (both need a free bias).
-    if has_bias:
-        rbar = st.r_mean
-        nr = float(rbar.norm())
-        if nr > tol.stat_rel * lam:
-            # b + t r̄: ΔL(t) = (−t + t²/2) ‖r̄‖², so the slope per unit t is ‖r̄‖²
-            out.append(Violation(
-                "C3", None, None, "bias", nr * nr, 1.0, nr * nr, 0.5 * nr * nr,
-                detail={"bias_residual": nr}, move=BiasShift(1.0, r_mean=rbar),
-            ))
-        min_a = st.min_a
-        on = min_a > torch.clamp(tol.pair_rel * abar, min=tau)
-        for k in on.nonzero().flatten().tolist():
-            m = float(min_a[k])
-            out.append(Violation(
-                "C4", k, None, "always_on", lam * m, 1.0, lam * m, lam * m,
-                detail={"min_code": m}, move=AlwaysOnShift(1.0, k=k, m=m),
-            ))
+    if has_bias:  # C3: mean residual; C4: always-on atoms (both need a free bias)
+        out += _bias_conditions(st, lam, tau, abar, tol)
     cols = {"kkt_violation": kkt_rel, "stationarity_tangential": tang, "stationarity_radial": rad}
     return out, cols
+
+
+def _bias_conditions(
+    st: PassOneStats, lam: float, tau: float, abar: torch.Tensor, tol: Tolerances
+) -> list[Violation]:
+    """C3 (mean residual) and C4 (always-on atoms), with their certificates."""
+    out: list[Violation] = []
+    rbar = st.r_mean
+    nr = float(rbar.norm())
+    if nr > tol.stat_rel * lam:
+        # b + t r̄: ΔL(t) = (−t + t²/2) ‖r̄‖², so the slope per unit t is ‖r̄‖²
+        out.append(Violation(
+            "C3", None, None, "bias", nr * nr, 1.0, nr * nr, 0.5 * nr * nr,
+            detail={"bias_residual": nr}, move=BiasShift(1.0, r_mean=rbar),
+        ))
+    min_a = st.min_a
+    on = min_a > torch.clamp(tol.pair_rel * abar, min=tau)
+    for k in on.nonzero().flatten().tolist():
+        m = float(min_a[k])
+        out.append(Violation(
+            "C4", k, None, "always_on", lam * m, 1.0, lam * m, lam * m,
+            detail={"min_code": m}, move=AlwaysOnShift(1.0, k=k, m=m),
+        ))
+    return out

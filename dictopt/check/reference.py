@@ -44,18 +44,10 @@ def brute_force(
 
     Parameters
     ----------
-    x_ND:
-        Data.
-    codes_NK:
-        Canonical codes.
-    atoms_KD:
-        Unit atoms.
-    bias_D:
-        Bias.
-    lam:
-        λ.
-    tau:
-        Inactivity threshold.
+    x_ND, codes_NK, atoms_KD, bias_D:
+        Data, canonical codes, unit atoms, bias.
+    lam, tau:
+        λ and the inactivity threshold.
     has_bias:
         Whether the bias is free.
     tol:
@@ -85,6 +77,27 @@ def brute_force(
     tol2 = tol.stat_rel * lam * torch.clamp(abar, min=floor)
     rbar = R.mean(0).norm()
     min_a = A.amin(0)
+    H, L, up, lo = _pairs_by_definition(A, D, abar, tau, floor, has_bias, tol)
+    c4 = set()
+    if has_bias:
+        c4 = set((min_a > torch.clamp(tol.pair_rel * abar, min=tau)).nonzero().flatten().tolist())
+    loss = float(0.5 * (R * R).sum(1).mean() + lam * A.sum(1).mean())
+    return Reference(
+        abar, kkt, tang, rad, float(rbar), min_a, H, L,
+        set((kkt > tol.kkt_rel).nonzero().flatten().tolist()),
+        set((tang > tol2).nonzero().flatten().tolist()),
+        set((rad.abs() > tol2).nonzero().flatten().tolist()),
+        has_bias and float(rbar) > tol.stat_rel * lam,
+        c4, up, lo, loss,
+    )
+
+
+def _pairs_by_definition(
+    A: torch.Tensor, D: torch.Tensor, abar: torch.Tensor, tau: float, floor: float,
+    has_bias: bool, tol: Tolerances,
+) -> tuple[torch.Tensor, torch.Tensor, set[tuple[int, int]], set[tuple[int, int]]]:
+    """``H``, ``L`` and the violated upper and lower C5 pairs, by a double loop."""
+    K = A.shape[1]
     H = torch.full((K, K), torch.nan, dtype=F64)
     L = torch.full((K, K), torch.nan, dtype=F64)
     up: set[tuple[int, int]] = set()
@@ -107,15 +120,4 @@ def brute_force(
                     lo.add((i, j))
             elif float(H[i, j]) <= 0 and theta > t:
                 up.add((i, j))
-    c4 = set()
-    if has_bias:
-        c4 = set((min_a > torch.clamp(tol.pair_rel * abar, min=tau)).nonzero().flatten().tolist())
-    loss = float(0.5 * (R * R).sum(1).mean() + lam * A.sum(1).mean())
-    return Reference(
-        abar, kkt, tang, rad, float(rbar), min_a, H, L,
-        set((kkt > tol.kkt_rel).nonzero().flatten().tolist()),
-        set((tang > tol2).nonzero().flatten().tolist()),
-        set((rad.abs() > tol2).nonzero().flatten().tolist()),
-        has_bias and float(rbar) > tol.stat_rel * lam,
-        c4, up, lo, loss,
-    )
+    return H, L, up, lo

@@ -385,6 +385,11 @@ def fit_classical(
         every code step; non-increasing), ``n_iter``, ``converged``, final ``c1``/``c2``/``c3``.
     """
     K, lam = check_fit_args(K, lam)
+    max_iter = check_positive_int(max_iter, "max_iter")
+    for name, value in (("tol", tol), ("grad_tol", grad_tol), ("code_tol", code_tol)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 \
+                or not np.isfinite(value):
+            raise DictoptInputError(f"{name}: must be a finite number ≥ 0, got {value!r}")
     x = load_data(source).to(device or "cpu")
     N = x.shape[0]
     D, b = _start(x, K, init, seed, fit_bias)
@@ -478,6 +483,10 @@ def _fit_classical_registered(
     return fit_classical(source, K=K, lam=lam, seed=seed, progress=progress, **options)
 
 
+# The command line checks --set keys and kinds against the real signature.
+_fit_classical_registered.__wrapped__ = fit_classical  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------------------------
 # scikit-learn.
 # --------------------------------------------------------------------------------------------
@@ -508,29 +517,14 @@ def fit_sklearn(
 
     Parameters
     ----------
-    minibatch : use MiniBatchDictionaryLearning (``max_iter`` = epochs) instead of the batch one.
-    max_iter, tol, batch_size : passed to sklearn.
-
-    Parameters
-    ----------
-    source:
-        Data (loaded into memory).
-    K:
-        Number of atoms.
-    lam:
-        λ of the canonical objective.
-    seed:
-        Seed.
+    source, K, lam, seed:
+        Data (loaded into memory), number of atoms, λ of the canonical objective, seed.
     progress:
-        Unused (scikit-learn has no progress bar).
+        scikit-learn's ``verbose``.
     minibatch:
-        Use ``MiniBatchDictionaryLearning``.
-    max_iter:
-        scikit-learn's iterations.
-    tol:
-        scikit-learn's tolerance.
-    batch_size:
-        Mini-batch size.
+        Use ``MiniBatchDictionaryLearning`` (``max_iter`` = epochs) instead of the batch one.
+    max_iter, tol, batch_size:
+        Passed to scikit-learn.
 
     Returns
     -------
@@ -552,13 +546,7 @@ def fit_sklearn(
     else:
         est = DictionaryLearning(tol=tol, **common)
     est.fit(x - mean)
-    V = np.array(est.components_, dtype=np.float64)
-    norms = np.linalg.norm(V, axis=1)
-    dead = norms <= 1e-12
-    if dead.any():
-        rng = np.random.default_rng(seed)
-        V[dead] = rng.standard_normal((int(dead.sum()), V.shape[1]))
-        norms[dead] = np.linalg.norm(V[dead], axis=1)
+    V, norms, dead = _unit_components(est.components_, seed)
     meta = {
         "solver": "sklearn", "K": K, "lam": lam, "alpha": lam, "seed": seed,
         "minibatch": bool(minibatch), "max_iter": max_iter, "tol": tol,
@@ -568,8 +556,24 @@ def fit_sklearn(
     return Dictionary(atoms=V / norms[:, None], bias=mean, lam=lam, meta=meta)
 
 
+def _unit_components(components: Any, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's atoms with zero atoms replaced by random ones; their norms; which were
+    replaced."""
+    V = np.array(components, dtype=np.float64)
+    norms = np.linalg.norm(V, axis=1)
+    dead = norms <= 1e-12
+    if dead.any():
+        rng = np.random.default_rng(seed)
+        V[dead] = rng.standard_normal((int(dead.sum()), V.shape[1]))
+        norms[dead] = np.linalg.norm(V[dead], axis=1)
+    return V, norms, dead
+
+
 @register_solver("sklearn", "scikit-learn (MiniBatch)DictionaryLearning, positive codes")
 def _fit_sklearn_registered(
     source: Any, *, K: int, lam: float, seed: int = 0, progress: bool = False, **options: Any
 ) -> Dictionary:
     return fit_sklearn(source, K=K, lam=lam, seed=seed, progress=progress, **options)
+
+
+_fit_sklearn_registered.__wrapped__ = fit_sklearn  # type: ignore[attr-defined]

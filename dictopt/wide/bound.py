@@ -463,14 +463,10 @@ def solve_fast(
 
     Parameters
     ----------
-    sums:
-        The sums over points.
-    lam:
-        λ.
-    tol:
-        Stop at relative residual ``‖∇f‖/λ ≤ tol``.
-    max_iter:
-        Bound on iterations.
+    sums, lam:
+        The sums over points; λ.
+    tol, max_iter:
+        Stop at relative residual ``‖∇f‖/λ ≤ tol``, or after ``max_iter`` iterations.
     init:
         Starting bias (default: the data mean).
     newton:

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dictopt import __version__
+from dictopt.atomic import write_text
 from dictopt.data.lm.models import LoadedModel, load_model
 from dictopt.data.lm.texts import TextCorpus, load_corpus
 from dictopt.validation import DictoptInputError, check_positive_int
@@ -205,88 +206,97 @@ def extract_activations(
         Fewer are written, with a warning, if the text runs out.
     out:
         Output folder (created; must not already hold a manifest unless ``overwrite``).
-    context:
-        Tokens per model input; longer documents are split into consecutive windows.
-    batch_size:
-        Windows per forward pass (padded on the right, padding dropped).
-    shard_rows:
-        Rows per ``.npy`` shard (the last may be shorter).
+    context, batch_size:
+        Tokens per model input (longer documents are split into consecutive windows); windows
+        per forward pass (padded on the right, padding dropped).
+    shard_rows, dtype:
+        Rows per ``.npy`` shard (the last may be shorter); ``"float32"`` or ``"float16"`` on
+        disk (computation is float32).
     normalisation:
         ``"mean_squared_norm"`` (default): multiply every row by one factor ``c`` so that the
         mean squared norm is ``d`` (``c`` estimated on the first ``norm_rows`` rows and recorded
         in the manifest; divide by it to get raw activations). ``"none"``: raw activations.
-    dtype:
-        ``"float32"`` or ``"float16"`` on disk (computation is float32).
     drop_first:
         Drop position 0 of every window: BOS/CLS, or the first text token, which in causal
         models is an attention sink whose norm is ~10x the others.
-    keep_special:
-        Keep special tokens (BOS, EOS, CLS, SEP...); dropped by default.
-    seed:
-        Shuffles the document order (``None``: file order).
+    keep_special, seed:
+        Keep special tokens (BOS, EOS, CLS, SEP...; dropped by default); the seed shuffling
+        the document order (``None``: file order).
 
     Returns
     -------
     ExtractionResult
         The folder and the manifest written to ``manifest.json``.
     """
-    tokens = check_positive_int(tokens, "--tokens")
-    context = check_positive_int(context, "--context")
-    batch_size = check_positive_int(batch_size, "--batch-size")
-    shard_rows = check_positive_int(shard_rows, "--shard-rows")
-    norm_rows = check_positive_int(norm_rows, "norm_rows")
+    tokens, context, batch_size, shard_rows, norm_rows = _check_sizes(
+        tokens, context, batch_size, shard_rows, norm_rows, normalisation, dtype)
+    folder = _check_folder(Path(out), overwrite)
+    corpus = text if isinstance(text, TextCorpus) else load_corpus(text, seed=seed)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
+    layer = check_layer(loaded, layer)
+    _check_context(loaded, context)
+    _clear_folder(folder)
+    run = _Extraction(_ShardWriter(folder, shard_rows, DTYPES[dtype], []), tokens, shard_rows,
+                      norm_rows, None if normalisation != "none" else 1.0)
+    batches = _batches(_windows(corpus, loaded.tokenizer, context, drop_first, keep_special),
+                       batch_size)
+    seconds = run.run(loaded, layer, batches, progress)
+    run.check_written()
+    run.write_sources(folder, corpus)
+    manifest = _manifest(run, loaded, layer, corpus, seconds, dict(
+        tokens=tokens, shard_rows=shard_rows, dtype=dtype, normalisation=normalisation,
+        norm_rows=norm_rows, context=context, batch_size=batch_size, drop_first=drop_first,
+        keep_special=keep_special, seed=seed))
+    return ExtractionResult(folder, _write_manifest(folder, manifest))
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write ``manifest.json`` whole or not at all (it marks the folder complete); returns
+    ``manifest``."""
+    write_text(folder / "manifest.json", json.dumps(manifest, indent=1, default=str))
+    return manifest
+
+
+def _check_sizes(tokens: Any, context: Any, batch_size: Any, shard_rows: Any, norm_rows: Any,
+                 normalisation: str, dtype: str) -> tuple[int, int, int, int, int]:
+    """The sizes of an extraction, validated (bad input names the command-line option)."""
+    sizes = (check_positive_int(tokens, "--tokens"), check_positive_int(context, "--context"),
+             check_positive_int(batch_size, "--batch-size"),
+             check_positive_int(shard_rows, "--shard-rows"),
+             check_positive_int(norm_rows, "norm_rows"))
     if normalisation not in NORMALISATIONS:
         raise DictoptInputError(
             f"--normalise: expected one of {NORMALISATIONS}, got {normalisation!r}"
         )
     if dtype not in DTYPES:
         raise DictoptInputError(f"--dtype: expected one of {tuple(DTYPES)}, got {dtype!r}")
-    folder = Path(out)
+    return sizes
+
+
+def _check_folder(folder: Path, overwrite: bool) -> Path:
+    """``folder``; one that already holds activations is kept unless ``overwrite``."""
     if (folder / "manifest.json").exists() and not overwrite:
         raise DictoptInputError(
             f"--out: {folder} already holds activations (manifest.json); use --overwrite"
         )
-    corpus = text if isinstance(text, TextCorpus) else load_corpus(text, seed=seed)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
-    layer = check_layer(loaded, layer)
+    return folder
+
+
+def _clear_folder(folder: Path) -> None:
+    """Create ``folder`` and remove the shards of an earlier extraction."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("shard_*.npy"):
+        old.unlink()
+
+
+def _check_context(loaded: LoadedModel, context: int) -> None:
+    """``context`` must fit the tokenizer's and the model's maximum length."""
     max_len = getattr(loaded.tokenizer, "model_max_length", None) or context
     max_pos = getattr(loaded.model.config, "max_position_embeddings", None) or context
     if context > min(max_len, max_pos):
         raise DictoptInputError(
             f"--context: {context} exceeds the model's maximum length {min(max_len, max_pos)}"
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("shard_*.npy"):
-        old.unlink()
-    run = _Extraction(_ShardWriter(folder, shard_rows, DTYPES[dtype], []), tokens, shard_rows,
-                      norm_rows, None if normalisation != "none" else 1.0)
-    start = time.perf_counter()
-    bar = tqdm(total=tokens, desc=f"layer {layer} of {loaded.info['name']}", unit="tok",
-               disable=not progress)
-    try:
-        batches = _batches(_windows(corpus, loaded.tokenizer, context, drop_first,
-                                    keep_special), batch_size)
-        while run.written < tokens and (batch := next(batches, None)) is not None:
-            bar.update(run.add(loaded, layer, batch))
-        run.flush(final=True)
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - start
-    if run.written == 0:
-        raise DictoptInputError("--text: no tokens were kept (is the text empty?)")
-    if run.written < tokens:
-        log.warning("the text ran out: wrote %d of the %d tokens asked for", run.written, tokens)
-    np.savez(folder / "tokens.npz", ids=np.concatenate(run.ids_rows),
-             doc=np.concatenate(run.doc_rows), pos=np.concatenate(run.pos_rows))
-    (folder / "documents.json").write_text(json.dumps(corpus.titles[:run.docs_used], indent=0))
-    manifest = _manifest(run, loaded, layer, corpus, seconds, dict(
-        tokens=tokens, shard_rows=shard_rows, dtype=dtype, normalisation=normalisation,
-        norm_rows=norm_rows, context=context, batch_size=batch_size, drop_first=drop_first,
-        keep_special=keep_special, seed=seed))
-    tmp = folder / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    tmp.replace(folder / "manifest.json")
-    return ExtractionResult(folder, manifest)
 
 
 def _batches(stream: Iterator[Window], batch_size: int) -> Iterator[list[Window]]:
@@ -320,6 +330,36 @@ class _Extraction:
         self.ids_rows: list[np.ndarray] = []
         self.doc_rows: list[np.ndarray] = []
         self.pos_rows: list[np.ndarray] = []
+
+    def run(self, loaded: LoadedModel, layer: int, batches: Iterator[list[Window]],
+            progress: bool) -> float:
+        """Add batches until ``tokens`` rows are kept or the text runs out; flush the rest.
+        Returns the seconds it took."""
+        start = time.perf_counter()
+        bar = tqdm(total=self.tokens, desc=f"layer {layer} of {loaded.info['name']}",
+                   unit="tok", disable=not progress)
+        try:
+            while self.written < self.tokens and (batch := next(batches, None)) is not None:
+                bar.update(self.add(loaded, layer, batch))
+            self.flush(final=True)
+        finally:
+            bar.close()
+        return time.perf_counter() - start
+
+    def check_written(self) -> None:
+        """Raise when no row was kept; warn when the text ran out early."""
+        if self.written == 0:
+            raise DictoptInputError("--text: no tokens were kept (is the text empty?)")
+        if self.written < self.tokens:
+            log.warning("the text ran out: wrote %d of the %d tokens asked for", self.written,
+                        self.tokens)
+
+    def write_sources(self, folder: Path, corpus: TextCorpus) -> None:
+        """``tokens.npz`` (token id, document, position of every row) and ``documents.json``."""
+        np.savez(folder / "tokens.npz", ids=np.concatenate(self.ids_rows),
+                 doc=np.concatenate(self.doc_rows), pos=np.concatenate(self.pos_rows))
+        (folder / "documents.json").write_text(
+            json.dumps(corpus.titles[:self.docs_used], indent=0))
 
     def add(self, loaded: LoadedModel, layer: int, batch: list[Window]) -> int:
         """Run one batch of windows and keep its rows; returns how many were kept."""
