@@ -350,11 +350,12 @@ def test_independent_world_has_no_significant_pair_finding(seed):
 
 def test_rare_atom_is_labelled_and_kept_out_of_pair_labels():
     """An atom that fires on 6 rows can give no significant finding (bound above): it is
-    labelled rare and its absorption-style pair label is dropped."""
+    labelled rare and its pair label (here ``duplicate``: atom 2 is a near copy of atom 0) is
+    dropped."""
     rng = np.random.default_rng(2)
     n, d = 2000, 6
     D = _unit(rng, 3, d)
-    D[2] = 0.9 * D[0] + math.sqrt(1 - 0.81) * D[1] / np.linalg.norm(D[1])
+    D[2] = 0.995 * D[0] + math.sqrt(1 - 0.995**2) * D[1] / np.linalg.norm(D[1])
     D[2] /= np.linalg.norm(D[2])
     A = np.zeros((n, 3))
     A[:, 0] = rng.uniform(0, 1, n) * (rng.random(n) < 0.5)
@@ -365,11 +366,11 @@ def test_rare_atom_is_labelled_and_kept_out_of_pair_labels():
     dic = Dictionary(atoms=torch.tensor(D), bias=torch.zeros(d, dtype=F64), lam=0.05,
                      has_bias=False)
     plain = check(dic, x, codes=A, hull=False)
-    assert any(lab.label == "absorption" and 2 in (lab.i, lab.j) for lab in plain.labels)
+    assert any(lab.label == "duplicate" and 2 in (lab.i, lab.j) for lab in plain.labels)
     rep = check(dic, x, codes=A, hull=False, heldout=True)
     assert [lab.i for lab in rep.labels if lab.label == "rare"] == [2]
-    assert not any(lab.label == "absorption" for lab in rep.labels)
-    assert rep.summary["labels"]["rare"] == 1 and rep.summary["labels"]["absorption"] == 0
+    assert not any(lab.label == "duplicate" for lab in rep.labels)
+    assert rep.summary["labels"]["rare"] == 1 and rep.summary["labels"]["duplicate"] == 0
     assert "rare" in rep.atoms[2]["labels"]
 
 

@@ -37,6 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--z", type=float, default=None, metavar="Z",
                    help="significance level of --heldout in standard errors (default 3; "
                    "implies --heldout)")
+    p.add_argument("--amortisation", nargs="+", default=None, metavar="all|sample N|off",
+                   help="the amortisation gap (own codes' loss − exact lasso codes' loss): "
+                   "exact codes for all rows, for a sample of about N rows (chosen by row "
+                   "index; reported with its standard error) or off. Default with own codes: "
+                   "sample 512")
+    p.add_argument("--coder-memory", default=None, metavar="SIZE",
+                   help="memory budget of the exact lasso coder, e.g. 2G or 512M (default: "
+                   "$DICTOPT_CODER_MEMORY, else 1/16 of the available memory)")
     p.add_argument("--correction", choices=("holm", "none"), default=None,
                    help="multiple testing of --heldout: holm (default) keeps the chance of "
                    "any false finding among all tests at Φ(−z); none tests each at z alone "
@@ -65,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.scheduler or args.workers is not None:
         _require_dask()
     heldout = _heldout(args)
+    amortisation = _amortisation(args)
     dictionary = load_dictionary(args.dir)
     executor: Any = LocalExecutor()
     if args.scheduler or args.workers is not None:
@@ -77,9 +86,10 @@ def run(args: argparse.Namespace) -> int:
         source = executor.open(args.activations, dtype=dictionary.dtype, chunk_size=None)
         implied = _implied_lam(dictionary, source) if args.lam == "implied" else None
         lam = implied.lam if implied is not None else lam
+        _print_plan(args, dictionary, source.n, amortisation)
         report = check(dictionary, source, codes=args.codes, lam=lam, executor=executor,
                        hull=False if args.no_hull else "auto", progress=not args.quiet,
-                       heldout=heldout)
+                       heldout=heldout, amortisation=amortisation)
         if implied is not None:
             report.summary["implied_lambda"] = implied.as_dict()
         if args.certify > 0 and report.violations:
@@ -143,6 +153,44 @@ def _implied_lam(dictionary: Any, source: Any) -> Any:
         f"5-95%: {implied.quantiles[0.05]:.3g}..{implied.quantiles[0.95]:.3g})\n"
     )
     return implied
+
+
+def _amortisation(args: argparse.Namespace) -> Any:
+    """``--amortisation`` and ``--coder-memory``, validated before any work (exit 2 on a bad
+    value); the budget reaches every coder, local Dask workers included, through the
+    environment."""
+    import os
+
+    from dictopt.check.amortisation import parse_amortisation
+    from dictopt.lasso import MEMORY_ENV, coder_memory_budget
+
+    if args.coder_memory is not None:
+        os.environ[MEMORY_ENV] = str(coder_memory_budget(args.coder_memory))
+    if args.amortisation is None:
+        return None
+    mode, n = parse_amortisation(list(args.amortisation))
+    return mode if mode != "sample" else n
+
+
+def _print_plan(args: argparse.Namespace, dictionary: Any, n_rows: int | None,
+                amortisation: Any) -> None:
+    """Say what the amortisation gap will compute before pass 1, with its estimated cost and
+    the way out when that is large (the library's own log line would repeat it)."""
+    import logging
+
+    from dictopt.check.amortisation import plan_amortisation
+
+    mode = args.codes if args.codes != "own" or dictionary.encoder is not None else "optimal"
+    plan = plan_amortisation(amortisation, codes_mode=mode, population=n_rows)
+    if not plan.active:
+        return
+    line = plan.describe(dictionary.K, dictionary.d)
+    if plan.cost(dictionary.K, dictionary.d).large:
+        line += "; use --amortisation sample N (or off) to bound it"
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    if getattr(args, "verbose", 0) == 0:
+        logging.getLogger("dictopt.check.amortisation").setLevel(logging.ERROR)
 
 
 def _heldout(args: argparse.Namespace) -> Any:

@@ -262,7 +262,11 @@ def summary_rows(report: CheckReport) -> list[tuple[str, str]]:
                      f"{cap.get('points_over_lam')}, {_fmt(cap.get('total_gain'))}"))
     am = s.get("amortisation")
     if isinstance(am, dict):
-        rows.append(("amortisation gap (own − optimal loss)", _fmt(am.get("loss_gap"))))
+        gap = _fmt(am.get("loss_gap"))
+        if am.get("rows") == "sample":
+            gap += (f" ± {_fmt(am.get('loss_gap_se'))} (standard error, "
+                    f"{am.get('sample_size')} sampled rows)")
+        rows.append(("amortisation gap (own − optimal loss)", gap))
     return rows
 
 
