@@ -65,7 +65,9 @@ def certify(
         With ``step_scale == 1`` the violations' ``measured_decrease`` is also filled in.
     """
     from dictopt.data.sources import as_source
+    from dictopt.io.objects import as_dictionary
 
+    dictionary = as_dictionary(dictionary)
     lam, vs = prepare_certify(dictionary, violations, lam, top)
     src = as_source(source, dtype=dictionary.dtype)
     _, coder = make_coder(dictionary, codes)

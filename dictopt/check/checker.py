@@ -53,9 +53,10 @@ Coder = Callable[[torch.Tensor, int], torch.Tensor]
 LAM_HELP = (
     "the L1 check needs λ (THEORY §1 convention). Supply it: check(..., lam=L), "
     "Dictionary.with_lam(L), or `--lam L` on the command line. For an SAE trained with "
-    "loss mean_n[‖x−x̂‖²] + α Σ_k ‖W_dec[k]‖ f_k, λ = α/2 in dictopt's ½-convention; for a "
-    "TopK SAE there is no λ: use the implied λ of your choice (e.g. the mean d_k·r_n on "
-    "active codes, which makes C1 hold on average)."
+    "loss mean_n[‖x−x̂‖²] + α Σ_k ‖W_dec[k]‖ f_k, λ = α/2 in dictopt's ½-convention; a "
+    "TopK/BatchTopK/JumpReLU SAE has no λ: use `--lam implied` (in Python "
+    "lam=dictopt.io.conventions.implied_lambda(dictionary, x).lam), which computes the median "
+    "of d_k·r_n over the active codes, the λ at which half of them would grow and half shrink."
 )
 
 
@@ -277,10 +278,14 @@ def check(
     Parameters
     ----------
     dictionary:
-        A canonical :class:`~dictopt.problem.Dictionary` (unit atoms; its encoder, if any).
+        A canonical :class:`~dictopt.problem.Dictionary` (unit atoms; its encoder, if any), or
+        anything :func:`dictopt.io.as_dictionary` accepts (a SAELens SAE object, a dictopt
+        SAE module, a scikit-learn estimator, a state dict, a saved folder).
     source:
-        Activations: an array/tensor ``[N, d]``, a ``.npy`` path, a shard folder or an
-        :class:`~dictopt.data.sources.ActivationSource`.
+        Activations: an array/tensor ``[N, d]``, a ``.npy`` path, a shard folder, a callable
+        returning a fresh iterator of batches, a torch ``DataLoader`` or an
+        :class:`~dictopt.data.sources.ActivationSource` (see
+        :func:`~dictopt.data.sources.as_source`).
     codes:
         ``"own"``, ``"optimal"``, a callable ``x -> codes`` or given codes ``[N, K]``.
     lam:
@@ -311,6 +316,9 @@ def check(
     -------
     CheckReport
     """
+    from dictopt.io.objects import as_dictionary
+
+    dictionary = as_dictionary(dictionary)
     if client is not None:
         from dictopt.distributed import check_distributed
 

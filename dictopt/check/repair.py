@@ -57,6 +57,9 @@ def repair(
     min_decrease:
         Stop when the best certified decrease is at most this.
     """
+    from dictopt.io.objects import as_dictionary
+
+    dictionary = as_dictionary(dictionary)
     validate_dictionary(dictionary)
     lam = lam if lam is not None else dictionary.lam
     if lam is None:
