@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
+from tqdm.auto import tqdm
 
 from dictopt.check.checker import check, validate_dictionary
 from dictopt.check.report import CheckReport
@@ -56,6 +57,8 @@ def repair(
         Upper bound on accepted moves.
     min_decrease:
         Stop when the best certified decrease is at most this.
+    progress:
+        Show a progress bar over the rounds (with the current loss).
     """
     from dictopt.io.objects import as_dictionary
 
@@ -85,7 +88,11 @@ def repair(
         return Dictionary(atoms=atoms, bias=bias, lam=lam, has_bias=current.has_bias,
                           meta=current.meta)
 
+    bar = tqdm(total=max_rounds, desc="repair", unit="round", disable=not progress,
+               leave=False)
     for _ in range(max_rounds):
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.6g}", refresh=False)
         cands = [
             v for v in report.violations
             if v.condition != "C1" and v.move is not None and v.step > 0
@@ -116,4 +123,5 @@ def repair(
             break
         report = check(current, source, codes=codes_of(current), amortisation=False,
                        **check_options)
+    bar.close()
     return RepairResult(current, losses, moves, report)
