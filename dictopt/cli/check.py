@@ -76,10 +76,18 @@ def run(args: argparse.Namespace) -> int:
     if args.certify > 0 and report.violations:
         certify(dictionary.with_lam(report.summary["lam"]), source, report, codes=args.codes,
                 top=args.certify, progress=not args.quiet)
+    _finish(args, report)
+    return 0
+
+
+def _finish(args: argparse.Namespace, report: Any) -> None:
+    """The report, the JSON file, and the triage as the last lines."""
+    from dictopt.check.triage import triage
+
     sys.stdout.write(report.format(top=args.top) + "\n")
     if args.json:
         sys.stdout.write(f"report written to {report.save_json(args.json)}\n")
-    return 0
+    sys.stdout.write("\n".join(triage(report, top=3).lines()) + "\n")
 
 
 def _run_distributed(args: argparse.Namespace, dictionary: Any) -> int:
@@ -103,7 +111,5 @@ def _run_distributed(args: argparse.Namespace, dictionary: Any) -> int:
             certify_distributed(dictionary.with_lam(report.summary["lam"]),
                                 args.activations, report, client=client, top=args.certify,
                                 **common)
-    sys.stdout.write(report.format(top=args.top) + "\n")
-    if args.json:
-        sys.stdout.write(f"report written to {report.save_json(args.json)}\n")
+    _finish(args, report)
     return 0
