@@ -2,6 +2,7 @@
 
 import json
 import re
+import sys
 
 from dictopt.cli import main
 
@@ -43,7 +44,7 @@ def test_demo_narrates_before_repair_starts(tmp_path, capsys, monkeypatch):
     real_repair = demo.repair
 
     def marked_repair(*args, **kwargs):
-        print("<<repair starts>>", flush=True)
+        sys.stdout.write("<<repair starts>>\n")
         return real_repair(*args, **kwargs)
 
     monkeypatch.setattr(demo, "repair", marked_repair)

@@ -14,7 +14,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from dictopt.check.report import CheckReport
-from dictopt.plots.figure import new_figure, note_figure
+from dictopt.plots.figure import legend_outside, new_figure, note_figure
 from dictopt.plots.hull import PairData
 
 LABEL_MARK = {"hierarchy": "H", "absorption": "A", "antipodal": "±", "duplicate": "D"}
@@ -160,7 +160,7 @@ def cooccurrence_scatter(pairs: list[PairData], report: CheckReport) -> Figure:
     if not pairs:
         return note_figure("No candidate pairs (no C5 violations and no labelled pairs).")
     cats = pair_category(report)
-    fig = new_figure(6.0, 4.5)
+    fig = new_figure(7.6, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for pd in pairs:
@@ -177,7 +177,7 @@ def cooccurrence_scatter(pairs: list[PairData], report: CheckReport) -> Figure:
     ax.set_ylabel("co-occurrence |S_i ∩ S_j| / min(|S_i|, |S_j|)")
     ax.set_xlim(-1.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
-    ax.legend(fontsize=7)
+    legend_outside(ax)
     ax.set_title("Candidate pairs: co-occurrence vs decoder cosine", fontsize=10)
     return fig
 
