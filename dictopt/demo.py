@@ -232,13 +232,16 @@ def run_demo(
 
     reports = {
         "report_truth.html": write_report(
-            truth_report, out / "report_truth.html", data=world.x, dictionary=truth, wide=wide
+            truth_report, out / "report_truth.html", data=world.x, dictionary=truth, wide=wide,
+            json_href="check_truth.json",
         ),
         "report_classical.html": write_report(
-            learned_report, out / "report_classical.html", data=world.x, dictionary=learned
+            learned_report, out / "report_classical.html", data=world.x, dictionary=learned,
+            json_href="check_classical.json",
         ),
         "report_sae_relu.html": write_report(
-            sae_report, out / "report_sae_relu.html", data=world.x, dictionary=sae
+            sae_report, out / "report_sae_relu.html", data=world.x, dictionary=sae,
+            json_href="check_sae_relu.json",
         ),
     }
     say("reports: " + ", ".join(str(path) for path in reports.values()))

@@ -580,6 +580,10 @@ def write_report(
         if not Path(dictionary).exists():
             raise DictoptInputError(f"dictionary: {dictionary}: no such folder")
         dictionary = load_dictionary(dictionary)
+    elif dictionary is not None:
+        from dictopt.io.objects import as_dictionary
+
+        dictionary = as_dictionary(dictionary)
     if isinstance(data, str | Path) and not Path(data).exists():
         raise DictoptInputError(f"activations: {data}: no such file or folder")
     if format == "html":
@@ -596,6 +600,30 @@ def write_report(
             out.write_text(json.dumps(render_json(report, figs), indent=1) + "\n")
     log.info("report written to %s", out)
     return out
+
+
+def report_html(
+    report: CheckReport,
+    *,
+    data: Any | None = None,
+    dictionary: Any | None = None,
+    wide: Any | None = None,
+    top: int = 8,
+    codes: Any | None = None,
+    tokens: Any | None = None,
+    title: str = "dictopt report",
+) -> str:
+    """The HTML report as a string, nothing written (for notebooks:
+    ``IPython.display.HTML(report_html(...))``). Arguments as for :func:`write_report`;
+    ``dictionary`` may be any object :func:`dictopt.io.as_dictionary` accepts."""
+    if dictionary is not None:
+        from dictopt.io.objects import as_dictionary
+
+        dictionary = as_dictionary(dictionary)
+    figs = build_figures(report, data=data, dictionary=dictionary, wide=wide, top=top,
+                         codes=codes)
+    cards = _cards(report, data, dictionary, tokens)
+    return render_html(report, figs, title=title, cards=cards, json_href=_json_href(report))
 
 
 def _cards(report: CheckReport, data: Any, dictionary: Dictionary | None,
