@@ -9,6 +9,8 @@ Each notebook asserts the predictions it shows, so executing it is the test. The
 ``06_real_lm_activations`` always runs: with cached activations (``$DICTOPT_ACTS`` or
 ``$DICTOPT_CACHE/acts/smollm2-l6-wiki-120k``) or the ``lm`` extra it checks real SmolLM2
 activations; otherwise it prints how to get them and runs nothing else.
+``07_hook_to_report_in_memory`` always runs: on SmolLM2 when the ``lm`` extra and the packaged
+model are installed, else on a small synthetic stand-in model (it prints which).
 ``DICTOPT_NB_OUT=DIR`` keeps the executed notebooks (with outputs) in ``DIR``.
 """
 
@@ -30,6 +32,7 @@ EXPECTED = {
     "04_wide_limit",
     "05_structures_from_practice",
     "06_real_lm_activations",
+    "07_hook_to_report_in_memory",
 }
 CELL_TIMEOUT_S = 300
 
