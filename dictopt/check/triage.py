@@ -159,8 +159,9 @@ def _one(vs: list[Any], loss: float | None, summary: dict[str, Any],
                    f"KKT violation {summary.get('max_kkt_violation', float('nan')):.3g}·λ"
                    f"{gap}): re-solving them, with the dictionary fixed, lowers the loss by "
                    f"{amount}; this is about {who}, not the dictionary.")
-        action = ("Expected for TopK/JumpReLU encoders; check with `--codes optimal` to judge "
-                  "the dictionary itself.") if who == "the encoder" else (
+        action = ("Every amortised encoder leaves some (TopK/JumpReLU ones are not lasso "
+                  "coders at all); check with `--codes optimal` to judge the dictionary "
+                  "itself.") if who == "the encoder" else (
                   "Check with `--codes optimal` to judge the dictionary itself.")
     return Finding(cond, atoms, dec, measured, frac, meaning, action)
 

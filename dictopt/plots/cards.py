@@ -213,7 +213,7 @@ def render_cards(cards: list[FeatureCard]) -> list[str]:
         dens = c.active / c.n if c.n else 0.0
         out.append(f"<div class='card' id='card_{c.k}'><h3>latent {c.k}</h3>"
                    f"<p>{e(c.why)}<br>fires on {c.active} of {c.n} tokens "
-                   f"(density {dens:.3%})</p>"
+                   f"(density {dens:.2%})</p>"
                    f"<img alt='activation histogram of latent {c.k}' "
                    f"src='data:image/png;base64,{to_base64(c.histogram)}'>")
         for v, window, peak in c.contexts:
