@@ -265,7 +265,7 @@ def run_demo(
         "wide_gaps": {row.K: row.gap for row in wide.rows},
         "seconds": time.perf_counter() - t0,
     }
-    say(f"outputs in {out}/ ({result.figures['seconds']:.0f} s)")
+    say(f"outputs in {out}/ ({result.figures['seconds']:.0f} s)", ends_phase=False)
     (out / "summary.json").write_text(json.dumps(result.figures, indent=1, default=str) + "\n")
     (out / "summary.txt").write_text("\n".join(result.lines) + "\n")
     return result
