@@ -144,9 +144,10 @@ def _one(vs: list[Any], loss: float | None, summary: dict[str, Any],
         k = v.j
         atoms = (k,)
         pairs = sum(1 for u in report_violations if u.condition == "C5" and u.j == k)
+        alone = (f"{pairs} of the pairs (i, {k}) violate C5 on their own" if pairs
+                 else f"no single pair (i, {k}) violates C5 on its own")
         meaning = (f"Rotating the other atoms toward atom {k} all at once (joint hull "
-                   f"condition C5′; {pairs} of the pairs (i, {k}) violate C5 on their own) "
-                   f"lowers the loss by {amount}.")
+                   f"condition C5′; {alone}) lowers the loss by {amount}.")
         action = "Run `dictopt repair`."
     else:  # C1: every code-level violation together
         atoms = tuple(sorted({u.i for u in vs if u.i is not None}))

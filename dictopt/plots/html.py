@@ -202,12 +202,12 @@ def build_figures(
         "violation_map", "C5 violation map", violation_map(report, 30),
         caption="Rows i, columns j: how far the pair (i|j) is from C5's interval, relative to "
                 "ā_i (red: atom i too dependent on j, blue: too independent); marked cells "
-                "are reported violations."))
+                "are reported violations." if report.by_condition("C5") else ""))
     figs.append(ReportFigure(
         "conditions", "Per-atom conditions C1–C4", condition_bars(report, 20),
-        caption="The atoms with the largest per-atom violations: KKT of the codes (C1), "
-                "stationarity of the atom (C2), and always-on atoms (C4), each relative to its "
-                "tolerance (a bar past 1 is a violation)."))
+        caption="The atoms with the largest per-atom scores: KKT of the codes (C1), "
+                "stationarity of the atom (C2) and always-on atoms (C4), on a log scale; a red "
+                "bar passes its condition's tolerance (the dashed line) and is a violation."))
     if dictionary is not None:
         meta = dictionary.meta or {}
         logd = meta.get("train_log") or meta.get("history")

@@ -223,11 +223,15 @@ def condition_bars(report: CheckReport, top: int = 20) -> Figure:
     axes = fig.subplots(1, 4, sharey=True)
     labels = [str(report.atoms[k]["k"]) for k in order]
     for ax, (name, v) in zip(axes, scores.items(), strict=True):
-        vals = np.maximum(v[order], 1e-300)
+        # zeros (e.g. C4 of atoms that are off somewhere) sit at a floor 1000× below the
+        # tolerance, so that the log axis spans what matters rather than 1e-300
+        floor = tols[name] * 1e-3
+        vals = np.maximum(v[order], floor)
         ax.barh(range(len(order)), vals, color=np.where(vals > tols[name], "tab:red", "tab:blue"),
                 gid=f"bars:{name}")
         ax.axvline(tols[name], ls="--", color="k", lw=0.8)
         ax.set_xscale("log")
+        ax.set_xlim(left=floor)
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
     axes[0].set_yticks(range(len(order)), labels)
