@@ -8,14 +8,16 @@ attribute (``dictopt.io.load``, ``dictopt.check.check``), imported on first use.
 import importlib
 from typing import Any
 
-from dictopt.problem import Dictionary, LossBreakdown, evaluate, explained_variance, objective
+from dictopt.data.evaluate import evaluate
+from dictopt.problem import Dictionary, LossBreakdown, explained_variance, objective
 from dictopt.validation import DictoptInputError
 
 __version__ = "0.1.0"
 
 #: Subpackages reachable as attributes after ``import dictopt`` (imported on first use, so
 #: ``import dictopt`` stays as fast as importing :mod:`dictopt.problem`).
-SUBMODULES = ("check", "data", "demo", "distributed", "io", "metrics", "plots", "problem",
+SUBMODULES = ("check", "coders", "data", "demo", "distributed", "evals", "integrations", "io",
+              "lasso", "metrics", "plots", "problem",
               "solvers", "validation", "wide")
 
 

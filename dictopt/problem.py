@@ -16,7 +16,7 @@ unchanged and ``λ Σ_k a_kn = λ Σ_k s_k f_kn`` is the decoder-norm-weighted L
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
@@ -83,8 +83,20 @@ def register_encoder(cls: type) -> type:
 
 
 def get_encoder_class(architecture: str) -> type:
-    """The registered encoder class for ``architecture`` (clear error when unknown)."""
-    _import_encoder_providers()
+    """The registered encoder class for ``architecture`` (clear error when unknown).
+
+    Encoders register themselves when their module is imported (``@register_encoder``); the
+    loaders in :mod:`dictopt.io` import every module that defines one.
+
+    Parameters
+    ----------
+    architecture:
+        The encoder's ``architecture`` name.
+
+    Returns
+    -------
+    type
+    """
     try:
         return ENCODERS[architecture]
     except KeyError:
@@ -92,17 +104,6 @@ def get_encoder_class(architecture: str) -> type:
         raise DictoptInputError(
             f"unknown encoder architecture {architecture!r}; known: {known}"
         ) from None
-
-
-#: Modules that define encoders; imported lazily so that ``dictopt.problem`` stays light.
-ENCODER_PROVIDERS: list[str] = ["dictopt.solvers.sae", "dictopt.io.encoders"]
-
-
-def _import_encoder_providers() -> None:
-    import importlib
-
-    for module in ENCODER_PROVIDERS:
-        importlib.import_module(module)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,7 +278,7 @@ class Dictionary:
                 "lam: optimal codes need λ; this dictionary has none. Supply it "
                 "(Dictionary.with_lam, or --lam on the command line)."
             )
-        from dictopt.solvers.coding import solve_codes
+        from dictopt.lasso import solve_codes
 
         x = self.prepare_batch(x_ND)
         return solve_codes(self.atoms, x, self.lam, bias=self.bias, **solver_options).codes
@@ -385,8 +386,9 @@ def check_codes(codes_NK: torch.Tensor, n: int, K: int, *, tol: float = 0.0) -> 
         )
 
 
-class _LossAccumulator:
-    """Mergeable sums behind :func:`evaluate`."""
+class LossSums:
+    """Mergeable sums of the canonical objective (behind :func:`objective` and
+    :func:`dictopt.data.evaluate`)."""
 
     def __init__(self, dictionary: Dictionary) -> None:
         self.lam = dictionary.lam
@@ -423,41 +425,8 @@ def objective(dictionary: Dictionary, x_ND: Any, codes_NK: Any) -> LossBreakdown
     x = dictionary.prepare_batch(x_ND)
     codes = to_tensor(codes_NK, "codes", dtype=dictionary.dtype, device=dictionary.device)
     check_codes(codes, x.shape[0], dictionary.K)
-    acc = _LossAccumulator(dictionary)
+    acc = LossSums(dictionary)
     acc.update(x, codes, dictionary.decode(codes))
-    return acc.result()
-
-
-def evaluate(
-    dictionary: Dictionary,
-    source: Any,
-    *,
-    codes: str | Callable[[torch.Tensor], torch.Tensor] = "own",
-    progress: bool = False,
-) -> LossBreakdown:
-    """The canonical objective over an activation source, streamed chunk by chunk.
-
-    ``codes`` is ``"own"`` (the dictionary's encoder), ``"optimal"`` (exact lasso codes for the
-    same atoms) or a callable mapping a batch ``[N, d]`` to codes ``[N, K]``. Memory does not
-    depend on N.
-    """
-    from dictopt.data.sources import as_source
-
-    if codes == "own":
-        coder: Callable[[torch.Tensor], torch.Tensor] = dictionary.encode
-    elif codes == "optimal":
-        coder = dictionary.optimal_codes
-    elif callable(codes):
-        coder = codes
-    else:
-        raise DictoptInputError(f"codes: expected 'own', 'optimal' or a callable, got {codes!r}")
-    src = as_source(source)
-    acc = _LossAccumulator(dictionary)
-    for chunk in src.iter_chunks(progress=progress, desc="evaluate"):
-        x = dictionary.prepare_batch(chunk.data, row_offset=chunk.start, where=chunk.label)
-        a = coder(x).to(dictionary.dtype)
-        check_codes(a, x.shape[0], dictionary.K, tol=1e-12)
-        acc.update(x, a, dictionary.decode(a))
     return acc.result()
 
 

@@ -186,7 +186,7 @@ def test_adding_several_atoms_per_step_changes_nothing(seed, k, d, log_lam, n_du
     """Large supports (the multiple-add path, its single-atom fallback, supports grouped by
     size for ≥ 512 points, duplicate atoms) give the optimum that adding one atom per step
     gives: both certified by C1, equal objectives."""
-    import dictopt.solvers.coding as coding
+    import dictopt.lasso as coding
 
     lam = 10.0**log_lam
     D, x, b = _problem(seed, n=600, k=k, d=d, sparsity=0.5, noise=0.2)

@@ -11,9 +11,8 @@ import warnings
 
 import numpy as np
 import pytest
+import sae_lens as sl
 import torch
-
-sl = pytest.importorskip("sae_lens")
 
 from dictopt.io import export, load  # noqa: E402
 from dictopt.problem import objective  # noqa: E402
@@ -156,6 +155,7 @@ def test_saelens_trained_sae_checked_end_to_end(tmp_path, world_x):
     """A small SAE trained by SAELens's own SAETrainer (solver ``saelens-standard``) on
     dictopt's hierarchy world, saved by SAELens, then
     ``dictopt check DIR --activations X.npy --json out.json``: exit 0 and a sane report."""
+    import dictopt.integrations.saelens  # noqa: F401  (registers the saelens-* solvers)
     from dictopt.solvers.registry import get_solver
 
     world, x_path = world_x
@@ -178,6 +178,7 @@ def test_saelens_trained_sae_checked_end_to_end(tmp_path, world_x):
 
 def test_saelens_topk_trainer_keeps_k(tmp_path, world_x):
     """``saelens-topk``: SAELens's TopK SAE, loaded back with exactly k active latents."""
+    import dictopt.integrations.saelens  # noqa: F401  (registers the saelens-* solvers)
     from dictopt.solvers.registry import get_solver
 
     world, x_path = world_x
@@ -198,6 +199,7 @@ def test_saelens_topk_trainer_keeps_k(tmp_path, world_x):
     ],
 )
 def test_saelens_trainer_bad_input(world_x, solver, kwargs, match):
+    import dictopt.integrations.saelens  # noqa: F401  (registers the saelens-* solvers)
     from dictopt.solvers.registry import get_solver
     from dictopt.validation import DictoptInputError
 

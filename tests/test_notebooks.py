@@ -9,7 +9,10 @@ Each notebook asserts the predictions it shows, so executing it is the test. The
 ``06_real_lm_activations`` always runs: with cached activations (``$DICTOPT_ACTS`` or
 ``$DICTOPT_CACHE/acts/smollm2-l6-wiki-120k``) or the ``lm`` extra it checks real SmolLM2
 activations; otherwise it prints how to get them and runs nothing else.
-``07_hook_to_report_in_memory`` always runs: on SmolLM2 when the ``lm`` extra and the packaged
+``07_absorption_probe_vs_dictopt`` likewise: with ``$DICTOPT_ABSORPTION_RESULTS`` or the ``lm``
+extra it compares the probe-based absorption with dictopt's findings (the quick pipeline of
+``benchmarks/absorption_probe.py``); otherwise it prints how to get the model.
+``08_hook_to_report_in_memory`` always runs: on SmolLM2 when the ``lm`` extra and the packaged
 model are installed, else on a small synthetic stand-in model (it prints which).
 ``DICTOPT_NB_OUT=DIR`` keeps the executed notebooks (with outputs) in ``DIR``.
 """
@@ -19,9 +22,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -32,7 +34,8 @@ EXPECTED = {
     "04_wide_limit",
     "05_structures_from_practice",
     "06_real_lm_activations",
-    "07_hook_to_report_in_memory",
+    "07_absorption_probe_vs_dictopt",
+    "08_hook_to_report_in_memory",
 }
 CELL_TIMEOUT_S = 300
 
@@ -69,8 +72,7 @@ def kernel_env() -> dict[str, str]:
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path: Path) -> None:
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
+    import nbclient
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb,

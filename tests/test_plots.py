@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -276,3 +277,23 @@ def test_one_point_and_empty_hulls_draw_visible_markers(world):
     box = marker.get_window_extent(fig.canvas.get_renderer())
     assert box.width > 5 and box.height > 5
     assert 0 <= box.x0 and box.x1 <= fig.bbox.width and 0 <= box.y0 <= fig.bbox.height
+
+
+def test_pair_data_does_not_depend_on_chunking(world):
+    """Reservoir keys hash the row index, and extremes/counts merge exactly: any chunking gives
+    the same PairData, sample included (means: sums in another order)."""
+    D, x, codes, _ = world
+    pairs = [(1, 0), (2, 3)]
+    a = pair_data(D, as_source(x, chunk_size=37), pairs, codes=codes, sample=50, seed=4)
+    b = pair_data(D, as_source(x, chunk_size=1000), pairs, codes=codes, sample=50, seed=4)
+    for p, q in zip(a, b, strict=True):
+        for name in p._fields:
+            u, v = getattr(p, name), getattr(q, name)
+            if isinstance(u, np.ndarray):
+                np.testing.assert_array_equal(u, v, err_msg=name)
+            elif isinstance(u, float) and math.isnan(u):
+                assert math.isnan(v), name
+            elif name in ("mean_i", "mean_j"):
+                assert u == pytest.approx(v, rel=1e-14), name
+            else:
+                assert u == v, name

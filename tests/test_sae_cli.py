@@ -18,14 +18,13 @@ WORLD = ["--world", "independent", "--world-set", "n=2000", "--world-set", "d=16
          "--world-set", "k=24", "--world-set", "p=0.08"]
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
 def _setup(monkeypatch):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     present = [m for m in registry.SOLVER_PROVIDERS if importlib.util.find_spec(m) is not None]
     monkeypatch.setattr(registry, "SOLVER_PROVIDERS", present)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_train_topk_writes_saelens_folder(tmp_path, capsys):

@@ -32,13 +32,7 @@ ARCH_OPTIONS = {
 TOPK_FAMILY = ["topk", "batchtopk", "matryoshka", "mp", "jumprelu"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny matrices: torch's thread pool only adds contention on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_sae(arch: str, *, d: int = 8, K: int = 16, seed: int = 0, **overrides):

@@ -33,12 +33,7 @@ RECOVERY = TOY_RECOVERY
 RECOVERED = {"matryoshka": 0.7}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -17,8 +17,8 @@ from dictopt.data.sources import (
     Chunk,
     NpySource,
     ShardFolderSource,
-    _open_npy,
     as_source,
+    open_npy,
 )
 from dictopt.validation import DictoptInputError
 
@@ -122,7 +122,7 @@ def test_npy_source_is_memory_mapped_and_chunked(tmp_path: Path) -> None:
     x = rows(103, 4).astype(np.float32)
     path = tmp_path / "acts.npy"
     np.save(path, x)
-    assert isinstance(_open_npy(path), np.memmap)
+    assert isinstance(open_npy(path), np.memmap)
     source = NpySource(path, chunk_size=25)
     assert (source.n, source.d) == (103, 4)
     chunks = collect(source)

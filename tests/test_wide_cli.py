@@ -34,14 +34,12 @@ def test_parse_widths_and_seeds() -> None:
     ],
 )
 def test_bad_input_exits_2(tmp_path, capsys, extra, message) -> None:
-    pytest.importorskip("dictopt.solvers.classical")
     argv = ["wide", "--world", "rays", "--world-set", "n=50", "--out", str(tmp_path)] + extra
     assert main(argv) == 2
     assert message in capsys.readouterr().err
 
 
 def test_end_to_end(tmp_path) -> None:
-    pytest.importorskip("dictopt.solvers.classical")
     argv = [
         "wide", "--world", "rays", "--world-set", "n=20", "--world-set", "d=3",
         "--world-set", "n_rays=2", "--K", "1,20", "--seeds", "1", "--lam", "0.2",

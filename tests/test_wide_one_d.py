@@ -78,7 +78,8 @@ def test_two_atom_antipodal_dictionary_attains_l_inf() -> None:
 
 
 def test_one_d_classical_solver_finds_the_pair() -> None:
-    classical = pytest.importorskip("dictopt.solvers.classical")
+    from dictopt.solvers import classical
+
     x, w = _line_data(1, 200, 4, "gaussian")
     lam = 0.1
     pr = predict_one_d(x, lam, direction=w)

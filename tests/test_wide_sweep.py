@@ -62,7 +62,6 @@ def test_bad_widths_and_seeds() -> None:
 
 
 def test_classical_sweep_bound_and_attainment() -> None:
-    pytest.importorskip("dictopt.solvers.classical")
     w = make_world("rays", n=24, d=4, n_rays=3, seed=1)
     lam = 0.3
     res = sweep(w.x, [1, 3, 24], [0, 1], lam, truth=w.atoms, fit_options={"max_iter": 300})

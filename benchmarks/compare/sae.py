@@ -9,7 +9,7 @@ CPU, one thread. Time: the whole training call (``fit_sae`` / ``SAETrainer.fit``
 untimed warm-up run of a few steps. Loss: both SAEs are loaded into a :class:`Dictionary`
 (SAELens's through ``save_inference_model`` and :func:`dictopt.io.load`, which reads its λ =
 l1_coefficient / 2) and scored by dictopt's canonical objective with their own codes on
-held-out data (:func:`dictopt.problem.evaluate`). Repeat ``r`` uses seed ``r`` on both sides
+held-out data (:func:`dictopt.data.evaluate`). Repeat ``r`` uses seed ``r`` on both sides
 (initialisation and batch order), so the loss is a mean over seeds with its spread shown.
 """
 
@@ -54,7 +54,7 @@ def make_data(d: int, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def held_out(dictionary: Any, x_test: np.ndarray) -> dict[str, float]:
-    from dictopt.problem import evaluate
+    from dictopt.data.evaluate import evaluate
 
     r = evaluate(dictionary, x_test, codes="own")
     return {"loss": r.loss, "reconstruction": r.reconstruction, "sparsity": r.sparsity,

@@ -14,9 +14,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-from dictopt.check.checker import _codes_for, make_coder, validate_dictionary
+from dictopt.check.executor import Executor, LocalExecutor
+from dictopt.check.inputs import require_shippable_codes, validate_dictionary
 from dictopt.check.moves import ChunkState, Move
 from dictopt.check.report import CheckReport, Violation
+from dictopt.coders import Coder, chunk_codes, make_coder
 from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
 
@@ -43,7 +45,9 @@ def certify(
     step_scale: float = 1.0,
     top: int | None = 50,
     lam: float | None = None,
+    chunk_size: int | None = None,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> list[Measurement]:
     """Measure the loss change of each violation's certificate on the data.
 
@@ -58,26 +62,77 @@ def certify(
         Multiplies each move's step (small values test the first-order prediction).
     top:
         Measure only the first ``top`` violations (ranked as in the report); ``None`` = all.
+    chunk_size:
+        Rows per chunk (default: the source's).
+    progress:
+        Show a progress bar.
+    executor:
+        Runs the pass (default: :class:`~dictopt.check.executor.LocalExecutor`; with
+        ``dictopt.distributed.DaskExecutor`` the sums are taken partition by partition).
 
     Returns
     -------
     list[Measurement]
         With ``step_scale == 1`` the violations' ``measured_decrease`` is also filled in.
     """
-    from dictopt.data.sources import as_source
     from dictopt.io.objects import as_dictionary
 
     dictionary = as_dictionary(dictionary)
+    executor = executor if executor is not None else LocalExecutor()
+    require_shippable_codes(executor, codes)
     lam, vs = prepare_certify(dictionary, violations, lam, top)
-    src = as_source(source, dtype=dictionary.dtype)
     _, coder = make_coder(dictionary, codes)
-    moves = scaled_moves(vs, step_scale)
-    sums = CertifySums.empty(len(vs))
-    for chunk in src.iter_chunks(progress=progress, desc="certify"):
-        x = chunk.data.to(dictionary.device)
-        a = _codes_for(coder, x, chunk.start, dictionary.K, dictionary.dtype)
-        sums.merge(certify_chunk(dictionary, lam, moves, x, a))
+    job = CertifyPass(dictionary, lam, coder, scaled_moves(vs, step_scale))
+    with executor.session():
+        stream = executor.open(source, dtype=dictionary.dtype, chunk_size=chunk_size)
+        if stream.d != dictionary.d:
+            raise DictoptInputError(
+                f"activations: width {stream.d} but the dictionary has d = {dictionary.d}"
+            )
+        sums = executor.run(job, stream, progress=progress)
     return finish_certify(vs, sums, step_scale)
+
+
+class CertifyPass:
+    """The loss change of each move, as a :class:`~dictopt.check.executor.StreamPass`
+    (state: :class:`CertifySums`).
+
+    Parameters
+    ----------
+    dictionary, lam:
+        The dictionary and λ the moves apply to.
+    coder:
+        The codes the moves start from (:func:`dictopt.coders.make_coder`).
+    moves:
+        The moves, steps already scaled.
+    """
+
+    desc = "certify"
+    fixes_first_chunk = False
+
+    def __init__(self, dictionary: Dictionary, lam: float, coder: Coder,
+                 moves: list[Move]) -> None:
+        self.dictionary, self.lam, self.coder, self.moves = dictionary, lam, coder, moves
+
+    def first_chunk(self, x: torch.Tensor, start: int) -> CertifyPass:
+        """Nothing is fixed on the first chunk."""
+        return self
+
+    def start(self) -> CertifySums:
+        """No change measured yet."""
+        return CertifySums.empty(len(self.moves))
+
+    def update(self, state: CertifySums, x: torch.Tensor, start: int) -> CertifySums:
+        """Add the loss changes on one chunk."""
+        dic = self.dictionary
+        x = x.to(dic.device)
+        a = chunk_codes(self.coder, x, start, dic.K, dic.dtype)
+        return state.merge(certify_chunk(dic, self.lam, self.moves, x, a))
+
+    @staticmethod
+    def merge(a: CertifySums, b: CertifySums) -> CertifySums:
+        """``a`` with ``b`` added."""
+        return a.merge(b)
 
 
 class CertifySums(NamedTuple):
@@ -108,7 +163,24 @@ def prepare_certify(
     lam: float | None,
     top: int | None,
 ) -> tuple[float, list[Violation]]:
-    """Validate, fix λ and select the violations to measure (those with a nonzero step)."""
+    """Validate, fix λ and select the violations to measure (those with a nonzero step).
+
+    Parameters
+    ----------
+    dictionary:
+        The dictionary the moves apply to.
+    violations:
+        A report or a list of violations.
+    lam:
+        λ (overrides the dictionary's).
+    top:
+        Keep only the first ``top`` measurable violations (``None``: all).
+
+    Returns
+    -------
+    tuple[float, list[Violation]]
+        λ and the violations with a move and a nonzero step.
+    """
     validate_dictionary(dictionary)
     lam = float(lam if lam is not None else dictionary.lam or 0) or None
     if lam is None:
@@ -118,14 +190,46 @@ def prepare_certify(
 
 
 def scaled_moves(vs: Sequence[Violation], step_scale: float) -> list[Move]:
-    """Copies of the violations' moves with their steps multiplied by ``step_scale``."""
+    """Copies of the violations' moves with their steps multiplied by ``step_scale``.
+
+    Parameters
+    ----------
+    vs:
+        Violations with moves.
+    step_scale:
+        Factor applied to every step.
+
+    Returns
+    -------
+    list[Move]
+        One copy per violation.
+    """
     return [dataclasses.replace(v.move, step=v.move.step * step_scale) for v in vs]
 
 
 def certify_chunk(
     dictionary: Dictionary, lam: float, moves: Sequence[Move], x: torch.Tensor, a: torch.Tensor
 ) -> CertifySums:
-    """Loss change of each move on one chunk ``x`` with codes ``a`` (only changed atoms)."""
+    """Loss change of each move on one chunk ``x`` with codes ``a`` (only changed atoms).
+
+    Parameters
+    ----------
+    dictionary:
+        The dictionary the moves apply to.
+    lam:
+        λ.
+    moves:
+        The moves (steps already scaled).
+    x:
+        One chunk ``[n, d]``.
+    a:
+        Its codes ``[n, K]``.
+
+    Returns
+    -------
+    CertifySums
+        Per move, the summed loss change and smallest new code on the chunk.
+    """
     atoms, bias = dictionary.atoms, dictionary.bias
     out = CertifySums.empty(len(moves))
     r = x - dictionary.decode(a)
@@ -149,7 +253,22 @@ def certify_chunk(
 def finish_certify(
     vs: Sequence[Violation], sums: CertifySums, step_scale: float
 ) -> list[Measurement]:
-    """The measurements from the summed changes (fills ``measured_decrease`` at scale 1)."""
+    """The measurements from the summed changes (fills ``measured_decrease`` at scale 1).
+
+    Parameters
+    ----------
+    vs:
+        The measured violations.
+    sums:
+        Their loss changes summed over every row.
+    step_scale:
+        The factor the steps were scaled by.
+
+    Returns
+    -------
+    list[Measurement]
+        One per violation, in order.
+    """
     out = []
     n = sums.n[0]
     for p, v in enumerate(vs):

@@ -15,12 +15,44 @@ F64 = torch.float64
 
 
 def atom_floor(mean_a: torch.Tensor, tol: Tolerances) -> float:
-    """The absolute floor of relative tolerances (so dead atoms do not divide by zero)."""
+    """The absolute floor of relative tolerances (so dead atoms do not divide by zero).
+
+    Parameters
+    ----------
+    mean_a:
+        ``[K]`` mean codes ``ā``.
+    tol:
+        Tolerances (``floor_rel``).
+
+    Returns
+    -------
+    float
+        ``floor_rel × max_k ā_k`` (1e-300 at least).
+    """
     return tol.floor_rel * float(mean_a.max()) if mean_a.numel() else 0.0
 
 
 def c2_model(G_k: torch.Tensor, d_k: torch.Tensor, q2: float, u: torch.Tensor, t: float) -> float:
-    """Exact ΔL of :class:`Rotate` with codes fixed: ``−G·δ + ½ (1/N Σ a²) ‖δ‖²``."""
+    """Exact ΔL of :class:`Rotate` with codes fixed: ``−G·δ + ½ (1/N Σ a²) ‖δ‖²``.
+
+    Parameters
+    ----------
+    G_k:
+        ``[d]`` the atom's gradient ``(1/N) Σ_n a_kn r_n``.
+    d_k:
+        ``[d]`` the atom.
+    q2:
+        ``(1/N) Σ_n a_kn²``.
+    u:
+        ``[d]`` unit rotation direction ⊥ ``d_k``.
+    t:
+        The step.
+
+    Returns
+    -------
+    float
+        The exact loss change (negative: a decrease).
+    """
     delta = (d_k + t * u) / math.sqrt(1 + t * t) - d_k
     return float(-(G_k @ delta) + 0.5 * q2 * (delta @ delta))
 
@@ -29,7 +61,29 @@ def atom_conditions(
     st: PassOneStats, atoms_KD: torch.Tensor, lam: float, tau: float, has_bias: bool,
     tol: Tolerances,
 ) -> tuple[list[Violation], dict[str, torch.Tensor]]:
-    """C1, C2 (tangential and radial), C3, C4. Returns violations and per-atom columns."""
+    """C1, C2 (tangential and radial), C3, C4. Returns violations and per-atom columns.
+
+    Parameters
+    ----------
+    st:
+        Pass 1's statistics.
+    atoms_KD:
+        The unit atoms.
+    lam:
+        λ.
+    tau:
+        Inactivity threshold.
+    has_bias:
+        Whether the bias is free (C3, C4 need it).
+    tol:
+        Tolerances.
+
+    Returns
+    -------
+    tuple[list[Violation], dict[str, torch.Tensor]]
+        The violations with certificates and ``[K]`` columns ``kkt_violation``,
+        ``stationarity_tangential``, ``stationarity_radial``.
+    """
     n = st.n
     D = atoms_KD.to(F64)
     abar = st.mean_a
@@ -73,23 +127,31 @@ def atom_conditions(
             detail={"radial": rho}, move=Scale(s, k=k),
         ))
 
-    # C3: mean residual; C4: always-on atoms (both need a free bias).
-    if has_bias:
-        rbar = st.r_mean
-        nr = float(rbar.norm())
-        if nr > tol.stat_rel * lam:
-            # b + t r̄: ΔL(t) = (−t + t²/2) ‖r̄‖², so the slope per unit t is ‖r̄‖²
-            out.append(Violation(
-                "C3", None, None, "bias", nr * nr, 1.0, nr * nr, 0.5 * nr * nr,
-                detail={"bias_residual": nr}, move=BiasShift(1.0, r_mean=rbar),
-            ))
-        min_a = st.min_a
-        on = min_a > torch.clamp(tol.pair_rel * abar, min=tau)
-        for k in on.nonzero().flatten().tolist():
-            m = float(min_a[k])
-            out.append(Violation(
-                "C4", k, None, "always_on", lam * m, 1.0, lam * m, lam * m,
-                detail={"min_code": m}, move=AlwaysOnShift(1.0, k=k, m=m),
-            ))
+    if has_bias:  # C3: mean residual; C4: always-on atoms (both need a free bias)
+        out += _bias_conditions(st, lam, tau, abar, tol)
     cols = {"kkt_violation": kkt_rel, "stationarity_tangential": tang, "stationarity_radial": rad}
     return out, cols
+
+
+def _bias_conditions(
+    st: PassOneStats, lam: float, tau: float, abar: torch.Tensor, tol: Tolerances
+) -> list[Violation]:
+    """C3 (mean residual) and C4 (always-on atoms), with their certificates."""
+    out: list[Violation] = []
+    rbar = st.r_mean
+    nr = float(rbar.norm())
+    if nr > tol.stat_rel * lam:
+        # b + t r̄: ΔL(t) = (−t + t²/2) ‖r̄‖², so the slope per unit t is ‖r̄‖²
+        out.append(Violation(
+            "C3", None, None, "bias", nr * nr, 1.0, nr * nr, 0.5 * nr * nr,
+            detail={"bias_residual": nr}, move=BiasShift(1.0, r_mean=rbar),
+        ))
+    min_a = st.min_a
+    on = min_a > torch.clamp(tol.pair_rel * abar, min=tau)
+    for k in on.nonzero().flatten().tolist():
+        m = float(min_a[k])
+        out.append(Violation(
+            "C4", k, None, "always_on", lam * m, 1.0, lam * m, lam * m,
+            detail={"min_code": m}, move=AlwaysOnShift(1.0, k=k, m=m),
+        ))
+    return out

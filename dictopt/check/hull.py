@@ -1,26 +1,50 @@
 """The joint hull condition C5′ (THEORY §2): all atoms rotate toward one atom ``k`` at once.
 
 A local minimum with a bias needs ``v_k = ((1 − c_jk) ā_j)_{j≠k}`` in the convex hull of the
-code vectors ``(a_jn)_{j≠k}`` of the points where ``k`` is inactive. We solve the ℓ1 distance
-LP (HiGHS)::
+code vectors ``(a_jn)_{j≠k}`` of the points where ``k`` is inactive. The ℓ1 distance LP::
 
     min Σ (s⁺ + s⁻)   s.t.  P w + s⁺ − s⁻ = v,  1ᵀ w = 1,  w, s± ≥ 0
 
-whose dual is ``max q·v − κ  s.t.  q·a_n ≤ κ (n inactive for k), |q| ≤ 1``: the equality
+has the dual ``max q·v − κ  s.t.  q·a_n ≤ κ (n inactive for k), |q| ≤ 1``: the equality
 marginals are ``(q, −κ)``. A positive distance gives a separating ``q``, the direction of
 the :class:`~dictopt.check.moves.Toward` move with first-order decrease ``λ t (q·v − κ)``;
 ``κ`` is recomputed exactly as ``max_n q·a_n`` over the inactive points.
 
-*Restriction for large K.* With ``K > full_k`` the coordinates are restricted to
-``J_k`` = the atoms that are active together with ``k`` on at least one point (they share
-support), at most ``max_atoms`` of them (the most often co-active). This is a projection,
-so a failure is a genuine, certified violation (the move only rotates atoms of ``J_k``),
-but membership of the projection does not prove membership of the full vector: a pass on
-the restricted problem means "no joint certificate found".
+*Column generation* (:func:`hull_distance_cg`). Each point is a column ``w_n`` of the primal,
+so the LP is solved on a small working set of points (the largest codes of every coordinate
+and the sparsest point), and then
+
+- if the distance on the working set is within the tolerance, ``k`` passes: the working set's
+  weights are a feasible point of the full LP, so the full distance is no larger (a primal
+  certificate of membership);
+- otherwise its dual ``(q, κ)`` is checked on **every** inactive point (one product
+  ``A q``); the points with ``q·a_n > κ`` are added and the LP solved again. When none is
+  left, ``(q, κ)`` is dual feasible for the full LP and its value equals the working set's
+  distance, an upper bound: by weak duality both equal the full distance (exact).
+
+So every atom tested is tested on all ``K − 1`` coordinates and all of its inactive points, at
+any K. Each round adds at least one point, so the loop ends; after ``max_rounds`` the full LP
+is solved directly. Most atoms pass on the first working set. For an atom that fails, an LP's
+optimal dual need not be unique: by default (``duals="reference"``) its direction comes from
+the LP on every distinct inactive point, the LP this module solved for every atom before
+column generation, so reports are unchanged; ``duals="working_set"`` keeps the column
+generation's own (equally optimal) dual.
+
+*Which atoms are tested.* Up to ``full_k`` atoms every atom is tested. Above that, two bounds
+rank them. Every atom has the upper bound ``dist ≤ ‖v_k − p‖₁`` for the sparsest inactive
+point ``p`` (any point is a feasible ``w``): atoms whose bound is within the tolerance pass
+without an LP (exact). An atom ``k`` with a C5 violation ``(i, k)`` has the lower bound
+``gap ≥ |θ_ik − H_ik|`` (``q = ±e_i`` is dual feasible), so its hull certainly fails; these
+are tested first (largest lower bound first, the LP gives the joint direction), then the
+others by the largest upper bound, ``max_atoms`` in all. The report lists the tested atoms
+(``hull.tested``), how many passed by the bound and how many were left untested.
 """
 
 from __future__ import annotations
 
+from typing import Literal, NamedTuple
+
+import highspy
 import numpy as np
 import torch
 from scipy.optimize import linprog
@@ -31,9 +55,67 @@ from dictopt.check.tolerances import Tolerances
 
 F64 = torch.float64
 
+try:  # highspy.Highs() prints a banner to stdout when first built (its callback set-up);
+    # the core class it extends solves the same LPs and prints nothing
+    from highspy._core import _Highs
+except ImportError:  # pragma: no cover - another highspy layout
+    _Highs = highspy.Highs
+
+#: Points per coordinate in the first working set (the largest codes of each atom).
+START_PER_COORDINATE = 8
+#: Column-generation rounds before falling back to the LP on every point.
+MAX_ROUNDS = 50
+
+
+class HullDistance(NamedTuple):
+    """The ℓ1 distance of ``v`` to a hull, the dual direction and how it was found."""
+
+    distance: float
+    """The distance (exact; an upper bound within the tolerance when ``passed``)."""
+    q: np.ndarray
+    """Dual direction ``[J]`` (``|q| ≤ 1``)."""
+    kappa: float
+    """Dual offset (``max_n q·a_n`` on the working set)."""
+    passed: bool
+    """Whether the distance is within the tolerance (then ``q`` is not needed)."""
+    rounds: int
+    """LP solves."""
+    rows: torch.Tensor
+    """Row indices of the last LP's points."""
+    weights: np.ndarray
+    """Their convex weights: ``Σ_n w_n a_n`` is within ``distance`` of ``v`` (membership)."""
+
+
+class HullResult(NamedTuple):
+    """Joint hull violations and what was tested (for the report)."""
+
+    violations: list[Violation]
+    tested: list[int]
+    """Atoms whose hull was tested by the LP."""
+    passed_by_bound: list[int]
+    """Atoms that passed by the upper bound alone (no LP; exact)."""
+    untested: int
+    """Atoms neither tested nor passed by the bound (only above ``full_k``)."""
+    lp_solves: int
+
 
 def hull_distance(v: np.ndarray, P: np.ndarray) -> tuple[float, np.ndarray, float]:
-    """ℓ1 distance of ``v [J]`` to ``conv(rows of P [n, J])`` and the dual ``(q, κ)``."""
+    """ℓ1 distance of ``v [J]`` to ``conv(rows of P [n, J])`` and the dual ``(q, κ)``, by
+    scipy's ``linprog`` on every point (the reference the column generation is tested
+    against).
+
+    Parameters
+    ----------
+    v:
+        The target ``[J]``.
+    P:
+        Points as rows ``[n, J]`` (``n ≥ 1``).
+
+    Returns
+    -------
+    tuple
+        ``(distance, q [J], κ)``.
+    """
     n, J = P.shape
     c = np.concatenate([np.zeros(n), np.ones(2 * J)])
     A = np.zeros((J + 1, n + 2 * J))
@@ -49,6 +131,112 @@ def hull_distance(v: np.ndarray, P: np.ndarray) -> tuple[float, np.ndarray, floa
     return float(res.fun), y[:J], float(-y[J])
 
 
+def _hull_lp(v: np.ndarray, P: np.ndarray) -> tuple[float, np.ndarray, float, np.ndarray]:
+    """The LP of :func:`hull_distance` through HiGHS directly (scipy's wrapper costs twice
+    the solve on these small LPs), without presolve (it costs more than it saves here).
+    Returns ``(distance, q, κ, w)`` with the primal weights ``w [n]``."""
+    n, J = P.shape
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n + 2 * J, J + 1
+    lp.col_cost_ = np.concatenate([np.zeros(n), np.ones(2 * J)])
+    lp.col_lower_ = np.zeros(n + 2 * J)
+    lp.col_upper_ = np.full(n + 2 * J, highspy.kHighsInf)
+    b = np.concatenate([v, [1.0]])
+    lp.row_lower_, lp.row_upper_ = b, b
+    # column-wise: each point's nonzero coordinates and the 1 of Σw = 1, then s⁺, s⁻
+    cols = np.vstack([P.T, np.ones((1, n))])  # [J + 1, n]
+    nz = (cols != 0).T
+    row_of = np.nonzero(nz)[1]
+    start = np.concatenate([[0], np.cumsum(nz.sum(1))])  # n + 1 entries
+    start = np.concatenate([start, start[-1] + 1 + np.arange(2 * J)])  # n + 2J + 1
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = start.astype(np.int32)
+    lp.a_matrix_.index_ = np.concatenate([row_of, np.arange(J), np.arange(J)]).astype(np.int32)
+    lp.a_matrix_.value_ = np.concatenate([cols.T[nz], np.ones(J), -np.ones(J)])
+    h = _Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("presolve", "off")
+    h.passModel(lp)
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        raise RuntimeError(f"hull LP failed: {h.modelStatusToString(h.getModelStatus())}")
+    sol = h.getSolution()
+    y = np.asarray(sol.row_dual)
+    return float(h.getInfo().objective_function_value), y[:J], float(-y[J]), np.asarray(
+        sol.col_value
+    )[:n]
+
+
+def hull_distance_cg(
+    v: np.ndarray,
+    A_NK: torch.Tensor,
+    J: torch.Tensor,
+    allowed_N: torch.Tensor,
+    start: torch.Tensor,
+    threshold: float,
+    *,
+    max_rounds: int = MAX_ROUNDS,
+) -> HullDistance:
+    """The ℓ1 distance of ``v`` to ``conv{A[n, J] : allowed_N[n]}`` by column generation
+    (module docstring): exact, touching every row only through one product ``A q`` a round.
+
+    Parameters
+    ----------
+    v:
+        The target ``[|J|]``.
+    A_NK:
+        Every point's codes ``[N, K]`` (float64).
+    J:
+        The coordinates (columns of ``A_NK``).
+    allowed_N:
+        Which rows are points of the hull (bool ``[N]``, at least one).
+    start:
+        Row indices of the first working set (allowed rows, non-empty).
+    threshold:
+        Stop as soon as the working set's distance is within this (``passed=True``).
+    max_rounds:
+        LP solves before the LP on every allowed row is solved instead.
+
+    Returns
+    -------
+    HullDistance
+    """
+    work = torch.unique(start)
+    slack = 1e-9 * (1.0 + float(np.abs(v).sum()))
+    q_K = torch.zeros(A_NK.shape[1], dtype=F64)
+    blocked = ~allowed_N
+    for rounds in range(1, max_rounds + 1):
+        dist, q, kappa, w = _hull_lp(v, A_NK[work][:, J].numpy())
+        if dist <= threshold:
+            return HullDistance(dist, q, kappa, True, rounds, work, w)
+        q_K[J] = torch.from_numpy(q)
+        excess = A_NK @ q_K - kappa
+        excess[blocked] = -np.inf
+        excess[work] = -np.inf
+        # no allowed row above κ (to rounding): (q, κ) is dual feasible, so the working
+        # set's distance (an upper bound) equals the dual value (a lower bound)
+        if float(excess.max()) <= slack:
+            return HullDistance(dist, q, kappa, False, rounds, work, w)
+        cand = torch.topk(excess, min(max(J.numel(), 16), excess.numel())).indices
+        work = torch.cat([work, cand[excess[cand] > slack]])
+    rows = allowed_N.nonzero().flatten()
+    dist, q, kappa, w = _hull_lp(v, A_NK[rows][:, J].numpy())
+    return HullDistance(dist, q, kappa, dist <= threshold, max_rounds + 1, rows, w)
+
+
+def _start_rows(
+    top_idx: torch.Tensor, inactive: torch.Tensor, J: torch.Tensor, sparsest: torch.Tensor,
+    per_coordinate: int,
+) -> torch.Tensor:
+    """Global row indices of the first working set of atom ``k``: for each coordinate of
+    ``J`` its largest codes among ``k``'s inactive points, plus ``k``'s sparsest inactive
+    point."""
+    cand = top_idx[:, J]
+    ok = inactive[cand]
+    first = ok & (ok.cumsum(0) <= per_coordinate)
+    return torch.cat([cand[first], sparsest])
+
+
 def joint_hull(
     codes_NK: torch.Tensor,
     atoms_KD: torch.Tensor,
@@ -60,51 +248,134 @@ def joint_hull(
     full_k: int = 64,
     max_atoms: int = 64,
     atoms: list[int] | None = None,
-) -> list[Violation]:
-    """Joint hull violations (with certificates) for the atoms ``atoms`` (default all)."""
+    lower: dict[int, float] | None = None,
+    duals: Literal["reference", "working_set"] = "reference",
+) -> HullResult:
+    """Joint hull violations (with certificates) for the atoms ``atoms`` (default: every
+    atom up to ``full_k`` atoms, else chosen by the bound of the module docstring).
+
+    Parameters
+    ----------
+    codes_NK:
+        Every point's codes ``[N, K]``.
+    atoms_KD:
+        Unit atoms ``[K, d]``.
+    mean_a:
+        ``ā`` ``[K]``.
+    lam, tau, tol:
+        λ, the inactivity threshold and the tolerances.
+    full_k:
+        Up to this many atoms every atom is tested.
+    max_atoms:
+        Above ``full_k``, how many atoms the LP tests (those with the largest bound).
+    atoms:
+        Test exactly these atoms.
+    lower:
+        Lower bounds on the gap of some atoms (from their C5 violations), ranked first.
+    duals:
+        Where a violated atom's direction ``q`` comes from: ``"reference"`` (the LP on every
+        distinct inactive point, as before column generation: an LP's optimal dual need not
+        be unique, and this keeps reports identical to that LP's) or ``"working_set"`` (the
+        column generation's own dual, also optimal; no LP on every point).
+
+    Returns
+    -------
+    HullResult
+    """
     A = codes_NK.to(F64)
     D = atoms_KD.to(F64)
-    K = A.shape[1]
+    N, K = A.shape
     gram = D @ D.t()
     floor = tol.floor_rel * float(mean_a.max())
     out: list[Violation] = []
-    for k in atoms if atoms is not None else range(K):
-        off = A[:, k] <= tau
-        if not bool(off.any()):
+    active = A > tau
+    load = active.sum(1)
+    rowsum = A.sum(1)
+    per = min(START_PER_COORDINATE, N)
+    top_idx = torch.topk(A, min(N, 4 * per), dim=0).indices  # [m, K] largest codes per atom
+
+    def sparsest(k: int) -> torch.Tensor:
+        # fewest active atoms, then the smallest codes, among k's inactive points
+        score = torch.where(active[:, k], torch.inf, load.to(F64) * (1 + rowsum.max()) + rowsum)
+        return score.argmin().reshape(1)
+
+    def v_of(k: int, J: torch.Tensor) -> np.ndarray:
+        return ((1 - gram[J, k]) * mean_a[J]).numpy()
+
+    passed_by_bound: list[int] = []
+    untested = 0
+    if atoms is not None:
+        chosen = list(atoms)
+    elif K <= full_k:
+        chosen = list(range(K))
+    else:  # upper bound ‖v_k − p_k‖₁ with p_k the sparsest inactive point of k
+        bounds = []
+        for k in range(K):
+            if not bool((~active[:, k]).any()):
+                continue
+            J = _others(k, K)
+            p = A[sparsest(k)][0, J]
+            ub = float((torch.from_numpy(v_of(k, J)) - p).abs().sum())
+            thr = _threshold(v_of(k, J), mean_a, floor, tol)
+            if ub <= thr:
+                passed_by_bound.append(k)
+            else:
+                bounds.append((ub, k))
+        low = lower or {}
+        bounds.sort(key=lambda t: (-low.get(t[1], 0.0), -t[0], t[1]))
+        chosen = sorted(k for _, k in bounds[:max_atoms])
+        untested = max(len(bounds) - max_atoms, 0)
+    tested: list[int] = []
+    lp_solves = 0
+    for k in chosen:
+        inactive = ~active[:, k]
+        if not bool(inactive.any()):
             continue  # atom k is always on: that is C4, not a hull question
-        if K > full_k:
-            co = (A[~off] > tau).sum(0)
-            co[k] = 0
-            J = co.nonzero().flatten()
-            if J.numel() > max_atoms:  # the atoms most often active together with k
-                J = J[torch.topk(co[J], max_atoms).indices]
-            restricted = True
-        else:
-            J = torch.tensor([j for j in range(K) if j != k], dtype=torch.long)
-            restricted = False
+        J = _others(k, K)
         if J.numel() == 0:
             continue
-        v = ((1 - gram[J, k]) * mean_a[J]).numpy()
-        P = np.unique(A[off][:, J].numpy(), axis=0)
-        dist, q, _ = hull_distance(v, P)
-        if dist <= tol.hull_rel * (1 + np.abs(v).sum()):
+        tested.append(k)
+        v = v_of(k, J)
+        start = _start_rows(top_idx, inactive, J, sparsest(k), per)
+        res = hull_distance_cg(v, A, J, inactive, start, _threshold(v, mean_a, floor, tol))
+        lp_solves += res.rounds
+        if res.passed:
             continue
+        dist, q = res.distance, res.q
+        if duals == "reference":  # the dual vertex of the LP on every distinct point
+            dist, q, _ = hull_distance(v, np.unique(A[inactive][:, J].numpy(), axis=0))
+            if dist <= tol.hull_rel * (1 + np.abs(v).sum()):
+                continue
         qt = torch.from_numpy(q)
-        kappa = float((A[off][:, J] @ qt).max())
+        kappa = float((A[inactive][:, J] @ qt).max())
         gap = float(qt @ torch.from_numpy(v)) - kappa
         if gap <= tol.pair_rel * float(mean_a.max()) + floor:
             continue
         # largest step keeping a_k ≥ 0 where k is active: a_k − t (q·a − κ) ≥ 0
-        s = A[~off][:, J] @ qt - kappa
-        pos = s > 0
-        t_max = float((A[~off][pos, k] / s[pos]).min()) if bool(pos.any()) else 1e3
+        on = ~inactive
+        s = A[on][:, J] @ qt - kappa
+        pos_s = s > 0
+        t_max = float((A[on][pos_s, k] / s[pos_s]).min()) if bool(pos_s.any()) else 1e3
         move = Toward(0.0, k=k, J=J, q=qt, kappa=kappa)
         t = best_toward_step(move, D, mean_a, lam, t_max)
         out.append(Violation(
             "hull", None, k, "joint", lam * gap, t, lam * gap * t,
             -move.model_delta(D, mean_a, lam) if t > 0 else 0.0,
             detail={"distance": dist, "gap": gap, "atoms": int(J.numel()),
-                    "restricted": restricted, "t_max": t_max},
+                    "restricted": False, "t_max": t_max},
             move=move,
         ))
-    return out
+    return HullResult(out, tested, passed_by_bound, untested, lp_solves)
+
+
+def _others(k: int, K: int) -> torch.Tensor:
+    """Every atom but ``k``."""
+    return torch.cat([torch.arange(k), torch.arange(k + 1, K)])
+
+
+def _threshold(v: np.ndarray, mean_a: torch.Tensor, floor: float, tol: Tolerances) -> float:
+    """An atom passes when its distance is within the hull tolerance, or when it is too small
+    for a gap above the pair tolerance (the gap never exceeds the distance)."""
+    return max(
+        tol.hull_rel * (1 + float(np.abs(v).sum())), tol.pair_rel * float(mean_a.max()) + floor
+    )

@@ -236,18 +236,89 @@ class Toward(Move):
 def best_toward_step(
     move: Toward, atoms: torch.Tensor, mean_a: torch.Tensor, lam: float, t_max: float
 ) -> float:
-    """Minimise the exact, convex ``ΔL(t)`` of a :class:`Toward` move on ``(0, t_max]``."""
+    """Minimise the exact, convex ``ΔL(t)`` of a :class:`Toward` move on ``(0, t_max]``.
+
+    Parameters
+    ----------
+    move:
+        The move (its ``step`` is set to the result).
+    atoms:
+        The unit atoms.
+    mean_a:
+        ``[K]`` mean codes.
+    lam:
+        λ.
+    t_max:
+        Largest step keeping every code nonnegative.
+
+    Returns
+    -------
+    float
+        The step (0 when ``t_max ≤ 0``).
+    """
     from scipy.optimize import minimize_scalar
 
     hi = min(t_max, 1e3)
     if not hi > 0:
         return 0.0
 
+    # the slices ``model_delta`` reads, taken once: the same operations on the same values
+    # (so the same ΔL to the last bit), without re-indexing on every evaluation
+    atoms64 = atoms.to(F64)
+    a_J, a_k = atoms64[move.J], atoms64[move.k]
+    q64, m_J = move.q.to(F64), mean_a[move.J].to(F64)
+
     def f(t: float) -> float:
-        move.step = t
-        return move.model_delta(atoms, mean_a, lam)
+        s = t * q64
+        nrm = (a_J + s[:, None] * a_k).norm(dim=1)
+        return lam * float((m_J * (nrm - 1 - s)).sum() + t * move.kappa)
 
     res = minimize_scalar(f, bounds=(0.0, hi), method="bounded", options={"xatol": hi * 1e-9})
     t = float(res.x) if f(float(res.x)) <= f(hi) else hi
     move.step = t
     return t
+
+
+def move_types() -> dict[str, type[Move]]:
+    """Every concrete move class defined so far, by the name its JSON carries (``"type"``).
+
+    Returns
+    -------
+    dict[str, type[Move]]
+        Subclasses of :class:`Move` at any depth (moves defined in other modules, such as the
+        held-out stage's, count once their module is imported).
+    """
+    out: dict[str, type[Move]] = {}
+    todo = list(Move.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        out.setdefault(cls.__name__, cls)
+        todo.extend(cls.__subclasses__())
+    return out
+
+
+def move_from_json(data: dict) -> Move:
+    """The move written by ``Move.to_json``.
+
+    Parameters
+    ----------
+    data:
+        ``{"type": name, "step": t, ...}`` as written by the move's ``to_json``.
+
+    Returns
+    -------
+    Move
+        Every field the JSON carries is restored. The JSON of :class:`Rotate` and
+        :class:`BiasShift` holds no direction (``u``, ``r_mean``: ``d`` numbers each), so those
+        two come back with empty directions: their numbers are exact, but they cannot be
+        applied to data again.
+    """
+    known = move_types()
+    kind = known.get(str(data.get("type")))
+    if kind is None:
+        raise ValueError(f"move: unknown type {data.get('type')!r}; known: {sorted(known)}")
+    fields = {k: v for k, v in data.items() if k != "type"}
+    if issubclass(kind, Toward):
+        fields["J"] = torch.tensor(fields.get("J", []), dtype=torch.long)
+        fields["q"] = torch.tensor(fields.get("q", []), dtype=torch.float64)
+    return kind(**fields)

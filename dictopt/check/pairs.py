@@ -48,7 +48,20 @@ class BufferExtremes(NamedTuple):
 
 
 def buffer_extremes(buf: TopBuffer, K: int) -> BufferExtremes:
-    """Apply the exactness lemma to every pair at once (sparse in the pairs it touches)."""
+    """Apply the exactness lemma to every pair at once (sparse in the pairs it touches).
+
+    Parameters
+    ----------
+    buf:
+        Pass 1's top buffers.
+    K:
+        Number of atoms.
+
+    Returns
+    -------
+    BufferExtremes
+        ``H_ij`` where the buffers decide it exactly.
+    """
     m = buf.vals.shape[0]
     device = buf.vals.device
     first = buf.vals[0].clone()
@@ -74,7 +87,22 @@ def buffer_extremes(buf: TopBuffer, K: int) -> BufferExtremes:
 
 
 def dense_extremes(ext: BufferExtremes, rows: torch.Tensor, K: int) -> torch.Tensor:
-    """The ``[len(rows), K]`` block of the extremes matrix (NaN = unknown)."""
+    """The ``[len(rows), K]`` block of the extremes matrix (NaN = unknown).
+
+    Parameters
+    ----------
+    ext:
+        From :func:`buffer_extremes`.
+    rows:
+        Atom indices ``i`` of the block.
+    K:
+        Number of atoms.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[len(rows), K]`` float64.
+    """
     out = ext.first[rows][:, None].expand(rows.numel(), K).clone()
     pos = torch.full((K,), -1, dtype=torch.long, device=rows.device)
     pos[rows] = torch.arange(rows.numel(), device=rows.device)

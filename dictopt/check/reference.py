@@ -40,7 +40,24 @@ def brute_force(
     x_ND: Any, codes_NK: Any, atoms_KD: Any, bias_D: Any, lam: float, tau: float,
     *, has_bias: bool = True, tol: Tolerances = DEFAULT_TOLERANCES,
 ) -> Reference:
-    """Evaluate C1–C5 directly by their definitions (double loops over pairs and points)."""
+    """Evaluate C1–C5 directly by their definitions (double loops over pairs and points).
+
+    Parameters
+    ----------
+    x_ND, codes_NK, atoms_KD, bias_D:
+        Data, canonical codes, unit atoms, bias.
+    lam, tau:
+        λ and the inactivity threshold.
+    has_bias:
+        Whether the bias is free.
+    tol:
+        Tolerances.
+
+    Returns
+    -------
+    Reference
+        Every condition's residuals and violated sets, by definition.
+    """
     x = torch.as_tensor(x_ND, dtype=F64)
     A = torch.as_tensor(codes_NK, dtype=F64)
     D = torch.as_tensor(atoms_KD, dtype=F64)
@@ -60,6 +77,27 @@ def brute_force(
     tol2 = tol.stat_rel * lam * torch.clamp(abar, min=floor)
     rbar = R.mean(0).norm()
     min_a = A.amin(0)
+    H, L, up, lo = _pairs_by_definition(A, D, abar, tau, floor, has_bias, tol)
+    c4 = set()
+    if has_bias:
+        c4 = set((min_a > torch.clamp(tol.pair_rel * abar, min=tau)).nonzero().flatten().tolist())
+    loss = float(0.5 * (R * R).sum(1).mean() + lam * A.sum(1).mean())
+    return Reference(
+        abar, kkt, tang, rad, float(rbar), min_a, H, L,
+        set((kkt > tol.kkt_rel).nonzero().flatten().tolist()),
+        set((tang > tol2).nonzero().flatten().tolist()),
+        set((rad.abs() > tol2).nonzero().flatten().tolist()),
+        has_bias and float(rbar) > tol.stat_rel * lam,
+        c4, up, lo, loss,
+    )
+
+
+def _pairs_by_definition(
+    A: torch.Tensor, D: torch.Tensor, abar: torch.Tensor, tau: float, floor: float,
+    has_bias: bool, tol: Tolerances,
+) -> tuple[torch.Tensor, torch.Tensor, set[tuple[int, int]], set[tuple[int, int]]]:
+    """``H``, ``L`` and the violated upper and lower C5 pairs, by a double loop."""
+    K = A.shape[1]
     H = torch.full((K, K), torch.nan, dtype=F64)
     L = torch.full((K, K), torch.nan, dtype=F64)
     up: set[tuple[int, int]] = set()
@@ -82,15 +120,4 @@ def brute_force(
                     lo.add((i, j))
             elif float(H[i, j]) <= 0 and theta > t:
                 up.add((i, j))
-    c4 = set()
-    if has_bias:
-        c4 = set((min_a > torch.clamp(tol.pair_rel * abar, min=tau)).nonzero().flatten().tolist())
-    loss = float(0.5 * (R * R).sum(1).mean() + lam * A.sum(1).mean())
-    return Reference(
-        abar, kkt, tang, rad, float(rbar), min_a, H, L,
-        set((kkt > tol.kkt_rel).nonzero().flatten().tolist()),
-        set((tang > tol2).nonzero().flatten().tolist()),
-        set((rad.abs() > tol2).nonzero().flatten().tolist()),
-        has_bias and float(rbar) > tol.stat_rel * lam,
-        c4, up, lo, loss,
-    )
+    return H, L, up, lo

@@ -19,7 +19,9 @@ JSON schema (``CheckReport.to_json``; version ``SCHEMA_VERSION``)::
         "amortisation": null | {"optimal_loss": float, "loss_gap": float,
                                 "mean_abs_code_diff": [K floats]},
         "pairs_in_pass2": int, "hull": {"mode": str, "atoms_checked": int, "seconds": float},
-        "timings": {name: seconds}, "tolerances": {...}
+        "timings": {name: seconds}, "tolerances": {...},
+        "heldout": {...}                   # only with check(..., heldout=...): z, split,
+                                           # severity by condition, headline (THEORY §5)
       },
       "atoms": [ {"k", "mean_code", "active_fraction", "min_code", "max_code",
                   "kkt_violation", "stationarity_tangential", "stationarity_radial",
@@ -27,104 +29,145 @@ JSON schema (``CheckReport.to_json``; version ``SCHEMA_VERSION``)::
       "violations": [ {"condition": "C1"|"C2"|"C3"|"C4"|"C5"|"hull", "i": int|null,
                        "j": int|null, "label": str, "slope": float, "step": float,
                        "predicted_decrease": float, "model_decrease": float|null,
-                       "measured_decrease": float|null, "detail": {...}, "move": {...}} ],
+                       "measured_decrease": float|null, "detail": {...}, "move": {...},
+                       "heldout": null | {"step", "fit_decrease", "decrease", "se": float,
+                                          "z": float|null, "significant": bool,
+                                          "n_val": int, "move": {...}}} ],
       "labels": [ {"label": str, "i": int, "j": int|null, "detail": {...}} ]
     }
 
 ``predicted_decrease`` is the first-order decrease ``slope × step``; ``model_decrease`` the
 exact decrease computed from the pass statistics; ``measured_decrease`` the decrease measured
 by applying the move on the data (:func:`dictopt.check.certify`), null until measured. All
-decreases are in loss units (positive = the loss goes down).
+decreases are in loss units (positive = the loss goes down). ``heldout`` is the finite step
+of :mod:`dictopt.check.heldout`: chosen on the statistics rows, measured on the validation rows
+with its standard error; with it, violations are ranked significant first, and C5 findings
+labelled ``near_hierarchy`` (no exact violation, a significant held-out certificate) and
+``rare`` atom labels appear.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dictopt.check.moves import Move
+from dictopt.check.records import (
+    AtomRow,
+    CheckSummary,
+    Condition,
+    Label,
+    LabelName,
+    Violation,
+    ViolationLabel,
+)
 
 SCHEMA_VERSION = "dictopt.check/1"
-CONDITIONS = ("C1", "C2", "C3", "C4", "C5", "hull")
+CONDITIONS = tuple(str(c) for c in Condition)
 LABELS = ("hierarchy", "absorption", "always_on", "dead", "duplicate", "antipodal")
+"""The labels every summary counts (a held-out stage adds ``rare`` and ``near_hierarchy``)."""
 
-
-@dataclass
-class Violation:
-    """One violated condition with its certificate (a descent move)."""
-
-    condition: str
-    i: int | None
-    j: int | None
-    label: str
-    slope: float
-    """First-order decrease per unit step."""
-    step: float
-    predicted_decrease: float
-    model_decrease: float | None = None
-    measured_decrease: float | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-    move: Move | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "condition": self.condition,
-            "i": self.i,
-            "j": self.j,
-            "label": self.label,
-            "slope": _num(self.slope),
-            "step": _num(self.step),
-            "predicted_decrease": _num(self.predicted_decrease),
-            "model_decrease": _num(self.model_decrease),
-            "measured_decrease": _num(self.measured_decrease),
-            "detail": {k: _num(v) for k, v in self.detail.items()},
-            "move": self.move.to_json() if self.move is not None else None,
-        }
-
-
-@dataclass
-class Label:
-    """A structural label that is not a violation (dead, duplicate, antipodal, absorption)."""
-
-    label: str
-    i: int
-    j: int | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "i": self.i,
-            "j": self.j,
-            "detail": {k: _num(v) for k, v in self.detail.items()},
-        }
+__all__ = [
+    "CONDITIONS",
+    "LABELS",
+    "SCHEMA_VERSION",
+    "AtomRow",
+    "CheckReport",
+    "CheckSummary",
+    "Condition",
+    "Label",
+    "LabelName",
+    "Violation",
+    "ViolationLabel",
+    "duplicate_groups",
+]
 
 
 @dataclass
 class CheckReport:
-    """Result of :func:`dictopt.check.check`."""
+    """Result of :func:`dictopt.check.check`: the summary, one row per atom, the violations
+    ranked by the exact decrease of their certificates, and the structural labels.
 
-    summary: dict[str, Any]
-    atoms: list[dict[str, Any]]
+    Mappings are accepted for ``summary`` and ``atoms`` (as read from JSON) and converted.
+    """
+
+    summary: CheckSummary
+    atoms: list[AtomRow]
     violations: list[Violation]
     labels: list[Label]
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.summary, CheckSummary):
+            self.summary = CheckSummary.from_json(self.summary)
+        self.atoms = [r if isinstance(r, AtomRow) else AtomRow.from_json(r) for r in self.atoms]
+
     def by_condition(self, condition: str) -> list[Violation]:
+        """The violations of one condition (``"C1"`` … ``"C5"``, ``"hull"``), in rank order.
+
+        Parameters
+        ----------
+        condition:
+            A :class:`Condition` or its name.
+
+        Returns
+        -------
+        list[Violation]
+        """
         return [v for v in self.violations if v.condition == condition]
 
     def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready values (schema ``SCHEMA_VERSION``, module docstring).
+
+        Returns
+        -------
+        dict[str, Any]
+        """
         return {
             "schema": SCHEMA_VERSION,
-            "summary": _clean(self.summary),
-            "atoms": [_clean(row) for row in self.atoms],
+            "summary": self.summary.to_json(),
+            "atoms": [row.to_json() for row in self.atoms],
             "violations": [v.to_json() for v in self.violations],
             "labels": [lab.to_json() for lab in self.labels],
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckReport:
+        """The report written by :meth:`to_json`, moves restored.
+
+        Parameters
+        ----------
+        data:
+            A report's JSON (any ``dictopt.check/…`` schema of this major version).
+
+        Returns
+        -------
+        CheckReport
+
+        Raises
+        ------
+        KeyError, TypeError, ValueError
+            When a field is missing or has the wrong type.
+        """
+        return cls(
+            CheckSummary.from_json(data["summary"]),
+            [AtomRow.from_json(r) for r in data["atoms"]],
+            [Violation.from_json(v) for v in data["violations"]],
+            [Label.from_json(lab) for lab in data["labels"]],
+        )
+
     def save_json(self, path: str | Path) -> Path:
+        """Write :meth:`to_json` to ``path``.
+
+        Parameters
+        ----------
+        path:
+            The file to write.
+
+        Returns
+        -------
+        Path
+        """
         path = Path(path)
         path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
         return path
@@ -158,6 +201,9 @@ class CheckReport:
             "verdict: " + ("NOT a local minimum (certified descent found)"
                            if s["unstable_optimum"] else "all first-order conditions hold")
         )
+        ho = s.get("heldout")
+        if ho:
+            lines.append(ho["headline"])
         if self.violations:
             shown = min(top, len(self.violations))
             lines.append(f"top {shown} violations (by exact decrease of their certificate):")
@@ -167,6 +213,10 @@ class CheckReport:
                     else f"atom {v.i if v.i is not None else v.j}"
                 )
                 meas = f"  measured {v.measured_decrease:.3g}" if v.measured_decrease else ""
+                if v.heldout is not None:
+                    h = v.heldout
+                    meas += (f"  held-out {h.decrease:.3g} ± {h.se:.2g}"
+                             f"{' significant' if h.significant else ''}")
                 lines.append(
                     f"  {v.condition:<4} {pair:<14} {v.label:<12} predicted "
                     f"{v.predicted_decrease:.3g}  exact {v.model_decrease or 0:.3g}{meas}"
@@ -174,24 +224,25 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _num(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return _num(obj)
-
-
 def duplicate_groups(pairs: list[tuple[int, int]], K: int, top: int = 5) -> dict[str, Any]:
     """Groups of atoms linked by duplicate pairs (connected components): how many groups, how
     many atoms they hold and the ``top`` largest sizes. Thousands of duplicate pairs are often
-    one large group of near-identical atoms."""
+    one large group of near-identical atoms.
+
+    Parameters
+    ----------
+    pairs:
+        Duplicate pairs ``(i, j)``.
+    K:
+        Number of atoms.
+    top:
+        How many of the largest group sizes to list.
+
+    Returns
+    -------
+    dict[str, Any]
+        ``groups``, ``atoms`` and ``largest``.
+    """
     import numpy as np
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components

@@ -131,7 +131,18 @@ class TopBuffer:
 
 def sort_unique(t: torch.Tensor) -> torch.Tensor:
     """Sorted unique values (numpy on CPU: torch's threaded sort is very slow when the CPU is
-    shared)."""
+    shared).
+
+    Parameters
+    ----------
+    t:
+        A 1-D tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        Its sorted unique values, on its device.
+    """
     if t.device.type == "cpu":
         v = np.sort(t.numpy())
         if v.size:
@@ -141,7 +152,18 @@ def sort_unique(t: torch.Tensor) -> torch.Tensor:
 
 
 def argsort_stable(t: torch.Tensor) -> torch.Tensor:
-    """Stable argsort (numpy on CPU, see :func:`sort_unique`)."""
+    """Stable argsort (numpy on CPU, see :func:`sort_unique`).
+
+    Parameters
+    ----------
+    t:
+        A 1-D tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        The stable sorting permutation (int64).
+    """
     if t.device.type == "cpu":
         return torch.from_numpy(np.argsort(t.numpy(), kind="stable"))
     return torch.argsort(t, stable=True)
@@ -157,7 +179,20 @@ def _csr(
 
 
 def member(a: torch.Tensor, sorted_b: torch.Tensor) -> torch.Tensor:
-    """``a ∈ b`` elementwise for a sorted 1-D ``b`` (binary search; faster than ``isin``)."""
+    """``a ∈ b`` elementwise for a sorted 1-D ``b`` (binary search; faster than ``isin``).
+
+    Parameters
+    ----------
+    a:
+        Values to look up.
+    sorted_b:
+        Sorted 1-D values.
+
+    Returns
+    -------
+    torch.Tensor
+        Boolean, the shape of ``a``.
+    """
     if sorted_b.numel() == 0:
         return torch.zeros_like(a, dtype=torch.bool)
     pos = torch.searchsorted(sorted_b, a).clamp(max=sorted_b.numel() - 1)
@@ -257,49 +292,66 @@ class PassOneStats:
         self.l1 += float(a.sum()) if tau > 0 else float(v64.sum())
         self.ev.update(x_ND, recon)
         if self.lam is not None:
-            lam = self.lam
-            g = r @ atoms_KD.t()  # g_kn = d_k · r_n  (THEORY C1)
-            ex = (g[rows, cols] - lam).to(F64)
-            # inactive entries: violation v = max(g − λ, 0); the optimal step on a_kn alone is
-            # δ = v, with first-order gain δ(g − λ) = v² and exact gain v² − v²/2.
-            # The slope is the derivative at t = 0 of the gain of δ(t) = max(t(g − λ), −a):
-            # (g − λ)² on entries with a > 0 (the clip −a only acts at finite t), v² on
-            # inactive ones (proofs/c1_code_kkt.md).
-            if tau > 0:
-                g_small = g[(a > 0) & (a <= tau)]  # dust entries 0 < a ≤ τ, used below
-            v = g.sub_(lam).clamp_(min=0)  # in place: g is not needed any more
-            self.kkt_max = torch.maximum(self.kkt_max, v.amax(0).to(F64))
-            v2 = torch.linalg.vector_norm(v, dim=0).to(F64) ** 2
-            # active entries: violation |g − λ|, step δ = max(g − λ, −a); replace their
-            # inactive-formula contribution (relu ≤ |·|, so the max above stays correct).
-            delta = torch.maximum(ex, -v64)
-            wrong = torch.relu(ex) ** 2
-            self.kkt_max = torch.maximum(
-                self.kkt_max,
-                torch.zeros_like(self.kkt_max).scatter_reduce_(0, cols, ex.abs(), "amax"),
-            )
-            self.c1_slope += v2 + torch.bincount(cols, weights=ex * ex - wrong, minlength=K)
-            self.c1_gain += 0.5 * v2 + torch.bincount(
-                cols, weights=delta * ex - 0.5 * delta * delta - 0.5 * wrong, minlength=K
-            )
-            if tau > 0:  # entries with 0 < a ≤ τ: δ = max(g − λ, −a), not relu(g − λ)
-                small = (a > 0) & (a <= tau)
-                if bool(small.any()):
-                    rr, cc = small.nonzero(as_tuple=True)
-                    e2 = (g_small - lam).to(F64)
-                    d2 = torch.maximum(e2, -a[rr, cc].to(F64))
-                    w2 = torch.relu(e2) ** 2  # what the dense formula counted
-                    self.c1_slope += torch.bincount(cc, weights=e2 * e2 - w2, minlength=K)
-                    self.c1_gain += torch.bincount(
-                        cc, weights=d2 * e2 - 0.5 * d2 * d2 - 0.5 * w2, minlength=K
-                    )
-            norm = sq.sqrt()
-            over = norm > lam
-            self.n_over += int(over.sum())
-            gain = 0.5 * (norm[over] - lam) ** 2
-            if gain.numel():
-                self.over_sum += float(gain.sum())
-                self.over_max = max(self.over_max, float(gain.max()))
+            self._add_kkt(a, r, atoms_KD, rows, cols, v64, tau)
+            self._add_capacity(sq)
+        self._add_extremes(a, start, tau, rows, cols, vals)
+
+    def _add_kkt(self, a: torch.Tensor, r: torch.Tensor, atoms_KD: torch.Tensor,
+                 rows: torch.Tensor, cols: torch.Tensor, v64: torch.Tensor, tau: float) -> None:
+        """C1 of one chunk: largest KKT violation, slope and exact gain of the code steps."""
+        K = a.shape[1]
+        lam = self.lam
+        g = r @ atoms_KD.t()  # g_kn = d_k · r_n  (THEORY C1)
+        ex = (g[rows, cols] - lam).to(F64)
+        # inactive entries: violation v = max(g − λ, 0); the optimal step on a_kn alone is
+        # δ = v, with first-order gain δ(g − λ) = v² and exact gain v² − v²/2.
+        # The slope is the derivative at t = 0 of the gain of δ(t) = max(t(g − λ), −a):
+        # (g − λ)² on entries with a > 0 (the clip −a only acts at finite t), v² on
+        # inactive ones (proofs/c1_code_kkt.md).
+        if tau > 0:
+            g_small = g[(a > 0) & (a <= tau)]  # dust entries 0 < a ≤ τ, used below
+        v = g.sub_(lam).clamp_(min=0)  # in place: g is not needed any more
+        self.kkt_max = torch.maximum(self.kkt_max, v.amax(0).to(F64))
+        v2 = torch.linalg.vector_norm(v, dim=0).to(F64) ** 2
+        # active entries: violation |g − λ|, step δ = max(g − λ, −a); replace their
+        # inactive-formula contribution (relu ≤ |·|, so the max above stays correct).
+        delta = torch.maximum(ex, -v64)
+        wrong = torch.relu(ex) ** 2
+        self.kkt_max = torch.maximum(
+            self.kkt_max,
+            torch.zeros_like(self.kkt_max).scatter_reduce_(0, cols, ex.abs(), "amax"),
+        )
+        self.c1_slope += v2 + torch.bincount(cols, weights=ex * ex - wrong, minlength=K)
+        self.c1_gain += 0.5 * v2 + torch.bincount(
+            cols, weights=delta * ex - 0.5 * delta * delta - 0.5 * wrong, minlength=K
+        )
+        if tau > 0:  # entries with 0 < a ≤ τ: δ = max(g − λ, −a), not relu(g − λ)
+            small = (a > 0) & (a <= tau)
+            if bool(small.any()):
+                rr, cc = small.nonzero(as_tuple=True)
+                e2 = (g_small - lam).to(F64)
+                d2 = torch.maximum(e2, -a[rr, cc].to(F64))
+                w2 = torch.relu(e2) ** 2  # what the dense formula counted
+                self.c1_slope += torch.bincount(cc, weights=e2 * e2 - w2, minlength=K)
+                self.c1_gain += torch.bincount(
+                    cc, weights=d2 * e2 - 0.5 * d2 * d2 - 0.5 * w2, minlength=K
+                )
+
+    def _add_capacity(self, sq: torch.Tensor) -> None:
+        """Capacity (THEORY §3): points with ``‖r_n‖ > λ`` and their gains."""
+        lam = self.lam
+        norm = sq.sqrt()
+        over = norm > lam
+        self.n_over += int(over.sum())
+        gain = 0.5 * (norm[over] - lam) ** 2
+        if gain.numel():
+            self.over_sum += float(gain.sum())
+            self.over_max = max(self.over_max, float(gain.max()))
+
+    def _add_extremes(self, a: torch.Tensor, start: int, tau: float, rows: torch.Tensor,
+                      cols: torch.Tensor, vals: torch.Tensor) -> None:
+        """Top buffers, per-atom minima (C4) and maxima of one chunk."""
+        c, K = a.shape
         self.top.update(a, start, tau, active=(rows, cols, vals) if tau == 0 else None)
         # min_n a_kn matters only for atoms active on every row of the chunk (C4)
         chunk_min = torch.zeros(K, dtype=F64, device=a.device)

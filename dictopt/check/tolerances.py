@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dictopt.check.absorption import DEFAULT_ABSORPTION, AbsorptionThresholds
+
 
 @dataclass(frozen=True)
 class Tolerances:
@@ -50,7 +52,7 @@ DEFAULT_TOLERANCES = Tolerances()
 
 @dataclass(frozen=True)
 class LabelThresholds:
-    """Thresholds of the structural labels (C6 and the absorption signature)."""
+    """Thresholds of the structural labels (C6, duplicates, absorption)."""
 
     duplicate_cos: float = 0.99
     """``c_ij ≥`` this: duplicate atoms."""
@@ -58,8 +60,8 @@ class LabelThresholds:
     """``c_ij ≤ −`` this, both atoms dense: a dense antipodal pair (THEORY C6; predicted)."""
     dense_fraction: float = 0.2
     """An atom active on at least this fraction of points is dense."""
-    absorption_cos: float = 0.5
-    """``c_ij ≥`` this with disjoint supports: absorption signature (Chanin et al.)."""
+    absorption: AbsorptionThresholds = DEFAULT_ABSORPTION
+    """Thresholds of the structural absorption label (:mod:`dictopt.check.absorption`)."""
 
 
 DEFAULT_LABELS = LabelThresholds()

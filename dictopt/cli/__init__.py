@@ -15,6 +15,7 @@ import logging
 import pkgutil
 import sys
 
+import dictopt.integrations.saelens  # noqa: F401  (registers the saelens-* solvers)
 from dictopt import __version__
 from dictopt.validation import DictoptInputError
 

@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dictopt.data.evaluate import evaluate
     from dictopt.io.native import save_dictionary
-    from dictopt.problem import evaluate
     from dictopt.solvers.registry import get_solver
     from dictopt.validation import DictoptInputError, check_lambda, check_positive_int
 

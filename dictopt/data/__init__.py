@@ -1,5 +1,6 @@
 """Data: activation sources (chunks) and synthetic worlds with ground truth."""
 
+from dictopt.data.evaluate import evaluate
 from dictopt.data.sources import (
     ActivationSource,
     ArraySource,
@@ -21,4 +22,5 @@ __all__ = [
     "WorldSpec",
     "make_world",
     "as_source",
+    "evaluate",
 ]

@@ -120,7 +120,18 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-def _open_npy(path: Path) -> np.ndarray:
+def open_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` file memory-mapped (read-only), or a clear error naming it.
+
+    Parameters
+    ----------
+    path:
+        The file.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
@@ -145,14 +156,14 @@ class NpySource(ActivationSource):
         self.path = Path(path)
         if not self.path.is_file():
             raise DictoptInputError(f"{self.path}: no such file")
-        arr = _open_npy(self.path)
+        arr = open_npy(self.path)
         self.d = int(arr.shape[1])
         self.n = int(arr.shape[0])
         self.chunk_size = check_positive_int(chunk_size, "chunk_size")
         self.dtype = dtype
 
     def _raw_chunks(self) -> Iterator[tuple[np.ndarray, str]]:
-        arr = _open_npy(self.path)
+        arr = open_npy(self.path)
         for lo in range(0, self.n, self.chunk_size):
             yield np.array(arr[lo : lo + self.chunk_size]), f"{self.path.name} rows {lo}+"
 
@@ -194,7 +205,7 @@ class ShardFolderSource(ActivationSource):
         widths = {}
         self.n = 0
         for shard in self.shards:
-            arr = _open_npy(shard)
+            arr = open_npy(shard)
             widths[shard.name] = arr.shape[1]
             self.n += int(arr.shape[0])
         first = self.shards[0].name
@@ -210,7 +221,7 @@ class ShardFolderSource(ActivationSource):
 
     def _raw_chunks(self) -> Iterator[tuple[np.ndarray, str]]:
         for shard in self.shards:
-            arr = _open_npy(shard)
+            arr = open_npy(shard)
             for lo in range(0, arr.shape[0], self.chunk_size):
                 yield np.array(arr[lo : lo + self.chunk_size]), f"{shard.name} rows {lo}+"
 

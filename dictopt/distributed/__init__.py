@@ -1,5 +1,8 @@
 """Scale-out on Dask: check activation sets larger than one machine (``pip install .[dask]``).
 
+- :class:`DaskExecutor`: the executor of :mod:`dictopt.check`'s streamed passes on Dask
+  (``check(..., executor=DaskExecutor(workers=4))``; also ``certify`` and the wide bound).
+
 - :func:`partition_source`: a shard folder, ``.npy`` file, Zarr array or Dask array as named
   partitions that workers open themselves (:mod:`dictopt.distributed.sources`).
 - :func:`check_distributed` / :func:`certify_distributed`: the checker's two passes and the
@@ -13,9 +16,11 @@
 from dictopt.distributed.bound import wide_limit_bound_distributed
 from dictopt.distributed.check import certify_distributed, check_distributed
 from dictopt.distributed.cluster import PartitionError, dask_client, map_reduce
+from dictopt.distributed.executor import DaskExecutor
 from dictopt.distributed.sources import Partition, PartitionedSource, partition_source
 
 __all__ = [
+    "DaskExecutor",
     "Partition",
     "PartitionError",
     "PartitionedSource",

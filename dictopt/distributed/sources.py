@@ -26,7 +26,7 @@ from dictopt.data.sources import (
     DEFAULT_CHUNK_SIZE,
     ActivationSource,
     ShardFolderSource,
-    _open_npy,
+    open_npy,
 )
 from dictopt.validation import DictoptInputError, check_positive_int
 
@@ -49,7 +49,7 @@ class NpyRows:
         The memory map is opened per read and dropped at once: pages of a map that stays
         open count in the worker's resident memory, which would then grow with N.
         """
-        arr = _open_npy(self.path)
+        arr = open_npy(self.path)
         return np.array(arr[self.lo + lo : self.lo + hi])
 
 
@@ -143,7 +143,7 @@ def _shard_partitions(folder: Path, rows: int) -> PartitionedSource:
     parts: list[Partition] = []
     start = 0
     for shard in src.shards:
-        n = int(_open_npy(shard).shape[0])
+        n = int(open_npy(shard).shape[0])
         if n == 0:
             warnings.warn(
                 f"{shard}: empty shard (0 rows), skipped", UserWarning, stacklevel=3
@@ -251,7 +251,7 @@ def partition_source(obj: Any, *, rows: int | None = None) -> PartitionedSource:
 
 
 def _shard_partitions_single(path: Path, rows: int) -> PartitionedSource:
-    arr = _open_npy(path)
+    arr = open_npy(path)
     n, d = int(arr.shape[0]), int(arr.shape[1])
     if n == 0:
         raise DictoptInputError(f"activations: {path} holds no rows")

@@ -39,6 +39,18 @@ def from_sklearn(estimator: Any, *, lam: float | None = None) -> Dictionary:
 
     ``λ = transform_alpha`` (else ``alpha``) for the dictionary-learning estimators; other
     estimators (PCA, NMF, ...) have no λ in THEORY's convention and get ``None`` unless given.
+
+    Parameters
+    ----------
+    estimator:
+        A fitted estimator.
+    lam:
+        λ (overrides the estimator's).
+
+    Returns
+    -------
+    Dictionary
+        Canonical; no encoder (optimal codes).
     """
     name = type(estimator).__name__
     comp = getattr(estimator, "components_", None)
@@ -79,7 +91,22 @@ def from_sklearn(estimator: Any, *, lam: float | None = None) -> Dictionary:
 
 
 def load_npz(path: str | Path, *, lam: float | None = None, d_in: int | None = None) -> Dictionary:
-    """Load atoms (and optionally bias and λ) from an ``.npz`` file; see the module docstring."""
+    """Load atoms (and optionally bias and λ) from an ``.npz`` file; see the module docstring.
+
+    Parameters
+    ----------
+    path:
+        The ``.npz`` file.
+    lam:
+        λ (overrides the file's).
+    d_in:
+        Expected width, if known.
+
+    Returns
+    -------
+    Dictionary
+        Canonical.
+    """
     path = Path(path)
     if not path.is_file():
         raise DictoptInputError(f"{path}: no such file")

@@ -142,14 +142,7 @@ def implied_lambda(
     lam = float(g_act.median())
     qs = torch.quantile(g_act, torch.tensor(QUANTILES, dtype=torch.float64)) if \
         g_act.numel() < 16_000_000 else torch.tensor([math.nan] * len(QUANTILES))
-    idx = torch.cat(atom_idx)
-    per_atom = torch.full((dictionary.K,), math.nan, dtype=torch.float64)
-    order = torch.argsort(idx, stable=True)
-    idx_s, g_s = idx[order], g_act[order]
-    counts = torch.bincount(idx_s, minlength=dictionary.K)
-    for k, chunk_g in zip(counts.nonzero().flatten().tolist(),
-                          torch.split(g_s, counts[counts > 0].tolist()), strict=True):
-        per_atom[k] = chunk_g.median()
+    per_atom = _per_atom_median(torch.cat(atom_idx), g_act, dictionary.K)
     live = per_atom[~per_atom.isnan()]
     spread = math.nan
     if live.numel() >= 2 and lam != 0:
@@ -167,3 +160,15 @@ def implied_lambda(
         n_active=int(g_act.numel()),
         n_points=n,
     )
+
+
+def _per_atom_median(idx: torch.Tensor, g_act: torch.Tensor, K: int) -> torch.Tensor:
+    """``[K]`` median of the active ``g`` of each atom (NaN for atoms never active)."""
+    per_atom = torch.full((K,), math.nan, dtype=torch.float64)
+    order = torch.argsort(idx, stable=True)
+    idx_s, g_s = idx[order], g_act[order]
+    counts = torch.bincount(idx_s, minlength=K)
+    for k, chunk_g in zip(counts.nonzero().flatten().tolist(),
+                          torch.split(g_s, counts[counts > 0].tolist()), strict=True):
+        per_atom[k] = chunk_g.median()
+    return per_atom

@@ -32,7 +32,18 @@ LOOKED_FOR = (
 
 
 def detect_format(path: str | Path) -> str:
-    """The format of ``path`` from the files present (see the module docstring)."""
+    """The format of ``path`` from the files present (see the module docstring).
+
+    Parameters
+    ----------
+    path:
+        A folder or file.
+
+    Returns
+    -------
+    str
+        One of :data:`FORMATS`.
+    """
     p = Path(path)
     if not p.exists():
         raise DictoptInputError(f"{p}: no such file or folder")

@@ -22,6 +22,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+# the modules that define encoders register them on import (get_encoder_class looks them up)
+import dictopt.io.encoders  # noqa: F401
+import dictopt.solvers.sae  # noqa: F401
 from dictopt.problem import Dictionary, get_encoder_class
 from dictopt.validation import DictoptInputError
 
@@ -67,7 +70,18 @@ def save_dictionary(dictionary: Dictionary, folder: str | Path) -> Path:
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:
-    """Parse ``cfg.json`` with clear errors for a missing or corrupt file."""
+    """Parse ``cfg.json`` with clear errors for a missing or corrupt file.
+
+    Parameters
+    ----------
+    folder:
+        A dictionary folder.
+
+    Returns
+    -------
+    dict[str, Any]
+        The parsed ``cfg.json``.
+    """
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise DictoptInputError(f"{path}: no such file (is {folder} a dictopt/SAELens folder?)")
@@ -81,7 +95,18 @@ def read_config(folder: str | Path) -> dict[str, Any]:
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file with a clear error when it is missing or corrupt."""
+    """Load a safetensors file with a clear error when it is missing or corrupt.
+
+    Parameters
+    ----------
+    path:
+        A ``.safetensors`` file.
+
+    Returns
+    -------
+    dict[str, torch.Tensor]
+        Its tensors by name.
+    """
     path = Path(path)
     if not path.is_file():
         raise DictoptInputError(f"{path}: no such file")

@@ -38,7 +38,20 @@ logger = logging.getLogger(__name__)
 
 
 def layer_norm(x_ND: Any, eps: float = LN_EPS) -> torch.Tensor:
-    """OpenAI's input normalisation: each row centred and divided by (its std + eps)."""
+    """OpenAI's input normalisation: each row centred and divided by (its std + eps).
+
+    Parameters
+    ----------
+    x_ND:
+        Data.
+    eps:
+        Added to each row's std.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[N, d]``.
+    """
     x = to_tensor(x_ND, "activations")
     mu = x.mean(dim=-1, keepdim=True)
     xc = x - mu
@@ -46,6 +59,18 @@ def layer_norm(x_ND: Any, eps: float = LN_EPS) -> torch.Tensor:
 
 
 def is_openai_state(state: Any) -> bool:
+    """Whether ``state`` looks like an OpenAI autoencoder's state dict.
+
+    Parameters
+    ----------
+    state:
+        A loaded state dict.
+
+    Returns
+    -------
+    bool
+        Whether it has the keys of OpenAI's ``sparse_autoencoder``.
+    """
     return isinstance(state, dict) and all(k in state for k in REQUIRED)
 
 

@@ -75,7 +75,18 @@ def _is_pre6(cfg: dict[str, Any]) -> bool:
 
 
 def normalise_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A flat config: pre-6.0 keys renamed, training details merged in (top level wins)."""
+    """A flat config: pre-6.0 keys renamed, training details merged in (top level wins).
+
+    Parameters
+    ----------
+    cfg:
+        A SAELens ``cfg.json``.
+
+    Returns
+    -------
+    dict[str, Any]
+        The flat, current-version config.
+    """
     out = dict(cfg)
     if _is_pre6(out):
         for old, new in (("activation_fn_str", "activation_fn"), ("hook_point", "hook_name")):

@@ -35,7 +35,20 @@ LIBRARY = "sparsify"
 
 
 def load_sparsify(folder: str | Path, *, lam: float | None = None) -> Dictionary:
-    """Load a sparsify ``SparseCoder`` folder as a canonical Dictionary (its encoder kept)."""
+    """Load a sparsify ``SparseCoder`` folder as a canonical Dictionary (its encoder kept).
+
+    Parameters
+    ----------
+    folder:
+        The sparsify folder.
+    lam:
+        λ (sparsify's TopK coders have none).
+
+    Returns
+    -------
+    Dictionary
+        Canonical, with sparsify's encoder.
+    """
     folder = Path(folder)
     cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     cfg = read_json(cfg_path)

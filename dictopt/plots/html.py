@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from matplotlib.figure import Figure
 
-from dictopt.check.report import CONDITIONS, LABELS, SCHEMA_VERSION, CheckReport, Label, Violation
+from dictopt.check.report import CONDITIONS, LABELS, SCHEMA_VERSION, CheckReport, Violation
 from dictopt.plots.figure import to_base64
 from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
@@ -42,8 +42,8 @@ def _read_json(path: Path, what: str) -> Any:
 
 def load_check(path: str | Path) -> CheckReport:
     """A :class:`CheckReport` from ``dictopt check --json`` output (a file, or a folder holding
-    ``check.json`` / ``report.json`` / a single check JSON). Moves are not restored (the
-    report only needs their numbers)."""
+    ``check.json`` / ``report.json`` / a single check JSON), moves restored
+    (:meth:`CheckReport.from_json`)."""
     p = Path(path)
     if p.is_dir():
         names = [p / "check.json", p / "report.json"]
@@ -63,23 +63,9 @@ def load_check(path: str | Path) -> CheckReport:
             "write one with `dictopt check ... --json FILE`)"
         )
     try:
-        violations = [
-            Violation(
-                v["condition"], v["i"], v["j"], v["label"],
-                _f(v["slope"]), _f(v["step"]), _f(v["predicted_decrease"]),
-                v.get("model_decrease"), v.get("measured_decrease"), dict(v.get("detail") or {}),
-            )
-            for v in data["violations"]
-        ]
-        labels = [Label(lab["label"], lab["i"], lab.get("j"), dict(lab.get("detail") or {}))
-                  for lab in data["labels"]]
-        return CheckReport(data["summary"], data["atoms"], violations, labels)
-    except (KeyError, TypeError) as err:
+        return CheckReport.from_json(data)
+    except (KeyError, TypeError, ValueError) as err:
         raise DictoptInputError(f"check: {p} is missing field {err} (schema mismatch)") from None
-
-
-def _f(v: Any) -> float:
-    return math.nan if v is None else float(v)
 
 
 def load_wide(path: str | Path) -> dict[str, Any]:

@@ -9,242 +9,29 @@ Those points sit on the edge ``ã_j = −1`` of the scatter, so the segment is d
 swapped condition on the edge ``ã_i = −1``. (THEORY writes ``ã = (a − ā)/(ā − min a)``, which
 agrees when ``min_n a_in = 0``; dividing by ``ā_i`` is the form that is right in general.)
 
-:func:`pair_data` streams a source once for any number of pairs, keeping exact edge extremes
-(and the points attaining them), co-activity counts and a shared reservoir subsample of the
-points; :func:`hull_plot` draws one pair.
+:func:`~dictopt.check.pairdata.pair_data` (in the checker layer; re-exported here) streams a
+source once for any number of pairs, keeping exact edge extremes (and the points attaining
+them), co-activity counts and a shared reservoir subsample of the points; :func:`hull_plot`
+only draws one pair.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from dictopt.check.pairdata import PairData, pair_data
 from dictopt.check.report import CheckReport, Violation
 from dictopt.plots.figure import legend_outside, new_figure
-from dictopt.problem import Dictionary
-from dictopt.validation import DictoptInputError
 
 F64 = torch.float64
 INF = math.inf
 
-
-class PairData(NamedTuple):
-    """Everything the hull plot of the pair ``(i, j)`` needs, in raw (canonical) code units."""
-
-    i: int
-    j: int
-    n: int
-    """Number of points streamed."""
-    cos: float
-    """``c_ij = d_i · d_j``."""
-    tau: float
-    """Inactivity threshold: ``a ≤ τ`` is inactive."""
-    mean_i: float
-    mean_j: float
-    active_i: int
-    active_j: int
-    coactive: int
-    """Points where both atoms are active."""
-    n_off_j: int
-    """Points where ``j`` is inactive (the edge carrying the hull of ``a_i``)."""
-    n_off_i: int
-    lo_i: float
-    """``L_ij``: min of ``a_i`` where ``j`` is inactive (NaN when ``j`` is never inactive)."""
-    hi_i: float
-    """``H_ij``: max of ``a_i`` where ``j`` is inactive."""
-    lo_j: float
-    """``L_ji``: min of ``a_j`` where ``i`` is inactive."""
-    hi_j: float
-    """``H_ji``."""
-    extremes: np.ndarray
-    """``[6, 2]`` raw points ``(a_i, a_j)`` attaining ``lo_i, hi_i, lo_j, hi_j, max a_i,
-    max a_j`` (rows are NaN where undefined)."""
-    sample: np.ndarray | None
-    """``[s, 2]`` uniform reservoir subsample of raw ``(a_i, a_j)`` (None when not kept)."""
-
-    def normalised(self, values: np.ndarray | float, atom: str = "i") -> Any:
-        """``a / ā − 1`` for atom ``"i"`` or ``"j"`` (NaN when the atom is dead)."""
-        mean = self.mean_i if atom == "i" else self.mean_j
-        if mean <= 0:
-            return np.asarray(values, dtype=float) * np.nan
-        return np.asarray(values, dtype=float) / mean - 1.0
-
-
-def _resolve_codes(dictionary: Dictionary, codes: Any):  # noqa: ANN202
-    from dictopt.check.checker import make_coder
-
-    return make_coder(dictionary, codes)
-
-
-def _check_pairs(pairs: Sequence[tuple[int, int]], K: int) -> list[tuple[int, int]]:
-    out = []
-    for p in pairs:
-        if len(p) != 2:
-            raise DictoptInputError(f"pairs: expected (i, j) tuples, got {p!r}")
-        i, j = int(p[0]), int(p[1])
-        if not (0 <= i < K and 0 <= j < K) or i == j:
-            raise DictoptInputError(f"pairs: ({i}, {j}) is not a pair of distinct atoms < K={K}")
-        out.append((i, j))
-    return out
-
-
-def pair_data(
-    dictionary: Dictionary,
-    source: Any,
-    pairs: Sequence[tuple[int, int]],
-    *,
-    codes: Any = "own",
-    tau: float = 0.0,
-    sample: int = 20_000,
-    sample_pairs: Sequence[tuple[int, int]] | None = None,
-    seed: int = 0,
-    progress: bool = False,
-) -> list[PairData]:
-    """Stream ``source`` once and collect :class:`PairData` for each pair.
-
-    Parameters
-    ----------
-    dictionary:
-        The canonical dictionary (atoms give ``c_ij``; its encoder gives the codes).
-    source:
-        Activations (array, ``.npy``, shard folder or source).
-    pairs:
-        Ordered pairs ``(i, j)``; the data cover both orders.
-    codes:
-        ``"own"``, ``"optimal"``, a callable or given codes ``[N, K]`` (as for ``check``).
-    tau:
-        Inactivity threshold (use the report's ``summary["tau"]``).
-    sample:
-        Reservoir size (points kept for the scatter; the extremes are kept exactly anyway).
-    sample_pairs:
-        Pairs that keep a subsample (default: all). Others only get exact statistics, which
-        keeps memory small when many pairs are scanned for the co-occurrence scatter.
-    seed:
-        Seed of the reservoir.
-
-    An encoder with a method ``encode_columns(x, idx) -> raw codes [N, len(idx)]`` (exact for
-    encoders whose latents are computed independently, like ReLU and JumpReLU SAEs) is asked
-    only for the atoms of ``pairs`` when ``codes="own"``, which makes the pass ``O(N d P)``
-    instead of ``O(N d K)``.
-
-    Returns
-    -------
-    list[PairData]
-        In the order of ``pairs``. Memory: ``O(P + sample × atoms)``, independent of N.
-    """
-    from dictopt.check.checker import _codes_for
-    from dictopt.data.sources import as_source
-
-    K = dictionary.K
-    pairs = _check_pairs(pairs, K)
-    if not pairs:
-        return []
-    if sample < 0:
-        raise DictoptInputError(f"sample: must be ≥ 0, got {sample}")
-    _, coder = _resolve_codes(dictionary, codes)
-    src = as_source(source, dtype=dictionary.dtype)
-    if src.d != dictionary.d:
-        raise DictoptInputError(
-            f"activations: width {src.d} but the dictionary has d = {dictionary.d}"
-        )
-    union = sorted({k for p in pairs for k in p})
-    col = {k: c for c, k in enumerate(union)}
-    U = torch.tensor(union, dtype=torch.long, device=dictionary.device)
-    pi = torch.tensor([col[i] for i, _ in pairs], dtype=torch.long)
-    pj = torch.tensor([col[j] for _, j in pairs], dtype=torch.long)
-    wanted = pairs if sample_pairs is None else _check_pairs(sample_pairs, K)
-    s_atoms = sorted({k for p in wanted for k in p} & set(union))
-    s_cols = torch.tensor([col[k] for k in s_atoms], dtype=torch.long)
-    P = len(pairs)
-
-    total = torch.zeros(len(union), dtype=F64)
-    active = torch.zeros(len(union), dtype=torch.long)
-    coact = torch.zeros(P, dtype=torch.long)
-    off_j = torch.zeros(P, dtype=torch.long)
-    off_i = torch.zeros(P, dtype=torch.long)
-    # six tracked extremes per pair: lo_i, hi_i (j off), lo_j, hi_j (i off), max a_i, max a_j
-    sign = torch.tensor([-1.0, 1.0, -1.0, 1.0, 1.0, 1.0], dtype=F64)
-    best = torch.full((P, 6), -INF, dtype=F64)  # sign × value, maximised
-    points = torch.full((P, 6, 2), math.nan, dtype=F64)
-    gen = torch.Generator().manual_seed(seed)
-    keys = torch.empty(0, dtype=F64)
-    kept = torch.empty(0, len(s_atoms), dtype=F64)
-    # Fast path: an encoder whose latents are computed independently (ReLU, JumpReLU, ...)
-    # may expose ``encode_columns(x, idx)``; then only the needed columns are computed.
-    columns = None
-    if isinstance(codes, str) and codes == "own" and dictionary.encoder is not None:
-        columns = getattr(dictionary.encoder, "encode_columns", None)
-    n = 0
-    for chunk in src.iter_chunks(progress=progress, desc="pair data"):
-        x = chunk.data.to(device=dictionary.device)
-        if columns is not None:
-            A = columns(x, U).to(F64) * dictionary.code_scale[U].to(F64)
-            if bool((A < -1e-9).any()) or not bool(torch.isfinite(A).all()):
-                raise DictoptInputError(
-                    f"codes: encode_columns returned negative or non-finite codes ({chunk.label})"
-                )
-            A = A.clamp(min=0).cpu()
-        else:
-            a = _codes_for(coder, x, chunk.start, K, dictionary.dtype)
-            A = a[:, U].to(device="cpu", dtype=F64)
-        m = A.shape[0]
-        n += m
-        total += A.sum(0)
-        on = A > tau
-        active += on.sum(0)
-        ai, aj = A[:, pi], A[:, pj]
-        on_i, on_j = on[:, pi], on[:, pj]
-        coact += (on_i & on_j).sum(0)
-        off_j += (~on_j).sum(0)
-        off_i += (~on_i).sum(0)
-        masks = (~on_j, ~on_j, ~on_i, ~on_i, None, None)
-        vals = (ai, ai, aj, aj, ai, aj)
-        for e in range(6):
-            v = vals[e] * sign[e]
-            if masks[e] is not None:
-                v = torch.where(masks[e], v, torch.full_like(v, -INF))
-            top, idx = v.max(dim=0)
-            better = top > best[:, e]
-            if bool(better.any()):
-                best[better, e] = top[better]
-                rows = idx[better]
-                cols_b = better.nonzero().flatten()
-                points[better, e, 0] = ai[rows, cols_b]
-                points[better, e, 1] = aj[rows, cols_b]
-        if sample and s_atoms:
-            ck = torch.rand(m, generator=gen, dtype=F64)
-            keys = torch.cat([keys, ck])
-            kept = torch.cat([kept, A[:, s_cols]])
-            if keys.numel() > sample:
-                keep = torch.topk(keys, sample, largest=False).indices
-                keys, kept = keys[keep], kept[keep]
-    if n == 0:
-        raise DictoptInputError("activations: no data (0 rows)")
-    mean = total / n
-    atoms = dictionary.atoms.to(F64)
-    s_pos = {k: c for c, k in enumerate(s_atoms)}
-    wanted_set = set(wanted)
-    out = []
-    for p, (i, j) in enumerate(pairs):
-        ext = best[p] * sign  # back to values (−inf·sign where undefined)
-        vals = [float(v) if math.isfinite(float(v)) else math.nan for v in ext]
-        smp = None
-        if sample and (i, j) in wanted_set:
-            smp = torch.stack([kept[:, s_pos[i]], kept[:, s_pos[j]]], dim=1).numpy().copy()
-        out.append(PairData(
-            i=i, j=j, n=n, cos=float(atoms[i] @ atoms[j]), tau=float(tau),
-            mean_i=float(mean[col[i]]), mean_j=float(mean[col[j]]),
-            active_i=int(active[col[i]]), active_j=int(active[col[j]]),
-            coactive=int(coact[p]), n_off_j=int(off_j[p]), n_off_i=int(off_i[p]),
-            lo_i=vals[0], hi_i=vals[1], lo_j=vals[2], hi_j=vals[3],
-            extremes=points[p].numpy().copy(), sample=smp,
-        ))
-    return out
+__all__ = ["PairData", "PairVerdict", "hull_plot", "pair_data", "pair_verdict"]
 
 
 # ---------------------------------------------------------------------------------------------

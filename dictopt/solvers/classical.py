@@ -73,12 +73,38 @@ class Residuals(NamedTuple):
 
 
 def load_data(source: Any, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """All rows of ``source`` in memory (classical solvers need the whole data set)."""
+    """All rows of ``source`` in memory (classical solvers need the whole data set).
+
+    Parameters
+    ----------
+    source:
+        Array, tensor, path or ActivationSource.
+    dtype:
+        dtype of the result.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[N, d]``.
+    """
     return as_source(source).to_tensor().to(dtype)
 
 
 def check_fit_args(K: Any, lam: Any) -> tuple[int, float]:
-    """``K ≥ 1`` and ``λ > 0`` or a named error."""
+    """``K ≥ 1`` and ``λ > 0`` or a named error.
+
+    Parameters
+    ----------
+    K:
+        Number of atoms.
+    lam:
+        λ.
+
+    Returns
+    -------
+    tuple[int, float]
+        ``(K, λ)`` validated.
+    """
     if lam is None:
         raise DictoptInputError("lam: classical dictionary learning needs λ > 0")
     return check_positive_int(K, "K"), check_lambda(lam)
@@ -86,7 +112,22 @@ def check_fit_args(K: Any, lam: Any) -> tuple[int, float]:
 
 def initial_atoms(x_ND: torch.Tensor, K: int, seed: int) -> torch.Tensor:
     """``K`` distinct centred data points, normalised (random directions where a point is at
-    the mean or there are fewer points than atoms)."""
+    the mean or there are fewer points than atoms).
+
+    Parameters
+    ----------
+    x_ND:
+        Data.
+    K:
+        Number of atoms.
+    seed:
+        Seed of the choice.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[K, d]`` unit atoms.
+    """
     g = torch.Generator().manual_seed(seed)
     xc = x_ND - x_ND.mean(dim=0)
     take = torch.randperm(x_ND.shape[0], generator=g)[:K]
@@ -100,7 +141,28 @@ def initial_atoms(x_ND: torch.Tensor, K: int, seed: int) -> torch.Tensor:
 def first_order_residuals(
     x: torch.Tensor, D: torch.Tensor, b: torch.Tensor, A: torch.Tensor, lam: float, c1: float
 ) -> Residuals:
-    """Loss and C2/C3 residuals at ``(D, b, A)`` (C1 is passed in from the code solver)."""
+    """Loss and C2/C3 residuals at ``(D, b, A)`` (C1 is passed in from the code solver).
+
+    Parameters
+    ----------
+    x:
+        Data ``[N, d]``.
+    D:
+        Unit atoms ``[K, d]``.
+    b:
+        Bias ``[d]``.
+    A:
+        Codes ``[N, K]``.
+    lam:
+        λ.
+    c1:
+        The code solver's KKT residual.
+
+    Returns
+    -------
+    Residuals
+        Loss and C1–C3 residuals relative to λ.
+    """
     R = x - b - A @ D
     N = x.shape[0]
     loss = float((0.5 * (R * R).sum() + lam * A.sum()) / N)
@@ -113,7 +175,26 @@ def atom_step(
     x: torch.Tensor, D: torch.Tensor, b: torch.Tensor, A: torch.Tensor, lam: float
 ) -> tuple[torch.Tensor, int]:
     """Exact block-coordinate minimisation over each unit atom in turn; returns
-    ``(new atoms, number of unused atoms re-initialised)``."""
+    ``(new atoms, number of unused atoms re-initialised)``.
+
+    Parameters
+    ----------
+    x:
+        Data ``[N, d]``.
+    D:
+        Unit atoms ``[K, d]``.
+    b:
+        Bias ``[d]``.
+    A:
+        Codes ``[N, K]``.
+    lam:
+        λ.
+
+    Returns
+    -------
+    tuple[torch.Tensor, int]
+        New atoms and how many unused atoms were re-initialised.
+    """
     D = D.clone()
     R = x - b - A @ D
     C_KK = A.T @ A
@@ -153,7 +234,22 @@ demo, the notebooks) keep the exact-only path their published results come from.
 
 def warm_rows_for(N: int, K: int, warm_rows: Any) -> int:
     """Rows of the warm phase: ``"auto"`` is ``min(N // 2, 40 K)`` when ``N ≥ 10,000``, else 0
-    (none); an int is used as given (capped at N); None or 0 means none."""
+    (none); an int is used as given (capped at N); None or 0 means none.
+
+    Parameters
+    ----------
+    N:
+        Number of rows.
+    K:
+        Number of atoms.
+    warm_rows:
+        ``"auto"``, an int, ``None`` or 0.
+
+    Returns
+    -------
+    int
+        Rows of the warm phase (0: none).
+    """
     if warm_rows is None:
         return 0
     if warm_rows == "auto":
@@ -181,7 +277,38 @@ def warm_phase(
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Alternation on ``rows`` random rows with inexact codes (module docstring); returns the
     atoms, the bias and a summary for ``meta``. Each code step and each atom step lowers the
-    subsample's loss at its codes, so ``losses`` never increase."""
+    subsample's loss at its codes, so ``losses`` never increase.
+
+    Parameters
+    ----------
+    x:
+        Data ``[N, d]``.
+    D:
+        Initial atoms.
+    b:
+        Initial bias.
+    lam:
+        λ.
+    rows:
+        Rows used.
+    max_iter:
+        Bound on iterations.
+    code_steps:
+        Active-set steps per code update.
+    seed:
+        Seed of the rows.
+    fit_bias:
+        Learn the bias.
+    on_update:
+        Called after every atom step.
+    progress:
+        Show a progress bar.
+
+    Returns
+    -------
+    tuple[torch.Tensor, torch.Tensor, dict[str, Any]]
+        Atoms, bias and the phase's summary.
+    """
     g = torch.Generator().manual_seed(seed + 1)
     xs = x[torch.randperm(x.shape[0], generator=g)[:rows].to(x.device)]
     A, losses = None, []
@@ -259,19 +386,8 @@ def fit_classical(
     """
     K, lam = check_fit_args(K, lam)
     x = load_data(source).to(device or "cpu")
-    N, d = x.shape
-    if isinstance(init, Dictionary):
-        D, b = init.atoms.to(x), init.bias.to(x)
-    elif init is not None:
-        D = check_matrix(to_tensor(init, "init", dtype=x.dtype), "init", width=d).to(x.device)
-        D = D / D.norm(dim=1, keepdim=True)
-        b = x.mean(dim=0)
-    else:
-        D, b = initial_atoms(x.cpu(), K, seed).to(x.device), x.mean(dim=0)
-    if not fit_bias:
-        b = torch.zeros_like(b)
-    if D.shape[0] != K:
-        raise DictoptInputError(f"init: has {D.shape[0]} atoms but K = {K}")
+    N = x.shape[0]
+    D, b = _start(x, K, init, seed, fit_bias)
     warm = {"rows": 0}
     # "auto" uses a given start as it is.
     rows = 0 if warm_rows == "auto" and init is not None else warm_rows_for(N, K, warm_rows)
@@ -280,6 +396,49 @@ def fit_classical(
         D, b, warm = warm_phase(x, D, b, lam, rows=rows, max_iter=warm_iters,
                                 code_steps=WARM_CODE_STEPS, seed=seed, fit_bias=fit_bias,
                                 on_update=on_update, progress=progress)
+    D, b, run = _alternate(x, D, b, lam, max_iter=max_iter, tol=tol, grad_tol=grad_tol,
+                           code_tol=code_tol, fit_bias=fit_bias, callback=callback,
+                           on_update=on_update, progress=progress)
+    res = run["residuals"]
+    if not run["converged"]:
+        log.warning(
+            "classical: stopped after %d iterations without meeting the first-order tolerances "
+            "(C1 %.2g, C2 %.2g, C3 %.2g relative to λ)", run["n_iter"], res.c1, res.c2, res.c3
+        )
+    meta = {"solver": "classical", "K": K, "lam": lam, "seed": seed, "max_iter": max_iter,
+            "tol": tol, "grad_tol": grad_tol, "code_tol": code_tol, "history": run["history"],
+            "n_iter": run["n_iter"], "converged": run["converged"], "c1": res.c1, "c2": res.c2,
+            "c3": res.c3, "n_reinit": run["n_reinit"], "fit_bias": fit_bias, "warm_start": warm}
+    return Dictionary(atoms=D.cpu(), bias=b.cpu(), lam=lam, meta=meta, has_bias=fit_bias)
+
+
+def _start(x: torch.Tensor, K: int, init: Any, seed: int,
+           fit_bias: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial unit atoms and bias: from ``init`` (atoms or a Dictionary) or data points."""
+    if isinstance(init, Dictionary):
+        D, b = init.atoms.to(x), init.bias.to(x)
+    elif init is not None:
+        D = check_matrix(to_tensor(init, "init", dtype=x.dtype), "init",
+                         width=x.shape[1]).to(x.device)
+        D = D / D.norm(dim=1, keepdim=True)
+        b = x.mean(dim=0)
+    else:
+        D, b = initial_atoms(x.cpu(), K, seed).to(x.device), x.mean(dim=0)
+    if not fit_bias:
+        b = torch.zeros_like(b)
+    if D.shape[0] != K:
+        raise DictoptInputError(f"init: has {D.shape[0]} atoms but K = {K}")
+    return D, b
+
+
+def _alternate(
+    x: torch.Tensor, D: torch.Tensor, b: torch.Tensor, lam: float, *, max_iter: int,
+    tol: float, grad_tol: float, code_tol: float, fit_bias: bool,
+    callback: Callable[[int, float], bool] | None,
+    on_update: Callable[[str, torch.Tensor, torch.Tensor], None] | None, progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The exact phase: exact codes, then an atom step and the bias, until the first-order
+    tolerances hold, the objective stalls or ``callback`` says stop."""
     A = None
     history: list[float] = []
     n_reinit, converged, n_iter = 0, False, 0
@@ -308,20 +467,8 @@ def fit_classical(
                 on_update("exact", D, b)
     finally:
         bar.close()
-    if not converged:
-        log.warning(
-            "classical: stopped after %d iterations without meeting the first-order tolerances "
-            "(C1 %.2g, C2 %.2g, C3 %.2g relative to λ)", n_iter, res.c1, res.c2, res.c3
-        )
-    meta = {
-        "solver": "classical",
-        "K": K, "lam": lam, "seed": seed, "max_iter": max_iter, "tol": tol,
-        "grad_tol": grad_tol, "code_tol": code_tol,
-        "history": history, "n_iter": n_iter, "converged": converged,
-        "c1": res.c1, "c2": res.c2, "c3": res.c3, "n_reinit": n_reinit, "fit_bias": fit_bias,
-        "warm_start": warm,
-    }
-    return Dictionary(atoms=D.cpu(), bias=b.cpu(), lam=lam, meta=meta, has_bias=fit_bias)
+    return D, b, {"history": history, "n_iter": n_iter, "converged": converged,
+                  "n_reinit": n_reinit, "residuals": res}
 
 
 @register_solver("classical", "alternating exact minimisation (exact lasso codes, sphere BCD)")
@@ -361,8 +508,19 @@ def fit_sklearn(
 
     Parameters
     ----------
-    minibatch : use MiniBatchDictionaryLearning (``max_iter`` = epochs) instead of the batch one.
-    max_iter, tol, batch_size : passed to sklearn.
+    source, K, lam, seed:
+        Data (loaded into memory), number of atoms, λ of the canonical objective, seed.
+    progress:
+        scikit-learn's ``verbose``.
+    minibatch:
+        Use ``MiniBatchDictionaryLearning`` (``max_iter`` = epochs) instead of the batch one.
+    max_iter, tol, batch_size:
+        Passed to scikit-learn.
+
+    Returns
+    -------
+    Dictionary
+        Canonical (unit atoms, bias = data mean, λ).
     """
     from sklearn.decomposition import DictionaryLearning, MiniBatchDictionaryLearning
 
@@ -379,13 +537,7 @@ def fit_sklearn(
     else:
         est = DictionaryLearning(tol=tol, **common)
     est.fit(x - mean)
-    V = np.array(est.components_, dtype=np.float64)
-    norms = np.linalg.norm(V, axis=1)
-    dead = norms <= 1e-12
-    if dead.any():
-        rng = np.random.default_rng(seed)
-        V[dead] = rng.standard_normal((int(dead.sum()), V.shape[1]))
-        norms[dead] = np.linalg.norm(V[dead], axis=1)
+    V, norms, dead = _unit_components(est.components_, seed)
     meta = {
         "solver": "sklearn", "K": K, "lam": lam, "alpha": lam, "seed": seed,
         "minibatch": bool(minibatch), "max_iter": max_iter, "tol": tol,
@@ -393,6 +545,19 @@ def fit_sklearn(
         "n_dead_replaced": int(dead.sum()), "bias": "data mean (sklearn centres the data)",
     }
     return Dictionary(atoms=V / norms[:, None], bias=mean, lam=lam, meta=meta)
+
+
+def _unit_components(components: Any, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's atoms with zero atoms replaced by random ones; their norms; which were
+    replaced."""
+    V = np.array(components, dtype=np.float64)
+    norms = np.linalg.norm(V, axis=1)
+    dead = norms <= 1e-12
+    if dead.any():
+        rng = np.random.default_rng(seed)
+        V[dead] = rng.standard_normal((int(dead.sum()), V.shape[1]))
+        norms[dead] = np.linalg.norm(V[dead], axis=1)
+    return V, norms, dead
 
 
 @register_solver("sklearn", "scikit-learn (MiniBatch)DictionaryLearning, positive codes")

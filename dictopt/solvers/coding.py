@@ -1,549 +1,36 @@
-"""Exact codes for a fixed dictionary: the batched nonnegative lasso (THEORY §2, C1).
+"""Exact codes for a fixed dictionary (THEORY §2, C1): the batched nonnegative lasso.
 
-For every point ``x_n`` (rows of ``x_ND``), atoms as rows of ``atoms_KD``, ``y_n = x_n - b``::
-
-    a_n = argmin_{a ≥ 0}  ½ ‖y_n − Σ_k a_k d_k‖² + λ Σ_k a_k
-
-Algorithm (all points at once, in torch, on the atoms' device):
-
-1. **Active set** (Lawson–Hanson, adapted to the lasso's linear term). Per point keep a support
-   ``P``; solve the unconstrained problem on ``P`` (``G_PP z = c_P − λ`` with ``G = D Dᵀ`` and
-   ``c = D y``); if ``z`` has non-positive entries, move from the current point towards ``z``
-   until the first coordinate hits zero and drop it; once ``z > 0`` on ``P``, add the atoms with
-   the largest KKT violations ``g_k − λ`` (``g_k = d_k · r``): up to ``|P|`` of them, at most
-   :data:`MAX_ADD`; if one of several added atoms would get a non-positive code, or the face
-   becomes nearly singular, only the worst violator is added, as Lawson–Hanson does. Codes are
-   held per point as a padded list of its support, so only the gradient and the choice of
-   atoms touch all K atoms, and every step is one batched Cholesky solve. In exact arithmetic
-   this terminates at the exact solution; the solution it returns is exact up to rounding.
-2. **FISTA** (projected, step ``1/‖G‖``, gradient-based restart) for points where the active
-   set stalls (linearly dependent supports, e.g. duplicate atoms). Then back to 1.
-
-The stopping rule is the KKT residual of C1, never an iteration count: a point is done when
-``max_k violation_kn / λ ≤ tol`` with ``violation = |g − λ|`` where ``a > 0`` and
-``max(g − λ, 0)`` where ``a = 0`` (computed from the residual ``r_n`` itself). ``max_iter``
-only bounds the work; hitting it logs a warning and reports ``converged=False``.
-
-Computation is in float64 by default (``dtype``); tolerances around 1e-9 need it.
+The kernel lives in :mod:`dictopt.lasso` (below :mod:`dictopt.problem`, whose
+``Dictionary.optimal_codes`` uses it); this module re-exports it for the solver layer and adds
+:func:`iter_codes`, which streams a source.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
-import torch
-
-from dictopt.validation import (
-    DictoptInputError,
-    check_finite,
-    check_lambda,
-    check_matrix,
-    check_positive_int,
-    to_tensor,
+from dictopt.lasso import (
+    DEFAULT_BATCH_SIZE,
+    MAX_ADD,
+    WELL_CONDITIONED,
+    CodeResult,
+    improve_codes,
+    kkt_violations,
+    solve_codes,
 )
-
-log = logging.getLogger(__name__)
-
-DEFAULT_BATCH_SIZE = 8192
-"""Points solved together; bounds memory (``batch × K`` plus padded ``batch × s × s``)."""
-
-
-class CodeResult(NamedTuple):
-    """Codes for a batch and how well they satisfy C1."""
-
-    codes: torch.Tensor
-    """``[N, K]`` nonnegative codes."""
-    kkt_residual: float
-    """``max_{n,k} violation_kn / λ`` (THEORY C1, relative to λ)."""
-    n_iter: int
-    """Iterations used (active-set steps plus FISTA steps, for the slowest batch)."""
-    converged: bool
-    """Whether every point reached ``kkt_residual ≤ tol``."""
-
-
-# --------------------------------------------------------------------------------------------
-# Validation and the KKT residual.
-# --------------------------------------------------------------------------------------------
-
-
-def _check_atoms(atoms_KD: Any, dtype: torch.dtype) -> torch.Tensor:
-    D = check_matrix(to_tensor(atoms_KD, "atoms", dtype=dtype), "atoms", width_name="d")
-    check_finite(D, "atoms")
-    zero = (D.norm(dim=1) == 0).nonzero()
-    if zero.numel():
-        raise DictoptInputError(f"atoms: atom {int(zero[0])} is zero; atoms must be nonzero")
-    return D
-
-
-def _prepare(
-    atoms_KD: Any, x_ND: Any, lam: Any, bias: Any | None, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Validated ``(atoms, y = x − b, λ)`` on the atoms' device."""
-    D = _check_atoms(atoms_KD, dtype)
-    x = to_tensor(x_ND, "activations", dtype=dtype, device=D.device)
-    check_matrix(x, "activations", width=D.shape[1])
-    check_finite(x, "activations")
-    lam = check_lambda(lam)
-    if bias is not None:
-        b = to_tensor(bias, "bias", dtype=dtype, device=D.device)
-        if b.shape != (D.shape[1],):
-            raise DictoptInputError(
-                f"bias: expected shape ({D.shape[1]},), got {tuple(b.shape)}"
-            )
-        check_finite(b.reshape(1, -1), "bias")
-        x = x - b
-    return D, x, lam
-
-
-def _check_init(init: Any, D: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Starting codes ``[N, K]``, finite, clipped at 0 (on the atoms' device and dtype)."""
-    a = to_tensor(init, "init", dtype=D.dtype, device=D.device)
-    if a.shape != (y.shape[0], D.shape[0]):
-        raise DictoptInputError(
-            f"init: expected shape ({y.shape[0]}, {D.shape[0]}), got {tuple(a.shape)}"
-        )
-    check_finite(a, "init")
-    return a.clamp(min=0)
-
-
-def _violations(g_NK: torch.Tensor, a_NK: torch.Tensor, lam: float) -> torch.Tensor:
-    """C1 violations from correlations ``g = d_k · r_n`` (absolute)."""
-    return torch.where(a_NK > 0, (g_NK - lam).abs(), (g_NK - lam).clamp(min=0))
-
-
-def kkt_violations(
-    atoms_KD: Any, x_ND: Any, codes_NK: Any, lam: float, bias: Any | None = None
-) -> torch.Tensor:
-    """Per-entry violation of the nonnegative-lasso KKT conditions (THEORY C1), absolute.
-
-    With ``r_n = x_n − b − Σ_k a_kn d_k`` and ``g_kn = d_k · r_n``: ``|g_kn − λ|`` where
-    ``a_kn > 0`` and ``max(g_kn − λ, 0)`` where ``a_kn = 0``.
-
-    Parameters
-    ----------
-    atoms_KD : array ``[K, d]`` (rows are atoms; any nonzero norms)
-    x_ND : array ``[N, d]``
-    codes_NK : array ``[N, K]``, nonnegative
-    lam : λ > 0
-    bias : array ``[d]`` or None
-
-    Returns
-    -------
-    torch.Tensor ``[N, K]`` (float64).
-    """
-    D, y, lam = _prepare(atoms_KD, x_ND, lam, bias, torch.float64)
-    a = to_tensor(codes_NK, "codes", dtype=torch.float64, device=D.device)
-    if a.shape != (y.shape[0], D.shape[0]):
-        raise DictoptInputError(
-            f"codes: expected shape ({y.shape[0]}, {D.shape[0]}), got {tuple(a.shape)}"
-        )
-    check_finite(a, "codes")
-    if a.numel() and float(a.min()) < 0:
-        raise DictoptInputError(f"codes: must be nonnegative, found {float(a.min()):.3g}")
-    return _violations((y - a @ D) @ D.T, a, lam)
-
-
-# --------------------------------------------------------------------------------------------
-# The two inner algorithms (all tensors are for the working set of points).
-# --------------------------------------------------------------------------------------------
-
-
-def _point_kkt(D: torch.Tensor, y: torch.Tensor, a: torch.Tensor, lam: float) -> torch.Tensor:
-    """Relative KKT residual per point (from the residual, as reported)."""
-    return _violations((y - a @ D) @ D.T, a, lam).amax(dim=1) / lam
-
-
-# --------------------------------------------------------------------------------------------
-# The active-set method keeps codes in padded-support form: only the gradient and the choice
-# of the atoms to add touch all K atoms; everything else works on the supports.
-# --------------------------------------------------------------------------------------------
-
-MAX_ADD = 3
-"""Most atoms one active-set step adds to a point (up to its current support size; a failed
-multiple add falls back to the single worst violator). Of 1–32, 3 was fastest on 20k points,
-K = 256, d = 64 (supports of 16–33 atoms): 2.8× faster than adding one atom per step; larger
-adds fail and are redone too often."""
-
-
-class _Supports(NamedTuple):
-    """Codes in padded-support form: point ``n`` has atoms ``idx[n, j]`` with values
-    ``val[n, j]`` where ``valid[n, j]``; valid slots come first in every row, padding slots
-    have index 0 and value 0."""
-
-    idx: torch.Tensor
-    val: torch.Tensor
-    valid: torch.Tensor
-
-    def take(self, rows: torch.Tensor) -> _Supports:
-        return _Supports(self.idx[rows], self.val[rows], self.valid[rows])
-
-    def dense(self, K: int) -> torch.Tensor:
-        a = torch.zeros(self.idx.shape[0], K, dtype=self.val.dtype, device=self.val.device)
-        return a.scatter_add_(1, self.idx, torch.where(self.valid, self.val, 0.0))
-
-    def compact(self) -> _Supports:
-        """Valid slots first again (after some were dropped)."""
-        order = torch.argsort((~self.valid).to(torch.int8), dim=1, stable=True)
-        return _Supports(*(torch.gather(t, 1, order) for t in self))
-
-    def widen(self, S: int) -> _Supports:
-        extra = S - self.idx.shape[1]
-        if extra <= 0:
-            return self
-        return _Supports(*(torch.nn.functional.pad(t, (0, extra)) for t in self))
-
-
-def _supports_from_dense(a: torch.Tensor) -> _Supports:
-    P = a > 0
-    S = max(int(P.sum(dim=1).max()) if P.numel() else 0, 1)
-    order = torch.argsort((~P).to(torch.int8), dim=1, stable=True)[:, :S]
-    valid = torch.gather(P, 1, order)
-    return _Supports(
-        torch.where(valid, order, 0), torch.where(valid, torch.gather(a, 1, order), 0.0), valid
-    )
-
-
-def _padded_gram(G: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """``G_PP`` per point, identity on padding slots."""
-    K, S = G.shape[0], idx.shape[1]
-    eye = torch.eye(S, dtype=G.dtype, device=G.device)
-    pair = valid[:, :, None] & valid[:, None, :]
-    return torch.where(pair, G.reshape(-1)[idx[:, :, None] * K + idx[:, None, :]], eye)
-
-
-def _support_objective(
-    G: torch.Tensor, q_S: torch.Tensor, sup: _Supports, val: torch.Tensor
-) -> torch.Tensor:
-    """``½ vᵀ G_PP v − q_Pᵀ v`` per point for values ``val`` on the supports of ``sup``."""
-    v = torch.where(sup.valid, val, 0.0)
-    M = _padded_gram(G, sup.idx, sup.valid)
-    return 0.5 * (v[:, None, :] @ M @ v[:, :, None]).reshape(-1) - (q_S * v).sum(dim=1)
-
-
-WELL_CONDITIONED = 1e-6
-"""Smallest Cholesky pivot, relative to the largest, of a face that several atoms may join at
-once (below it the face is nearly singular, e.g. two copies of one atom)."""
-
-
-def _padded_face_solve(
-    G: torch.Tensor, q_S: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Solve ``G_PP z = q_P`` per point, supports padded to a common size.
-
-    Returns ``(z [n, S] zero on padding, ok [n], well [n])``; ``ok`` is False where ``G_PP`` was
-    singular and a tiny ridge was added (the step must then be checked against the
-    objective); ``well`` is ``ok`` and no pivot below :data:`WELL_CONDITIONED` of the largest.
-    """
-    M = _padded_gram(G, idx, valid)
-    L, info = torch.linalg.cholesky_ex(M)
-    ok = info == 0
-    if not bool(ok.all()):
-        # Singular G_PP (more atoms than dimensions, duplicates): a tiny ridge gives a huge
-        # step along the null direction, which is a descent ray when the added atom violates
-        # C1; the ratio test then stops it where the first code reaches zero.
-        bad = torch.where(~ok)[0]
-        Mb = M[bad]
-        eye = torch.eye(M.shape[1], dtype=M.dtype, device=M.device)
-        scale = Mb.diagonal(dim1=1, dim2=2).amax(dim=1)[:, None, None]
-        for ridge in (1e-12, 1e-9, 1e-6):
-            Lb, info_b = torch.linalg.cholesky_ex(Mb + ridge * scale * eye)
-            if not bool(info_b.any()):
-                break
-        L[bad] = Lb
-    pivots = L.diagonal(dim1=1, dim2=2)
-    inf = torch.tensor(float("inf"), dtype=L.dtype, device=L.device)
-    smallest = torch.where(valid, pivots, inf).amin(dim=1)
-    well = ok & (smallest >= WELL_CONDITIONED * torch.where(valid, pivots, 0.0).amax(dim=1))
-    rhs = torch.where(valid, q_S, 0.0).unsqueeze(-1)
-    return torch.where(valid, torch.cholesky_solve(rhs, L).squeeze(-1), 0.0), ok, well
-
-
-def _face_solve(
-    G: torch.Tensor, q_S: torch.Tensor, sup: _Supports
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_padded_face_solve` on groups of points with similar support sizes (a few
-    large supports would otherwise set the padded size for every point), each group cut to
-    its own largest support."""
-    count = sup.valid.sum(dim=1)
-    z, ok = torch.zeros_like(q_S), torch.ones_like(count, dtype=torch.bool)
-    well = ok.clone()
-    parts = torch.argsort(count).chunk(4) if q_S.shape[0] >= 512 else [None]
-    for part in parts:
-        rows = slice(None) if part is None else part
-        w = int(count[rows].max())
-        if w == 0:
-            continue
-        z[rows, :w], ok[rows], well[rows] = _padded_face_solve(
-            G, q_S[rows, :w], sup.idx[rows, :w], sup.valid[rows, :w]
-        )
-    return z, ok, well
-
-
-def _active_set(
-    G: torch.Tensor,
-    D: torch.Tensor,
-    q: torch.Tensor,
-    a: torch.Tensor,
-    lam: float,
-    tol: float,
-    max_steps: int,
-) -> tuple[torch.Tensor, int]:
-    """Lawson–Hanson active-set steps from a feasible ``a``; returns ``(a, steps)``.
-
-    Per point: if the codes are optimal on their face (support ``P``), add the worst violators
-    of C1 (up to ``|P|``, at most :data:`MAX_ADD`) or stop; then solve on ``P`` and step
-    towards the solution as far as nonnegativity allows (a blocked step drops the blocking
-    atom and leaves the point off its face optimum). If several atoms were added and one of
-    them would get a non-positive code, or the face is nearly singular, only the worst
-    violator is added instead (on an optimal face its code is positive). Each accepted step
-    lowers the objective; a point whose step would not (singular support, e.g. duplicate
-    atoms) keeps its codes and stops, and FISTA takes over for it.
-    """
-    n, K = q.shape
-    # The violations g − λ = q − aG; through D when that is cheaper (d < K/2).
-    grad = (lambda c: (c @ D) @ D.T) if 2 * D.shape[1] < K else (lambda c: c @ G)
-    sup = _supports_from_dense(a)
-    opt = ~sup.valid.any(dim=1)  # zero codes are optimal on the empty face
-    moving = torch.ones(n, dtype=torch.bool, device=a.device)
-    steps = 0
-    while steps < max_steps and bool(moving.any()):
-        steps += 1
-        w = torch.where(moving)[0]
-        cw = sup.take(w)
-        count = cw.valid.sum(dim=1)
-        ow = opt[w]
-        grow = torch.zeros_like(ow)
-        n_added = torch.zeros_like(count)
-        o = torch.where(ow)[0]
-        if o.numel():
-            cw = cw.widen(int(count[o].max()) + MAX_ADD)
-            g = q[w[o]] - grad(cw.take(o).dense(K))
-            inf = torch.tensor(float("inf"), dtype=g.dtype, device=g.device)
-            mask = torch.where(cw.valid[o], -inf, inf)
-            g = g.scatter_reduce(1, cw.idx[o], mask, reduce="amin")  # support: −inf
-            m = count[o].clamp(min=1, max=MAX_ADD)
-            top_v, top_j = g.topk(min(int(m.max()), K), dim=1)
-            rank = torch.arange(top_v.shape[1], device=a.device)
-            take = (top_v > tol * lam) & (rank < m[:, None])
-            grow[o] = take[:, 0]
-            n_added[o] = take.sum(dim=1)
-            r, j = take.nonzero(as_tuple=True)
-            slot = count[o][r] + j
-            cw.idx[o[r], slot] = top_j[r, j]
-            cw.valid[o[r], slot] = True
-        done = ow & ~grow
-        new_val = cw.val.clone()
-        hit = torch.zeros_like(done)
-        accept = torch.zeros_like(done)
-        s = torch.where(~done & cw.valid.any(dim=1))[0]
-        if s.numel():
-            cs = cw.take(s)
-            q_S = torch.gather(q[w[s]], 1, cs.idx)
-            z, ok, well = _face_solve(G, q_S, cs)
-            slots = torch.arange(cs.idx.shape[1], device=a.device)
-            added = cs.valid & (slots >= count[s, None])
-            # Several atoms added and one would get a non-positive code, or the face became
-            # (nearly) singular, e.g. two copies of one atom: add the worst violator alone, as
-            # Lawson–Hanson does.
-            failed = (added & (z <= 0)).any(dim=1) | ~well
-            redo = torch.where(failed & (n_added[s] > 1))[0]
-            if redo.numel():  # keep only the first (worst-violating) added atom
-                cs.valid[redo] &= ~added[redo] | (slots == count[s[redo], None])
-                cw.valid[s[redo]] = cs.valid[redo]
-                z[redo], ok[redo], _ = _face_solve(G, q_S[redo], cs.take(redo))
-            val = cs.val
-            # Ratio test: the largest t ≤ 1 keeping a + t (z − a) ≥ 0 on P.
-            ratio = torch.where(
-                cs.valid & (z <= 0), val / (val - z).clamp(min=torch.finfo(a.dtype).tiny), 2.0
-            )
-            t_s, first = ratio.min(dim=1)
-            t_s = t_s.clamp(max=1.0)
-            n_s = torch.where(cs.valid, val + t_s[:, None] * (z - val), 0.0).clamp(min=0)
-            h_s = t_s < 1
-            n_s[h_s, first[h_s]] = 0.0  # the blocking atom leaves the support exactly
-            # An exact face solve (ok) lowers the objective by convexity; check the others.
-            acc = ~(grow[s] & (t_s == 0))  # blocked at once by an atom just added: stalled
-            if not bool(ok.all()):
-                b = torch.where(~ok)[0]
-                cb = cs.take(b)
-                f_old = _support_objective(G, q_S[b], cb, val[b])
-                f_new = _support_objective(G, q_S[b], cb, n_s[b])
-                acc[b] &= (f_new <= f_old + 1e-13 * (1 + f_old.abs())) & h_s[b]
-            new_val[s] = torch.where(acc[:, None], n_s, val)
-            hit[s], accept[s] = h_s, acc
-        valid = new_val > 0  # drops blocked atoms and the adds of rejected steps
-        cw = _Supports(torch.where(valid, cw.idx, 0), torch.where(valid, new_val, 0.0), valid)
-        S = max(sup.idx.shape[1], cw.idx.shape[1])
-        sup, cw = sup.widen(S), cw.widen(S).compact()
-        sup.idx[w], sup.val[w], sup.valid[w] = cw
-        empty = ~valid.any(dim=1)
-        opt[w] = (accept & ~hit) | empty
-        moving[w] = accept | (empty & ~done)
-    return sup.dense(K), steps
-
-
-def _fista(
-    G: torch.Tensor, q: torch.Tensor, a: torch.Tensor, L: float, iters: int
-) -> torch.Tensor:
-    """Projected FISTA with gradient-based restart (O'Donoghue & Candès), per point."""
-    x = a.clone()
-    z = a.clone()
-    t = torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)
-    for _ in range(iters):
-        x_new = (z - (z @ G - q) / L).clamp(min=0)
-        restart = ((z - x_new) * (x_new - x)).sum(dim=1, keepdim=True) > 0
-        t_new = (1 + torch.sqrt(1 + 4 * t * t)) / 2
-        beta = torch.where(restart, 0.0, (t - 1) / t_new)
-        t = torch.where(restart, 1.0, t_new)
-        z = x_new + beta * (x_new - x)
-        x = x_new
-    return x
-
-
-# --------------------------------------------------------------------------------------------
-# Public solver.
-# --------------------------------------------------------------------------------------------
-
-
-def _solve_batch(
-    D: torch.Tensor,
-    G: torch.Tensor,
-    L: float,
-    y: torch.Tensor,
-    lam: float,
-    tol: float,
-    max_iter: int,
-    init: torch.Tensor | None,
-) -> CodeResult:
-    a = torch.zeros(y.shape[0], D.shape[0], dtype=D.dtype, device=D.device)
-    if init is not None:
-        a = init.clone()
-    q = y @ D.T - lam
-    kkt = _point_kkt(D, y, a, lam)
-    work = torch.where(kkt > tol)[0]
-    n_iter = 0
-    fista_iters = 20
-    while work.numel() and n_iter < max_iter:
-        aw, qw = a[work], q[work]
-        aw, steps = _active_set(G, D, qw, aw, lam, tol, max_steps=max_iter - n_iter)
-        n_iter += steps
-        kw = _point_kkt(D, y[work], aw, lam)
-        left = kw > tol
-        if bool(left.any()) and n_iter < max_iter:
-            iters = min(fista_iters, max_iter - n_iter)
-            aw[left] = _fista(G, qw[left], aw[left], L, iters)
-            n_iter += iters
-            fista_iters = min(2 * fista_iters, 1000)
-            kw[left] = _point_kkt(D, y[work[left]], aw[left], lam)
-        a[work] = aw
-        kkt[work] = kw
-        work = work[kw > tol]
-    res = float(kkt.max())
-    return CodeResult(a, res, n_iter, res <= tol)
-
-
-def solve_codes(
-    atoms_KD: Any,
-    x_ND: Any,
-    lam: float,
-    *,
-    bias: Any | None = None,
-    tol: float = 1e-9,
-    max_iter: int = 10_000,
-    init: Any | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    dtype: torch.dtype = torch.float64,
-) -> CodeResult:
-    """Optimal nonnegative codes for a fixed dictionary, certified by C1's KKT residual.
-
-    Solves ``min_{a ≥ 0} ½‖x_n − b − Σ_k a_k d_k‖² + λ Σ_k a_k`` for every row ``x_n``.
-
-    Parameters
-    ----------
-    atoms_KD : array ``[K, d]``
-        Atoms as rows (nonzero; unit norm is not required).
-    x_ND : array ``[N, d]``
-        Data; NaN/inf is an error naming the first bad row.
-    lam : float
-        λ > 0.
-    bias : array ``[d]``, optional
-        Subtracted from the data first.
-    tol : float
-        Stop when ``max violation / λ ≤ tol`` for every point (THEORY C1).
-    max_iter : int
-        Bound on active-set plus FISTA steps per batch (not the stopping rule).
-    init : array ``[N, K]``, optional
-        Nonnegative warm start (e.g. the previous codes in alternating minimisation).
-    batch_size : int
-        Points solved together (memory bound).
-    dtype : torch.dtype
-        Computation and output dtype (float64 by default).
-
-    Returns
-    -------
-    CodeResult
-        ``codes [N, K]`` on the atoms' device, ``kkt_residual`` (relative to λ), ``n_iter``,
-        ``converged``. Not converging logs a warning.
-    """
-    D, y, lam = _prepare(atoms_KD, x_ND, lam, bias, dtype)
-    if not tol > 0:
-        raise DictoptInputError(f"tol: must be > 0, got {tol}")
-    max_iter = check_positive_int(max_iter, "max_iter")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    a0 = None if init is None else _check_init(init, D, y)
-    G = D @ D.T
-    L = float(torch.linalg.eigvalsh(G)[-1])
-    parts, res, n_iter = [], 0.0, 0
-    for lo in range(0, y.shape[0], batch_size):
-        hi = lo + batch_size
-        r = _solve_batch(
-            D, G, L, y[lo:hi], lam, tol, max_iter, None if a0 is None else a0[lo:hi]
-        )
-        parts.append(r.codes)
-        res, n_iter = max(res, r.kkt_residual), max(n_iter, r.n_iter)
-    converged = res <= tol
-    if not converged:
-        log.warning(
-            "solve_codes: not converged after %d iterations (KKT residual %.3g > tol %.3g)",
-            n_iter, res, tol,
-        )
-    return CodeResult(torch.cat(parts, dim=0), res, n_iter, converged)
-
-
-def improve_codes(
-    atoms_KD: Any,
-    x_ND: Any,
-    lam: float,
-    *,
-    init: Any | None = None,
-    steps: int = 4,
-    bias: Any | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-) -> torch.Tensor:
-    """A few active-set steps from ``init`` (zero codes if None): inexact, cheap codes.
-
-    Every accepted step lowers each point's lasso objective, so codes returned are never worse
-    than ``init`` (THEORY §2's objective, per point); unlike :func:`solve_codes` nothing is
-    certified, and no KKT residual is computed. For the inexact warm phase of alternating
-    minimisation (:func:`dictopt.solvers.classical.fit_classical`).
-
-    Returns
-    -------
-    torch.Tensor ``[N, K]`` nonnegative codes (float64, on the atoms' device).
-    """
-    D, y, lam = _prepare(atoms_KD, x_ND, lam, bias, torch.float64)
-    steps = check_positive_int(steps, "steps")
-    a = torch.zeros(y.shape[0], D.shape[0], dtype=D.dtype, device=D.device)
-    if init is not None:
-        a = _check_init(init, D, y)
-    G = D @ D.T
-    parts = []
-    for lo in range(0, y.shape[0], batch_size):
-        q = y[lo : lo + batch_size] @ D.T - lam
-        parts.append(_active_set(G, D, q, a[lo : lo + batch_size], lam, 1e-10, steps)[0])
-    return torch.cat(parts, dim=0)
+from dictopt.validation import DictoptInputError
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "MAX_ADD",
+    "WELL_CONDITIONED",
+    "CodeResult",
+    "improve_codes",
+    "iter_codes",
+    "kkt_violations",
+    "solve_codes",
+]
 
 
 def iter_codes(
@@ -552,6 +39,22 @@ def iter_codes(
     """Optimal codes for every chunk of a source: yields ``(chunk, CodeResult)``.
 
     Memory depends on the chunk size, not on N. ``options`` go to :func:`solve_codes`.
+
+    Parameters
+    ----------
+    dictionary:
+        A dictionary with λ.
+    source:
+        Activations.
+    progress:
+        Show a progress bar.
+    **options:
+        Passed to :func:`solve_codes`.
+
+    Yields
+    ------
+    Iterator[tuple[Any, CodeResult]]
+        Each chunk with its exact codes.
     """
     from dictopt.data.sources import as_source
 

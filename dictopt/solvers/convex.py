@@ -47,7 +47,24 @@ def _solve(problem: Any) -> None:
 
 
 def code_step(x: np.ndarray, D: np.ndarray, b: np.ndarray, lam: float) -> np.ndarray:
-    """All codes for fixed atoms and bias (one convex problem)."""
+    """All codes for fixed atoms and bias (one convex problem).
+
+    Parameters
+    ----------
+    x:
+        Data ``[N, d]``.
+    D:
+        Atoms ``[K, d]``.
+    b:
+        Bias ``[d]``.
+    lam:
+        λ.
+
+    Returns
+    -------
+    np.ndarray
+        Codes ``[N, K]``.
+    """
     import cvxpy as cp
 
     A = cp.Variable((x.shape[0], D.shape[0]), nonneg=True)
@@ -56,7 +73,20 @@ def code_step(x: np.ndarray, D: np.ndarray, b: np.ndarray, lam: float) -> np.nda
 
 
 def atom_bias_step(x: np.ndarray, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Atoms (norm ≤ 1) and bias jointly for fixed codes (one convex problem)."""
+    """Atoms (norm ≤ 1) and bias jointly for fixed codes (one convex problem).
+
+    Parameters
+    ----------
+    x:
+        Data ``[N, d]``.
+    A:
+        Codes ``[N, K]``.
+
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray]
+        Atoms ``[K, d]`` and bias ``[d]``.
+    """
     import cvxpy as cp
 
     K, d = A.shape[1], x.shape[1]
@@ -72,7 +102,22 @@ def atom_bias_step(x: np.ndarray, A: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def canonicalise(
     D: np.ndarray, A: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unit atoms with codes rescaled (zero atoms → random unit atoms with zero codes)."""
+    """Unit atoms with codes rescaled (zero atoms → random unit atoms with zero codes).
+
+    Parameters
+    ----------
+    D:
+        Atoms ``[K, d]``.
+    A:
+        Codes ``[N, K]``.
+    rng:
+        For replacing zero atoms.
+
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray]
+        Unit atoms and codes with the same product.
+    """
     norms = np.linalg.norm(D, axis=1)
     dead = norms <= 1e-9
     D, A = D.copy(), A.copy()

@@ -14,12 +14,13 @@ from typing import Any
 
 from dictopt.validation import DictoptInputError
 
-#: Modules that register solvers when imported (imported lazily by :func:`get_solver`).
+#: Modules of this layer that register solvers when imported (imported by :func:`get_solver`).
+#: Solvers of higher layers register themselves when their module is imported (the SAELens
+#: trainer in :mod:`dictopt.integrations.saelens`, imported by the command line).
 SOLVER_PROVIDERS: list[str] = [
     "dictopt.solvers.classical",
     "dictopt.solvers.convex",
     "dictopt.solvers.train",
-    "dictopt.solvers.saelens_trainer",
 ]
 
 
@@ -39,7 +40,22 @@ SOLVERS: dict[str, SolverSpec] = {}
 def register_solver(
     name: str, summary: str, *, needs_lam: bool = True
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator registering ``fit(source, *, K, lam, seed, progress, **options)``."""
+    """Decorator registering ``fit(source, *, K, lam, seed, progress, **options)``.
+
+    Parameters
+    ----------
+    name:
+        The solver's name (``--solver NAME``).
+    summary:
+        One line for ``dictopt solvers``.
+    needs_lam:
+        Whether the solver needs λ.
+
+    Returns
+    -------
+    Callable
+        The decorator (it returns ``fit`` unchanged).
+    """
 
     def wrap(fit: Callable[..., Any]) -> Callable[..., Any]:
         if name in SOLVERS and SOLVERS[name].fit is not fit:
@@ -51,13 +67,30 @@ def register_solver(
 
 
 def load_providers() -> None:
-    """Import every solver module so that the registry is complete."""
+    """Import every solver module so that the registry is complete.
+
+    Returns
+    -------
+    None
+        The registry holds every solver of this layer afterwards.
+    """
     for module in SOLVER_PROVIDERS:
         importlib.import_module(module)
 
 
 def get_solver(name: str) -> SolverSpec:
-    """The solver registered as ``name`` (clear error listing the known ones)."""
+    """The solver registered as ``name`` (clear error listing the known ones).
+
+    Parameters
+    ----------
+    name:
+        A registered name.
+
+    Returns
+    -------
+    SolverSpec
+        Its name, fit function and summary.
+    """
     load_providers()
     try:
         return SOLVERS[name]

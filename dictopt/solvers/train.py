@@ -219,7 +219,20 @@ class BatchStream:
 
 
 def first_rows(source: ActivationSource, n: int) -> torch.Tensor:
-    """Up to ``n`` rows from the start of the source (streamed, float64)."""
+    """Up to ``n`` rows from the start of the source (streamed, float64).
+
+    Parameters
+    ----------
+    source:
+        The activations.
+    n:
+        How many rows.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[min(n, N), d]`` float64.
+    """
     parts, have = [], 0
     for chunk in source.iter_chunks():
         parts.append(chunk.data[: n - have].to(torch.float64))
@@ -231,7 +244,20 @@ def first_rows(source: ActivationSource, n: int) -> torch.Tensor:
 
 def initial_bias(x_ND: torch.Tensor, method: str) -> torch.Tensor | None:
     """The decoder bias to start from (one of :data:`B_DEC_INIT_CHOICES`): ``None`` for
-    ``zeros`` (keep the model's own), else the mean or the geometric median of ``x_ND``."""
+    ``zeros`` (keep the model's own), else the mean or the geometric median of ``x_ND``.
+
+    Parameters
+    ----------
+    x_ND:
+        Rows to estimate it from.
+    method:
+        ``zeros``, ``mean`` or ``geometric_median``.
+
+    Returns
+    -------
+    torch.Tensor | None
+        ``[d]``, or ``None`` for ``zeros``.
+    """
     if method == "mean":
         return x_ND.mean(dim=0)
     if method == "geometric_median":
@@ -240,7 +266,22 @@ def initial_bias(x_ND: torch.Tensor, method: str) -> torch.Tensor | None:
 
 
 def geometric_median(x_ND: torch.Tensor, *, max_iter: int = 200, tol: float = 1e-9) -> torch.Tensor:
-    """Weiszfeld's iteration for ``argmin_b Σ_n ‖x_n − b‖`` (starts at the mean)."""
+    """Weiszfeld's iteration for ``argmin_b Σ_n ‖x_n − b‖`` (starts at the mean).
+
+    Parameters
+    ----------
+    x_ND:
+        Points.
+    max_iter:
+        Bound on iterations.
+    tol:
+        Stop when a step moves less than this.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[d]``.
+    """
     b = x_ND.mean(dim=0)
     for _ in range(max_iter):
         dist = (x_ND - b).norm(dim=1).clamp_min(1e-12)

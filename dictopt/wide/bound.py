@@ -32,6 +32,7 @@ from typing import Any, NamedTuple, Protocol
 
 import torch
 
+from dictopt.check.executor import Executor, LocalExecutor
 from dictopt.validation import DictoptInputError, check_finite, check_lambda, to_tensor
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,20 @@ class WideBound(NamedTuple):
 
 
 def huber(t: torch.Tensor, lam: float) -> torch.Tensor:
-    """The Huber function ``h_λ(t)``: ``t²/2`` for ``t ≤ λ``, ``λ t − λ²/2`` above (t ≥ 0)."""
+    """The Huber function ``h_λ(t)``: ``t²/2`` for ``t ≤ λ``, ``λ t − λ²/2`` above (t ≥ 0).
+
+    Parameters
+    ----------
+    t:
+        Nonnegative values.
+    lam:
+        λ.
+
+    Returns
+    -------
+    torch.Tensor
+        ``h_λ(t)``, elementwise.
+    """
     return torch.where(t <= lam, 0.5 * t * t, lam * t - 0.5 * lam * lam)
 
 
@@ -120,7 +134,24 @@ class PassSums(NamedTuple):
 
 
 def chunk_pass(x: torch.Tensor, b: torch.Tensor, lam: float, hessian: bool) -> PassSums:
-    """Value, gradient, Hessian (optional: O(n d²)) and MM sums of one chunk ``x`` at ``b``."""
+    """Value, gradient, Hessian (optional: O(n d²)) and MM sums of one chunk ``x`` at ``b``.
+
+    Parameters
+    ----------
+    x:
+        One chunk ``[n, d]`` (float64).
+    b:
+        The bias.
+    lam:
+        λ.
+    hessian:
+        Also sum the Hessian.
+
+    Returns
+    -------
+    PassSums
+        Mergeable sums.
+    """
     d = b.shape[0]
     y = x - b  # y_n = x_n − b
     t = y.norm(dim=1)
@@ -139,14 +170,27 @@ def chunk_pass(x: torch.Tensor, b: torch.Tensor, lam: float, hessian: bool) -> P
 
 
 def chunk_value(x: torch.Tensor, b: torch.Tensor, lam: float) -> float:
-    """``Σ_n h_λ(‖x_n − b‖)`` over one chunk."""
+    """``Σ_n h_λ(‖x_n − b‖)`` over one chunk.
+
+    Parameters
+    ----------
+    x:
+        One chunk ``[n, d]``.
+    b:
+        The bias.
+    lam:
+        λ.
+
+    Returns
+    -------
+    float
+        The sum.
+    """
     return float(huber((x - b).norm(dim=1), lam).sum())
 
 
 class Sums(Protocol):
-    """The sums over all points that the solver needs: over local chunks
-    (:class:`LocalSums`) or over partitions on a Dask cluster
-    (:mod:`dictopt.distributed.bound`)."""
+    """The sums over all points that the solver needs (:class:`ExecutorSums`)."""
 
     n: int
     d: int
@@ -158,28 +202,157 @@ class Sums(Protocol):
     def full(self, b: torch.Tensor, lam: float, hessian: bool) -> PassSums: ...
 
 
-class LocalSums:
-    """:class:`Sums` streamed over the chunks of this process."""
+class _Chunk(NamedTuple):
+    data: torch.Tensor
+    start: int
+
+
+class MemoryChunks:
+    """Validated float64 chunks as a stream an executor reads (no re-validation per pass)."""
 
     def __init__(self, chunks: ChunkFn, n: int, d: int) -> None:
         self.chunks, self.n, self.d = chunks, n, d
 
-    def row_sum(self) -> torch.Tensor:
-        total = torch.zeros(self.d, dtype=torch.float64)
+    def iter_chunks(self, *, progress: bool = False, desc: str = "chunks") -> Iterator[_Chunk]:
+        """The chunks in order with their first rows."""
+        start = 0
         for x in self.chunks():
-            total += x.sum(dim=0)
-        return total
+            yield _Chunk(x, start)
+            start += x.shape[0]
+
+
+class RowSumPass:
+    """``Σ_n x_n`` as a :class:`~dictopt.check.StreamPass`."""
+
+    desc = "bound mean"
+    fixes_first_chunk = False
+
+    def __init__(self, d: int) -> None:
+        self.d = d
+
+    def first_chunk(self, x: torch.Tensor, start: int) -> RowSumPass:
+        """Nothing is fixed on the first chunk."""
+        return self
+
+    def start(self) -> torch.Tensor:
+        """Zeros ``[d]``."""
+        return torch.zeros(self.d, dtype=torch.float64)
+
+    def update(self, state: torch.Tensor, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Add the chunk's rows."""
+        state += x.sum(dim=0)
+        return state
+
+    @staticmethod
+    def merge(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The sum of both."""
+        return a + b
+
+
+class ValuePass:
+    """``Σ_n h_λ(‖x_n − b‖)`` as a :class:`~dictopt.check.StreamPass`."""
+
+    desc = "bound value"
+    fixes_first_chunk = False
+
+    def __init__(self, b: torch.Tensor, lam: float) -> None:
+        self.b, self.lam = b, lam
+
+    def first_chunk(self, x: torch.Tensor, start: int) -> ValuePass:
+        """Nothing is fixed on the first chunk."""
+        return self
+
+    def start(self) -> float:
+        """No points yet."""
+        return 0
+
+    def update(self, state: float, x: torch.Tensor, start: int) -> float:
+        """Add the chunk's values."""
+        return state + chunk_value(x, self.b, self.lam)
+
+    @staticmethod
+    def merge(a: float, b: float) -> float:
+        """The sum of both."""
+        return a + b
+
+
+class FullPass:
+    """Value, gradient, Hessian and MM sums (:func:`chunk_pass`) as a
+    :class:`~dictopt.check.StreamPass` (state ``None`` until the first chunk)."""
+
+    desc = "bound pass"
+    fixes_first_chunk = False
+
+    def __init__(self, b: torch.Tensor, lam: float, hessian: bool) -> None:
+        self.b, self.lam, self.hessian = b, lam, hessian
+
+    def first_chunk(self, x: torch.Tensor, start: int) -> FullPass:
+        """Nothing is fixed on the first chunk."""
+        return self
+
+    def start(self) -> PassSums | None:
+        """No points yet."""
+        return None
+
+    def update(self, state: PassSums | None, x: torch.Tensor, start: int) -> PassSums:
+        """Add the chunk's sums."""
+        part = chunk_pass(x, self.b, self.lam, self.hessian)
+        return part if state is None else state.merge(part)
+
+    @staticmethod
+    def merge(a: PassSums | None, b: PassSums | None) -> PassSums | None:
+        """The sums over both sets of points."""
+        return b if a is None else (a if b is None else a.merge(b))
+
+
+class ExecutorSums:
+    """:class:`Sums` as passes run by an executor over a stream.
+
+    Parameters
+    ----------
+    executor:
+        A :class:`~dictopt.check.Executor` (local chunks, or partitions on Dask).
+    stream:
+        What the executor reads (``.n``, ``.d`` known).
+    """
+
+    def __init__(self, executor: Executor, stream: Any) -> None:
+        self.executor, self.stream = executor, stream
+        self.n, self.d = int(stream.n), int(stream.d)
+
+    def row_sum(self) -> torch.Tensor:
+        """``Σ_n x_n``."""
+        return self.executor.run(RowSumPass(self.d), self.stream)
 
     def value(self, b: torch.Tensor, lam: float) -> float:
-        return sum(chunk_value(x, b, lam) for x in self.chunks())
+        """``Σ_n h_λ(‖x_n − b‖)``."""
+        return self.executor.run(ValuePass(b, lam), self.stream)
 
     def full(self, b: torch.Tensor, lam: float, hessian: bool) -> PassSums:
-        total: PassSums | None = None
-        for x in self.chunks():
-            part = chunk_pass(x, b, lam, hessian)
-            total = part if total is None else total.merge(part)
-        assert total is not None
-        return total
+        """Value, gradient, Hessian (optional) and MM sums at ``b``."""
+        out = self.executor.run(FullPass(b, lam, hessian), self.stream)
+        assert out is not None, "sources hold at least one row"
+        return out
+
+
+def local_sums(chunks: ChunkFn, n: int, d: int) -> ExecutorSums:
+    """:class:`Sums` streamed over in-memory or local chunks in this process.
+
+    Parameters
+    ----------
+    chunks:
+        Function giving the chunks (float64, validated).
+    n:
+        Number of rows.
+    d:
+        Width.
+
+    Returns
+    -------
+    ExecutorSums
+        Over a :class:`~dictopt.check.LocalExecutor`.
+    """
+    return ExecutorSums(LocalExecutor(), MemoryChunks(chunks, n, d))
 
 
 def _value(sums: Sums, b: torch.Tensor, lam: float) -> float:
@@ -215,6 +388,7 @@ def wide_limit_bound(
     max_iter: int = 200,
     chunk_size: int = 65536,
     init: Any | None = None,
+    executor: Executor | None = None,
 ) -> WideBound:
     """The wide-limit bound ``L_∞ = min_b (1/N) Σ_n h_λ(‖x_n − b‖)`` (THEORY.md §3).
 
@@ -238,6 +412,10 @@ def wide_limit_bound(
         Rows per chunk for in-memory data (fast method).
     init:
         Optional starting bias ``[d]`` (default: the mean of the data).
+    executor:
+        Takes the sums over points (default: this process). With
+        ``dictopt.distributed.DaskExecutor`` every sum is a map over partitions and a tree of
+        additions (``x`` is then anything ``partition_source`` accepts; not for ``"cvxpy"``).
 
     Returns
     -------
@@ -255,13 +433,20 @@ def wide_limit_bound(
         raise DictoptInputError(f"method: expected 'fast', 'mm' or 'cvxpy', got {method!r}")
     if not (tol > 0):
         raise DictoptInputError(f"tol: must be > 0, got {tol!r}")
+    newton = method == "fast"
+    if executor is not None and not isinstance(executor, LocalExecutor):
+        if method == "cvxpy":
+            raise DictoptInputError("method: the cvxpy reference needs the data in one process; "
+                                    "use 'fast' or 'mm' with a distributed executor")
+        with executor.session():
+            stream = executor.open(x, dtype=torch.float64, chunk_size=chunk_size)
+            return solve_fast(ExecutorSums(executor, stream), lam, tol=tol, max_iter=max_iter,
+                              init=init, newton=newton)
     chunks, n, d = _as_chunks(x, chunk_size)
     if method == "cvxpy":
         return _solve_cvxpy(chunks, n, d, lam)
-    return solve_fast(
-        LocalSums(chunks, n, d), lam, tol=tol, max_iter=max_iter, init=init,
-        newton=method == "fast",
-    )
+    return solve_fast(local_sums(chunks, n, d), lam, tol=tol, max_iter=max_iter, init=init,
+                      newton=newton)
 
 
 def solve_fast(
@@ -274,7 +459,24 @@ def solve_fast(
     newton: bool,
 ) -> WideBound:
     """Damped Newton (``newton=True``) or MM iterations on ``f``, every sum over points taken
-    by ``sums`` (so the same iterations run locally or on a cluster)."""
+    by ``sums`` (so the same iterations run locally or on a cluster).
+
+    Parameters
+    ----------
+    sums, lam:
+        The sums over points; λ.
+    tol, max_iter:
+        Stop at relative residual ``‖∇f‖/λ ≤ tol``, or after ``max_iter`` iterations.
+    init:
+        Starting bias (default: the data mean).
+    newton:
+        Damped Newton steps (else MM steps only).
+
+    Returns
+    -------
+    WideBound
+        The bound and its bias.
+    """
     n, d = sums.n, sums.d
     if init is None:
         b = sums.row_sum() / n
@@ -352,7 +554,7 @@ def _solve_cvxpy(chunks: ChunkFn, n: int, d: int, lam: float) -> WideBound:
     if b.value is None:
         raise RuntimeError(f"cvxpy/CLARABEL failed on the wide-limit bound: {prob.status}")
     bias = torch.as_tensor(m + sigma * b.value, dtype=torch.float64)
-    stats = _full_pass(LocalSums(chunks, n, d), bias, lam)
+    stats = _full_pass(local_sums(chunks, n, d), bias, lam)
     n_iter = int(prob.solver_stats.num_iters or 0)
     ok = prob.status == cp.OPTIMAL
     if not math.isfinite(stats.value):
@@ -362,10 +564,25 @@ def _solve_cvxpy(chunks: ChunkFn, n: int, d: int, lam: float) -> WideBound:
 
 
 def bound_objective(x: Any, b: Any, lam: float) -> float:
-    """``f(b) = (1/N) Σ_n h_λ(‖x_n − b‖)`` for a given bias (float64)."""
+    """``f(b) = (1/N) Σ_n h_λ(‖x_n − b‖)`` for a given bias (float64).
+
+    Parameters
+    ----------
+    x:
+        Data ``[N, d]`` or a source.
+    b:
+        The bias ``[d]``.
+    lam:
+        λ.
+
+    Returns
+    -------
+    float
+        ``f(b)``.
+    """
     lam = check_lambda(lam)
     chunks, n, d = _as_chunks(x, 65536)
     bias = to_tensor(b, "b", dtype=torch.float64).reshape(-1)
     if bias.shape != (d,):
         raise DictoptInputError(f"b: expected shape ({d},), got {tuple(bias.shape)}")
-    return _value(LocalSums(chunks, n, d), bias, lam)
+    return _value(local_sums(chunks, n, d), bias, lam)

@@ -49,7 +49,24 @@ class GramResult(NamedTuple):
 
 
 def gram_objective(Q: Any, x: Any, b: Any, lam: float) -> float:
-    """``F(Q, b) / N`` with ``F = (λ/2) tr(Yᵀ(Q + λI)⁻¹Y) + (λ/2) 1ᵀQ1``, ``Y = X − 1bᵀ``."""
+    """``F(Q, b) / N`` with ``F = (λ/2) tr(Yᵀ(Q + λI)⁻¹Y) + (λ/2) 1ᵀQ1``, ``Y = X − 1bᵀ``.
+
+    Parameters
+    ----------
+    Q:
+        Gram matrix ``[N, N]`` (PSD).
+    x:
+        Data ``[N, d]``.
+    b:
+        Bias ``[d]``.
+    lam:
+        λ.
+
+    Returns
+    -------
+    float
+        ``F(Q, b) / N``.
+    """
     lam = check_lambda(lam)
     X = to_tensor(x, "x", dtype=torch.float64)
     Qt = to_tensor(Q, "Q", dtype=torch.float64)
@@ -67,6 +84,16 @@ def limit_gram(limit: LimitDictionary) -> np.ndarray:
 
     Balancing atom ``k`` (``‖d_k‖² = ‖a_k‖₁²``) divides its canonical codes by ``√‖a_k‖₁``; for
     rays holding one point this is ``diag(t_n − λ)₊``.
+
+    Parameters
+    ----------
+    limit:
+        The wide-limit dictionary.
+
+    Returns
+    -------
+    np.ndarray
+        ``[N, N]``.
     """
     A = limit.codes  # [N, K] canonical
     mass = A.sum(dim=0).clamp_min(1e-300)
@@ -80,6 +107,18 @@ def dual_certificate(x: Any, bound: WideBound) -> np.ndarray:
     Every entry is ``1 − v_n·v_m ≥ 0`` (``‖v_n‖ ≤ 1``), so ``M`` lies in the dual of the DNN cone
     (indeed of the nonnegative cone), and ``⟨M, Q*⟩ = 0``: the certificate that the DNN
     relaxation is tight (proofs/wide_gram.md).
+
+    Parameters
+    ----------
+    x:
+        Data ``[N, d]``.
+    bound:
+        The wide-limit bound (its bias).
+
+    Returns
+    -------
+    np.ndarray
+        ``M [N, N]``.
     """
     X = to_tensor(x, "x", dtype=torch.float64)
     Y = X - bound.bias
@@ -103,6 +142,11 @@ def gram_relaxation(
         completely positive cone) or ``"psd"`` (``Q ⪰ 0`` only: codes of either sign).
     has_bias:
         Optimise ``b`` jointly (else ``b = 0``).
+
+    Returns
+    -------
+    GramResult
+        The relaxation's value per point, its Gram matrix and bias.
     """
     import cvxpy as cp
 
@@ -135,7 +179,20 @@ def gram_relaxation(
 
 
 def compare_with_bound(x: Any, lam: float) -> dict[str, float]:
-    """Solve the DNN and PSD relaxations and the bound; return the numbers the report needs."""
+    """Solve the DNN and PSD relaxations and the bound; return the numbers the report needs.
+
+    Parameters
+    ----------
+    x:
+        Data ``[N, d]`` (small: the SDP is ``N × N``).
+    lam:
+        λ.
+
+    Returns
+    -------
+    dict[str, float]
+        The DNN and PSD values and the bound.
+    """
     bound = wide_limit_bound(x, lam)
     dnn = gram_relaxation(x, lam, relaxation="dnn")
     psd = gram_relaxation(x, lam, relaxation="psd")

@@ -43,6 +43,18 @@ def ray_groups(
     """Greedily merge unit vectors into rays: ``(representatives [R, d], label [M])``.
 
     Vector ``m`` joins the first representative ``r`` with ``u_m · u_r ≥ 1 − ray_tol``.
+
+    Parameters
+    ----------
+    directions_MD:
+        Unit vectors.
+    ray_tol:
+        Cosine above which a vector joins a ray.
+
+    Returns
+    -------
+    tuple[torch.Tensor, torch.Tensor]
+        Representatives ``[R, d]`` and each vector's ray ``[M]``.
     """
     reps: list[torch.Tensor] = []
     label = torch.empty(directions_MD.shape[0], dtype=torch.long)

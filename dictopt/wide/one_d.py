@@ -32,6 +32,20 @@ def huber_location(p: Any, lam: float, *, tol: float = 1e-14) -> float:
     Solved by bisection on the monotone estimating equation ``Σ_n clip(p_n − β, −λ, λ) = 0``
     (an implementation independent of the Newton solver, for cross-checks). When the root set
     is an interval (possible only if no point lies within λ of it) its midpoint is returned.
+
+    Parameters
+    ----------
+    p:
+        Projections ``[N]``.
+    lam:
+        λ.
+    tol:
+        Bisection tolerance.
+
+    Returns
+    -------
+    float
+        The location ``β``.
     """
     lam = check_lambda(lam)
     v = to_tensor(p, "p", dtype=torch.float64).reshape(-1)
@@ -84,7 +98,18 @@ class OneDPrediction(NamedTuple):
 
 
 def principal_direction(x: Any) -> torch.Tensor:
-    """Top principal direction of the centred data (sign: positive largest coordinate)."""
+    """Top principal direction of the centred data (sign: positive largest coordinate).
+
+    Parameters
+    ----------
+    x:
+        Data ``[N, d]``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[d]`` unit vector.
+    """
     X = to_tensor(x, "x", dtype=torch.float64)
     Xc = X - X.mean(dim=0)
     _, _, Vh = torch.linalg.svd(Xc, full_matrices=False)
@@ -96,6 +121,20 @@ def predict_one_d(x: Any, lam: float, direction: Any | None = None) -> OneDPredi
     """Predictions of the 1-D model for data ``x [N, d]`` along ``direction`` (default: the top
     principal direction). For data with other components (sparse features) the location and
     densities describe the projection only; the bound and atoms are those of the full data.
+
+    Parameters
+    ----------
+    x:
+        Data ``[N, d]``.
+    lam:
+        λ.
+    direction:
+        The line (default: the top principal direction).
+
+    Returns
+    -------
+    OneDPrediction
+        The predicted pair, densities, bias location and loss.
     """
     lam = check_lambda(lam)
     X = to_tensor(x, "x", dtype=torch.float64)
@@ -148,6 +187,24 @@ def find_antipodal_pair(
 
     ``codes`` are canonical codes ``[N, K]`` (default: the dictionary's own encoder, or the
     optimal lasso codes when it has none).
+
+    Parameters
+    ----------
+    dictionary:
+        A learned dictionary.
+    x:
+        Data ``[N, d]``.
+    direction:
+        The line.
+    codes:
+        Canonical codes (default: the dictionary's own).
+    threshold:
+        Cosine an atom needs with ``±direction``.
+
+    Returns
+    -------
+    PairFound
+        The two atoms (or ``None``) and their densities.
     """
     X = dictionary.prepare_batch(x).to(torch.float64)
     w = to_tensor(direction, "direction", dtype=torch.float64).reshape(-1)
@@ -205,6 +262,30 @@ def sae_on_one_d(
 
     Only ``relu`` is trained with λ; the others ignore it (they have no L1 objective) and are
     scored with the canonical loss at λ using their own codes.
+
+    Parameters
+    ----------
+    x:
+        Data ``[N, d]``.
+    lam:
+        λ.
+    direction:
+        The line.
+    architectures:
+        SAE architectures (default: the registered ones that fit).
+    K:
+        Latents.
+    seeds:
+        Seeds.
+    threshold:
+        Cosine for finding the pair.
+    **train_options:
+        Passed to the trainer.
+
+    Returns
+    -------
+    list[SaeOneDRow]
+        One row per architecture and seed.
     """
     import warnings
 

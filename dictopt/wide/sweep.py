@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dictopt.problem import Dictionary, evaluate
+from dictopt.data.evaluate import evaluate
+from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError, check_lambda, check_positive_int, to_tensor
 from dictopt.wide.bound import WideBound, wide_limit_bound
 from dictopt.wide.limit_dictionary import limit_dictionary
@@ -102,6 +103,18 @@ def check_widths(widths: Sequence[int], n: int | None = None) -> list[int]:
 
     Beyond ``K = N`` no new ray can be served: the limit is attained by ``K ≥`` the number of
     points outside the λ-ball ``≤ N``, so wider dictionaries only add idle atoms.
+
+    Parameters
+    ----------
+    widths:
+        Widths ``K``.
+    n:
+        Number of points, if known.
+
+    Returns
+    -------
+    list[int]
+        The widths.
     """
     ws = [check_positive_int(k, "widths") for k in widths]
     if not ws:
@@ -127,7 +140,13 @@ def _pad_init(limit_atoms: torch.Tensor, K: int, seed: int) -> torch.Tensor:
 
 
 def default_fit() -> FitFn:
-    """The registered ``classical`` solver (branch ``coding``)."""
+    """The registered ``classical`` solver (branch ``coding``).
+
+    Returns
+    -------
+    FitFn
+        The ``classical`` solver's fit.
+    """
     from dictopt.solvers.registry import get_solver
 
     return get_solver("classical").fit
@@ -172,30 +191,19 @@ def sweep(
         For widths ≥ the number of limit rays, also fit from the limit dictionary.
     ray_cos, split_cos:
         Cosine thresholds for ray ownership and for counting atoms aligned with a true feature.
-    attain_rtol:
-        ``attained`` when ``loss − L_∞ ≤ attain_rtol · L_∞``.
-    progress:
-        Show a progress bar over the fits.
+    attain_rtol, progress:
+        ``attained`` when ``loss − L_∞ ≤ attain_rtol · L_∞``; a progress bar over the fits.
+
+    Returns
+    -------
+    SweepResult
+        The bound, and per width the losses, gaps, ray ownership, splits and C5 counts.
     """
     lam = check_lambda(lam)
-    X = to_tensor(data, "data", dtype=torch.float64)
-    if X.ndim != 2 or X.shape[0] == 0:
-        raise DictoptInputError(
-            f"data: expected a non-empty 2-D array [N, d], got shape {tuple(X.shape)}"
-        )
+    X, ws, seed_list, true_atoms = _sweep_inputs(data, widths, seeds, truth)
     n, d = X.shape
-    ws = check_widths(widths, n)
-    seed_list = [int(s) for s in seeds]
-    if not seed_list:
-        raise DictoptInputError("seeds: need at least one seed")
     fit = fit or default_fit()
     options = dict(fit_options or {})
-    true_atoms = None
-    if truth is not None:
-        true_atoms = to_tensor(truth, "truth", dtype=torch.float64)
-        if true_atoms.ndim != 2 or true_atoms.shape[1] != d:
-            raise DictoptInputError(f"truth: expected [K_true, {d}], got {tuple(true_atoms.shape)}")
-
     bound: WideBound = wide_limit_bound(X, lam)
     rays = limit_dictionary(X, lam, bound=bound).dictionary.atoms if bound.n_outside else None
     n_rays = 0 if rays is None else int(rays.shape[0])
@@ -212,43 +220,77 @@ def sweep(
         solver=getattr(fit, "__name__", "fit"),
         meta={"ray_cos": ray_cos, "split_cos": split_cos, "attain_rtol": attain_rtol},
     )
-    total = len(ws) * len(seed_list)
-    bar = tqdm(total=total, desc="wide sweep", disable=not progress, leave=False)
+    bar = tqdm(total=len(ws) * len(seed_list), desc="wide sweep", disable=not progress,
+               leave=False)
     try:
         for K in ws:
-            dicts, losses = [], []
-            for seed in seed_list:
-                dic = fit(X, K=K, lam=lam, seed=seed, progress=False, **options)
-                dicts.append(dic)
-                losses.append(_loss(dic, X))
-                bar.update(1)
-            best_i = int(np.argmin(losses))
-            best = losses[best_i]
-            row = WidthRow(
-                K=K,
-                losses=losses,
-                best=best,
-                median=float(statistics.median(losses)),
-                gap=best - bound.value,
-                rel_gap=(best - bound.value) / bound.value if bound.value > 0 else math.nan,
-                ray_ownership=_ownership(dicts[best_i].atoms, rays, ray_cos),
-                split_counts=_splits(dicts[best_i].atoms, true_atoms, split_cos),
-                c5_violations=None,
-            )
-            row.c5_violations = _c5(dicts[best_i], X)
-            if limit_init and rays is not None and K >= n_rays:
-                init = Dictionary(
-                    atoms=_pad_init(rays, K, seed_list[0]), bias=bound.bias.clone(), lam=lam
-                )
-                dic = fit(X, K=K, lam=lam, seed=seed_list[0], progress=False, init=init, **options)
-                row.limit_init_loss = _loss(dic, X)
-            runs = losses + ([row.limit_init_loss] if row.limit_init_loss is not None else [])
-            row.attained = min(runs) - bound.value <= attain_rtol * abs(bound.value)
+            row = _width_row(X, K, seed_list, lam, fit, options, bound, rays, true_atoms,
+                             result.meta, limit_init, bar)
             result.rows.append(row)
-            log.info("K=%d best %.6g (gap %.3g)", K, best, row.gap)
+            log.info("K=%d best %.6g (gap %.3g)", K, row.best, row.gap)
     finally:
         bar.close()
     return result
+
+
+def _sweep_inputs(
+    data: Any, widths: Sequence[int], seeds: Sequence[int], truth: Any | None
+) -> tuple[torch.Tensor, list[int], list[int], torch.Tensor | None]:
+    """The data (float64), widths, seeds and true atoms, validated."""
+    X = to_tensor(data, "data", dtype=torch.float64)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise DictoptInputError(
+            f"data: expected a non-empty 2-D array [N, d], got shape {tuple(X.shape)}"
+        )
+    n, d = X.shape
+    ws = check_widths(widths, n)
+    seed_list = [int(s) for s in seeds]
+    if not seed_list:
+        raise DictoptInputError("seeds: need at least one seed")
+    true_atoms = None
+    if truth is not None:
+        true_atoms = to_tensor(truth, "truth", dtype=torch.float64)
+        if true_atoms.ndim != 2 or true_atoms.shape[1] != d:
+            raise DictoptInputError(f"truth: expected [K_true, {d}], got {tuple(true_atoms.shape)}")
+    return X, ws, seed_list, true_atoms
+
+
+def _width_row(
+    X: torch.Tensor, K: int, seed_list: list[int], lam: float, fit: FitFn,
+    options: dict[str, Any], bound: WideBound, rays: torch.Tensor | None,
+    true_atoms: torch.Tensor | None, meta: dict[str, Any], limit_init: bool, bar: Any,
+) -> WidthRow:
+    """Fit every seed at width ``K`` (and from the limit dictionary) and compare."""
+    dicts, losses = [], []
+    for seed in seed_list:
+        dic = fit(X, K=K, lam=lam, seed=seed, progress=False, **options)
+        dicts.append(dic)
+        losses.append(_loss(dic, X))
+        bar.update(1)
+    best_i = int(np.argmin(losses))
+    best = losses[best_i]
+    row = WidthRow(
+        K=K,
+        losses=losses,
+        best=best,
+        median=float(statistics.median(losses)),
+        gap=best - bound.value,
+        rel_gap=(best - bound.value) / bound.value if bound.value > 0 else math.nan,
+        ray_ownership=_ownership(dicts[best_i].atoms, rays, meta["ray_cos"]),
+        split_counts=_splits(dicts[best_i].atoms, true_atoms, meta["split_cos"]),
+        c5_violations=None,
+    )
+    row.c5_violations = _c5(dicts[best_i], X)
+    n_rays = 0 if rays is None else int(rays.shape[0])
+    if limit_init and rays is not None and K >= n_rays:
+        init = Dictionary(
+            atoms=_pad_init(rays, K, seed_list[0]), bias=bound.bias.clone(), lam=lam
+        )
+        dic = fit(X, K=K, lam=lam, seed=seed_list[0], progress=False, init=init, **options)
+        row.limit_init_loss = _loss(dic, X)
+    runs = losses + ([row.limit_init_loss] if row.limit_init_loss is not None else [])
+    row.attained = min(runs) - bound.value <= meta["attain_rtol"] * abs(bound.value)
+    return row
 
 
 def _loss(dictionary: Dictionary, X: torch.Tensor) -> float:

@@ -115,7 +115,7 @@ def test_joint_membership_implies_every_projection_and_its_dual_certifies(seed):
             assert fd == pytest.approx(-lam * gap, rel=1e-4, abs=1e-9)
     dic = Dictionary(atoms=D, bias=b, lam=lam)
     hv = joint_hull(torch.as_tensor(A), torch.as_tensor(D), torch.as_tensor(abar), lam, 0.0,
-                    TOL0)
+                    TOL0).violations
     for m in certify(dic, x, hv, codes=A, top=None):
         assert m.min_new_code >= -1e-12 and m.measured_decrease > 0
         assert m.measured_decrease == pytest.approx(m.violation.model_decrease, rel=1e-7)

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -204,186 +205,252 @@ def extract_activations(
         Fewer are written, with a warning, if the text runs out.
     out:
         Output folder (created; must not already hold a manifest unless ``overwrite``).
-    context:
-        Tokens per model input; longer documents are split into consecutive windows.
-    batch_size:
-        Windows per forward pass (padded on the right, padding dropped).
-    shard_rows:
-        Rows per ``.npy`` shard (the last may be shorter).
+    context, batch_size:
+        Tokens per model input (longer documents are split into consecutive windows); windows
+        per forward pass (padded on the right, padding dropped).
+    shard_rows, dtype:
+        Rows per ``.npy`` shard (the last may be shorter); ``"float32"`` or ``"float16"`` on
+        disk (computation is float32).
     normalisation:
         ``"mean_squared_norm"`` (default): multiply every row by one factor ``c`` so that the
         mean squared norm is ``d`` (``c`` estimated on the first ``norm_rows`` rows and recorded
         in the manifest; divide by it to get raw activations). ``"none"``: raw activations.
-    dtype:
-        ``"float32"`` or ``"float16"`` on disk (computation is float32).
     drop_first:
         Drop position 0 of every window: BOS/CLS, or the first text token, which in causal
         models is an attention sink whose norm is ~10x the others.
-    keep_special:
-        Keep special tokens (BOS, EOS, CLS, SEP...); dropped by default.
-    seed:
-        Shuffles the document order (``None``: file order).
+    keep_special, seed:
+        Keep special tokens (BOS, EOS, CLS, SEP...; dropped by default); the seed shuffling
+        the document order (``None``: file order).
 
     Returns
     -------
     ExtractionResult
         The folder and the manifest written to ``manifest.json``.
     """
-    tokens = check_positive_int(tokens, "--tokens")
-    context = check_positive_int(context, "--context")
-    batch_size = check_positive_int(batch_size, "--batch-size")
-    shard_rows = check_positive_int(shard_rows, "--shard-rows")
-    norm_rows = check_positive_int(norm_rows, "norm_rows")
+    tokens, context, batch_size, shard_rows, norm_rows = _check_sizes(
+        tokens, context, batch_size, shard_rows, norm_rows, normalisation, dtype)
+    folder = _check_folder(Path(out), overwrite)
+    corpus = text if isinstance(text, TextCorpus) else load_corpus(text, seed=seed)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
+    layer = check_layer(loaded, layer)
+    _check_context(loaded, context)
+    _clear_folder(folder)
+    run = _Extraction(_ShardWriter(folder, shard_rows, DTYPES[dtype], []), tokens, shard_rows,
+                      norm_rows, None if normalisation != "none" else 1.0)
+    batches = _batches(_windows(corpus, loaded.tokenizer, context, drop_first, keep_special),
+                       batch_size)
+    seconds = run.run(loaded, layer, batches, progress)
+    run.check_written()
+    run.write_sources(folder, corpus)
+    manifest = _manifest(run, loaded, layer, corpus, seconds, dict(
+        tokens=tokens, shard_rows=shard_rows, dtype=dtype, normalisation=normalisation,
+        norm_rows=norm_rows, context=context, batch_size=batch_size, drop_first=drop_first,
+        keep_special=keep_special, seed=seed))
+    return ExtractionResult(folder, _write_manifest(folder, manifest))
+    return ExtractionResult(folder, manifest)
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write ``manifest.json`` whole or not at all (it marks the folder complete); returns
+    ``manifest``."""
+    tmp = folder / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1, default=str))
+    tmp.replace(folder / "manifest.json")
+    return manifest
+
+
+def _check_sizes(tokens: Any, context: Any, batch_size: Any, shard_rows: Any, norm_rows: Any,
+                 normalisation: str, dtype: str) -> tuple[int, int, int, int, int]:
+    """The sizes of an extraction, validated (bad input names the command-line option)."""
+    sizes = (check_positive_int(tokens, "--tokens"), check_positive_int(context, "--context"),
+             check_positive_int(batch_size, "--batch-size"),
+             check_positive_int(shard_rows, "--shard-rows"),
+             check_positive_int(norm_rows, "norm_rows"))
     if normalisation not in NORMALISATIONS:
         raise DictoptInputError(
             f"--normalise: expected one of {NORMALISATIONS}, got {normalisation!r}"
         )
     if dtype not in DTYPES:
         raise DictoptInputError(f"--dtype: expected one of {tuple(DTYPES)}, got {dtype!r}")
-    folder = Path(out)
+    return sizes
+
+
+def _check_folder(folder: Path, overwrite: bool) -> Path:
+    """``folder``; one that already holds activations is kept unless ``overwrite``."""
     if (folder / "manifest.json").exists() and not overwrite:
         raise DictoptInputError(
             f"--out: {folder} already holds activations (manifest.json); use --overwrite"
         )
-    corpus = text if isinstance(text, TextCorpus) else load_corpus(text, seed=seed)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
-    layer = check_layer(loaded, layer)
+    return folder
+
+
+def _clear_folder(folder: Path) -> None:
+    """Create ``folder`` and remove the shards of an earlier extraction."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("shard_*.npy"):
+        old.unlink()
+
+
+def _check_context(loaded: LoadedModel, context: int) -> None:
+    """``context`` must fit the tokenizer's and the model's maximum length."""
     max_len = getattr(loaded.tokenizer, "model_max_length", None) or context
     max_pos = getattr(loaded.model.config, "max_position_embeddings", None) or context
     if context > min(max_len, max_pos):
         raise DictoptInputError(
             f"--context: {context} exceeds the model's maximum length {min(max_len, max_pos)}"
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("shard_*.npy"):
-        old.unlink()
-    writer = _ShardWriter(folder, shard_rows, DTYPES[dtype], [])
-    pad_id = loaded.tokenizer.pad_token_id
-    pad_id = 0 if pad_id is None else int(pad_id)
-    dev = next(loaded.model.parameters()).device
 
-    pending: list[np.ndarray] = []
-    n_pending = 0
-    factor: float | None = 1.0 if normalisation == "none" else None
-    raw_sq_sum = 0.0
-    raw_norm_max = 0.0
-    ids_rows: list[np.ndarray] = []
-    doc_rows: list[np.ndarray] = []
-    pos_rows: list[np.ndarray] = []
-    written = 0
-    docs_used = 0
-    windows_used = 0
 
-    def flush(final: bool) -> None:
-        nonlocal pending, n_pending, factor
-        if factor is None:
-            if n_pending < norm_rows and not final:
-                return
-            sample = np.concatenate(pending, axis=0)[:norm_rows].astype(np.float64)
-            mean_sq = float((sample**2).sum(axis=1).mean())
-            factor = math.sqrt(sample.shape[1] / mean_sq) if mean_sq > 0 else 1.0
-        while n_pending >= shard_rows or (final and n_pending > 0):
-            rows = np.concatenate(pending, axis=0)
-            take = rows[:shard_rows]
-            writer.write(take * np.float32(factor))
-            rest = rows[shard_rows:]
-            pending = [rest] if rest.shape[0] else []
-            n_pending = rest.shape[0]
-
-    start = time.perf_counter()
-    bar = tqdm(total=tokens, desc=f"layer {layer} of {loaded.info['name']}", unit="tok",
-               disable=not progress)
-    stream = _windows(corpus, loaded.tokenizer, context, drop_first, keep_special)
+def _batches(stream: Iterator[Window], batch_size: int) -> Iterator[list[Window]]:
+    """Batches of windows from pools of ``8 × batch_size`` sorted by length (padding stays
+    small)."""
     exhausted = False
-    try:
-        while written < tokens and not exhausted:
-            # A pool of batches, sorted by length so that padding stays small.
-            pool: list[Window] = []
-            for window in stream:
-                pool.append(window)
-                if len(pool) >= 8 * batch_size:
-                    break
-            else:
-                exhausted = True
-            pool.sort(key=lambda w: len(w.ids))
-            for lo in range(0, len(pool), batch_size):
-                if written >= tokens:
-                    break
-                batch = pool[lo : lo + batch_size]
-                width = max(len(w.ids) for w in batch)
-                ids_BS = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                mask_BS = torch.zeros((len(batch), width), dtype=torch.long)
-                keep_BS = torch.zeros((len(batch), width), dtype=torch.bool)
-                for b, w in enumerate(batch):
-                    ids_BS[b, : len(w.ids)] = torch.tensor(w.ids)
-                    mask_BS[b, : len(w.ids)] = 1
-                    keep_BS[b, : len(w.ids)] = torch.tensor(w.keep)
-                hidden = residual_stream(loaded, layer, ids_BS.to(dev), mask_BS.to(dev))
-                rows = hidden[keep_BS.to(dev)].float().cpu().numpy()
-                need = tokens - written
-                rows = rows[:need]
-                if not np.isfinite(rows).all():
-                    raise RuntimeError(f"{loaded.info['name']} produced non-finite activations")
-                # Where each kept row came from (same row-major order as the boolean index).
-                b_idx, s_idx = keep_BS.nonzero(as_tuple=True)
-                b_idx, s_idx = b_idx[:need].numpy(), s_idx[:need].numpy()
-                ids_rows.append(ids_BS[b_idx, s_idx].numpy().astype(np.int32))
-                doc_rows.append(np.array([batch[b].doc for b in b_idx], dtype=np.int32))
-                pos_rows.append(np.array([batch[b].first_pos for b in b_idx], dtype=np.int32)
-                                + s_idx.astype(np.int32))
-                norms_sq = (rows.astype(np.float64) ** 2).sum(axis=1)
-                raw_sq_sum += float(norms_sq.sum())
-                if rows.shape[0]:
-                    raw_norm_max = max(raw_norm_max, float(np.sqrt(norms_sq.max())))
-                docs_used = max(docs_used, max(w.doc for w in batch) + 1)
-                windows_used += len(batch)
-                pending.append(rows)
-                n_pending += rows.shape[0]
-                written += rows.shape[0]
-                bar.update(rows.shape[0])
-                flush(final=False)
-        flush(final=True)
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - start
-    if written == 0:
-        raise DictoptInputError("--text: no tokens were kept (is the text empty?)")
-    if written < tokens:
-        log.warning("the text ran out: wrote %d of the %d tokens asked for", written, tokens)
-    np.savez(folder / "tokens.npz", ids=np.concatenate(ids_rows), doc=np.concatenate(doc_rows),
-             pos=np.concatenate(pos_rows))
-    (folder / "documents.json").write_text(json.dumps(corpus.titles[:docs_used], indent=0))
-    assert factor is not None
-    d = loaded.d_model
+    while not exhausted:
+        pool: list[Window] = []
+        for window in stream:
+            pool.append(window)
+            if len(pool) >= 8 * batch_size:
+                break
+        else:
+            exhausted = True
+        pool.sort(key=lambda w: len(w.ids))
+        for lo in range(0, len(pool), batch_size):
+            yield pool[lo : lo + batch_size]
+
+
+class _Extraction:
+    """The rows written so far, the rows waiting for a full shard, the normalisation factor
+    (estimated on the first ``norm_rows`` rows) and where each row came from."""
+
+    def __init__(self, writer: _ShardWriter, tokens: int, shard_rows: int, norm_rows: int,
+                 factor: float | None) -> None:
+        self.writer, self.tokens = writer, tokens
+        self.shard_rows, self.norm_rows, self.factor = shard_rows, norm_rows, factor
+        self.pending: list[np.ndarray] = []
+        self.n_pending = self.written = self.docs_used = self.windows_used = 0
+        self.raw_sq_sum = self.raw_norm_max = 0.0
+        self.ids_rows: list[np.ndarray] = []
+        self.doc_rows: list[np.ndarray] = []
+        self.pos_rows: list[np.ndarray] = []
+
+    def run(self, loaded: LoadedModel, layer: int, batches: Iterator[list[Window]],
+            progress: bool) -> float:
+        """Add batches until ``tokens`` rows are kept or the text runs out; flush the rest.
+        Returns the seconds it took."""
+        start = time.perf_counter()
+        bar = tqdm(total=self.tokens, desc=f"layer {layer} of {loaded.info['name']}",
+                   unit="tok", disable=not progress)
+        try:
+            while self.written < self.tokens and (batch := next(batches, None)) is not None:
+                bar.update(self.add(loaded, layer, batch))
+            self.flush(final=True)
+        finally:
+            bar.close()
+        return time.perf_counter() - start
+
+    def check_written(self) -> None:
+        """Raise when no row was kept; warn when the text ran out early."""
+        if self.written == 0:
+            raise DictoptInputError("--text: no tokens were kept (is the text empty?)")
+        if self.written < self.tokens:
+            log.warning("the text ran out: wrote %d of the %d tokens asked for", self.written,
+                        self.tokens)
+
+    def write_sources(self, folder: Path, corpus: TextCorpus) -> None:
+        """``tokens.npz`` (token id, document, position of every row) and ``documents.json``."""
+        np.savez(folder / "tokens.npz", ids=np.concatenate(self.ids_rows),
+                 doc=np.concatenate(self.doc_rows), pos=np.concatenate(self.pos_rows))
+        (folder / "documents.json").write_text(
+            json.dumps(corpus.titles[:self.docs_used], indent=0))
+
+    def add(self, loaded: LoadedModel, layer: int, batch: list[Window]) -> int:
+        """Run one batch of windows and keep its rows; returns how many were kept."""
+        pad_id = loaded.tokenizer.pad_token_id
+        pad_id = 0 if pad_id is None else int(pad_id)
+        dev = next(loaded.model.parameters()).device
+        width = max(len(w.ids) for w in batch)
+        ids_BS = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask_BS = torch.zeros((len(batch), width), dtype=torch.long)
+        keep_BS = torch.zeros((len(batch), width), dtype=torch.bool)
+        for b, w in enumerate(batch):
+            ids_BS[b, : len(w.ids)] = torch.tensor(w.ids)
+            mask_BS[b, : len(w.ids)] = 1
+            keep_BS[b, : len(w.ids)] = torch.tensor(w.keep)
+        hidden = residual_stream(loaded, layer, ids_BS.to(dev), mask_BS.to(dev))
+        need = self.tokens - self.written
+        rows = hidden[keep_BS.to(dev)].float().cpu().numpy()[:need]
+        if not np.isfinite(rows).all():
+            raise RuntimeError(f"{loaded.info['name']} produced non-finite activations")
+        # Where each kept row came from (same row-major order as the boolean index).
+        b_idx, s_idx = keep_BS.nonzero(as_tuple=True)
+        b_idx, s_idx = b_idx[:need].numpy(), s_idx[:need].numpy()
+        self.ids_rows.append(ids_BS[b_idx, s_idx].numpy().astype(np.int32))
+        self.doc_rows.append(np.array([batch[b].doc for b in b_idx], dtype=np.int32))
+        self.pos_rows.append(np.array([batch[b].first_pos for b in b_idx], dtype=np.int32)
+                             + s_idx.astype(np.int32))
+        norms_sq = (rows.astype(np.float64) ** 2).sum(axis=1)
+        self.raw_sq_sum += float(norms_sq.sum())
+        if rows.shape[0]:
+            self.raw_norm_max = max(self.raw_norm_max, float(np.sqrt(norms_sq.max())))
+        self.docs_used = max(self.docs_used, max(w.doc for w in batch) + 1)
+        self.windows_used += len(batch)
+        self.pending.append(rows)
+        self.n_pending += rows.shape[0]
+        self.written += rows.shape[0]
+        self.flush(final=False)
+        return rows.shape[0]
+
+    def flush(self, final: bool) -> None:
+        """Write full shards (and, at the end, the rest), once the factor is known."""
+        if self.factor is None:
+            if self.n_pending < self.norm_rows and not final:
+                return
+            sample = np.concatenate(self.pending, axis=0)[:self.norm_rows].astype(np.float64)
+            mean_sq = float((sample**2).sum(axis=1).mean())
+            self.factor = math.sqrt(sample.shape[1] / mean_sq) if mean_sq > 0 else 1.0
+        while self.n_pending >= self.shard_rows or (final and self.n_pending > 0):
+            rows = np.concatenate(self.pending, axis=0)
+            self.writer.write(rows[:self.shard_rows] * np.float32(self.factor))
+            rest = rows[self.shard_rows:]
+            self.pending = [rest] if rest.shape[0] else []
+            self.n_pending = rest.shape[0]
+
+
+def _manifest(run: _Extraction, loaded: LoadedModel, layer: int, corpus: TextCorpus,
+              seconds: float, args: dict[str, Any]) -> dict[str, Any]:
+    """The ``manifest.json`` of an extraction."""
+    assert run.factor is not None
+    written, factor = run.written, run.factor
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
-        "shards": writer.names,
-        "shard_rows": shard_rows,
+        "shards": run.writer.names,
+        "shard_rows": args["shard_rows"],
         "tokens": written,
-        "tokens_requested": tokens,
-        "d": d,
-        "dtype": dtype,
+        "tokens_requested": args["tokens"],
+        "d": loaded.d_model,
+        "dtype": args["dtype"],
         "model": loaded.info,
         "layer": layer,
         "hook": "residual stream after `layer` blocks (HF hidden_states[layer]; 0 = embeddings"
                 "; the last layer is taken before the final norm)",
         "normalisation": {
-            "method": normalisation,
+            "method": args["normalisation"],
             "factor": factor,
-            "estimated_on_rows": min(norm_rows, written) if normalisation != "none" else 0,
+            "estimated_on_rows": min(args["norm_rows"], written)
+            if args["normalisation"] != "none" else 0,
             "meaning": "stored rows = factor × raw residual stream; divide by factor for raw "
                        "activations (λ fitted on stored rows is λ_raw × factor)",
-            "raw_mean_squared_norm": raw_sq_sum / written,
-            "raw_max_norm": raw_norm_max,
-            "stored_mean_squared_norm": raw_sq_sum / written * factor**2,
+            "raw_mean_squared_norm": run.raw_sq_sum / written,
+            "raw_max_norm": run.raw_norm_max,
+            "stored_mean_squared_norm": run.raw_sq_sum / written * factor**2,
         },
-        "text": {"source": corpus.name, "path": corpus.path, "documents_used": docs_used,
+        "text": {"source": corpus.name, "path": corpus.path, "documents_used": run.docs_used,
                  **corpus.info},
-        "tokenisation": {"context": context, "batch_size": batch_size, "drop_first": drop_first,
-                         "keep_special": keep_special, "padding": "dropped",
-                         "windows": windows_used},
+        "tokenisation": {"context": args["context"], "batch_size": args["batch_size"],
+                         "drop_first": args["drop_first"], "keep_special": args["keep_special"],
+                         "padding": "dropped", "windows": run.windows_used},
         "token_ids": "tokens.npz",
-        "seed": seed,
+        "seed": args["seed"],
         "seconds": round(seconds, 2),
         "tokens_per_second": round(written / seconds, 1) if seconds > 0 else None,
         "dictopt_version": __version__,
@@ -395,10 +462,7 @@ def extract_activations(
         manifest["transformers_version"] = transformers.__version__
     except ImportError:  # a LoadedModel built without transformers (tests)
         pass
-    tmp = folder / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    tmp.replace(folder / "manifest.json")
-    return ExtractionResult(folder, manifest)
+    return manifest
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:

@@ -38,7 +38,20 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch
 
 
 def check_nonnegative(value: Any, name: str) -> float:
-    """A coefficient that must be a finite number ≥ 0."""
+    """A coefficient that must be a finite number ≥ 0.
+
+    Parameters
+    ----------
+    value:
+        The value.
+    name:
+        Its name, for the error.
+
+    Returns
+    -------
+    float
+        The value.
+    """
     try:
         v = float(value)
     except (TypeError, ValueError) as err:
@@ -49,7 +62,20 @@ def check_nonnegative(value: Any, name: str) -> float:
 
 
 def check_positive(value: Any, name: str) -> float:
-    """A quantity that must be a finite number > 0."""
+    """A quantity that must be a finite number > 0.
+
+    Parameters
+    ----------
+    value:
+        The value.
+    name:
+        Its name, for the error.
+
+    Returns
+    -------
+    float
+        The value.
+    """
     v = check_nonnegative(value, name)
     if v == 0:
         raise DictoptInputError(f"{name}: must be > 0, got 0")
@@ -130,7 +156,20 @@ class ForwardOutput(NamedTuple):
 
 
 def mse_loss(x_ND: torch.Tensor, recon_ND: torch.Tensor) -> torch.Tensor:
-    """SAELens reconstruction loss: squared error summed over dimensions, mean over the batch."""
+    """SAELens reconstruction loss: squared error summed over dimensions, mean over the batch.
+
+    Parameters
+    ----------
+    x_ND:
+        Inputs.
+    recon_ND:
+        Reconstructions.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar.
+    """
     return ((recon_ND - x_ND) ** 2).sum(dim=-1).mean()
 
 
@@ -380,7 +419,18 @@ SAE_CLASSES: dict[str, type[SAE]] = {}
 
 
 def register_sae(cls: type[SAE]) -> type[SAE]:
-    """Class decorator: add an SAE to :data:`SAE_CLASSES` and the encoder registry."""
+    """Class decorator: add an SAE to :data:`SAE_CLASSES` and the encoder registry.
+
+    Parameters
+    ----------
+    cls:
+        An SAE class with ``architecture`` and ``config_class``.
+
+    Returns
+    -------
+    type[SAE]
+        ``cls``.
+    """
     from dictopt.problem import register_encoder
 
     name = cls.architecture
@@ -392,7 +442,18 @@ def register_sae(cls: type[SAE]) -> type[SAE]:
 
 
 def get_sae_class(architecture: str) -> type[SAE]:
-    """The SAE class for ``architecture`` (clear error listing the known ones)."""
+    """The SAE class for ``architecture`` (clear error listing the known ones).
+
+    Parameters
+    ----------
+    architecture:
+        A registered architecture name.
+
+    Returns
+    -------
+    type[SAE]
+        The class.
+    """
     try:
         return SAE_CLASSES[architecture]
     except KeyError:
@@ -402,11 +463,37 @@ def get_sae_class(architecture: str) -> type[SAE]:
 
 
 def make_config(architecture: str, **fields: Any) -> SAEConfig:
-    """The config dataclass of ``architecture`` built from keyword fields."""
+    """The config dataclass of ``architecture`` built from keyword fields.
+
+    Parameters
+    ----------
+    architecture:
+        A registered architecture name.
+    **fields:
+        The config's fields.
+
+    Returns
+    -------
+    SAEConfig
+        Validated.
+    """
     return get_sae_class(architecture).config_class.from_dict(fields)
 
 
 def make_sae(cfg: SAEConfig, *, seed: int | None = None) -> SAE:
-    """A freshly initialised SAE for ``cfg`` (deterministic for a given ``seed``)."""
+    """A freshly initialised SAE for ``cfg`` (deterministic for a given ``seed``).
+
+    Parameters
+    ----------
+    cfg:
+        The configuration.
+    seed:
+        Seed of the initial weights (``None``: torch's global state).
+
+    Returns
+    -------
+    SAE
+        Initialised.
+    """
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     return get_sae_class(cfg.architecture)(cfg, generator=gen)

@@ -44,7 +44,22 @@ class MPSAEConfig(SAEConfig):
 def matching_pursuit(
     r_ND: torch.Tensor, W_KD: torch.Tensor, k: int
 ) -> torch.Tensor:
-    """Nonnegative matching-pursuit codes ``[N, K]`` of residuals ``r`` over rows of ``W``."""
+    """Nonnegative matching-pursuit codes ``[N, K]`` of residuals ``r`` over rows of ``W``.
+
+    Parameters
+    ----------
+    r_ND:
+        Residuals to encode.
+    W_KD:
+        Unit atoms.
+    k:
+        Greedy steps (atoms per row).
+
+    Returns
+    -------
+    torch.Tensor
+        Nonnegative codes ``[N, K]``.
+    """
     sq_K = (W_KD * W_KD).sum(dim=1)
     norm_K = sq_K.sqrt()
     gram_KK = W_KD @ W_KD.T

@@ -35,13 +35,39 @@ from dictopt.validation import DictoptInputError, check_positive_int
 
 
 def topk_acts(pre_NK: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the ``k`` largest pre-activations of each row, ReLU'd; zero elsewhere."""
+    """Keep the ``k`` largest pre-activations of each row, ReLU'd; zero elsewhere.
+
+    Parameters
+    ----------
+    pre_NK:
+        Pre-activations.
+    k:
+        Latents kept per row.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[N, K]``.
+    """
     vals, idx = pre_NK.topk(k, dim=-1)
     return torch.zeros_like(pre_NK).scatter(-1, idx, torch.relu(vals))
 
 
 def batch_topk_acts(pre_NK: torch.Tensor, k: float) -> torch.Tensor:
-    """Keep the ``round(k·B)`` largest ReLU'd activations of the whole batch."""
+    """Keep the ``round(k·B)`` largest ReLU'd activations of the whole batch.
+
+    Parameters
+    ----------
+    pre_NK:
+        Pre-activations of a batch.
+    k:
+        Mean latents kept per row.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[N, K]``.
+    """
     acts = torch.relu(pre_NK)
     flat = acts.flatten()
     m = min(max(int(round(k * pre_NK.shape[0])), 1), flat.numel())

@@ -12,14 +12,19 @@ the canonical loss of THEORY §1, so ``l1_coefficient = 2λ`` (the loader conver
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dictopt.data.sources import as_source
+from dictopt.io import load
 from dictopt.problem import Dictionary
 from dictopt.solvers.registry import register_solver
 from dictopt.solvers.train import B_DEC_INIT_CHOICES, BatchStream, first_rows, initial_bias
@@ -41,6 +46,19 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "init_rows": 4096,
     "out_dir": None,
 }
+
+
+@contextmanager
+def _without_progress_bar() -> Iterator[None]:
+    """Capture stderr while SAELens trains; write back every line but its progress bar's."""
+    captured = io.StringIO()
+    try:
+        with redirect_stderr(captured):
+            yield
+    finally:
+        kept = [line for line in captured.getvalue().replace("\r", "\n").splitlines(True)
+                if line.strip() and "Training SAE" not in line]
+        sys.stderr.write("".join(kept))
 
 
 def _require_saelens() -> Any:
@@ -88,9 +106,26 @@ def train_with_saelens(
         ``meta["saelens_dir"]`` is the folder when ``out_dir`` was given.
     """
     sl = _require_saelens()
-    from sae_lens.config import LoggingConfig, SAETrainerConfig
-    from sae_lens.training.sae_trainer import SAETrainer
+    opts = _options(options, architecture)
+    K = check_positive_int(K, "K")
+    src = as_source(source)
+    sae = _new_sae(sl, architecture, src.d, K, lam, k, seed, opts)
+    if opts["b_dec_init"] != "zeros":
+        b0 = initial_bias(first_rows(src, int(opts["init_rows"])), opts["b_dec_init"])
+        with torch.no_grad():
+            sae.b_dec.copy_(b0.to(sae.b_dec.dtype))
+    _fit(sae, src, opts, seed, progress, f"SAELens {architecture} SAE, K={K}")
+    dictionary = _load_trained(sae, opts["out_dir"])
+    dictionary.meta.update(
+        solver=f"saelens-{architecture}",
+        seed=seed,
+        train_config={**opts, "out_dir": None if opts["out_dir"] is None else str(opts["out_dir"])},
+    )
+    return dictionary
 
+
+def _options(options: dict[str, Any], architecture: str) -> dict[str, Any]:
+    """The trainer options with dictopt's defaults, validated."""
     unknown = sorted(set(options) - set(TRAINER_DEFAULTS))
     if unknown:
         raise DictoptInputError(
@@ -98,39 +133,46 @@ def train_with_saelens(
             f"known: {sorted(TRAINER_DEFAULTS)}"
         )
     opts = {**TRAINER_DEFAULTS, **options}
-    K = check_positive_int(K, "K")
-    steps = check_positive_int(opts["total_steps"], "total_steps")
-    batch = check_positive_int(opts["batch_size"], "batch_size")
+    check_positive_int(opts["total_steps"], "total_steps")
+    check_positive_int(opts["batch_size"], "batch_size")
     if opts["b_dec_init"] not in B_DEC_INIT_CHOICES:
         raise DictoptInputError(
             f"b_dec_init must be one of {B_DEC_INIT_CHOICES}, got {opts['b_dec_init']!r}"
         )
-    src = as_source(source)
+    return opts
+
+
+def _new_sae(sl: Any, architecture: str, d: int, K: int, lam: float | None, k: int | None,
+             seed: int, opts: dict[str, Any]) -> Any:
+    """A fresh SAELens training SAE (``torch.manual_seed(seed)`` first)."""
     if architecture == "standard":
         lam = check_lambda(lam)
         cfg = sl.StandardTrainingSAEConfig(
-            d_in=src.d, d_sae=K, l1_coefficient=2.0 * lam,
+            d_in=d, d_sae=K, l1_coefficient=2.0 * lam,
             l1_warm_up_steps=int(opts["l1_warm_up_steps"]),
         )
         sae_cls = sl.StandardTrainingSAE
     elif architecture == "topk":
         if k is None:
             raise DictoptInputError("k: saelens-topk needs k (--set k=...)")
-        cfg = sl.TopKTrainingSAEConfig(d_in=src.d, d_sae=K, k=check_positive_int(k, "k"))
+        cfg = sl.TopKTrainingSAEConfig(d_in=d, d_sae=K, k=check_positive_int(k, "k"))
         sae_cls = sl.TopKTrainingSAE
     else:
         raise DictoptInputError(
             f"unknown SAELens architecture {architecture!r}; use standard or topk"
         )
-
     torch.manual_seed(seed)
-    sae = sae_cls(cfg)
-    if opts["b_dec_init"] != "zeros":
-        b0 = initial_bias(first_rows(src, int(opts["init_rows"])), opts["b_dec_init"])
-        with torch.no_grad():
-            sae.b_dec.copy_(b0.to(sae.b_dec.dtype))
-    stream = BatchStream(src, batch, seed)
-    batches = (b.to(torch.float32) for b in stream)
+    return sae_cls(cfg)
+
+
+def _fit(sae: Any, src: Any, opts: dict[str, Any], seed: int, progress: bool,
+         what: str) -> None:
+    """SAELens's ``SAETrainer`` on shuffled batches of ``src``."""
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    steps, batch = int(opts["total_steps"]), int(opts["batch_size"])
+    batches = (b.to(torch.float32) for b in BatchStream(src, batch, seed))
     trainer_cfg = SAETrainerConfig(
         total_training_samples=batch * steps,
         train_batch_size_samples=batch,
@@ -141,37 +183,26 @@ def train_with_saelens(
         lr_decay_steps=int(opts["lr_decay_steps"]),
         logger=LoggingConfig(log_to_wandb=False),
     )
-    log.info("SAELens %s SAE, K=%d: %d steps of %d rows", architecture, K, steps, batch)
+    log.info("%s: %d steps of %d rows", what, steps, batch)
     trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches)
     if progress:
         trainer.fit()
-    else:  # SAELens's trainer always draws a progress bar; silence it
-        import functools
-        from unittest import mock
-
-        from tqdm.auto import tqdm
-
-        quiet = functools.partial(tqdm, disable=True)
-        with mock.patch("sae_lens.training.sae_trainer.tqdm", quiet):
+    else:  # SAELens's trainer always draws a progress bar on stderr: keep it off the terminal
+        with _without_progress_bar():
             trainer.fit()
 
-    from dictopt.io import load
 
-    if opts["out_dir"] is not None:
-        folder = Path(opts["out_dir"])
+def _load_trained(sae: Any, out_dir: Any) -> Dictionary:
+    """The trained SAE saved as SAELens's inference folder and loaded back."""
+    if out_dir is not None:
+        folder = Path(out_dir)
         sae.save_inference_model(folder)
         dictionary = load(folder)
         dictionary.meta["saelens_dir"] = str(folder)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            sae.save_inference_model(tmp)
-            dictionary = load(tmp)
-    dictionary.meta.update(
-        solver=f"saelens-{architecture}",
-        seed=seed,
-        train_config={**opts, "out_dir": None if opts["out_dir"] is None else str(opts["out_dir"])},
-    )
-    return dictionary
+        return dictionary
+    with tempfile.TemporaryDirectory() as tmp:
+        sae.save_inference_model(tmp)
+        return load(tmp)
 
 
 @register_solver("saelens-standard", "SAELens's own trainer: ReLU SAE with L1 (λ = l1/2)")

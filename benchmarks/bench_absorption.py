@@ -1,0 +1,160 @@
+"""Absorption labels scored against known truth on SAELens hierarchy worlds.
+
+    PYTHONPATH=$PWD python -m benchmarks.bench_absorption [--quick] [--cache /cache/absorption]
+        [--out benchmarks/absorption_truth/results.json]
+
+Each setting: a SAELens synthetic hierarchy world (``sae_lens.synthetic``), an SAE trained on it by
+SAELens's ``train_toy_sae`` (cached on disk), the truth per edge from the TRUE feature
+activations (:mod:`benchmarks.absorption_truth.truth`), then the SAE loaded by
+``dictopt.io.load`` and checked by ``dictopt.check`` on fresh rows; its ``absorption`` labels are
+scored (precision, recall, the false positives and negatives). See
+``benchmarks/absorption_truth/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.absorption_truth.score import score_pairs
+from benchmarks.absorption_truth.truth import edge_truth
+from benchmarks.absorption_truth.worlds import (
+    SaeSpec,
+    Setting,
+    WorldSpec,
+    load_sae,
+    make_world,
+    sae_codes,
+    sample,
+    trained_folder,
+)
+
+log = logging.getLogger("bench_absorption")
+
+
+def settings(quick: bool) -> list[Setting]:
+    """Seeds × depth × width (below/above the 64 features) × (ReLU+L1 at two L1, TopK)."""
+    if quick:
+        return [Setting(WorldSpec(depth=1, seed=0), SaeSpec("topk", 48, k=4, samples=600_000))]
+    out = []
+    for seed in (0, 1):
+        for depth in (1, 2):
+            w = (WorldSpec(depth=1, seed=seed) if depth == 1
+                 else WorldSpec(depth=2, roots=4, branching=3, seed=seed))
+            for width in (48, 96):
+                for sae in (SaeSpec("standard", width, l1=0.1), SaeSpec("standard", width, l1=0.5),
+                            SaeSpec("topk", width, k=4)):
+                    out.append(Setting(w, sae))
+    return out
+
+
+def dictopt_labels(folder: Path, x_ND: np.ndarray, arch: str) -> tuple[list[tuple[int, int]], Any]:
+    """The SAE loaded by dictopt, checked with its own codes; its absorption label pairs."""
+    from dictopt.check import check
+    from dictopt.io import load
+
+    dic = load(folder)
+    x = torch.as_tensor(x_ND, dtype=dic.dtype)
+    lam = dic.lam
+    if lam is None:  # TopK: the implied λ (labels do not depend on λ)
+        from dictopt.io.conventions import implied_lambda
+
+        imp = implied_lambda(dic, x)
+        lam = max(imp.lam, imp.weighted_mean, 1e-6)  # a short-trained TopK may imply λ < 0
+    rep = check(dic, x, codes="own", lam=lam, hull=False, amortisation=False)
+    pairs = [(lab.i, lab.j) for lab in rep.labels if lab.label == "absorption"]
+    return pairs, rep
+
+
+def run_setting(setting: Setting, cache: Path, n_eval: int) -> dict[str, Any]:
+    """Truth, dictopt's labels and their score for one setting."""
+    folder = trained_folder(setting, cache)
+    world = make_world(setting.world)
+    f_NF, x_ND = sample(world, n_eval, seed=10_000 + setting.world.seed)
+    sae = load_sae(folder)
+    a_NK = sae_codes(sae, x_ND)
+    W_KD = sae.W_dec.detach().double().numpy()
+    desc: dict[int, list[int]] = collections.defaultdict(list)
+    for c, p in world.edges():
+        desc[p].append(c)
+    truth = edge_truth(f_NF, a_NK, W_KD, world.features, world.edges(), desc)
+    t0 = time.perf_counter()
+    pairs, rep = dictopt_labels(folder, x_ND, setting.sae.arch)
+    sc = score_pairs(pairs, truth)
+    classes = collections.Counter(e.cls for e in truth)
+    return {
+        "setting": setting.name, "depth": setting.world.depth, "seed": setting.world.seed,
+        "width": setting.sae.width, "arch": setting.sae.arch,
+        "l1": setting.sae.l1 if setting.sae.arch == "standard" else None,
+        "k": setting.sae.k if setting.sae.arch == "topk" else None,
+        "l0": float((a_NK > 0).sum(1).mean()), "edges": len(truth), "classes": dict(classes),
+        "labels": len(pairs), "tp": sc.tp, "neutral": sc.neutral, "fp": sc.fp,
+        "found": sc.found, "absorbed": sc.n_absorbed,
+        "precision": sc.precision, "precision_strict": sc.precision_strict, "recall": sc.recall,
+        "false_positives": sc.false_positives, "false_negatives": sc.false_negatives,
+        "check_seconds": time.perf_counter() - t0,
+        "truth": [e.__dict__ for e in truth],
+    }
+
+
+def _fmt(v: float) -> str:
+    return "–" if v != v else f"{v:.2f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table, one row per setting, and a total over settings with absorption."""
+    head = ("| setting | L0 | absorbed / partial / kept / other / unresolved | labels | TP | "
+            "partial hits | FP | precision | recall |\n|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        c = r["classes"]
+        cls = "/".join(str(c.get(k, 0)) for k in
+                       ("absorbed", "partial", "kept", "other", "unresolved"))
+        lines.append(f"| {r['setting']} | {r['l0']:.1f} | {cls} | {r['labels']} | {r['tp']} | "
+                     f"{r['neutral']} | {r['fp']} | {_fmt(r['precision'])} | "
+                     f"{_fmt(r['recall'])} |")
+    tp = sum(r["tp"] for r in rows)
+    fp = sum(r["fp"] for r in rows)
+    found = sum(r["found"] for r in rows)
+    absorbed = sum(r["absorbed"] for r in rows)
+    tot = (f"\nAll settings: precision {_fmt(tp / (tp + fp) if tp + fp else float('nan'))} "
+           f"({tp} TP, {fp} FP), recall {_fmt(found / absorbed if absorbed else float('nan'))} "
+           f"({found} of {absorbed} absorbed edges).\n")
+    return head + "\n".join(lines) + "\n" + tot
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one small setting (seconds)")
+    ap.add_argument("--cache", default="/cache/absorption", help="trained SAEs are kept here")
+    ap.add_argument("--rows", type=int, default=20_000, help="evaluation rows per setting")
+    ap.add_argument("--out", default=None, help="write the JSON results here")
+    ap.add_argument("--only", default=None, help="run the settings whose name contains this")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(1)
+    rows = []
+    for s in settings(args.quick):
+        if args.only and args.only not in s.name:
+            continue
+        r = run_setting(s, Path(args.cache), args.rows)
+        log.info("%s: %d labels, TP %d FP %d, recall %d/%d", r["setting"], r["labels"],
+                 r["tp"], r["fp"], r["found"], r["absorbed"])
+        rows.append(r)
+    out = table(rows)
+    print(out)  # noqa: T201 - benchmark output
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,389 @@
+"""Absorption from structure: streamed co-firing statistics of candidate pairs and the star.
+
+Feature absorption (Chanin et al.) turns a hierarchy — a parent feature ``p`` that fires whenever
+a child ``c_k`` fires — into a *star* of latents: a hub ``h ≈ F_p`` that stops firing when a
+child fires, and partners ``k ≈ F_{c_k} + α F_p`` that carry the parent's direction. The data
+cannot tell this apart from a world of mutually exclusive features (basis non-identifiability),
+so the label reads it from structure only:
+
+- **exclusion** of a pair ``(i, j)``: ``i`` and ``j`` co-fire on ``n_ij`` rows where
+  independence predicts ``E_ij = n_i n_j / N``; ``lift = n_ij / E_ij`` and the Poisson
+  z-score ``z = (E_ij − n_ij) / √E_ij``. Pairs with ``E_ij < z_min²`` can never reach
+  significance and are *rare* (kept out of labels).
+- **suppression**: the mean code of ``i`` on the rows where ``j`` fires against the rows where it
+  does not, with a Welch z-score from the streamed sums of squares.
+- **star**: a hub ``h`` with ≥ 2 partners, each sharing its direction (``c_hk ≥ cos_min``) and
+  significantly excluded from it, pairwise excluded from each other, whose *remainders*
+  ``d_k − c_hk d_h`` are distinct (pairwise cosine ≤ ``remainder_cos``); the hub is the member
+  whose direction the others share most (largest mean cosine to its partners).
+
+Statistics are streamed over chunks of codes for a fixed list of candidate pairs
+(:func:`candidate_pairs`: pairs whose decoder cosine reaches ``cos_min``, plus pairs that share
+such a neighbour), with the start / update / merge / finish shape of the other passes, so they run
+in the same pass as the pair extremes and merge across processes. Memory is ``O(K + P)`` for
+``P`` candidate pairs; no ``K × K`` co-firing matrix is formed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+F64 = torch.float64
+
+
+@dataclass(frozen=True)
+class AbsorptionThresholds:
+    """Thresholds of the structural absorption label."""
+
+    cos_min: float = 0.35
+    """A partner shares the hub's direction: decoder cosine at least this (about two standard
+    deviations of the cosine of random directions in 32 dimensions)."""
+    duplicate_cos: float = 0.9
+    """Pairs at or above this cosine are near-duplicates (feature splitting), not absorption."""
+    z_min: float = 3.0
+    """Significance of an exclusion (Poisson z-score against independence)."""
+    cofire_max: float = 0.7
+    """A partner silences the hub: the hub fires on at most this fraction of the partner's
+    rows (significantly, binomial z ≥ ``z_min``)."""
+    remainder_cos: float = 0.5
+    """Partners' remainders ``d_k − c_hk d_h`` are distinct: pairwise cosine at most this."""
+    require_association: bool = True
+    """Links need co-firing significantly far from independence (else only not rare)."""
+    max_neighbours: int = 32
+    """Two-hop candidates are formed from at most this many nearest neighbours per atom."""
+
+
+DEFAULT_ABSORPTION = AbsorptionThresholds()
+
+
+@dataclass
+class AbsorptionStats:
+    """Mergeable streamed sums for candidate pairs ``(pi[p], pj[p])`` (``pi < pj``)."""
+
+    pi: torch.Tensor
+    pj: torch.Tensor
+    n: int = 0
+    n_k: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
+    """Rows where each atom fires ``[K]``."""
+    s_k: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
+    """Sum of each atom's codes ``[K]``."""
+    q_k: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
+    """Sum of each atom's squared codes ``[K]``."""
+    co: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
+    """Rows where both atoms of the pair fire ``[P]``."""
+    s_i_on_j: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
+    """Sum of ``a_i`` over the rows where ``j`` fires ``[P]`` (and ``q_`` the squares)."""
+    s_j_on_i: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
+    q_i_on_j: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
+    q_j_on_i: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
+    block_elements: int = 1 << 20
+
+
+def candidate_pairs(
+    atoms_KD: torch.Tensor, th: AbsorptionThresholds = DEFAULT_ABSORPTION, block: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unordered candidate pairs ``(i < j)``: decoder cosine in ``[cos_min, duplicate_cos)``,
+    plus every pair of such neighbours of a common atom (the partners of a possible star).
+
+    The Gram matrix is formed ``block`` rows at a time; each atom keeps at most
+    ``max_neighbours`` neighbours (its largest cosines) for the two-hop pairs.
+
+    Returns
+    -------
+    (pi, pj):
+        Long tensors ``[P]`` with ``pi < pj``, sorted by ``pi * K + pj``.
+    """
+    K = atoms_KD.shape[0]
+    dev = atoms_KD.device
+    D = atoms_KD.to(F64)
+    keys: list[torch.Tensor] = []
+    nbrs: list[torch.Tensor] = []
+    for lo in range(0, K, block):
+        rows = torch.arange(lo, min(K, lo + block), device=dev)
+        c = D[rows] @ D.t()
+        c[torch.arange(rows.numel(), device=dev), rows] = -2.0
+        ok = (c >= th.cos_min) & (c < th.duplicate_cos)
+        ii, jj = ok.nonzero(as_tuple=True)
+        gi = rows[ii]
+        keep = gi < jj
+        keys.append(gi[keep] * K + jj[keep])
+        m = min(th.max_neighbours, K - 1)
+        if m > 0:
+            val, idx = c.masked_fill(~ok, -3.0).topk(m, dim=1)
+            for r in range(rows.numel()):
+                nb = idx[r][val[r] > -3.0]
+                if nb.numel() >= 2:
+                    a, b = torch.combinations(nb, 2).unbind(1)
+                    lo_, hi_ = torch.minimum(a, b), torch.maximum(a, b)
+                    nbrs.append(lo_ * K + hi_)
+    allk = torch.cat(keys + nbrs) if keys or nbrs else torch.zeros(0, dtype=torch.long)
+    allk = torch.unique(allk)
+    return allk // K, allk % K
+
+
+def absorption_start(pi: torch.Tensor, pj: torch.Tensor, K: int) -> AbsorptionStats:
+    """Empty statistics for the pairs ``(pi, pj)`` of ``K`` atoms."""
+    dev = pi.device
+    P = pi.numel()
+
+    def z(m: int) -> torch.Tensor:
+        return torch.zeros(m, dtype=F64, device=dev)
+
+    return AbsorptionStats(pi, pj, 0, z(K), z(K), z(K), z(P), z(P), z(P), z(P), z(P))
+
+
+def absorption_update(st: AbsorptionStats, codes_NK: torch.Tensor) -> None:
+    """Add a chunk of nonnegative codes ``[n, K]`` (in place)."""
+    a = codes_NK.to(F64)
+    n = a.shape[0]
+    if n == 0:
+        return
+    on = (a > 0).to(F64)
+    st.n += n
+    st.n_k += on.sum(0)
+    st.s_k += a.sum(0)
+    st.q_k += (a * a).sum(0)
+    P = st.pi.numel()
+    block = max(1, st.block_elements // n)
+    for lo in range(0, P, block):
+        sl = slice(lo, lo + block)
+        ai, aj = a[:, st.pi[sl]], a[:, st.pj[sl]]
+        oi, oj = on[:, st.pi[sl]], on[:, st.pj[sl]]
+        st.co[sl] += (oi * oj).sum(0)
+        st.s_i_on_j[sl] += (ai * oj).sum(0)
+        st.s_j_on_i[sl] += (aj * oi).sum(0)
+        st.q_i_on_j[sl] += (ai * ai * oj).sum(0)
+        st.q_j_on_i[sl] += (aj * aj * oi).sum(0)
+
+
+def absorption_merge(p: AbsorptionStats, q: AbsorptionStats) -> AbsorptionStats:
+    """Statistics of the union of two disjoint sets of rows (same pairs)."""
+    if not (torch.equal(p.pi, q.pi) and torch.equal(p.pj, q.pj)):
+        raise ValueError("absorption_merge: the two statistics hold different pairs")
+    return AbsorptionStats(
+        p.pi, p.pj, p.n + q.n, p.n_k + q.n_k, p.s_k + q.s_k, p.q_k + q.q_k, p.co + q.co,
+        p.s_i_on_j + q.s_i_on_j, p.s_j_on_i + q.s_j_on_i, p.q_i_on_j + q.q_i_on_j,
+        p.q_j_on_i + q.q_j_on_i, p.block_elements,
+    )
+
+
+@dataclass(frozen=True)
+class PairStatistics:
+    """Per candidate pair ``[P]``: exclusion and suppression with their significance."""
+
+    pi: torch.Tensor
+    pj: torch.Tensor
+    cos: torch.Tensor
+    coactive: torch.Tensor
+    expected: torch.Tensor
+    """``n_i n_j / N``: co-firing expected under independence."""
+    lift: torch.Tensor
+    z_exclusion: torch.Tensor
+    """``(E − n_ij) / √E`` (Poisson standard error under independence)."""
+    rare: torch.Tensor
+    """``E < z_min²``: too few firings for an exclusion to be significant."""
+    suppression_i: torch.Tensor
+    """``1 − mean(a_i | j fires) / mean(a_i | j silent)``: how much ``j`` silences ``i``."""
+    z_suppression_i: torch.Tensor
+    suppression_j: torch.Tensor
+    z_suppression_j: torch.Tensor
+
+
+def pair_statistics(
+    st: AbsorptionStats, atoms_KD: torch.Tensor, th: AbsorptionThresholds = DEFAULT_ABSORPTION
+) -> PairStatistics:
+    """Finish the streamed sums into per-pair statistics (see the module docstring)."""
+    N = max(st.n, 1)
+    D = atoms_KD.to(F64)
+    cos = (D[st.pi] * D[st.pj]).sum(1)
+    ni, nj = st.n_k[st.pi], st.n_k[st.pj]
+    E = ni * nj / N
+    lift = torch.where(E > 0, st.co / E.clamp(min=1e-300), torch.ones_like(E))
+    z = torch.where(E > 0, (E - st.co) / E.clamp(min=1e-300).sqrt(), torch.zeros_like(E))
+    rare = E < th.z_min**2
+
+    def supp(s_on: torch.Tensor, q_on: torch.Tensor, k: torch.Tensor, n_on: torch.Tensor):
+        n_off = N - n_on
+        s_off, q_off = st.s_k[k] - s_on, st.q_k[k] - q_on
+        m_on = s_on / n_on.clamp(min=1)
+        m_off = s_off / n_off.clamp(min=1)
+        v_on = (q_on / n_on.clamp(min=1) - m_on**2).clamp(min=0)
+        v_off = (q_off / n_off.clamp(min=1) - m_off**2).clamp(min=0)
+        se = (v_on / n_on.clamp(min=1) + v_off / n_off.clamp(min=1)).sqrt()
+        ok = (n_on > 1) & (n_off > 1) & (m_off > 0)
+        s = torch.where(ok, 1 - m_on / m_off.clamp(min=1e-300), torch.zeros_like(m_on))
+        zz = torch.where(ok & (se > 0), (m_off - m_on) / se.clamp(min=1e-300),
+                         torch.zeros_like(m_on))
+        return s, zz
+
+    si, zi = supp(st.s_i_on_j, st.q_i_on_j, st.pi, nj)
+    sj, zj = supp(st.s_j_on_i, st.q_j_on_i, st.pj, ni)
+    return PairStatistics(st.pi, st.pj, cos, st.co.clone(), E, lift, z, rare, si, zi, sj, zj)
+
+
+@dataclass(frozen=True)
+class Star:
+    """A hub latent and its mutually exclusive partners that share its direction."""
+
+    hub: int
+    partners: tuple[int, ...]
+    cos: tuple[float, ...]
+    """``c_hk`` per partner."""
+    z: tuple[float, ...]
+    """Exclusion z-score of (hub, partner) per partner."""
+    remainder_cos: float
+    """Largest pairwise cosine of the partners' remainders ``d_k − c_hk d_h``."""
+
+
+@dataclass(frozen=True)
+class AbsorptionFinding:
+    """One absorption label: ``(i, j)`` with ``i < j``, the hub, and its evidence."""
+
+    i: int
+    j: int
+    hub: int
+    detail: dict[str, Any]
+
+
+def _associated(ps: PairStatistics, th: AbsorptionThresholds) -> torch.Tensor:
+    """Co-firing significantly far from independence, either way (exclusion or nesting)."""
+    return (~ps.rare) & (ps.z_exclusion.abs() >= th.z_min)
+
+
+def silenced_z(co: float, n_partner: float, cofire_max: float) -> float:
+    """Binomial z-score that the hub fires on fewer than ``cofire_max`` of the partner's
+    ``n_partner`` rows, given it fires on ``co`` of them."""
+    if n_partner <= 0:
+        return 0.0
+    return (cofire_max * n_partner - co) / math.sqrt(n_partner * cofire_max * (1 - cofire_max))
+
+
+def find_stars(
+    ps: PairStatistics,
+    atoms_KD: torch.Tensor,
+    n_k: torch.Tensor,
+    th: AbsorptionThresholds = DEFAULT_ABSORPTION,
+) -> list[Star]:
+    """Stars (see the module docstring), best hub first.
+
+    Two latents are *linked* when ``c_hk ≥ cos_min`` and their co-firing is significantly far
+    from independence (:func:`_associated`). Latents with ≥ 2 links are hub candidates, taken
+    in decreasing mean cosine to their links: the hub of a group is the member whose direction
+    the others share most, and its links are then taken (never hubs themselves), so siblings
+    are never paired with each other. A link ``k`` of hub ``h`` is a partner when ``h`` is
+    significantly silenced where ``k`` fires (:func:`silenced_z`); a star needs ≥ 2 partners
+    whose remainders are distinct.
+    """
+    D = atoms_KD.to(F64)
+    assoc = (_associated(ps, th) if th.require_association else ~ps.rare).tolist()
+    links: dict[int, list[tuple[int, float]]] = {}
+    for p in range(ps.pi.numel()):
+        c = float(ps.cos[p])
+        if not assoc[p] or c < th.cos_min or c >= th.duplicate_cos:
+            continue
+        i, j, co = int(ps.pi[p]), int(ps.pj[p]), float(ps.coactive[p])
+        links.setdefault(i, []).append((j, silenced_z(co, float(n_k[j]), th.cofire_max)))
+        links.setdefault(j, []).append((i, silenced_z(co, float(n_k[i]), th.cofire_max)))
+    near: dict[int, set[int]] = {}
+    for i, j, c in zip(ps.pi.tolist(), ps.pj.tolist(), ps.cos.tolist(), strict=True):
+        if th.cos_min <= c < th.duplicate_cos:
+            near.setdefault(i, set()).add(j)
+            near.setdefault(j, set()).add(i)
+    order = sorted(
+        (h for h, kz in links.items() if len(kz) >= 2),
+        key=lambda h: -float((D[[k for k, _ in links[h]]] @ D[h]).mean()),
+    )
+    taken: set[int] = set()
+    out: list[Star] = []
+    for h in order:
+        if h in taken:
+            continue
+        taken.update(k for k, _ in links[h])
+        kz = [(k, z) for k, z in links[h] if z >= th.z_min]
+        kz.sort(key=lambda t: -float(D[h] @ D[t[0]]))
+        if len(kz) < 2:
+            continue
+        kept = [k for k, _ in kz]
+        if not _is_centre(h, kept, D, near):
+            continue
+        cs = D[kept] @ D[h]
+        rem = D[kept] - cs[:, None] * D[h][None, :]
+        rem = rem / rem.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        rc = rem @ rem.t()
+        rc.fill_diagonal_(2.0)
+        rmin = float(rc.min())
+        if rmin > th.remainder_cos:  # no two partners with distinct remainders
+            continue
+        rmax = rmin
+        out.append(Star(h, tuple(kept), tuple(float(c) for c in cs), tuple(z for _, z in kz),
+                        rmax))
+    return _one_hub_per_partner(out)
+
+
+def _is_centre(h: int, partners: list[int], D: torch.Tensor, near: dict[int, set[int]]) -> bool:
+    """``h`` is the centre of its partners: no other latent is closer than ``h`` to every
+    partner (a sibling posing as a hub is farther from the other siblings than the true hub
+    is)."""
+    members = [h, *partners]
+    ch = D[partners] @ D[h]
+    outside = set.intersection(*(near.get(k, set()) for k in partners)) - set(members)
+    for g in outside:
+        if bool(((D[partners] @ D[g]) > ch).all()):
+            return False
+    return True
+
+
+def _one_hub_per_partner(stars: list[Star]) -> list[Star]:
+    """A partner carries one parent direction: keep it only in the star whose hub it shares
+    most (largest cosine); stars left with fewer than 2 partners are dropped."""
+    best: dict[int, tuple[float, int]] = {}
+    for s_, star in enumerate(stars):
+        for k, c in zip(star.partners, star.cos, strict=True):
+            if k not in best or c > best[k][0]:
+                best[k] = (c, s_)
+    out = []
+    for s_, star in enumerate(stars):
+        idx = [t for t, k in enumerate(star.partners) if best[k][1] == s_]
+        if len(idx) >= 2:
+            out.append(Star(star.hub, tuple(star.partners[t] for t in idx),
+                            tuple(star.cos[t] for t in idx), tuple(star.z[t] for t in idx),
+                            star.remainder_cos))
+    return out
+
+
+def absorption_findings(
+    st: AbsorptionStats, atoms_KD: torch.Tensor, th: AbsorptionThresholds = DEFAULT_ABSORPTION
+) -> tuple[list[AbsorptionFinding], PairStatistics]:
+    """Finish: one finding per (hub, partner) of every star, with its evidence."""
+    ps = pair_statistics(st, atoms_KD, th)
+    K = atoms_KD.shape[0]
+    stat_of = {k: p for p, k in enumerate((ps.pi * K + ps.pj).tolist())}
+    out: list[AbsorptionFinding] = []
+    for star in find_stars(ps, atoms_KD, st.n_k, th):
+        for k, c, z in zip(star.partners, star.cos, star.z, strict=True):
+            i, j = min(star.hub, k), max(star.hub, k)
+            p = stat_of[i * K + j]
+            hub_is_i = star.hub == i
+            out.append(AbsorptionFinding(i, j, star.hub, {
+                "kind": "star", "hub": star.hub, "partners": list(star.partners),
+                "cos": c, "coactive": float(ps.coactive[p]), "expected": float(ps.expected[p]),
+                "lift": float(ps.lift[p]), "z_association": float(-ps.z_exclusion[p]),
+                "z_silenced": z,
+                "suppression": float(ps.suppression_i[p] if hub_is_i else ps.suppression_j[p]),
+                "z_suppression": float(
+                    ps.z_suppression_i[p] if hub_is_i else ps.z_suppression_j[p]
+                ),
+                "remainder_cos": star.remainder_cos,
+            }))
+    out.sort(key=lambda f: (f.i, f.j))
+    return out, ps
+
+
+def min_support(z_min: float, n: int, n_partner: int) -> float:
+    """Firings an atom needs for an exclusion against a partner firing ``n_partner`` of ``n``
+    rows to be significant at ``z_min`` (``E = n_i n_j / N ≥ z_min²``)."""
+    return math.inf if n_partner <= 0 else z_min**2 * n / n_partner

@@ -1,0 +1,82 @@
+"""Optimal codes solved once per check: pass 1 stores each chunk's codes, pass 2 reads them.
+
+The exact coder (:func:`dictopt.solvers.coding.solve_codes`) is by far the most expensive part
+of a check with ``codes="optimal"``, and both passes need the same codes of the same chunks.
+The codes are held sparse (row, column, value: 16 bytes per nonzero, exact values, so pass 2
+sees the very codes pass 1 saw), keyed by the chunk's first row, while they fit
+``budget_bytes``; chunks beyond the budget are solved again in pass 2, as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+
+#: Default memory for held codes (bytes).
+CODE_CACHE_BYTES = 1 << 30
+
+
+class _Sparse(NamedTuple):
+    """One chunk's nonzero codes."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    values: torch.Tensor
+    K: int
+
+
+@dataclass
+class CodeCache:
+    """Sparse codes of streamed chunks, keyed by the chunk's first row."""
+
+    budget_bytes: int = CODE_CACHE_BYTES
+    """Stop holding new chunks past this many bytes."""
+    used_bytes: int = 0
+    hits: int = 0
+    chunks: dict[tuple[int, int], _Sparse] = field(default_factory=dict)
+
+    def get(self, start: int, n: int) -> torch.Tensor | None:
+        """The dense codes ``[n, K]`` of the chunk of ``n`` rows from ``start``, if held.
+
+        Parameters
+        ----------
+        start, n:
+            The chunk's first row and its number of rows.
+
+        Returns
+        -------
+        torch.Tensor or None
+        """
+        held = self.chunks.get((start, n))
+        if held is None:
+            return None
+        self.hits += 1
+        out = torch.zeros(n, held.K, dtype=held.values.dtype, device=held.values.device)
+        out[held.rows.long(), held.cols.long()] = held.values
+        return out
+
+    def put(self, start: int, codes: torch.Tensor) -> None:
+        """Hold a chunk's codes ``[n, K]`` if they fit the budget.
+
+        Parameters
+        ----------
+        start:
+            The chunk's first row.
+        codes:
+            Its codes (dense).
+        """
+        rows, cols = (codes != 0).nonzero(as_tuple=True)
+        size = rows.numel() * (8 + codes.element_size())
+        if self.used_bytes + size > self.budget_bytes:
+            return
+        self.used_bytes += size
+        self.chunks[(start, codes.shape[0])] = _Sparse(
+            rows.to(torch.int32), cols.to(torch.int32), codes[rows, cols], codes.shape[1]
+        )
+
+    def clear(self) -> None:
+        """Drop every held chunk."""
+        self.chunks.clear()
+        self.used_bytes = 0

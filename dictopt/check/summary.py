@@ -1,0 +1,155 @@
+"""The report assembled from pass 1's statistics, the verdicts and the timings."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from dictopt.check.inputs import Setup
+from dictopt.check.passes import PassOneResult
+from dictopt.check.records import (
+    Amortisation,
+    AtomRow,
+    Capacity,
+    CheckSummary,
+    Condition,
+    DuplicateGroups,
+    HullInfo,
+    Label,
+    LabelName,
+    Violation,
+    tolerances_json,
+)
+from dictopt.check.report import LABELS, CheckReport, duplicate_groups
+from dictopt.check.stats import PassOneStats
+from dictopt.check.tolerances import Tolerances
+
+
+def assemble_report(
+    setup: Setup,
+    p1: PassOneResult,
+    cols: dict[str, torch.Tensor],
+    violations: list[Violation],
+    labels: list[Label],
+    hull_info: dict[str, Any],
+    n_pass2: int,
+    tol: Tolerances,
+    timings: dict[str, float],
+    t0: float,
+) -> CheckReport:
+    """The report: summary (loss, counts, labels, capacity, amortisation, timings) and rows.
+
+    Parameters
+    ----------
+    setup:
+        The check's inputs.
+    p1:
+        Pass 1's statistics and τ.
+    cols:
+        Per-atom condition residuals (``kkt_violation``, ``stationarity_tangential``,
+        ``stationarity_radial``).
+    violations:
+        Every violation, ranked.
+    labels:
+        The structural labels.
+    hull_info:
+        ``mode``, ``atoms_checked``, ``seconds`` of the joint hull.
+    n_pass2:
+        Pairs tracked in pass 2.
+    tol:
+        The tolerances used.
+    timings:
+        Seconds per phase so far (``total`` is added here).
+    t0:
+        ``time.perf_counter()`` at the start of the check.
+
+    Returns
+    -------
+    CheckReport
+    """
+    st1, lam = p1.stats, setup.lam
+    N, K = st1.n, setup.dictionary.K
+    rec = st1.half_sq / N
+    counts = {str(c): sum(v.condition == c for v in violations) for c in Condition}
+    loss = rec + lam * st1.l1 / N
+    summary = CheckSummary(
+        N=N, K=K, d=setup.dictionary.d, lam=lam, codes=setup.mode, tau=p1.tau,
+        has_bias=setup.dictionary.has_bias, loss=loss, reconstruction=rec,
+        sparsity=lam * st1.l1 / N, explained_variance=st1.ev.value,
+        l0=float(st1.n_active.sum()) / N,
+        unstable_optimum=any(
+            v.condition != Condition.C1 and (v.model_decrease or 0.0) > 0 for v in violations
+        ),
+        counts=counts, labels=_label_counts(labels, violations, counts),
+        duplicate_groups=DuplicateGroups(**duplicate_groups(
+            [(lab.i, lab.j) for lab in labels if lab.label == LabelName.DUPLICATE], K
+        )),
+        max_kkt_violation=float(cols["kkt_violation"].max()),
+        bias_residual=float(st1.r_mean.norm()),
+        capacity=Capacity(st1.n_over, st1.over_sum / N, st1.over_max / N),
+        amortisation=_amortisation(p1, loss, N) or setup.amortisation_note,
+        pairs_in_pass2=n_pass2, hull=HullInfo(**hull_info), tolerances=tolerances_json(tol),
+        timings=timings,
+    )
+    atom_rows = _atom_rows(st1, cols, labels, violations)
+    timings["total"] = time.perf_counter() - t0
+    return CheckReport(summary, atom_rows, violations, labels)
+
+
+def _label_counts(
+    labels: list[Label], violations: list[Violation], counts: dict[str, int]
+) -> dict[str, int]:
+    """Structural labels per name (``hierarchy`` from C5, ``always_on`` from C4)."""
+    out = {name: 0 for name in LABELS}
+    for lab in labels:
+        out[str(lab.label)] += 1
+    out["hierarchy"] = sum(v.label == "hierarchy" for v in violations)
+    out["always_on"] = counts["C4"]
+    return out
+
+
+def _amortisation(p1: PassOneResult, loss: float, N: int) -> Amortisation | None:
+    """The amortisation gap, when pass 1 computed the optimal codes."""
+    amort = p1.amortisation
+    if amort is None:
+        return None
+    return Amortisation(amort.loss / amort.n, loss - amort.loss / amort.n,
+                        (amort.code_diff / N).tolist())
+
+
+def _atom_rows(
+    st1: PassOneStats,
+    cols: dict[str, torch.Tensor],
+    labels: list[Label],
+    violations: list[Violation],
+) -> list[AtomRow]:
+    """One row per atom: its statistics, condition residuals and labels."""
+    K, N = st1.K, st1.n
+    tags: list[list[str]] = [[] for _ in range(K)]
+    for lab in labels:
+        tags[lab.i].append(str(lab.label))
+        if lab.j is not None:
+            tags[lab.j].append(str(lab.label))
+    for v in violations:
+        if v.condition == Condition.C4:
+            tags[v.i].append("always_on")
+        if v.label == "hierarchy":
+            tags[v.i].append("hierarchy_child")
+            tags[v.j].append("hierarchy_parent")
+    abar = st1.mean_a
+    return [
+        AtomRow(
+            k=k,
+            mean_code=float(abar[k]),
+            active_fraction=float(st1.n_active[k]) / N,
+            min_code=float(st1.min_a[k]),
+            max_code=float(st1.max_a[k]),
+            kkt_violation=float(cols["kkt_violation"][k]),
+            stationarity_tangential=float(cols["stationarity_tangential"][k]),
+            stationarity_radial=float(cols["stationarity_radial"][k]),
+            labels=sorted(set(tags[k])),
+        )
+        for k in range(K)
+    ]

@@ -1,0 +1,154 @@
+"""The planner's row bound (dictopt.check.plan.upper_rows) changes nothing: every pair plan
+equals the one the dense classification of every block gives (the planner before the bound,
+kept below verbatim as the reference), on worlds with near-duplicate, dense, dead and
+never-co-active atoms, with and without a bias, for τ = 0 and τ > 0."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dictopt.check.plan as plan
+from dictopt.check.pairs import BufferExtremes, dense_extremes
+from dictopt.check.plan import BlockPairs, decide_pairs
+from dictopt.check.stats import PassOneStats
+from dictopt.check.tolerances import DEFAULT_LABELS, DEFAULT_TOLERANCES, LabelThresholds, Tolerances
+from dictopt.problem import Dictionary
+
+F64 = torch.float64
+
+
+# ---- the planner before the row bound (reference) -------------------------------------------
+
+
+def dense_classify_block(
+    rows: torch.Tensor,
+    D: torch.Tensor,
+    st1: PassOneStats,
+    top: BufferExtremes,
+    abar: torch.Tensor,
+    floor: float,
+    tau: float,
+    tol: Tolerances,
+    thresholds: LabelThresholds,
+    has_bias: bool,
+) -> BlockPairs:
+    """The pairs ``(i, j)``, ``i ∈ rows``: C5 with ``θ_ij = (1 − c_ij) ā_i`` against the
+    buffer's ``H_ij`` (THEORY C5), pairs the buffers leave open, and label candidates."""
+    K = D.shape[0]
+    N = st1.n
+    n_inactive = N - st1.n_active
+    c = (D[rows] @ D.t()).to(F64)
+    theta = (1 - c) * abar[rows, None]
+    tol_i = (tol.pair_rel * abar[rows] + floor)[:, None]
+    # a pair is testable when j is inactive somewhere (else H_ij, L_ij are empty) and i ≠ j
+    valid = (n_inactive[None, :] > 0).expand_as(c).clone()
+    valid[torch.arange(rows.numel()), rows] = False
+    H = dense_extremes(top, rows, K)
+    known = valid & ~torch.isnan(H)
+    if has_bias:
+        up_viol = known & (theta - H > tol_i)
+    else:  # without a bias only the strict hierarchy survives (THEORY C5)
+        up_viol = known & (H <= 0) & (theta > tol_i)
+    ii, jj = up_viol.nonzero(as_tuple=True)
+    found = (rows[ii], jj, torch.ones_like(ii), H[ii, jj])
+    up_unknown = valid & torch.isnan(H)
+    if has_bias:  # lower side: see the lemma in dictopt.check.pairs
+        both = st1.n_active[rows, None] + st1.n_active[None, :] >= N
+        lo_unknown = valid & (both | (theta < tau))
+    else:
+        lo_unknown = torch.zeros_like(valid)
+    ii, jj = (up_unknown | lo_unknown).nonzero(as_tuple=True)
+    unknown = (rows[ii], jj)
+    # label candidates (upper triangle only)
+    cand = ((c >= thresholds.absorption_cos) | (c <= -thresholds.antipodal_cos)) & (
+        rows[:, None] < torch.arange(K, device=rows.device)[None, :]
+    )
+    ii, jj = cand.nonzero(as_tuple=True)
+    return BlockPairs(found, unknown, (rows[ii], jj, c[ii, jj]))
+
+
+
+
+
+# ---- worlds ---------------------------------------------------------------------------------
+
+
+def world(seed: int, K: int, N: int, d: int, n_dense: int, n_dup: int, n_dead: int,
+          parent: bool):
+    g = torch.Generator().manual_seed(seed)
+    D = torch.randn(K, d, generator=g, dtype=F64)
+    for t in range(n_dup):  # near-duplicates (and one exact copy)
+        D[K - 1 - t] = D[t] + (0 if t == 0 else 1e-3) * torch.randn(d, generator=g, dtype=F64)
+    D /= D.norm(dim=1, keepdim=True)
+    A = torch.rand(N, K, generator=g, dtype=F64) * (torch.rand(N, K, generator=g) < 0.15)
+    A[:, :n_dense] = torch.rand(N, n_dense, generator=g, dtype=F64) * (
+        torch.rand(N, n_dense, generator=g) < 0.8)
+    if n_dead:
+        A[:, n_dense : n_dense + n_dead] = 0
+    if parent:  # atom K//2 fires only with atom K//2 + 1 (a strict hierarchy)
+        i, j = K // 2, K // 2 + 1
+        A[:, i] *= A[:, j] > 0
+    x = A @ D + 0.3 + 0.01 * torch.randn(N, d, generator=g, dtype=F64)
+    return D, A, x
+
+
+def stats_of(D, A, x, bias, tau, m):
+    st1 = PassOneStats(D.shape[0], D.shape[1], 0.05, m, torch.device("cpu"))
+    for lo in range(0, x.shape[0], 97):
+        st1.update(x[lo : lo + 97], A[lo : lo + 97], D, bias, lo, tau, sparse=False)
+    return st1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    K=st.integers(3, 40),
+    N=st.integers(20, 300),
+    n_dense=st.integers(0, 3),
+    n_dup=st.integers(0, 3),
+    n_dead=st.integers(0, 2),
+    parent=st.booleans(),
+    has_bias=st.booleans(),
+    tau=st.sampled_from([0.0, 1e-3, 0.2]),
+    m=st.integers(1, 6),
+    block=st.integers(1, 17),
+)
+def test_plan_equals_the_dense_planner(seed, K, N, n_dense, n_dup, n_dead, parent, has_bias,
+                                       tau, m, block):
+    n_dup = min(n_dup, K // 2)
+    D, A, x = world(seed, K, N, 6, min(n_dense, K), n_dup, min(n_dead, K - n_dense), parent)
+    bias = torch.full((6,), 0.3, dtype=F64) if has_bias else torch.zeros(6, dtype=F64)
+    dic = Dictionary(atoms=D, bias=bias, lam=0.05, has_bias=has_bias)
+    st1 = stats_of(D, A, x, bias, tau, m)
+    args = (dic, 0.05, st1, tau, DEFAULT_TOLERANCES, DEFAULT_LABELS, block, 7)
+    new = decide_pairs(*args)
+    saved = plan._classify_block
+    plan._classify_block = dense_classify_block
+    try:
+        old = decide_pairs(*args)
+    finally:
+        plan._classify_block = saved
+    for a, b in zip(new, old, strict=True):
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,),
+                        strict=True):
+            if isinstance(u, torch.Tensor):
+                assert u.dtype == v.dtype and torch.equal(u, v)
+            else:
+                assert u == v
+
+
+def test_the_bound_skips_rows():
+    """On a sparse world most rows cannot violate the upper side: the bound skips them."""
+    D, A, x = world(0, 60, 400, 6, 0, 0, 0, True)
+    bias = torch.full((6,), 0.3, dtype=F64)
+    st1 = stats_of(D, A, x, bias, 0.0, 8)
+    from dictopt.check.pairs import buffer_extremes
+
+    top = buffer_extremes(st1.top, 60)
+    rows = torch.arange(60)
+    c = (D @ D.T).to(F64)
+    tol_row = 1e-6 * st1.mean_a + 1e-9 * float(st1.mean_a.max())
+    can = plan.upper_rows(rows, c, top, st1.mean_a, tol_row, True)
+    assert 0 < int(can.sum()) < 60 and bool(can[30])  # the hierarchy's child row is kept
