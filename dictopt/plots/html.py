@@ -268,13 +268,13 @@ def common_notes(report: CheckReport) -> list[str]:
 
 def hull_caption(pd: Any, report: CheckReport) -> str:
     """One sentence under a pair hull plot."""
-    from dictopt.plots.hull import pair_verdict
+    from dictopt.plots.hull import fmt_number, pair_verdict
 
     v = pair_verdict(pd, report)
     i, j = pd.i, pd.j
     if pd.n_off_j and pd.lo_i == pd.hi_i == 0.0:
         what = (f"atom {i} is never active where atom {j} is off, so its hull on the bottom "
-                f"edge is the single point −1 and cannot contain −c = {-pd.cos:.3f}")
+                f"edge is the single point −1 and cannot contain −c = {fmt_number(-pd.cos)}")
     elif v.violated:
         what = "the red cross lies outside its hull"
     else:

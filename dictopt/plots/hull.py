@@ -99,7 +99,7 @@ def pair_verdict(
 # ---------------------------------------------------------------------------------------------
 
 
-def _num(v: float, digits: int = 3) -> str:
+def fmt_number(v: float, digits: int = 3) -> str:
     """A number for a label: no negative zero, a true minus sign."""
     v = float(v) + 0.0
     text = f"{v:.{digits}f}" if digits == 3 and abs(v) < 1000 else f"{v:.{digits}g}"
@@ -132,7 +132,7 @@ def hull_plot(
     i, j, c = pd.i, pd.j, pd.cos
     verdict = pair_verdict(pd, report)
     dec = "" if verdict.decrease is None else f"; certified decrease {verdict.decrease:.3g}"
-    fig.suptitle(f"atoms {i} and {j} (c = {_num(c)}): {verdict.text}{dec}", fontsize=10,
+    fig.suptitle(f"atoms {i} and {j} (c = {fmt_number(c)}): {verdict.text}{dec}", fontsize=10,
                  wrap=True)
     ax.set_xlabel(f"ã_{i} = a_{i} / ā_{i} − 1   (atom {i}'s normalised response)")
     ax.set_ylabel(f"ã_{j} = a_{j} / ā_{j} − 1")
@@ -176,8 +176,8 @@ def hull_plot(
             inside = bool(seg[0] - 1e-9 <= -c <= seg[1] + 1e-9)
             xy = (seg, [-1.0, -1.0]) if atom == "i" else ([-1.0, -1.0], seg)
             one_point = (seg[1] - seg[0]) < 0.01 * span
-            what = (f"the single point {_num(seg[0], 3)}" if one_point
-                    else f"[{_num(seg[0], 3)}, {_num(seg[1], 3)}]")
+            what = (f"the single point {fmt_number(seg[0], 3)}" if one_point
+                    else f"[{fmt_number(seg[0], 3)}, {fmt_number(seg[1], 3)}]")
             ax.plot(*xy, lw=7, color=colour, alpha=0.75, solid_capstyle="round",
                     marker="s" if one_point else None, ms=13, gid=f"hull_{atom}",
                     zorder=5 if one_point else 3,
@@ -186,7 +186,7 @@ def hull_plot(
         where_c = (-c, -1.0) if atom == "i" else (-1.0, -c)
         ax.plot(*where_c, marker="X", ms=13, color="tab:green" if inside else "tab:red",
                 mec="k", mew=0.8, ls="none", gid=f"c_marker_{atom}", zorder=7, clip_on=False,
-                label=f"−c = {_num(-c)}: {'inside' if inside else 'OUTSIDE'} the hull of "
+                label=f"−c = {fmt_number(-c)}: {'inside' if inside else 'OUTSIDE'} the hull of "
                       f"ã_{name}\n→ ({name}|{other}) {'holds' if inside else 'violated'}")
     legend_outside(ax, fontsize=8, title=f"N = {pd.n}; active: atom {i} on {pd.active_i},\n"
                    f"atom {j} on {pd.active_j}, both on {pd.coactive}", title_fontsize=8)
