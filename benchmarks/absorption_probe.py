@@ -109,11 +109,13 @@ def extract(args: argparse.Namespace, cache: Path, timings: dict[str, Any]) -> d
     w = np.load(words_file)
     x_words = w["raw"] * np.float32(factor)
     wiki_rows = np.concatenate([np.load(wiki / s) for s in manifest["shards"]]).astype(np.float32)
-    check_file = cache / f"check-l{args.layer}-{args.wiki_tokens}-{args.words}.npy"
+    n_check = wiki_rows.shape[0] if args.check_wiki_rows is None else min(
+        args.check_wiki_rows, wiki_rows.shape[0])
+    check_file = cache / f"check-l{args.layer}-{n_check}-{args.words}.npy"
     tag = f"l{args.layer}-{args.wiki_tokens}-{args.words}"
     train_file = cache / f"train-{tag}-r{args.word_repeat}.npy"
     if not check_file.exists():
-        np.save(check_file, np.concatenate([wiki_rows, x_words]))
+        np.save(check_file, np.concatenate([wiki_rows[:n_check], x_words]))
     if not train_file.exists():
         mix = np.concatenate([wiki_rows] + [x_words] * args.word_repeat)
         np.save(train_file, mix[np.random.default_rng(args.seed).permutation(len(mix))])
@@ -228,6 +230,8 @@ def main() -> None:
     p.add_argument("--heldout", action="store_true",
                    help="dictopt check --heldout: held-out significance of every violation "
                         "(two more passes)")
+    p.add_argument("--check-wiki-rows", type=int, default=None,
+                   help="check on the first R Wikipedia rows plus the words (default: all)")
     p.add_argument("--recheck", action="store_true",
                    help="run dictopt check again even when a cached report exists")
     p.add_argument("--until", choices=("extract", "train", "check", "all"), default="all")
@@ -287,7 +291,8 @@ def main() -> None:
                                                 (folder / "done").write_text("ok")))
         if args.until == "train":
             continue
-        report_file = folder / "check.json"
+        report_file = folder / ("check.json" if args.check_wiki_rows is None
+                                else f"check-wiki{args.check_wiki_rows}.json")
         if args.recheck and report_file.exists():  # e.g. after the checker's labels changed
             report_file.unlink()
         stage(timings, f"check {kind}", report_file,

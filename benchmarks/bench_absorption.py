@@ -74,6 +74,18 @@ def dictopt_labels(folder: Path, x_ND: np.ndarray, arch: str) -> tuple[list[tupl
     return pairs, rep
 
 
+def legacy_pairs(a_NK: np.ndarray, W_KD: np.ndarray) -> list[tuple[int, int]]:
+    """The ``absorption`` label before #16, recomputed here for the baseline column: decoder
+    cosine ≥ 0.5, both latents active somewhere, never active on the same row."""
+    W = W_KD / np.maximum(np.linalg.norm(W_KD, axis=1, keepdims=True), 1e-12)
+    on = (a_NK > 0).astype(np.float64)
+    co = on.T @ on
+    C = W @ W.T
+    alive = on.sum(0) > 0
+    ii, jj = np.nonzero(np.triu((C >= 0.5) & (co == 0), 1) & alive[:, None] & alive[None, :])
+    return list(zip(ii.tolist(), jj.tolist(), strict=True))
+
+
 def run_setting(setting: Setting, cache: Path, n_eval: int) -> dict[str, Any]:
     """Truth, dictopt's labels and their score for one setting."""
     folder = trained_folder(setting, cache)
@@ -89,6 +101,7 @@ def run_setting(setting: Setting, cache: Path, n_eval: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     pairs, rep = dictopt_labels(folder, x_ND, setting.sae.arch)
     sc = score_pairs(pairs, truth)
+    legacy = score_pairs(legacy_pairs(a_NK, W_KD), truth)
     classes = collections.Counter(e.cls for e in truth)
     return {
         "setting": setting.name, "depth": setting.world.depth, "seed": setting.world.seed,
@@ -101,6 +114,9 @@ def run_setting(setting: Setting, cache: Path, n_eval: int) -> dict[str, Any]:
         "precision": sc.precision, "precision_strict": sc.precision_strict, "recall": sc.recall,
         "false_positives": sc.false_positives, "false_negatives": sc.false_negatives,
         "check_seconds": time.perf_counter() - t0,
+        "legacy": {"labels": legacy.n_predicted, "tp": legacy.tp, "fp": legacy.fp,
+                   "found": legacy.found, "precision": legacy.precision,
+                   "recall": legacy.recall},
         "truth": [e.__dict__ for e in truth],
     }
 
@@ -112,7 +128,8 @@ def _fmt(v: float) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown table, one row per setting, and a total over settings with absorption."""
     head = ("| setting | L0 | absorbed / partial / kept / other / unresolved | labels | TP | "
-            "partial hits | FP | precision | recall |\n|---|---|---|---|---|---|---|---|---|\n")
+            "partial hits | FP | precision | recall | before #16: labels, precision, recall |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         c = r["classes"]
@@ -120,7 +137,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                        ("absorbed", "partial", "kept", "other", "unresolved"))
         lines.append(f"| {r['setting']} | {r['l0']:.1f} | {cls} | {r['labels']} | {r['tp']} | "
                      f"{r['neutral']} | {r['fp']} | {_fmt(r['precision'])} | "
-                     f"{_fmt(r['recall'])} |")
+                     f"{_fmt(r['recall'])} | {r['legacy']['labels']}, "
+                     f"{_fmt(r['legacy']['precision'])}, {_fmt(r['legacy']['recall'])} |")
     tp = sum(r["tp"] for r in rows)
     fp = sum(r["fp"] for r in rows)
     found = sum(r["found"] for r in rows)
@@ -128,7 +146,41 @@ def table(rows: list[dict[str, Any]]) -> str:
     tot = (f"\nAll settings: precision {_fmt(tp / (tp + fp) if tp + fp else float('nan'))} "
            f"({tp} TP, {fp} FP), recall {_fmt(found / absorbed if absorbed else float('nan'))} "
            f"({found} of {absorbed} absorbed edges).\n")
+    ltp = sum(r["legacy"]["tp"] for r in rows)
+    lfp = sum(r["legacy"]["fp"] for r in rows)
+    lfound = sum(r["legacy"]["found"] for r in rows)
+    tot += (f"Before #16 (exact-zero co-activation, cos ≥ 0.5): precision "
+            f"{_fmt(ltp / (ltp + lfp) if ltp + lfp else float('nan'))} ({ltp} TP, {lfp} FP), "
+            f"recall {_fmt(lfound / absorbed if absorbed else float('nan'))}.\n")
     return head + "\n".join(lines) + "\n" + tot
+
+
+WORLD = dict(n=20_000, d=16, n_roots=8, branching=3, depth=2)
+"""dictopt's hierarchy world in superposition: K_true = 32 atoms (24 edges) in 16 dimensions."""
+
+
+def generating_worlds(quick: bool) -> list[dict[str, Any]]:
+    """C5 flags on the generating dictionaries of superposed hierarchy and independent worlds
+    (:mod:`benchmarks.absorption_truth.generating`), several seeds."""
+    from benchmarks.absorption_truth.generating import score_world
+
+    seeds = (0,) if quick else (0, 1, 2)
+    out = []
+    for seed in seeds:
+        out.append(score_world("hierarchy", seed, 0.05, **WORLD))
+        out.append(score_world("independent", seed, 0.05, n=WORLD["n"], d=WORLD["d"], k=32))
+    return out
+
+
+def worlds_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of the generating-dictionary checks."""
+    head = ("| world (K_true in d) | seed | planted edges | flagged (hierarchy or near) | "
+            "flagged and significant held out | other significant C5 findings |\n"
+            "|---|---|---|---|---|---|\n")
+    lines = [f"| {r['world']} ({r['K']} in {r['d']}) | {r['seed']} | {r['edges']} | "
+             f"{r['flagged']} | {r['flagged_significant']} | {r['other_significant_C5']} |"
+             for r in rows]
+    return head + "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=20_000, help="evaluation rows per setting")
     ap.add_argument("--out", default=None, help="write the JSON results here")
     ap.add_argument("--only", default=None, help="run the settings whose name contains this")
+    ap.add_argument("--no-worlds", action="store_true",
+                    help="skip the C5 flags on dictopt's own generating dictionaries")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
@@ -150,9 +204,14 @@ def main(argv: list[str] | None = None) -> int:
                  r["tp"], r["fp"], r["found"], r["absorbed"])
         rows.append(r)
     out = table(rows)
+    worlds = [] if args.no_worlds else generating_worlds(args.quick)
+    if worlds:
+        out += "\n" + worlds_table(worlds)
     print(out)  # noqa: T201 - benchmark output
     if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1, default=float))
+        Path(args.out).write_text(
+            json.dumps({"settings": rows, "worlds": worlds}, indent=1, default=float)
+        )
     return 0
 
 

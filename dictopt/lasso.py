@@ -25,11 +25,22 @@ The stopping rule is the KKT residual of C1, never an iteration count: a point i
 only bounds the work; hitting it logs a warning and reports ``converged=False``.
 
 Computation is in float64 by default (``dtype``); tolerances around 1e-9 need it.
+
+**Memory.** The working set is bounded by a budget (:func:`coder_memory_budget`: an argument,
+else the environment variable ``DICTOPT_CODER_MEMORY``, else
+:data:`DEFAULT_MEMORY_FRACTION` of the available memory). :func:`plan_coder` turns it into a
+:class:`CoderPlan`: the Gram matrix ``G = D Dᵀ`` (``K² × 8`` bytes) is formed only when it
+takes at most a quarter of the budget (otherwise ``G_PP`` is formed per point from the atoms
+of its support and ``a G`` as ``(a D) Dᵀ``), the face solves of one step run in groups of at
+most :data:`FACE_SHARE` of the budget whatever the support sizes, and the batch of points
+takes what is left: ``batch × K`` dense tensors (:data:`DENSE_TENSORS` of them at the peak).
+Results do not depend on the plan beyond rounding (each point is solved independently).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, NamedTuple
 
 import torch
@@ -46,7 +57,28 @@ from dictopt.validation import (
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 8192
-"""Points solved together; bounds memory (``batch × K`` plus padded ``batch × s × s``)."""
+"""Most points solved together (fewer when the memory budget says so, see :func:`plan_coder`)."""
+
+DEFAULT_MEMORY_FRACTION = 0.0625
+"""Default coder budget: this fraction of the available memory (``MemAvailable``). A sixteenth
+(about 1 GB on a 24 GB machine) leaves room for the caller's own arrays: a check holds a
+chunk's dense codes besides, and must stay within 1.5× of one encode+decode pass (issue #21);
+the measured working set is about two thirds of the budget (:data:`DENSE_TENSORS`)."""
+
+MEMORY_ENV = "DICTOPT_CODER_MEMORY"
+"""Environment variable with the coder's budget: bytes, or a number with K, M, G (×1024ⁿ)."""
+
+DENSE_TENSORS = 12
+"""``batch × K`` float64 tensors alive at the coder's peak (codes, ``q``, their working
+copies, the gradient, the KKT residual's temporaries), rounded up; measured by
+tests/test_coding.py::test_coder_working_set_stays_within_its_budget."""
+
+FACE_SHARE = 0.25
+"""Share of the budget for one group of padded face solves (``G_PP``, its Cholesky factor and
+index tensors: about :data:`FACE_TENSORS` ``× S²`` values per point of support size ``S``)."""
+
+FACE_TENSORS = 5
+"""``S × S`` tensors per point in one face solve (index, mask, ``G_PP``, padded copy, factor)."""
 
 
 class CodeResult(NamedTuple):
@@ -60,6 +92,163 @@ class CodeResult(NamedTuple):
     """Iterations used (active-set steps plus FISTA steps, for the slowest batch)."""
     converged: bool
     """Whether every point reached ``kkt_residual ≤ tol``."""
+
+
+class CoderPlan(NamedTuple):
+    """How :func:`solve_codes` uses its memory budget (see :func:`plan_coder`)."""
+
+    batch_size: int
+    """Points solved together."""
+    gram: bool
+    """Whether the dense Gram matrix ``G = D Dᵀ`` (``K² × 8`` bytes) is formed."""
+    face_bytes: int
+    """Most bytes one group of padded face solves may use (groups are cut to fit)."""
+    budget: int
+    """The budget in bytes."""
+
+    def working_set(self, K: int, d: int) -> int:
+        """Bytes of the coder's working set under this plan (the model the plan is made from):
+        the Gram matrix if formed, :data:`DENSE_TENSORS` ``batch × K`` and three ``batch × d``
+        float64 tensors, and one group of face solves."""
+        gram = 8 * K * K if self.gram else 0
+        return gram + 8 * self.batch_size * (DENSE_TENSORS * K + 3 * d) + self.face_bytes
+
+
+def _parse_bytes(text: str, name: str) -> int:
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in "KMGT" else ""
+    try:
+        value = float(t[: len(t) - len(unit)]) * units[unit]
+    except ValueError:
+        value = float("nan")
+    if not value >= 1:
+        raise DictoptInputError(
+            f"{name}: expected a memory size such as 2G, 512M or 1000000 (bytes), got {text!r}"
+        )
+    return int(value)
+
+
+def available_memory() -> int:
+    """Bytes of available memory (``MemAvailable`` of /proc/meminfo; else physical memory;
+    else 4 GiB)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 4 * 1024**3
+
+
+def coder_memory_budget(budget: int | str | None = None) -> int:
+    """The exact coder's memory budget in bytes.
+
+    Parameters
+    ----------
+    budget : int, str or None
+        Bytes, or a size such as ``"2G"``; ``None``: the environment variable
+        :data:`MEMORY_ENV` if set, else :data:`DEFAULT_MEMORY_FRACTION` of
+        :func:`available_memory`.
+
+    Returns
+    -------
+    int
+        Bytes (at least 1).
+    """
+    if budget is None:
+        env = os.environ.get(MEMORY_ENV)
+        if env:
+            return _parse_bytes(env, MEMORY_ENV)
+        return max(1, int(DEFAULT_MEMORY_FRACTION * available_memory()))
+    if isinstance(budget, str):
+        return _parse_bytes(budget, "memory_budget")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise DictoptInputError(
+            f"memory_budget: expected a positive number of bytes, got {budget!r}"
+        )
+    return int(budget)
+
+
+def plan_coder(
+    K: int, d: int, budget: int | str | None = None, *, max_batch: int = DEFAULT_BATCH_SIZE
+) -> CoderPlan:
+    """Choose the batch size and the Gram strategy so the working set fits ``budget``.
+
+    The Gram matrix is formed when it takes at most a quarter of the budget; one group of
+    face solves gets :data:`FACE_SHARE` of it (the groups are cut by support size, so this
+    holds whatever the supports); the batch takes the rest, ``DENSE_TENSORS × K + 3 d`` float64
+    values per point, between 1 and ``max_batch`` points. Only a single point whose dense
+    vectors alone exceed the budget (``K`` in the tens of millions) overruns it.
+
+    Parameters
+    ----------
+    K, d : int
+        Atoms and data width.
+    budget : int, str or None
+        See :func:`coder_memory_budget`.
+    max_batch : int
+        Most points per batch.
+
+    Returns
+    -------
+    CoderPlan
+    """
+    budget = coder_memory_budget(budget)
+    gram = 8 * K * K <= budget // 4
+    face = int(FACE_SHARE * budget)
+    left = budget - face - (8 * K * K if gram else 0)
+    per_point = 8 * (DENSE_TENSORS * K + 3 * d)
+    batch = max(1, min(max_batch, left // per_point))
+    return CoderPlan(int(batch), gram, face, budget)
+
+
+class _Gram:
+    """``G = D Dᵀ`` as the coder uses it: dense when the plan forms it, else through ``D``."""
+
+    def __init__(self, D: torch.Tensor, plan: CoderPlan) -> None:
+        self.D, self.K = D, D.shape[0]
+        self.G = D @ D.T if plan.gram else None
+        self.face_bytes = plan.face_bytes
+
+    @property
+    def device(self) -> torch.device:
+        return self.D.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.D.dtype
+
+    def times(self, c_NK: torch.Tensor) -> torch.Tensor:
+        """``c G``."""
+        if self.G is None:
+            return (c_NK @ self.D) @ self.D.T
+        return c_NK @ self.G
+
+    def largest_eigenvalue(self) -> float:
+        """``‖G‖₂`` (from ``Dᵀ D``, ``d × d``, when ``G`` is not formed)."""
+        small = self.D.T @ self.D if self.G is None else self.G
+        return float(torch.linalg.eigvalsh(small)[-1])
+
+    def padded(self, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``G_PP`` per point, identity on padding slots."""
+        S = idx.shape[1]
+        eye = torch.eye(S, dtype=self.D.dtype, device=self.D.device)
+        pair = valid[:, :, None] & valid[:, None, :]
+        if self.G is None:
+            Dp = self.D[idx]
+            return torch.where(pair, Dp @ Dp.transpose(1, 2), eye)
+        return torch.where(pair, self.G.reshape(-1)[idx[:, :, None] * self.K + idx[:, None, :]],
+                           eye)
+
+    def face_rows(self, S: int) -> int:
+        """Most points whose padded face solves (support size ``S``) fit one group."""
+        per_point = 8 * S * (FACE_TENSORS * S + (self.D.shape[1] if self.G is None else 0))
+        return max(1, self.face_bytes // max(per_point, 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,20 +393,12 @@ def _supports_from_dense(a: torch.Tensor) -> _Supports:
     )
 
 
-def _padded_gram(G: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """``G_PP`` per point, identity on padding slots."""
-    K, S = G.shape[0], idx.shape[1]
-    eye = torch.eye(S, dtype=G.dtype, device=G.device)
-    pair = valid[:, :, None] & valid[:, None, :]
-    return torch.where(pair, G.reshape(-1)[idx[:, :, None] * K + idx[:, None, :]], eye)
-
-
 def _support_objective(
-    G: torch.Tensor, q_S: torch.Tensor, sup: _Supports, val: torch.Tensor
+    G: _Gram, q_S: torch.Tensor, sup: _Supports, val: torch.Tensor
 ) -> torch.Tensor:
     """``½ vᵀ G_PP v − q_Pᵀ v`` per point for values ``val`` on the supports of ``sup``."""
     v = torch.where(sup.valid, val, 0.0)
-    M = _padded_gram(G, sup.idx, sup.valid)
+    M = G.padded(sup.idx, sup.valid)
     return 0.5 * (v[:, None, :] @ M @ v[:, :, None]).reshape(-1) - (q_S * v).sum(dim=1)
 
 
@@ -227,7 +408,7 @@ once (below it the face is nearly singular, e.g. two copies of one atom)."""
 
 
 def _padded_face_solve(
-    G: torch.Tensor, q_S: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor
+    G: _Gram, q_S: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Solve ``G_PP z = q_P`` per point, supports padded to a common size.
 
@@ -235,7 +416,7 @@ def _padded_face_solve(
     singular and a tiny ridge was added (the step must then be checked against the
     objective); ``well`` is ``ok`` and no pivot below :data:`WELL_CONDITIONED` of the largest.
     """
-    M = _padded_gram(G, idx, valid)
+    M = G.padded(idx, valid)
     L, info = torch.linalg.cholesky_ex(M)
     ok = info == 0
     if not bool(ok.all()):
@@ -260,11 +441,11 @@ def _padded_face_solve(
 
 
 def _face_solve(
-    G: torch.Tensor, q_S: torch.Tensor, sup: _Supports
+    G: _Gram, q_S: torch.Tensor, sup: _Supports
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`_padded_face_solve` on groups of points with similar support sizes (a few
     large supports would otherwise set the padded size for every point), each group cut to
-    its own largest support."""
+    its own largest support and to at most ``G.face_rows`` points (the memory budget)."""
     count = sup.valid.sum(dim=1)
     z, ok = torch.zeros_like(q_S), torch.ones_like(count, dtype=torch.bool)
     well = ok.clone()
@@ -274,14 +455,21 @@ def _face_solve(
         w = int(count[rows].max())
         if w == 0:
             continue
-        z[rows, :w], ok[rows], well[rows] = _padded_face_solve(
-            G, q_S[rows, :w], sup.idx[rows, :w], sup.valid[rows, :w]
-        )
+        step = G.face_rows(w)
+        if count[rows].numel() > step:  # the budget cuts the group further
+            order = torch.arange(q_S.shape[0], device=q_S.device) if part is None else part
+            groups: list[Any] = list(order.split(step))
+        else:
+            groups = [rows]
+        for g in groups:
+            z[g, :w], ok[g], well[g] = _padded_face_solve(
+                G, q_S[g, :w], sup.idx[g, :w], sup.valid[g, :w]
+            )
     return z, ok, well
 
 
 def _active_set(
-    G: torch.Tensor,
+    G: _Gram,
     D: torch.Tensor,
     q: torch.Tensor,
     a: torch.Tensor,
@@ -302,7 +490,7 @@ def _active_set(
     """
     n, K = q.shape
     # The violations g − λ = q − aG; through D when that is cheaper (d < K/2).
-    grad = (lambda c: (c @ D) @ D.T) if 2 * D.shape[1] < K else (lambda c: c @ G)
+    grad = (lambda c: (c @ D) @ D.T) if 2 * D.shape[1] < K else G.times
     sup = _supports_from_dense(a)
     opt = ~sup.valid.any(dim=1)  # zero codes are optimal on the empty face
     moving = torch.ones(n, dtype=torch.bool, device=a.device)
@@ -356,7 +544,7 @@ def _add_violators(
 
 
 def _face_step(
-    G: torch.Tensor, cw: _Supports, qw: torch.Tensor, done: torch.Tensor, grow: torch.Tensor,
+    G: _Gram, cw: _Supports, qw: torch.Tensor, done: torch.Tensor, grow: torch.Tensor,
     count: torch.Tensor, n_added: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Solve on each moving point's face and step towards the solution as far as
@@ -405,14 +593,14 @@ def _face_step(
 
 
 def _fista(
-    G: torch.Tensor, q: torch.Tensor, a: torch.Tensor, L: float, iters: int
+    G: _Gram, q: torch.Tensor, a: torch.Tensor, L: float, iters: int
 ) -> torch.Tensor:
     """Projected FISTA with gradient-based restart (O'Donoghue & Candès), per point."""
     x = a.clone()
     z = a.clone()
     t = torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)
     for _ in range(iters):
-        x_new = (z - (z @ G - q) / L).clamp(min=0)
+        x_new = (z - (G.times(z) - q) / L).clamp(min=0)
         restart = ((z - x_new) * (x_new - x)).sum(dim=1, keepdim=True) > 0
         t_new = (1 + torch.sqrt(1 + 4 * t * t)) / 2
         beta = torch.where(restart, 0.0, (t - 1) / t_new)
@@ -429,7 +617,7 @@ def _fista(
 
 def _solve_batch(
     D: torch.Tensor,
-    G: torch.Tensor,
+    G: _Gram,
     L: float,
     y: torch.Tensor,
     lam: float,
@@ -475,6 +663,7 @@ def solve_codes(
     init: Any | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     dtype: torch.dtype = torch.float64,
+    memory_budget: int | str | None = None,
 ) -> CodeResult:
     """Optimal nonnegative codes for a fixed dictionary, certified by C1's KKT residual.
 
@@ -497,9 +686,13 @@ def solve_codes(
     init : array ``[N, K]``, optional
         Nonnegative warm start (e.g. the previous codes in alternating minimisation).
     batch_size : int
-        Points solved together (memory bound).
+        Most points solved together (fewer when ``memory_budget`` requires it).
     dtype : torch.dtype
         Computation and output dtype (float64 by default).
+    memory_budget : int, str or None
+        Bound on the working set, beyond the inputs and the returned codes (bytes or e.g.
+        ``"2G"``; default: :func:`coder_memory_budget`). Sets the batch size and whether the
+        ``K × K`` Gram matrix is formed (:func:`plan_coder`).
 
     Returns
     -------
@@ -513,15 +706,18 @@ def solve_codes(
     max_iter = check_positive_int(max_iter, "max_iter")
     batch_size = check_positive_int(batch_size, "batch_size")
     a0 = None if init is None else _check_init(init, D, y)
-    G = D @ D.T
-    L = float(torch.linalg.eigvalsh(G)[-1])
-    parts, res, n_iter = [], 0.0, 0
+    plan = plan_coder(D.shape[0], D.shape[1], memory_budget, max_batch=batch_size)
+    batch_size = plan.batch_size
+    G = _Gram(D, plan)
+    L = G.largest_eigenvalue()
+    codes = torch.empty(y.shape[0], D.shape[0], dtype=D.dtype, device=D.device)
+    res, n_iter = 0.0, 0
     for lo in range(0, y.shape[0], batch_size):
         hi = lo + batch_size
         r = _solve_batch(
             D, G, L, y[lo:hi], lam, tol, max_iter, None if a0 is None else a0[lo:hi]
         )
-        parts.append(r.codes)
+        codes[lo:hi] = r.codes
         res, n_iter = max(res, r.kkt_residual), max(n_iter, r.n_iter)
     converged = res <= tol
     if not converged:
@@ -529,7 +725,7 @@ def solve_codes(
             "solve_codes: not converged after %d iterations (KKT residual %.3g > tol %.3g)",
             n_iter, res, tol,
         )
-    return CodeResult(torch.cat(parts, dim=0), res, n_iter, converged)
+    return CodeResult(codes, res, n_iter, converged)
 
 
 def improve_codes(
@@ -541,13 +737,15 @@ def improve_codes(
     steps: int = 4,
     bias: Any | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    memory_budget: int | str | None = None,
 ) -> torch.Tensor:
     """A few active-set steps from ``init`` (zero codes if None): inexact, cheap codes.
 
     Every accepted step lowers each point's lasso objective, so codes returned are never worse
     than ``init`` (THEORY §2's objective, per point); unlike :func:`solve_codes` nothing is
     certified, and no KKT residual is computed. For the inexact warm phase of alternating
-    minimisation (:func:`dictopt.solvers.classical.fit_classical`).
+    minimisation (:func:`dictopt.solvers.classical.fit_classical`). ``batch_size`` and
+    ``memory_budget`` as for :func:`solve_codes`.
 
     Returns
     -------
@@ -558,9 +756,12 @@ def improve_codes(
     a = torch.zeros(y.shape[0], D.shape[0], dtype=D.dtype, device=D.device)
     if init is not None:
         a = _check_init(init, D, y)
-    G = D @ D.T
-    parts = []
+    plan = plan_coder(D.shape[0], D.shape[1], memory_budget, max_batch=batch_size)
+    batch_size = plan.batch_size
+    G = _Gram(D, plan)
     for lo in range(0, y.shape[0], batch_size):
         q = y[lo : lo + batch_size] @ D.T - lam
-        parts.append(_active_set(G, D, q, a[lo : lo + batch_size], lam, 1e-10, steps)[0])
-    return torch.cat(parts, dim=0)
+        a[lo : lo + batch_size] = _active_set(G, D, q, a[lo : lo + batch_size], lam, 1e-10,
+                                              steps)[0]
+    return a
+

@@ -216,22 +216,32 @@ class Dictionary:
         Atom ``k`` of norm ``s_k`` becomes ``W[k] / s_k`` and the encoder's codes are multiplied
         by ``s_k``: every reconstruction is unchanged, and an L1 penalty weighted by decoder
         norm becomes the plain L1 penalty of the canonical problem with the same λ.
+
+        The norms and the division are computed in float64 whatever the stored precision.
+        Half-precision decoders (``float16``, ``bfloat16``) give a ``float32`` dictionary: their
+        8-bit (bf16) or 11-bit (fp16) mantissas cannot hold a unit norm to the checker's
+        tolerance; float32 and float64 keep their dtype. The encoder keeps its own dtype
+        semantics; loaders build SAE encoders in float32 from half-precision weights.
         """
         W = check_matrix(to_tensor(decoder, "decoder"), "decoder", width_name="d")
         check_finite(W, "decoder")
-        norms = W.norm(dim=1)
+        dtype = torch.float32 if W.dtype in (torch.float16, torch.bfloat16) else W.dtype
+        W64 = W.to(torch.float64)
+        norms = W64.norm(dim=1)
         zero = (norms == 0).nonzero()
         if zero.numel():
             raise DictoptInputError(
                 f"decoder: atom {int(zero[0])} is zero and cannot be canonicalised"
             )
-        b = torch.zeros(W.shape[1], dtype=W.dtype) if bias is None else bias
+        b = torch.zeros(W.shape[1], dtype=dtype) if bias is None else to_tensor(bias, "bias")
+        if b.dtype in (torch.float16, torch.bfloat16):
+            b = b.to(dtype)
         return cls(
-            atoms=W / norms[:, None],
+            atoms=(W64 / norms[:, None]).to(dtype),
             bias=b,
             lam=lam,
             encoder=encoder,
-            code_scale=norms,
+            code_scale=norms.to(dtype),
             has_bias=has_bias,
             meta=dict(meta or {}),
         )

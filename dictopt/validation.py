@@ -61,6 +61,21 @@ def check_matrix(
     return x
 
 
+def check_width(d_data: int, d_dictionary: int, n_rows: int | None = None) -> None:
+    """Raise when the activations' width differs from the dictionary's ``d``.
+
+    The message asks whether the data is transposed (activations are ``[N, d]``, one point per
+    row), and says so outright when the row count equals ``d``.
+    """
+    if d_data == d_dictionary:
+        return
+    hint = ("is it transposed? it has d rows" if n_rows == d_dictionary else
+            "is it transposed? activations are [N, d], one point per row")
+    raise DictoptInputError(
+        f"activations: width {d_data} but the dictionary has d = {d_dictionary} ({hint})"
+    )
+
+
 def check_finite(x: torch.Tensor, name: str, *, row_offset: int = 0, where: str = "") -> None:
     """Raise naming the first row (counted from ``row_offset``) that holds NaN or inf."""
     bad = ~torch.isfinite(x)

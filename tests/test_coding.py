@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from unittest import mock
 
 import cvxpy as cp
@@ -256,3 +257,126 @@ def test_bad_input_is_named():
         solve_codes(D, x, 0.1, tol=0)
     with pytest.raises(DictoptInputError, match="codes"):
         kkt_violations(D, x, -np.ones((5, 4)), 0.1)
+
+
+# ---- the memory budget (issue #21) ----------------------------------------------------------
+
+_RSS_SCRIPT = r"""
+import sys, torch
+torch.set_num_threads(1)
+from dictopt.lasso import solve_codes
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ":"))
+
+g = torch.Generator().manual_seed(0)
+K, d, n, budget = 2048, 64, 200, int(sys.argv[1])
+D = torch.randn(K, d, generator=g, dtype=torch.float64)
+D /= D.norm(dim=1, keepdim=True)
+idx = torch.randint(0, K, (n, 8), generator=g)
+x = (torch.rand(n, 8, 1, generator=g, dtype=torch.float64) * D[idx]).sum(1)
+x += 0.01 * torch.randn(n, d, generator=g, dtype=torch.float64)
+solve_codes(D[:8], x[:2], 0.05)  # lazy initialisation outside the measurement
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak (VmHWM) to the current resident size
+base = status("VmRSS")
+r = solve_codes(D, x, 0.05, memory_budget=budget)
+assert r.converged
+print(status("VmHWM") - base - r.codes.numel() * 8)
+"""
+
+
+def _coder_peak_bytes(budget: int) -> int:
+    """Peak resident memory added by one solve (K = 2,048, d = 64, 200 rows), less the
+    returned codes, measured in a fresh process (the kernel's peak, reset just before the
+    solve). glibc's mmap threshold is fixed so that freed blocks go back to the system and the
+    peak is the working set, not heap slack."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(budget)], env=env,
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
+                    reason="measures the peak resident size through Linux's /proc")
+def test_coder_working_set_stays_within_its_budget():
+    """An 8 MiB budget holds the measured working set (the K × K Gram matrix alone is
+    34 MB); an unbounded solve of the same rows takes over 5× the budget, so the measurement
+    can tell the two apart."""
+    budget = 8 * 1024**2
+    bounded = _coder_peak_bytes(budget)
+    unbounded = _coder_peak_bytes(10**12)
+    assert bounded <= budget, (bounded, budget)
+    assert unbounded > 5 * budget, unbounded
+
+
+@settings(max_examples=60, deadline=None)
+@given(K=st.integers(1, 300_000), d=st.integers(1, 5000), budget=st.integers(10**5, 10**11))
+def test_plan_fits_the_budget_whatever_K(K, d, budget):
+    """The planned working set fits the budget unless a single point's dense vectors alone
+    exceed it; the Gram matrix is formed only when it takes at most a quarter."""
+    from dictopt.lasso import DENSE_TENSORS, plan_coder
+
+    plan = plan_coder(K, d, budget)
+    assert plan.gram == (8 * K * K <= budget // 4)
+    assert 1 <= plan.batch_size <= 8192
+    one_point = 8 * (DENSE_TENSORS * K + 3 * d) + plan.face_bytes
+    if plan.batch_size > 1 or one_point <= budget - (8 * K * K if plan.gram else 0):
+        assert plan.working_set(K, d) <= budget
+
+
+def test_face_groups_fit_their_share_whatever_the_support():
+    from dictopt.lasso import FACE_TENSORS, _Gram, plan_coder
+
+    D = torch.randn(500, 40, dtype=torch.float64)
+    for gram in (True, False):
+        plan = plan_coder(500, 40, 10**6 if not gram else 10**7)
+        assert plan.gram == gram
+        G = _Gram(D, plan)
+        for S in (1, 10, 40, 200):
+            rows = G.face_rows(S)
+            per_point = 8 * S * (FACE_TENSORS * S + (0 if gram else 40))
+            assert rows == 1 or rows * per_point <= plan.face_bytes
+
+
+def test_bounded_coder_equals_unbounded():
+    """Small budgets (smaller batches; then no Gram matrix and face solves in groups) give
+    the unbounded coder's codes: same supports, values equal to 1e-11, both certified."""
+    from dictopt.lasso import plan_coder
+
+    D, x, b = _problem(5, 300, 1024, 32, sparsity=0.005, noise=0.01)
+    ref = solve_codes(D, x, 0.05, bias=b, memory_budget=10**10)
+    assert plan_coder(1024, 32, 10**10).batch_size >= 300
+    for budget in (40 * 10**6, 4 * 10**6):
+        plan = plan_coder(1024, 32, budget)
+        assert plan.batch_size < 300 and plan.gram == (budget > 8 * 10**6)
+        got = solve_codes(D, x, 0.05, bias=b, memory_budget=budget)
+        assert got.converged
+        assert torch.equal(got.codes > 0, ref.codes > 0)
+        assert float((got.codes - ref.codes).abs().max()) <= 1e-11
+
+
+def test_memory_budget_from_argument_environment_and_default(monkeypatch):
+    from dictopt.lasso import (
+        DEFAULT_MEMORY_FRACTION,
+        MEMORY_ENV,
+        available_memory,
+        coder_memory_budget,
+    )
+
+    assert coder_memory_budget(12345) == 12345
+    assert coder_memory_budget("2G") == 2 * 1024**3
+    assert coder_memory_budget("512MB") == 512 * 1024**2
+    assert coder_memory_budget("1.5KiB") == 1536
+    monkeypatch.setenv(MEMORY_ENV, "300M")
+    assert coder_memory_budget() == 300 * 1024**2
+    monkeypatch.delenv(MEMORY_ENV)
+    expected = DEFAULT_MEMORY_FRACTION * available_memory()
+    assert coder_memory_budget() == pytest.approx(expected, rel=0.2)
+    for bad in ("lots", "0", "-1G", "", 0, -5, 2.5, True):
+        with pytest.raises(DictoptInputError, match="memory"):
+            coder_memory_budget(bad)

@@ -152,6 +152,26 @@ def test_shard_folder_report_equals_single_process(client, sae, shards, referenc
     assert_same_report(rep, reference)
 
 
+def test_amortisation_sample_is_the_same_rows_on_dask(client, sae, shards, reference):
+    """The default amortisation gap is a sample chosen by global row index: the partitions
+    (uneven shards, 256-row chunks) and the single process (one stream) solve exactly the same
+    rows, so sample size, gap and standard error agree (the report comparison above covers
+    every field; here the sample itself)."""
+    from dictopt.check.amortisation import DEFAULT_SAMPLE_ROWS, sample_mask
+
+    am = reference.summary["amortisation"]
+    assert am["rows"] == "sample"
+    assert am["sample_size"] == int(sample_mask(0, CUTS[-1], DEFAULT_SAMPLE_ROWS / CUTS[-1]).sum())
+    rep = check_distributed(sae, shards, client=client, chunk_size=100, partition_rows=450,
+                            hull=False, amortisation=("sample", 300))
+    one = check(sae, shards, chunk_size=1000, hull=False, amortisation=300)
+    a, b = rep.summary["amortisation"], one.summary["amortisation"]
+    assert a["sample_size"] == b["sample_size"] == int(sample_mask(0, CUTS[-1], 0.1).sum())
+    assert a["loss_gap"] == pytest.approx(b["loss_gap"], rel=1e-9)
+    assert a["loss_gap_se"] == pytest.approx(b["loss_gap_se"], rel=1e-7)
+    assert np.allclose(a["mean_abs_code_diff"], b["mean_abs_code_diff"], rtol=1e-9, atol=1e-12)
+
+
 def test_optimal_codes_on_zarr_and_dask_equal_single_process(client, world, tmp_path):
     import dask.array as da
     import zarr

@@ -350,11 +350,12 @@ def test_independent_world_has_no_significant_pair_finding(seed):
 
 def test_rare_atom_is_labelled_and_kept_out_of_pair_labels():
     """An atom that fires on 6 rows can give no significant finding (bound above): it is
-    labelled rare and its absorption-style pair label is dropped."""
+    labelled rare and its pair label (here ``duplicate``: atom 2 is a near copy of atom 0) is
+    dropped."""
     rng = np.random.default_rng(2)
     n, d = 2000, 6
     D = _unit(rng, 3, d)
-    D[2] = 0.9 * D[0] + math.sqrt(1 - 0.81) * D[1] / np.linalg.norm(D[1])
+    D[2] = 0.995 * D[0] + math.sqrt(1 - 0.995**2) * D[1] / np.linalg.norm(D[1])
     D[2] /= np.linalg.norm(D[2])
     A = np.zeros((n, 3))
     A[:, 0] = rng.uniform(0, 1, n) * (rng.random(n) < 0.5)
@@ -365,11 +366,11 @@ def test_rare_atom_is_labelled_and_kept_out_of_pair_labels():
     dic = Dictionary(atoms=torch.tensor(D), bias=torch.zeros(d, dtype=F64), lam=0.05,
                      has_bias=False)
     plain = check(dic, x, codes=A, hull=False)
-    assert any(lab.label == "absorption" and 2 in (lab.i, lab.j) for lab in plain.labels)
+    assert any(lab.label == "duplicate" and 2 in (lab.i, lab.j) for lab in plain.labels)
     rep = check(dic, x, codes=A, hull=False, heldout=True)
     assert [lab.i for lab in rep.labels if lab.label == "rare"] == [2]
-    assert not any(lab.label == "absorption" for lab in rep.labels)
-    assert rep.summary["labels"]["rare"] == 1 and rep.summary["labels"]["absorption"] == 0
+    assert not any(lab.label == "duplicate" for lab in rep.labels)
+    assert rep.summary["labels"]["rare"] == 1 and rep.summary["labels"]["duplicate"] == 0
     assert "rare" in rep.atoms[2]["labels"]
 
 
@@ -531,6 +532,45 @@ def test_holm_decisions_in_a_report():
     for key, v in _moves(raw).items():
         assert v.heldout.significant == v.heldout.significant_raw
         assert v.heldout.significant_raw == _moves(hol)[key].heldout.significant_raw
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(0, 12))
+def test_disjoint_total_counts_each_parameter_once(seed, n):
+    """The headline's total: the chosen certificates move pairwise disjoint parameters, each
+    one left out conflicts with a chosen one at least as large (greedy), and the total is
+    their sum (and at most the sum of all)."""
+    from dictopt.check.heldout import HeldoutResult, disjoint_total, moved_parameters
+
+    rng = np.random.default_rng(seed)
+    res = []
+    for _ in range(n):
+        kind = rng.integers(3)
+        if kind == 0:
+            mv = CodeStep(0.1, k=int(rng.integers(5)))
+        elif kind == 1:
+            mv = BiasShift(0.1, r_mean=torch.zeros(3))
+        else:
+            mv = Toward(0.1, k=int(rng.integers(5)), J=torch.tensor([int(rng.integers(5))]),
+                        q=torch.tensor([1.0]), kappa=float(rng.integers(2)))
+        res.append(HeldoutResult(0.1, 1.0, float(rng.uniform(0, 1)), 0.01, True, 10, mv))
+    count, total = disjoint_total(res)
+    order = sorted(res, key=lambda r: -r.decrease)
+    chosen, used = [], set()
+    for r in order:  # brute force of the greedy rule, from the definition
+        p = moved_parameters(r.move)
+        if not p & used:
+            chosen.append(r)
+            used |= p
+    assert count == len(chosen) and total == pytest.approx(sum(r.decrease for r in chosen))
+    for a in range(len(chosen)):
+        for b in range(a + 1, len(chosen)):
+            assert not moved_parameters(chosen[a].move) & moved_parameters(chosen[b].move)
+    for r in res:
+        if all(r is not c for c in chosen):
+            assert any(moved_parameters(r.move) & moved_parameters(c.move)
+                       and c.decrease >= r.decrease for c in chosen)
+    assert total <= sum(r.decrease for r in res) + 1e-12
 
 
 # ---- bad input --------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ weights that certify membership, and the same violations as the LP on all points
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -223,3 +225,23 @@ def test_the_lp_prints_nothing():
                          cwd=root, env={"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
                          check=True)
     assert out.stdout == ""
+
+
+def test_above_64_atoms_the_report_lists_the_atoms_tested(tmp_path):
+    from dictopt.check import check
+
+    w = make_world("hierarchy", seed=0, n=300, d=24, n_roots=20, branching=3)
+    d = w.truth(0.05)
+    K = d.K
+    assert K > 64
+    rep = check(d, w.x, codes=w.codes, hull=True)
+    sel = rep.summary["hull_selection"]
+    assert 0 < len(sel["tested"]) <= 64 and sel["tested"] == sorted(set(sel["tested"]))
+    assert len(sel["tested"]) + sel["passed_by_bound"] + sel["untested"] <= K
+    assert rep.summary["hull"]["atoms_checked"] == K - sel["untested"]
+    # the planted parents with a C5 violation are ranked first, so their hulls are tested
+    parents = {v.j for v in rep.by_condition("C5")}
+    assert parents and parents <= set(sel["tested"])
+    assert {v.j for v in rep.by_condition("hull")} <= set(sel["tested"])
+    saved = json.loads(rep.save_json(tmp_path / "r.json").read_text())
+    assert saved["summary"]["hull_selection"] == sel

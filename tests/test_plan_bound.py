@@ -1,7 +1,8 @@
 """The planner's row bound (dictopt.check.plan.upper_rows) changes nothing: every pair plan
 equals the one the dense classification of every block gives (the planner before the bound,
-kept below verbatim as the reference), on worlds with near-duplicate, dense, dead and
-never-co-active atoms, with and without a bias, for τ = 0 and τ > 0."""
+kept below as the reference, with main's current label rule), on worlds with
+near-duplicate, dense, dead and never-co-active atoms, with and without a bias, for τ = 0 and
+τ > 0."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def dense_classify_block(
     ii, jj = (up_unknown | lo_unknown).nonzero(as_tuple=True)
     unknown = (rows[ii], jj)
     # label candidates (upper triangle only)
-    cand = ((c >= thresholds.absorption_cos) | (c <= -thresholds.antipodal_cos)) & (
+    cand = ((c >= thresholds.duplicate_cos) | (c <= -thresholds.antipodal_cos)) & (
         rows[:, None] < torch.arange(K, device=rows.device)[None, :]
     )
     ii, jj = cand.nonzero(as_tuple=True)

@@ -15,7 +15,10 @@ Equal accuracy: at every size the check's verdicts (C1, C4, C5 upper/lower sets)
 brute force's (compared as digests). Growth: the slope of log(time) against log(K) at fixed N
 and against log(N) at fixed K. Full mode adds the scale point of the checker's own target
 (K=4096, d=256, N=200k: check ≤ 3× one encode+decode pass) and the memory growth from N=100k
-to N=1M on a lazily generated source (target < 10 %).
+to N=1M on a lazily generated source (target < 10 %), and the same on a real ``.npy`` file
+(``file_memory``: dictopt's explicit chunk reads, next to the memory map it replaced, which
+kept the file's pages in the process; target < 10 %). The file is written once per size into
+a temporary folder (d small, 4 MiB per 100k rows at d = 10) and deleted afterwards.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ SIZES = {
                   k_fixed=64, repeats=3, scale=dict(K=1024, d=128, N=20_000), memory=None),
     "full": dict(d=32, k_sweep=[64, 128, 256], n_fixed=4000, n_sweep=[4000, 16_000, 64_000],
                  k_fixed=64, repeats=3, scale=dict(K=4096, d=256, N=200_000),
-                 memory=dict(K=256, d=64, N=[100_000, 1_000_000])),
+                 memory=dict(K=256, d=64, N=[100_000, 1_000_000]),
+                 file_memory=dict(K=64, d=16, N=[100_000, 1_000_000])),
 }
 THETA = 0.4
 """Encoder threshold: with 4 atoms per point the ReLU codes are a few % dense."""
@@ -188,6 +192,108 @@ def side_stream(K: int, d: int, N: int) -> dict[str, Any]:
     return {"timing": timing.as_dict()}
 
 
+def write_npy(dic: Any, N: int, path: str) -> None:
+    """``N`` rows of the benchmark's data as a float32 ``.npy`` file, written chunk by chunk."""
+    import numpy as np
+
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": "<f4", "fortran_order": False, "shape": (N, dic.d)})
+        for i, lo in enumerate(range(0, N, 8192)):
+            rows = make_chunk(dic.atoms, dic.bias, min(8192, N - lo), 1000 + i)
+            fh.write(np.ascontiguousarray(rows.numpy(), dtype="<f4").tobytes())
+
+
+def side_file(K: int, d: int, N: int, path: str, reader: str = "dictopt",
+              work: str = "check") -> dict[str, Any]:
+    """Check (``work="check"``) or only stream (``"stream"``: every chunk read, validated and
+    summed) a real ``.npy`` file of N rows: ``reader="dictopt"`` is :class:`NpySource`
+    (explicit chunk reads); ``"mmap"`` the memory map it replaced (one map held open)."""
+    import numpy as np
+    import torch
+
+    from dictopt.data.sources import ActivationSource, NpySource
+
+    torch.set_num_threads(1)
+    dic = make_dictionary(K, d, "float32")
+
+    class MemoryMapped(ActivationSource):
+        """The reader before issue 18: ``np.load(mmap_mode="r")`` kept open for the pass."""
+
+        def __init__(self) -> None:
+            self.d, self.n, self.chunk_size, self.dtype = d, N, 8192, torch.float32
+
+        def _raw_chunks(self) -> Iterator[tuple[Any, str]]:
+            arr = np.load(path, mmap_mode="r")
+            for lo in range(0, N, 8192):
+                yield np.array(arr[lo: lo + 8192]), f"rows {lo}+"
+
+    _check(dic, make_data(dic, 64).float())  # warm-up
+    mark_baseline()
+    source = NpySource(path, dtype=torch.float32) if reader == "dictopt" else MemoryMapped()
+
+    def stream() -> float:
+        return sum(float(c.data.sum()) for c in source.iter_chunks())
+
+    timing, _ = time_repeats(lambda: _check(dic, source) if work == "check" else stream(), 1)
+    return {"timing": timing.as_dict()}
+
+
+def file_sides(K: int, d: int, sizes: list[int]) -> dict[str, Any]:
+    """Both readers at every size; each file written once, then deleted."""
+    import os
+    import tempfile
+
+    sides = {}
+    dic = make_dictionary(K, d, "float32")
+    with tempfile.TemporaryDirectory(prefix="dictopt-bench-") as folder:
+        for n in sizes:
+            path = os.path.join(folder, f"x_{n}.npy")
+            write_npy(dic, n, path)
+            for reader in ("dictopt", "mmap"):
+                for work in ("stream", "check"):
+                    key = f"file_{reader}_{n}" + ("_stream" if work == "stream" else "")
+                    sides[key] = run_side(__name__, "side_file", K=K, d=d, N=n, path=path,
+                                          reader=reader, work=work)
+            os.unlink(path)
+    return sides
+
+
+def file_memory_row(fm: dict[str, Any], sides: dict[str, Any]) -> tuple[list[Row], float]:
+    """The README rows of the file-backed memory growth (streaming the file; checking it), and
+    dictopt's growth in % while streaming."""
+    lo_n, hi_n = fm["N"][0], fm["N"][-1]
+
+    def peak(reader: str, n: int, tag: str = "") -> float:
+        return sides[f"file_{reader}_{n}{tag}"]["memory"]["peak_rss_mib"]
+
+    sg = {r: 100 * (peak(r, hi_n, "_stream") / peak(r, lo_n, "_stream") - 1)
+          for r in ("dictopt", "mmap")}
+    stream_row = Row(
+        "reading a real `.npy` file: chunk reads vs the memory map they replaced",
+        f"d={fm['d']}, N {lo_n} → {hi_n} (float32 file, {hi_n * fm['d'] * 4 / 2**20:.0f} MiB "
+        f"at N={hi_n}); every chunk read, validated, summed",
+        f"peak RSS {peak('dictopt', lo_n, '_stream'):.0f} → "
+        f"{peak('dictopt', hi_n, '_stream'):.0f} MiB ({sg['dictopt']:+.1f} %); memory map "
+        f"{peak('mmap', lo_n, '_stream'):.0f} → {peak('mmap', hi_n, '_stream'):.0f} MiB "
+        f"({sg['mmap']:+.1f} %)",
+        f"over baseline at N={hi_n}: {mib(sides[f'file_dictopt_{hi_n}_stream'])} vs "
+        f"{mib(sides[f'file_mmap_{hi_n}_stream'])}", "—",
+        target_cell("< 10 % growth", sg["dictopt"] < 10, f"{sg['dictopt']:+.1f} %"))
+    growth = {r: 100 * (peak(r, hi_n) / peak(r, lo_n) - 1) for r in ("dictopt", "mmap")}
+    row = Row(
+        "checker peak memory, real `.npy` file (chunk reads vs the memory map they replaced)",
+        f"K={fm['K']}, d={fm['d']}, N {lo_n} → {hi_n} (float32 file, "
+        f"{hi_n * fm['d'] * 4 / 2**20:.0f} MiB at N={hi_n})",
+        f"peak RSS {peak('dictopt', lo_n):.0f} → {peak('dictopt', hi_n):.0f} MiB "
+        f"({growth['dictopt']:+.1f} %); memory map {peak('mmap', lo_n):.0f} → "
+        f"{peak('mmap', hi_n):.0f} MiB ({growth['mmap']:+.1f} %)",
+        f"over baseline: {mib(sides[f'file_dictopt_{hi_n}'])} (chunk reads) vs "
+        f"{mib(sides[f'file_mmap_{hi_n}'])} (memory map) at N={hi_n}", "—",
+        target_cell("< 10 % growth", growth["dictopt"] < 10, f"{growth['dictopt']:+.1f} %"))
+    return [stream_row, row], sg["dictopt"]
+
+
 # -- the comparison ---------------------------------------------------------------------------
 
 
@@ -209,6 +315,9 @@ def run_sides(mode: str) -> dict[str, Any]:
         mm = s["memory"]
         for n in mm["N"]:
             sides[f"stream_{n}"] = run_side(__name__, "side_stream", K=mm["K"], d=mm["d"], N=n)
+    if s.get("file_memory"):
+        fm = s["file_memory"]
+        sides.update(file_sides(fm["K"], fm["d"], fm["N"]))
     return sides
 
 
@@ -289,6 +398,10 @@ def summarise(mode: str, sides: dict[str, Any]) -> Result:
             target_cell("< 10 % growth", growth_pct < 10, f"{growth_pct:+.1f} %")))
         notes.append("check memory growth: the process's absolute peak RSS (imports included) "
                      "during the check, one run per N.")
+    if s.get("file_memory"):
+        file_rows, growth = file_memory_row(s["file_memory"], sides)
+        ratios["file_stream_memory_growth_pct"] = growth
+        rows.extend(file_rows)
     return Result("check", mode, {"sizes": sizes, "d": d, "lam": LAM, "theta": THETA,
                                   "scale": s["scale"], "memory": s["memory"]},
                   sides, ratios, rows, notes)

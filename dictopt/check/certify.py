@@ -20,7 +20,7 @@ from dictopt.check.moves import ChunkState, Move
 from dictopt.check.report import CheckReport, Violation
 from dictopt.coders import Coder, chunk_codes, make_coder
 from dictopt.problem import Dictionary
-from dictopt.validation import DictoptInputError
+from dictopt.validation import DictoptInputError, check_width
 
 F64 = torch.float64
 
@@ -85,10 +85,7 @@ def certify(
     job = CertifyPass(dictionary, lam, coder, scaled_moves(vs, step_scale))
     with executor.session():
         stream = executor.open(source, dtype=dictionary.dtype, chunk_size=chunk_size)
-        if stream.d != dictionary.d:
-            raise DictoptInputError(
-                f"activations: width {stream.d} but the dictionary has d = {dictionary.d}"
-            )
+        check_width(stream.d, dictionary.d, getattr(stream, "n", None))
         sums = executor.run(job, stream, progress=progress)
     return finish_certify(vs, sums, step_scale)
 

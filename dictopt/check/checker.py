@@ -47,7 +47,7 @@ def check(
     codes: Any = "own",
     lam: float | None = None,
     options: CheckOptions = DEFAULT_OPTIONS,
-    amortisation: bool | None = None,
+    amortisation: Any = None,
     chunk_size: int | None = None,
     progress: bool = False,
     executor: Executor | None = None,
@@ -74,8 +74,11 @@ def check(
     options:
         :class:`CheckOptions` (tolerances, label thresholds, buffers, hull, kernels).
     amortisation:
-        Also compute the optimal codes and report the amortisation gap (default: when the
-        dictionary has its own encoder and ``codes="own"``).
+        The amortisation gap (own codes' loss minus the exact lasso codes' loss, per row):
+        ``"all"`` rows, ``("sample", n)`` or ``n`` (about ``n`` rows chosen by a hash of the
+        row index, reported with a standard error), ``"off"``/``False``. Default: a sample of
+        :data:`~dictopt.check.amortisation.DEFAULT_SAMPLE_ROWS` rows when the dictionary has
+        its own encoder and ``codes="own"``, else off (see :mod:`dictopt.check.amortisation`).
     chunk_size:
         Rows per chunk (default: the source's).
     progress:
@@ -103,7 +106,7 @@ def check(
     validate_dictionary(dictionary)
     with executor.session():
         stream = executor.open(source, dtype=dictionary.dtype, chunk_size=chunk_size)
-        setup = prepare_setup(dictionary, stream.d, codes, lam, amortisation)
+        setup = prepare_setup(dictionary, stream.d, codes, lam, amortisation, n_rows=stream.n)
         if setup.mode == "optimal" and isinstance(executor, LocalExecutor):
             setup.cache = CodeCache()  # solve the exact codes once: pass 2 reads pass 1's
         return run_check(setup, executor, stream, options, progress=progress)

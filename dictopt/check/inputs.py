@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 
+from dictopt.check.amortisation import AmortisationPlan, announce, plan_amortisation
 from dictopt.check.codecache import CodeCache
 from dictopt.coders import Coder, CodesMode, chunk_codes, make_coder
 from dictopt.problem import Dictionary
-from dictopt.validation import DictoptInputError
+from dictopt.validation import DictoptInputError, check_width
 
 LAM_HELP = (
     "the L1 check needs λ (THEORY §1 convention). Supply it: check(..., lam=L), "
@@ -63,8 +64,9 @@ class Setup:
     mode: CodesMode
     """``"own"``, ``"optimal"`` or ``"given"`` (see :func:`dictopt.coders.make_coder`)."""
     coder: Coder
-    amortisation: bool
-    """Whether pass 1 also computes the optimal codes (the amortisation gap)."""
+    amortisation: AmortisationPlan
+    """Which rows pass 1 also solves exactly for the amortisation gap
+    (:mod:`dictopt.check.amortisation`)."""
     amortisation_note: str | None = None
     """Why the amortisation gap was skipped, if it was."""
     cache: CodeCache | None = None
@@ -83,9 +85,11 @@ class Setup:
 
 
 def prepare_setup(
-    dictionary: Dictionary, d: int, codes: object, lam: float | None, amortisation: bool | None
+    dictionary: Dictionary, d: int, codes: object, lam: float | None, amortisation: Any,
+    n_rows: int | None = None,
 ) -> Setup:
-    """Validate the dictionary against data of width ``d``, fix λ and choose the coder.
+    """Validate the dictionary against data of width ``d``, fix λ, choose the coder and plan
+    (and log, before pass 1) the amortisation gap.
 
     Parameters
     ----------
@@ -98,7 +102,10 @@ def prepare_setup(
     lam:
         λ (overrides the dictionary's); required when the dictionary has none.
     amortisation:
-        Whether to measure the amortisation gap (default: for the dictionary's own encoder).
+        As for :func:`dictopt.check.check` (see
+        :func:`~dictopt.check.amortisation.plan_amortisation`).
+    n_rows:
+        Rows in the data, when known (the sample rate needs it).
 
     Returns
     -------
@@ -109,14 +116,11 @@ def prepare_setup(
     if lam is None:
         raise DictoptInputError(f"lam: missing; {LAM_HELP}")
     dictionary = dictionary.with_lam(lam)
-    if d != dictionary.d:
-        raise DictoptInputError(
-            f"activations: width {d} but the dictionary has d = {dictionary.d}"
-        )
+    check_width(d, dictionary.d, None)
     mode, coder = make_coder(dictionary, codes)
-    if amortisation is None:
-        amortisation = mode == "own"
-    return Setup(dictionary, float(dictionary.lam), mode, coder, amortisation)
+    plan = plan_amortisation(amortisation, codes_mode=mode, population=n_rows)
+    announce(plan, dictionary.K, dictionary.d)
+    return Setup(dictionary, float(dictionary.lam), mode, coder, plan)
 
 
 def require_shippable_codes(executor: Any, codes: object) -> None:

@@ -22,7 +22,7 @@ import torch
 from dictopt.check.executor import Executor, LocalExecutor
 from dictopt.coders import Coder, chunk_codes, make_coder
 from dictopt.problem import Dictionary
-from dictopt.validation import DictoptInputError
+from dictopt.validation import DictoptInputError, check_width
 
 F64 = torch.float64
 INF = math.inf
@@ -341,10 +341,7 @@ def pair_data(
     executor = executor if executor is not None else LocalExecutor()
     with executor.session():
         stream = executor.open(source, dtype=dictionary.dtype, chunk_size=None)
-        if stream.d != dictionary.d:
-            raise DictoptInputError(
-                f"activations: width {stream.d} but the dictionary has d = {dictionary.d}"
-            )
+        check_width(stream.d, dictionary.d, getattr(stream, "n", None))
         state = executor.run(job, stream, progress=progress)
     if state.n == 0:
         raise DictoptInputError("activations: no data (0 rows)")

@@ -11,7 +11,6 @@ them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -22,43 +21,13 @@ from dictopt.check.absorption import (
     absorption_start,
     absorption_update,
 )
+from dictopt.check.amortisation import AmortisationSums
 from dictopt.check.inputs import Setup
 from dictopt.check.plan import PairPlan
 from dictopt.check.stats import PassOneStats, PassTwoStats
 from dictopt.check.tolerances import Tolerances
-from dictopt.problem import Dictionary
 
 F64 = torch.float64
-
-
-@dataclass
-class AmortisationSums:
-    """Sums over points for the amortisation gap (own codes vs the exact lasso codes, C1)."""
-
-    K: int
-    device: torch.device
-    loss: float = 0.0
-    """``Σ_n ½‖r_n‖² + λ Σ_k a_kn`` with the optimal codes."""
-    n: int = 0
-    code_diff: torch.Tensor = field(init=False)
-    """``[K]`` ``Σ_n |a_opt − a|`` per atom."""
-
-    def __post_init__(self) -> None:
-        self.code_diff = torch.zeros(self.K, dtype=F64, device=self.device)
-
-    def update(self, dictionary: Dictionary, lam: float, x: torch.Tensor, a: torch.Tensor) -> None:
-        """Add one chunk ``x`` whose checked codes are ``a``."""
-        a_opt = dictionary.optimal_codes(x)
-        r = x - dictionary.decode(a_opt)
-        self.loss += float(0.5 * (r.to(F64) ** 2).sum() + lam * a_opt.to(F64).sum())
-        self.n += x.shape[0]
-        self.code_diff += (a_opt - a).abs().to(F64).sum(0)
-
-    def merge(self, o: AmortisationSums) -> None:
-        """Absorb the sums of other chunks."""
-        self.loss += o.loss
-        self.n += o.n
-        self.code_diff = self.code_diff + o.code_diff
 
 
 class PassOneResult(NamedTuple):
@@ -153,7 +122,7 @@ class PassOne:
         assert self.tau is not None, "first_chunk fixes τ before the pass starts"
         dic = self.setup.dictionary
         st1 = PassOneStats(dic.K, dic.d, self.setup.lam, self.buffer_size, dic.device)
-        amort = AmortisationSums(dic.K, dic.device) if self.setup.amortisation else None
+        amort = AmortisationSums(dic.K, dic.device) if self.setup.amortisation.active else None
         return PassOneResult(st1, self.tau, amort)
 
     def _codes(self, x: torch.Tensor, start: int) -> torch.Tensor:
@@ -169,7 +138,7 @@ class PassOne:
         a = self._codes(x, start)
         state.stats.update(x, a, dic.atoms, dic.bias, start, state.tau, sparse=bool(self.sparse))
         if state.amortisation is not None:
-            state.amortisation.update(dic, self.setup.lam, x, a)
+            state.amortisation.update(self.setup.amortisation, dic, self.setup.lam, x, a, start)
         return state
 
     @staticmethod

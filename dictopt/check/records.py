@@ -309,11 +309,25 @@ class Capacity(Record):
 
 @dataclass(eq=False)
 class Amortisation(Record):
-    """Own codes against the exact lasso codes."""
+    """Own codes against the exact lasso codes, on every row or a sample of rows
+    (:mod:`dictopt.check.amortisation`)."""
 
     optimal_loss: float
+    """``loss − loss_gap`` (an estimate when the rows are a sample)."""
     loss_gap: float
+    """Mean over the rows with exact codes of ``own − optimal`` row loss."""
     mean_abs_code_diff: list[float]
+    """Mean ``|a_opt − a|`` per atom over those rows."""
+    loss_gap_se: float = 0.0
+    """Standard error of ``loss_gap``: ``s/√m·√(1 − m/N)`` (0 for every row; null below 2)."""
+    rows: Literal["all", "sample"] = "all"
+    """Exact codes for every row, or for a sample chosen by row-index hash."""
+    sample_size: int | None = None
+    """Rows with exact codes (``m``)."""
+    population: int | None = None
+    """Rows in the data (``N``)."""
+    seed: int = 0
+    """Seed of the row-index hash."""
 
 
 @dataclass(eq=False)

@@ -165,7 +165,7 @@ def render_schema() -> str:
 
 
 if __name__ == "__main__":
-    path = schema_path()
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(render_schema())
+    from dictopt.atomic import write_text
+
+    path = write_text(schema_path(), render_schema())
     sys.stderr.write(f"wrote {path}\n")

@@ -89,13 +89,22 @@ def assemble_report(
         max_kkt_violation=float(cols["kkt_violation"].max()),
         bias_residual=float(st1.r_mean.norm()),
         capacity=Capacity(st1.n_over, st1.over_sum / N, st1.over_max / N),
-        amortisation=_amortisation(p1, loss, N) or setup.amortisation_note,
-        pairs_in_pass2=n_pass2, hull=HullInfo(**hull_info), tolerances=tolerances_json(tol),
-        timings=timings,
+        amortisation=_amortisation(p1, setup, loss, N) or setup.amortisation_note,
+        pairs_in_pass2=n_pass2, hull=HullInfo(**{k: v for k, v in hull_info.items()
+                                                 if k not in HULL_SELECTION}),
+        tolerances=tolerances_json(tol), timings=timings,
     )
+    selection = {k: hull_info[k] for k in HULL_SELECTION if k in hull_info}
+    if selection:  # above K = 64: which atoms the joint hull's LP tested (an extra key)
+        summary["hull_selection"] = selection
     atom_rows = _atom_rows(st1, cols, labels, violations)
     timings["total"] = time.perf_counter() - t0
     return CheckReport(summary, atom_rows, violations, labels)
+
+
+HULL_SELECTION = ("tested", "passed_by_bound", "untested")
+"""Keys of the hull's info that say which atoms were tested (above K = 64); they go to the
+summary's extra key ``hull_selection``."""
 
 
 def _label_counts(
@@ -110,13 +119,13 @@ def _label_counts(
     return out
 
 
-def _amortisation(p1: PassOneResult, loss: float, N: int) -> Amortisation | None:
-    """The amortisation gap, when pass 1 computed the optimal codes."""
+def _amortisation(p1: PassOneResult, setup: Setup, loss: float, N: int) -> Amortisation | None:
+    """The amortisation gap, when pass 1 computed optimal codes (for all rows or a sample,
+    :mod:`dictopt.check.amortisation`)."""
     amort = p1.amortisation
     if amort is None:
         return None
-    return Amortisation(amort.loss / amort.n, loss - amort.loss / amort.n,
-                        (amort.code_diff / N).tolist())
+    return Amortisation(**amort.summary(setup.amortisation, N, loss))
 
 
 def _atom_rows(

@@ -3,8 +3,9 @@
 Each subcommand lives in its own module of this package and defines
 ``register(subparsers) -> None``, which adds its parser and sets ``func=run`` with
 ``run(args) -> int``. Modules are discovered automatically, so adding a command touches no
-shared file. Bad input (:class:`~dictopt.validation.DictoptInputError`) exits with status 2 and
-a one-line message; everything else is a bug and shows its traceback.
+shared file. Bad input (:class:`~dictopt.validation.DictoptInputError`), an output that cannot
+be written (full disk, read-only: :class:`OSError`) and a training run that diverged exit with
+status 2 and a one-line message; everything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -51,8 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    from dictopt.solvers.train import TrainingDivergedError
+
     try:
         return int(args.func(args) or 0)
-    except DictoptInputError as err:
-        sys.stderr.write(f"dictopt {args.command}: error: {err}\n")
-        return 2
+    except (DictoptInputError, TrainingDivergedError) as err:
+        return _error(args.command, str(err))
+    except OSError as err:  # the environment, not a bug: disk full, permissions, ...
+        where = f"{err.filename}: " if err.filename else ""
+        return _error(args.command, f"{where}{err.strerror or err}")
+
+
+def _error(command: str, message: str) -> int:
+    """Write ``dictopt COMMAND: error: MESSAGE`` on one line; return exit status 2."""
+    line = " ".join(message.split())
+    sys.stderr.write(f"dictopt {command}: error: {line}\n")
+    return 2

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from dictopt.cli._common import nonnegative_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,12 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output file (or folder: report.FORMAT)")
     p.add_argument("--format", choices=("html", "json", "md"), default=None,
                    help="default: from --out's suffix, else html")
-    p.add_argument("--top", type=int, default=8, help="pairs with a hull plot (default 8)")
+    p.add_argument("--top", type=nonnegative_int, default=8,
+                   help="pairs with a hull plot (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dictopt.atomic import check_output_file
     from dictopt.plots.html import write_report
     from dictopt.validation import DictoptInputError
 
@@ -34,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise DictoptInputError(
             "--dictionary and --activations go together (the hull plots need both)"
         )
+    if Path(args.out).suffix and not Path(args.out).is_dir():
+        check_output_file(args.out, inputs=[args.check, args.dictionary, args.activations])
     path = write_report(args.check, args.out, data=args.activations,
                         dictionary=args.dictionary, wide=args.wide, format=args.format,
                         top=args.top, progress=not args.quiet)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-from dictopt.cli._common import add_data_arguments, load_data, parse_options
+from dictopt.cli._common import (
+    add_data_arguments,
+    check_solver_options,
+    load_data,
+    parse_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dictopt.atomic import check_output_folder
     from dictopt.data.evaluate import evaluate
-    from dictopt.io.native import save_dictionary
+    from dictopt.io.native import DICTIONARY_FILES, save_dictionary
     from dictopt.solvers.registry import get_solver
     from dictopt.validation import DictoptInputError, check_lambda, check_positive_int
 
@@ -43,9 +49,14 @@ def run(args: argparse.Namespace) -> int:
     if spec.needs_lam and args.lam is None:
         raise DictoptInputError(f"--lam: solver {spec.name!r} needs λ (a number > 0)")
     lam = check_lambda(args.lam, "--lam") if args.lam is not None else None
+    options = check_solver_options(spec.fit, parse_options(args.set), spec.name)
+    check_output_folder(args.out, owned=DICTIONARY_FILES, inputs=[args.activations])
     source = load_data(args)
+    if source.n is not None and K > source.n:
+        log.warning("--K %d exceeds the %d data rows: some atoms cannot be supported by the "
+                    "data (expect dead or duplicate atoms)", K, source.n)
     dictionary = spec.fit(
-        source, K=K, lam=lam, seed=args.seed, progress=not args.quiet, **parse_options(args.set)
+        source, K=K, lam=lam, seed=args.seed, progress=not args.quiet, **options
     )
     dictionary.meta.setdefault("data", args.activations or f"world:{args.world}")
     out = save_dictionary(dictionary, args.out)

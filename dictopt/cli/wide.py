@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from dictopt.cli._common import add_data_arguments, load_data, parse_options
+from dictopt.cli._common import add_data_arguments, load_data, parse_options, unit_interval
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,13 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-limit-init", action="store_true", help="skip the limit-initialised runs")
     p.add_argument(
         "--ray-cos",
-        type=float,
+        type=unit_interval,
         default=0.9999,
         help="a data ray owns an atom when their cosine is at least this (default 0.9999)",
     )
     p.add_argument(
         "--split-cos",
-        type=float,
+        type=unit_interval,
         default=0.9,
         help="cosine for counting learned atoms aligned with a true feature (default 0.9)",
     )
@@ -79,10 +80,12 @@ def parse_seeds(text: str, base: int) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dictopt.atomic import check_output_file
     from dictopt.solvers.registry import get_solver
     from dictopt.validation import check_lambda
     from dictopt.wide.sweep import sweep
 
+    check_output_file(Path(args.out) / "wide.json", inputs=[args.activations])
     lam = check_lambda(args.lam, "--lam")
     widths = parse_widths(args.K)
     seeds = parse_seeds(args.seeds, args.seed)

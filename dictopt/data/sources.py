@@ -13,8 +13,10 @@ iterator factory around a model's forward hook. Its N is unknown until the first
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,35 @@ class Chunk(NamedTuple):
     label: str
 
 
+def scale_limit(dtype: torch.dtype, d: int) -> float:
+    """The largest ``|x|`` whose squares, summed over ``d`` columns and 2²⁰ rows, stay finite
+    in ``dtype`` (half precisions are computed in float32)."""
+    if dtype in (torch.float16, torch.bfloat16) or not dtype.is_floating_point:
+        dtype = torch.float32 if dtype.is_floating_point else torch.float64
+    return float(np.sqrt(torch.finfo(dtype).max / (max(d, 1) * 2.0**20)))
+
+
+def check_scale(x: torch.Tensor, dtype: torch.dtype, *, row_offset: int = 0,
+                where: str = "") -> None:
+    """Raise when finite values are so large that squared norms and sums overflow ``dtype``.
+
+    Such data runs to an infinite loss and NaN statistics; the message names the row and the
+    fix (rescale).
+    """
+    limit = scale_limit(dtype, int(x.shape[1]))
+    big = x.abs().amax(dim=1) > limit
+    if bool(big.any()):
+        row = int(big.nonzero()[0])
+        value = float(x[row].abs().max())
+        loc = f" {where}" if where else ""
+        raise DictoptInputError(
+            f"activations{loc}: row {row_offset + row} has a value of magnitude {value:.3g}, "
+            f"beyond what {str(dtype).removeprefix('torch.')} arithmetic can square and sum "
+            f"(limit {limit:.3g}); the data's scale is the problem: rescale it (e.g. divide "
+            "by its RMS, and λ by the same factor)"
+        )
+
+
 class ActivationSource(ABC):
     """Base class: subclasses implement :meth:`_raw_chunks`; validation happens here."""
 
@@ -54,15 +85,22 @@ class ActivationSource(ABC):
         start = 0
         bar = tqdm(total=self.n, desc=desc, unit="rows", disable=not progress, leave=False)
         try:
+            base = getattr(self, "row_base", 0)  # global index of this source's first row
             for raw, label in self._raw_chunks():
-                x = to_tensor(raw, label, dtype=self.dtype)
+                x = to_tensor(raw, label)  # stored precision: checked before any cast
                 if x.ndim != 2 or x.shape[1] != self.d:
+                    hint = " (is it transposed?)" if x.ndim == 2 and x.shape[0] == self.d else ""
                     raise DictoptInputError(
-                        f"{label}: expected rows of width {self.d}, got shape {tuple(x.shape)}"
+                        f"{label}: expected rows of width {self.d}, got shape "
+                        f"{tuple(x.shape)}{hint}"
                     )
                 if x.shape[0] == 0:
                     continue
-                check_finite(x, "activations", row_offset=start, where=f"({label})")
+                check_finite(x, "activations", row_offset=base + start, where=f"({label})")
+                check_scale(x, self.dtype or x.dtype, row_offset=base + start,
+                            where=f"({label})")
+                if self.dtype is not None:
+                    x = x.to(self.dtype)
                 yield Chunk(x, start, label)
                 start += x.shape[0]
                 bar.update(x.shape[0])
@@ -86,6 +124,34 @@ class ActivationSource(ABC):
 
     def describe(self) -> str:
         return type(self).__name__
+
+    def _last_rows(self) -> np.ndarray | torch.Tensor | None:
+        """The final rows (up to one chunk) when they can be read without a full pass."""
+        return None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """An identity of the data: kind, shape, dtype and hashes of the first and last chunks.
+
+        Cheap (two chunks read), deterministic, JSON-serialisable. Training checkpoints record
+        it so that a resume on other data is refused.
+        """
+        first = next(self.iter_chunks()).data
+        last = self._last_rows()
+        return {
+            "kind": type(self).__name__,
+            "n": self.n,
+            "d": self.d,
+            "dtype": str(first.dtype).removeprefix("torch."),
+            "first_chunk_sha256": _sha256(first),
+            "last_chunk_sha256": None if last is None else _sha256(last),
+        }
+
+
+def _sha256(rows: np.ndarray | torch.Tensor) -> str:
+    arr = rows.detach().cpu().numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows)
+    digest = hashlib.sha256(str((arr.shape, arr.dtype.str)).encode())
+    digest.update(np.ascontiguousarray(arr).tobytes())
+    return digest.hexdigest()
 
 
 class ArraySource(ActivationSource):
@@ -111,6 +177,9 @@ class ArraySource(ActivationSource):
         for i, lo in enumerate(range(0, self.n, self.chunk_size)):
             yield self.array[lo : lo + self.chunk_size], f"chunk {i}"
 
+    def _last_rows(self) -> torch.Tensor:
+        return self.array[-self.chunk_size :]
+
     def describe(self) -> str:
         return f"array [{self.n}, {self.d}]"
 
@@ -120,31 +189,108 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-def open_npy(path: Path) -> np.ndarray:
-    """A ``.npy`` file memory-mapped (read-only), or a clear error naming it.
+class NpyFile:
+    """A 2-D numeric ``.npy`` file read by explicit row ranges (no memory map, no pickle).
+
+    Only the header is parsed when opened; :meth:`read` (or slicing ``f[lo:hi]``) reads those
+    rows with one ``readinto`` into a fresh array. Unlike a memory map, nothing stays mapped
+    behind the stream, so a process's resident memory does not grow with the file (the pages
+    read live in the kernel's page cache, which the system reclaims, not in the process).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not _is_regular_file(path):
+            raise DictoptInputError(f"{path}: not a regular file (a folder, device or pipe)")
+        try:
+            with open(path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                else:  # 2.0 and 3.0 share the layout (3.0 allows UTF-8 field names)
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                self.offset = fh.tell()
+            size = path.stat().st_size
+        except (ValueError, OSError, EOFError, SyntaxError, TypeError) as err:
+            raise DictoptInputError(
+                f"{path}: not a readable .npy file ({_own_message(err)})"
+            ) from err
+        if dtype.hasobject:
+            raise DictoptInputError(
+                f"{path}: not a readable .npy file: {_own_message(ValueError('pickle'))}; "
+                "save a numeric array"
+            )
+        if not np.issubdtype(dtype, np.number):
+            raise DictoptInputError(f"{path}: expected numeric data, got dtype {dtype}")
+        if len(shape) != 2:
+            raise DictoptInputError(f"{path}: expected a 2-D array [N, d], got shape {shape}")
+        self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
+        self.ndim = 2
+        self.dtype = dtype
+        self.fortran = bool(fortran)
+        need = self.offset + self.shape[0] * self.shape[1] * dtype.itemsize
+        if size < need:
+            raise DictoptInputError(
+                f"{path}: not a readable .npy file: truncated (the header declares shape "
+                f"{self.shape} of {dtype}, {need} bytes, but the file has {size})"
+            )
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``[lo, hi)`` as a new writable array."""
+        n, d = self.shape
+        lo, hi = max(0, min(lo, n)), max(0, min(hi, n))
+        hi = max(hi, lo)
+        if self.fortran:  # rare: columns are contiguous; copy the rows out of a short-lived map
+            arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            return np.array(arr[lo:hi])
+        buf = bytearray((hi - lo) * d * self.dtype.itemsize)
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset + lo * d * self.dtype.itemsize)
+            got = fh.readinto(buf)
+        if got != len(buf):
+            raise DictoptInputError(f"{self.path}: file shrank while reading rows {lo}..{hi}")
+        return np.frombuffer(buf, dtype=self.dtype).reshape(hi - lo, d)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        lo, hi, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise ValueError("NpyFile supports contiguous row slices only")
+        return self.read(lo, hi)
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def _own_message(err: BaseException) -> str:
+    """The library's error text, unless it suggests loading pickles (then dictopt's own)."""
+    text = str(err)
+    if "pickle" in text.lower():
+        return "it holds Python objects (pickled data), which dictopt never loads for safety"
+    return text[:200]
+
+
+def open_npy(path: str | Path) -> NpyFile:
+    """A 2-D numeric ``.npy`` file opened for explicit row reads, or a clear error naming it.
 
     Parameters
     ----------
     path:
-        The file.
+        The file (a regular file: folders, devices and pipes are refused unopened).
 
     Returns
     -------
-    numpy.ndarray
+    NpyFile
+        ``shape``, ``dtype`` and ``read(lo, hi)``; no memory map stays open.
     """
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise DictoptInputError(f"{path}: not a readable .npy file ({err})") from err
-    if arr.ndim != 2:
-        raise DictoptInputError(f"{path}: expected a 2-D array [N, d], got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise DictoptInputError(f"{path}: expected numeric data, got dtype {arr.dtype}")
-    return arr
+    return NpyFile(Path(path))
 
 
 class NpySource(ActivationSource):
-    """One ``.npy`` file, memory-mapped: only the current chunk is read into memory."""
+    """One ``.npy`` file, read chunk by chunk (:class:`NpyFile`): memory does not grow with N."""
 
     def __init__(
         self,
@@ -154,7 +300,7 @@ class NpySource(ActivationSource):
         dtype: torch.dtype | None = None,
     ) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
+        if not self.path.exists():
             raise DictoptInputError(f"{self.path}: no such file")
         arr = open_npy(self.path)
         self.d = int(arr.shape[1])
@@ -165,7 +311,10 @@ class NpySource(ActivationSource):
     def _raw_chunks(self) -> Iterator[tuple[np.ndarray, str]]:
         arr = open_npy(self.path)
         for lo in range(0, self.n, self.chunk_size):
-            yield np.array(arr[lo : lo + self.chunk_size]), f"{self.path.name} rows {lo}+"
+            yield arr.read(lo, lo + self.chunk_size), f"{self.path.name} rows {lo}+"
+
+    def _last_rows(self) -> np.ndarray:
+        return open_npy(self.path).read(max(0, self.n - self.chunk_size), self.n)
 
     def describe(self) -> str:
         return str(self.path)
@@ -174,7 +323,9 @@ class NpySource(ActivationSource):
 class ShardFolderSource(ActivationSource):
     """A folder of ``.npy`` shards (natural name order: 2 before 10), all of the same width.
 
-    If the folder holds a ``manifest.json`` with a ``shards`` list, that order is used.
+    If the folder holds a ``manifest.json`` with a ``shards`` list, that order is used. Every
+    entry must name a regular file inside the folder (after resolving links), once: ``..``,
+    absolute paths, links out of the folder, devices and pipes are refused, naming the entry.
     """
 
     def __init__(
@@ -189,17 +340,12 @@ class ShardFolderSource(ActivationSource):
             raise DictoptInputError(f"{self.folder}: no such folder")
         manifest = self.folder / "manifest.json"
         if manifest.is_file():
-            try:
-                names = json.loads(manifest.read_text())["shards"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise DictoptInputError(f"{manifest}: unreadable manifest ({err})") from err
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise DictoptInputError(
-                    f"{manifest}: 'shards' must be a list of file names, got {names!r}"
-                )
-            self.shards = [self.folder / name for name in names]
+            self.shards = manifest_shards(self.folder, manifest)
         else:
-            self.shards = sorted(self.folder.glob("*.npy"), key=_natural_key)
+            self.shards = [
+                p for p in sorted(self.folder.glob("*.npy"), key=_natural_key)
+                if _confined(self.folder, p) is not None and _is_regular_file(p)
+            ]
         if not self.shards:
             raise DictoptInputError(f"{self.folder}: no .npy shards found")
         widths = {}
@@ -223,7 +369,79 @@ class ShardFolderSource(ActivationSource):
         for shard in self.shards:
             arr = open_npy(shard)
             for lo in range(0, arr.shape[0], self.chunk_size):
-                yield np.array(arr[lo : lo + self.chunk_size]), f"{shard.name} rows {lo}+"
+                yield arr.read(lo, lo + self.chunk_size), f"{shard.name} rows {lo}+"
+
+    def _last_rows(self) -> np.ndarray | None:
+        for shard in reversed(self.shards):
+            arr = open_npy(shard)
+            if arr.shape[0]:
+                return arr.read(max(0, arr.shape[0] - self.chunk_size), arr.shape[0])
+        return None
+
+
+def _confined(folder: Path, path: Path) -> Path | None:
+    """``path`` resolved, if it lies inside ``folder`` (resolved); else ``None``."""
+    try:
+        resolved = path.resolve(strict=True)
+        root = folder.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    return resolved if root in resolved.parents else None
+
+
+def manifest_shards(folder: Path, manifest: Path) -> list[Path]:
+    """The shard paths listed by ``manifest`` (its ``shards`` list), confined to ``folder``.
+
+    Parameters
+    ----------
+    folder:
+        The activation folder.
+    manifest:
+        Its ``manifest.json``.
+
+    Returns
+    -------
+    list[Path]
+        ``folder / name`` for each entry, in order.
+
+    Raises
+    ------
+    DictoptInputError
+        An unreadable manifest, or an entry that is absolute, leaves the folder (``..``, a
+        link), is not a regular file (a folder, device or pipe: opening a pipe would hang) or
+        is listed twice; the message names the entry.
+    """
+    try:
+        names = json.loads(manifest.read_text(encoding="utf-8"))["shards"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, OSError) as err:
+        raise DictoptInputError(f"{manifest}: unreadable manifest ({err})") from err
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise DictoptInputError(
+            f"{manifest}: 'shards' must be a list of file names, got {str(names)[:200]}"
+        )
+    shards: list[Path] = []
+    seen: dict[Path, str] = {}
+    for name in names:
+        bad = f"{manifest}: shard entry {name!r}"
+        if not name or "\x00" in name or Path(name).is_absolute():
+            raise DictoptInputError(f"{bad} must be a file name inside {folder}")
+        path = folder / name
+        resolved = _confined(folder, path)
+        if resolved is None:
+            what = "does not exist" if not (path.exists() or path.is_symlink()) else \
+                "points outside the folder"
+            raise DictoptInputError(f"{bad} {what}; entries must name files inside {folder}")
+        if not _is_regular_file(resolved):
+            raise DictoptInputError(
+                f"{bad} is not a regular file (a folder, device or pipe); list .npy files only"
+            )
+        if resolved in seen:
+            raise DictoptInputError(
+                f"{bad} names the same file as {seen[resolved]!r}; each shard once"
+            )
+        seen[resolved] = name
+        shards.append(path)
+    return shards
 
     def describe(self) -> str:
         return f"{self.folder} ({len(self.shards)} shards)"

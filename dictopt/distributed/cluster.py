@@ -103,6 +103,7 @@ def _run_partition(
 ) -> Any:
     """On a worker: open the partition's rows and call ``fn(source, start, *args)``."""
     src = PartitionSource(part.name, data, part.n, d, chunk_size=chunk_size, dtype=dtype)
+    src.row_base = part.start  # errors number rows globally, as the single-process check does
     return fn(src, part.start, *args)
 
 

@@ -37,20 +37,19 @@ DEFAULT_PARTITION_ROWS = 65536
 
 @dataclass
 class NpyRows:
-    """Rows ``[lo, hi)`` of one ``.npy`` shard, memory-mapped on the worker."""
+    """Rows ``[lo, hi)`` of one ``.npy`` shard, read on the worker."""
 
     path: Path
     lo: int
     hi: int
 
     def read(self, lo: int, hi: int) -> np.ndarray:
-        """Rows ``[lo, hi)`` of this partition (relative to its first row), copied.
+        """Rows ``[lo, hi)`` of this partition (relative to its first row), read explicitly.
 
-        The memory map is opened per read and dropped at once: pages of a map that stays
-        open count in the worker's resident memory, which would then grow with N.
+        No memory map stays open: its pages would count in the worker's resident memory,
+        which would then grow with N.
         """
-        arr = open_npy(self.path)
-        return np.array(arr[self.lo + lo : self.lo + hi])
+        return open_npy(self.path).read(self.lo + lo, self.lo + hi)
 
 
 @dataclass
@@ -81,7 +80,10 @@ class PartitionSource(ActivationSource):
 
     ``data`` is a reader or the partition's rows already in memory (a computed Dask block).
     Chunk starts are *local* (0 at the partition's first row); add ``Partition.start``.
+    Errors (NaN rows, overflow) name the *global* row: ``row_base`` is the partition's start.
     """
+
+    row_base: int = 0
 
     def __init__(
         self,
@@ -128,8 +130,12 @@ class PartitionedSource(NamedTuple):
     def source(
         self, part: Partition, data: Any, chunk_size: int, dtype: torch.dtype | None
     ) -> PartitionSource:
-        """The chunk stream of ``part`` whose reader or rows are ``data`` (on a worker)."""
-        return PartitionSource(part.name, data, part.n, self.d, chunk_size=chunk_size, dtype=dtype)
+        """The chunk stream of ``part`` whose reader or rows are ``data`` (on a worker).
+
+        Chunk starts are local, but errors number rows globally (``row_base``)."""
+        src = PartitionSource(part.name, data, part.n, self.d, chunk_size=chunk_size, dtype=dtype)
+        src.row_base = part.start
+        return src
 
 
 def _ranges(n: int, rows: int, step: int = 1) -> list[tuple[int, int]]:

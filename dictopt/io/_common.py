@@ -23,7 +23,7 @@ def read_json(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DictoptInputError(f"{path}: no such file")
     try:
-        value = json.loads(path.read_text())
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DictoptInputError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(value, dict):
@@ -40,9 +40,14 @@ def torch_load(path: str | Path) -> Any:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
             ValueError) as err:
+        # torch's own text suggests weights_only=False, which would run the file's code.
+        unsafe = isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err)
+        detail = ("it holds Python objects other than tensors, numbers and strings, which "
+                  "dictopt never loads (loading them could run code)") if unsafe else \
+            f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
         raise DictoptInputError(
-            f"{path}: corrupt or unreadable torch file, or it holds objects other than "
-            f"tensors, numbers and strings ({type(err).__name__}: {str(err)[:200]})"
+            f"{path}: corrupt or unreadable torch file ({detail}); save a plain state dict "
+            "of tensors"
         ) from err
 
 

@@ -90,6 +90,41 @@ def from_sklearn(estimator: Any, *, lam: float | None = None) -> Dictionary:
     return Dictionary.from_decoder(W, None, lam=lam, has_bias=False, meta=meta)
 
 
+#: zlib cannot expand data by more than about 1032:1; a member declaring more bytes than this
+#: many times its stored size is corrupt or hostile, and is refused before any allocation.
+MAX_DEFLATE_RATIO = 1100
+
+
+def _read_member(f: Any, key: str, path: Path) -> np.ndarray:
+    """``f[key]`` after checking its header: numeric dtype, and a declared size its stored
+    bytes can actually hold (so a forged shape cannot make numpy allocate gigabytes)."""
+    name = f"{key}.npy"
+    info = f.zip.getinfo(name if name in f.zip.namelist() else key)
+    with f.zip.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    if dtype.hasobject:
+        raise DictoptInputError(
+            f"{path}: {key!r} holds Python objects (pickled data), which dictopt never loads; "
+            "store numeric arrays"
+        )
+    if dtype.kind not in "biuf":
+        raise DictoptInputError(
+            f"{path}: {key!r} has dtype {dtype}; expected real numbers (float or integer)"
+        )
+    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    limit = info.compress_size * (MAX_DEFLATE_RATIO if info.compress_type else 1) + 4096
+    if declared > limit:
+        raise DictoptInputError(
+            f"{path}: {key!r} declares shape {tuple(shape)} of {dtype} ({declared} bytes), more "
+            f"than its {info.compress_size} stored bytes can hold; the file is corrupt"
+        )
+    return f[key]
+
+
 def load_npz(path: str | Path, *, lam: float | None = None, d_in: int | None = None) -> Dictionary:
     """Load atoms (and optionally bias and λ) from an ``.npz`` file; see the module docstring.
 
@@ -110,16 +145,24 @@ def load_npz(path: str | Path, *, lam: float | None = None, d_in: int | None = N
     path = Path(path)
     if not path.is_file():
         raise DictoptInputError(f"{path}: no such file")
+    wanted = (*ATOM_KEYS, *BIAS_KEYS, "lam", "d_in")
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-        raise DictoptInputError(f"{path}: corrupt or unreadable .npz file ({err})") from err
-    key = next((k for k in ATOM_KEYS if k in arrays), None)
-    if key is None:
-        raise DictoptInputError(
-            f"{path}: no atoms; looked for keys {list(ATOM_KEYS)}, found {sorted(arrays)}"
-        )
+            present = list(f.files)
+            key = next((k for k in ATOM_KEYS if k in present), None)
+            if key is None:
+                raise DictoptInputError(
+                    f"{path}: no atoms; looked for keys {list(ATOM_KEYS)}, found "
+                    f"{sorted(present)[:20]}"
+                )
+            # Only the keys dictopt uses are read (an unused array may be huge), each after
+            # its declared shape was checked against what its compressed bytes can hold.
+            arrays = {k: _read_member(f, k, path) for k in wanted if k in present}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as err:
+        text = str(err)
+        if "pickle" in text.lower():
+            text = "it holds Python objects (pickled data), which dictopt never loads"
+        raise DictoptInputError(f"{path}: corrupt or unreadable .npz file ({text})") from err
     W = torch.as_tensor(np.asarray(arrays[key], dtype=np.float64))
     if W.ndim != 2:
         raise DictoptInputError(f"{path}: {key!r} must be 2-D, got shape {tuple(W.shape)}")

@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 import torch
 
 from dictopt.problem import Dictionary
-from dictopt.validation import DictoptInputError, check_positive_int
+from dictopt.validation import DictoptInputError, check_positive_int, check_width
 
 #: Quantiles reported for the active ``g = d·r``.
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -113,10 +113,7 @@ def implied_lambda(
         )
     max_points = check_positive_int(max_points, "max_points")
     src = as_source(source, dtype=dictionary.dtype)
-    if src.d != dictionary.d:
-        raise DictoptInputError(
-            f"activations: width {src.d} but the dictionary has d = {dictionary.d}"
-        )
+    check_width(src.d, dictionary.d, src.n)
     active_g: list[torch.Tensor] = []
     atom_idx: list[torch.Tensor] = []
     sum_ag = sum_a = 0.0

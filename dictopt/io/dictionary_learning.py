@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from dictopt.atomic import atomic_folder
 from dictopt.io._common import (
     as_int,
     build_sae,
@@ -52,6 +53,7 @@ from dictopt.io._common import (
     unfold_input_bias,
 )
 from dictopt.io.encoders import GatedEncoder
+from dictopt.io.native import DICTIONARY_FILES
 from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
 
@@ -345,10 +347,10 @@ def export_dictionary_learning(dictionary: Dictionary, folder: str | Path) -> Pa
             "ReLU, TopK, BatchTopK, Matryoshka (as BatchTopK), JumpReLU, gated"
         )
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().clone() for k, v in state.items()}
-    torch.save(state, out / WEIGHTS_FILE)
     trainer = {"dict_class": dict_class, "activation_dim": d, "dict_size": K,
                "exported_by": "dictopt", **extra}
-    (out / CONFIG_FILE).write_text(json.dumps({"trainer": trainer}, indent=4) + "\n")
+    with atomic_folder(out, owned=DICTIONARY_FILES) as tmp:
+        torch.save(state, tmp / WEIGHTS_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps({"trainer": trainer}, indent=4) + "\n")
     return out

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 # the modules that define encoders register them on import (get_encoder_class looks them up)
 import dictopt.io.encoders  # noqa: F401
 import dictopt.solvers.sae  # noqa: F401
+from dictopt.atomic import atomic_folder
 from dictopt.problem import Dictionary, get_encoder_class
 from dictopt.validation import DictoptInputError
 
@@ -33,12 +34,20 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 FORMAT_VERSION = 1
 LAM_CONVENTION = "(1/N) sum_n [ 1/2 ||x_n - b - D^T a_n||^2 + lam * sum_k a_kn ], unit-norm atoms"
 LASSO = "lasso"
+#: Files of every dictionary layout dictopt reads or writes: an existing output folder holding
+#: only these is replaced as a whole; anything else there makes the write an error.
+DICTIONARY_FILES = frozenset(
+    {"cfg.json", "sae_weights.safetensors", "sae.safetensors", "ae.pt", "config.json"}
+)
 
 
 def save_dictionary(dictionary: Dictionary, folder: str | Path) -> Path:
-    """Write ``dictionary`` to ``folder`` (created if needed); returns the folder."""
+    """Write ``dictionary`` to ``folder`` atomically as a whole; returns the folder.
+
+    The folder is built in a hidden sibling and swapped into place (:mod:`dictopt.atomic`):
+    a kill or a full disk leaves the previous folder, never new weights with an old config.
+    """
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {
         "W_dec": dictionary.decoder.contiguous(),
         "b_dec": dictionary.bias.contiguous(),
@@ -64,8 +73,9 @@ def save_dictionary(dictionary: Dictionary, folder: str | Path) -> Path:
         "dictopt_format_version": FORMAT_VERSION,
         "meta": dictionary.meta,
     }
-    save_file({k: v.detach().cpu() for k, v in tensors.items()}, str(out / WEIGHTS_FILE))
-    (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, default=str) + "\n")
+    with atomic_folder(out, owned=DICTIONARY_FILES) as tmp:
+        save_file({k: v.detach().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, default=str) + "\n")
     return out
 
 
@@ -86,9 +96,11 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DictoptInputError(f"{path}: no such file (is {folder} a dictopt/SAELens folder?)")
     try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DictoptInputError(f"{path}: not valid JSON ({err})") from err
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DictoptInputError(f"{path}: not valid JSON (UTF-8) ({err})") from err
+    except OSError as err:
+        raise DictoptInputError(f"{path}: unreadable ({err.strerror or err})") from err
     if not isinstance(cfg, dict):
         raise DictoptInputError(f"{path}: expected a JSON object")
     return cfg
@@ -135,19 +147,45 @@ def load_dictionary(folder: str | Path) -> Dictionary:
                 f"{folder / CONFIG_FILE}: {key} = {expected} disagrees with W_dec of shape "
                 f"{tuple(W_dec.shape)} in {weights_path.name}"
             )
-    architecture = cfg.get("architecture", LASSO)
+    if "architecture" not in cfg:
+        # Without it the SAE's own encoder would silently be replaced by optimal codes.
+        raise DictoptInputError(
+            f"{folder / CONFIG_FILE}: has no 'architecture'; dictopt always records it. Add "
+            f'"architecture": "{LASSO}" if the codes are optimal lasso codes, else the '
+            "encoder's registered name (relu, topk, ...)"
+        )
+    architecture = cfg["architecture"]
+    if not isinstance(architecture, str):
+        raise DictoptInputError(
+            f"{folder / CONFIG_FILE}: 'architecture' must be a name, got {architecture!r}"
+        )
+    where = folder / CONFIG_FILE
+    for key, kind in (("encoder", dict), ("meta", dict), ("has_bias", bool)):
+        if key in cfg and cfg[key] is not None and not isinstance(cfg[key], kind):
+            raise DictoptInputError(
+                f"{where}: {key!r} must be a {kind.__name__}, got {str(cfg[key])[:80]!r}"
+            )
     encoder = None
     if architecture != LASSO:
         cls = get_encoder_class(architecture)
         # The encoder sees every tensor: SAEs that subtract b_dec from the input, or encode by
         # pursuit over the decoder, need the decoder tensors too.
-        encoder = cls.from_saved(cfg.get("encoder", {}), tensors)
+        try:
+            encoder = cls.from_saved(cfg.get("encoder") or {}, tensors)
+        except DictoptInputError as err:
+            raise DictoptInputError(f"{where}: {err}") from err
+        except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as err:
+            # the encoder's config is untrusted input: any failure to build from it is bad input
+            raise DictoptInputError(
+                f"{where}: the {architecture!r} encoder cannot be built from its 'encoder' "
+                f"config and tensors ({type(err).__name__}: {str(err)[:200]})"
+            ) from err
     lam = cfg.get("lam")
     return Dictionary.from_decoder(
         W_dec,
         b_dec,
         lam=lam,
         encoder=encoder,
-        has_bias=bool(cfg.get("has_bias", True)),
+        has_bias=cfg.get("has_bias", True) is not False,
         meta=dict(cfg.get("meta") or {}),
     )

@@ -45,9 +45,10 @@ from typing import Any
 
 import torch
 
+from dictopt.atomic import atomic_folder
 from dictopt.io._common import as_int, build_sae, check_shape, dtype_name, read_json, require
 from dictopt.io.encoders import GatedEncoder
-from dictopt.io.native import read_config, read_weights
+from dictopt.io.native import DICTIONARY_FILES, read_config, read_weights
 from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
 
@@ -386,10 +387,8 @@ def export_saelens(dictionary: Dictionary, folder: str | Path) -> Path:
             "TopK, BatchTopK/Matryoshka (as JumpReLU), JumpReLU, gated"
         )
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
     weights = {"W_dec": W_dec, "b_dec": b_dec}
     weights.update({k: v.detach().cpu().to(dtype) for k, v in tensors.items()})
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(out / WEIGHTS_FILE))
     cfg.update({
         "architecture": arch,
         "dtype": dtype_name(dtype),
@@ -404,5 +403,7 @@ def export_saelens(dictionary: Dictionary, folder: str | Path) -> Path:
             "training_architecture_details": details,
         },
     })
-    (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
+    with atomic_folder(out, owned=DICTIONARY_FILES) as tmp:
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
     return out

@@ -58,6 +58,6 @@ def to_base64(fig: Figure, dpi: int = DPI) -> str:
 
 def save_png(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     """Write a figure as PNG; returns the path."""
-    path = Path(path)
-    path.write_bytes(to_png(fig, dpi))
-    return path
+    from dictopt.atomic import write_bytes
+
+    return write_bytes(path, to_png(fig, dpi))

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from matplotlib.figure import Figure
 
+from dictopt.atomic import write_text
 from dictopt.check.report import CONDITIONS, LABELS, SCHEMA_VERSION, CheckReport, Violation
 from dictopt.plots.figure import to_base64
 from dictopt.problem import Dictionary
@@ -308,7 +309,11 @@ def summary_rows(report: CheckReport) -> list[tuple[str, str]]:
                      f"{cap.get('points_over_lam')}, {_fmt(cap.get('total_gain'))}"))
     am = s.get("amortisation")
     if isinstance(am, dict):
-        rows.append(("amortisation gap (own − optimal loss)", _fmt(am.get("loss_gap"))))
+        gap = _fmt(am.get("loss_gap"))
+        if am.get("rows") == "sample":
+            gap += (f" ± {_fmt(am.get('loss_gap_se'))} (standard error, "
+                    f"{am.get('sample_size')} sampled rows)")
+        rows.append(("amortisation gap (own − optimal loss)", gap))
     return rows
 
 
@@ -561,11 +566,11 @@ def write_report(
     if not out.parent.exists():
         raise DictoptInputError(f"out: folder {out.parent} does not exist")
     if isinstance(dictionary, str | Path):
-        from dictopt.io.native import load_dictionary
+        from dictopt.io import load
 
         if not Path(dictionary).exists():
-            raise DictoptInputError(f"dictionary: {dictionary}: no such folder")
-        dictionary = load_dictionary(dictionary)
+            raise DictoptInputError(f"dictionary: {dictionary}: no such file or folder")
+        dictionary = load(dictionary)  # every format `dictopt check` reads
     elif dictionary is not None:
         from dictopt.io.objects import as_dictionary
 
@@ -576,14 +581,14 @@ def write_report(
         figs = build_figures(report, data=data, dictionary=dictionary, wide=wide, top=top,
                              codes=codes, progress=progress)
         cards = _cards(report, data, dictionary, tokens)
-        out.write_text(render_html(report, figs, cards=cards,
-                                   json_href=json_href or _json_href(report)))
+        write_text(out, render_html(report, figs, cards=cards,
+                                    json_href=json_href or _json_href(report)))
     else:
         figs = _notes_only(report, data, dictionary, wide, top)
         if format == "md":
-            out.write_text(render_markdown(report, figs))
+            write_text(out, render_markdown(report, figs))
         else:
-            out.write_text(json.dumps(render_json(report, figs), indent=1) + "\n")
+            write_text(out, json.dumps(render_json(report, figs), indent=1) + "\n")
     log.info("report written to %s", out)
     return out
 

@@ -385,6 +385,11 @@ def fit_classical(
         every code step; non-increasing), ``n_iter``, ``converged``, final ``c1``/``c2``/``c3``.
     """
     K, lam = check_fit_args(K, lam)
+    max_iter = check_positive_int(max_iter, "max_iter")
+    for name, value in (("tol", tol), ("grad_tol", grad_tol), ("code_tol", code_tol)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 \
+                or not np.isfinite(value):
+            raise DictoptInputError(f"{name}: must be a finite number ≥ 0, got {value!r}")
     x = load_data(source).to(device or "cpu")
     N = x.shape[0]
     D, b = _start(x, K, init, seed, fit_bias)
@@ -478,6 +483,10 @@ def _fit_classical_registered(
     return fit_classical(source, K=K, lam=lam, seed=seed, progress=progress, **options)
 
 
+# The command line checks --set keys and kinds against the real signature.
+_fit_classical_registered.__wrapped__ = fit_classical  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------------------------
 # scikit-learn.
 # --------------------------------------------------------------------------------------------
@@ -565,3 +574,6 @@ def _fit_sklearn_registered(
     source: Any, *, K: int, lam: float, seed: int = 0, progress: bool = False, **options: Any
 ) -> Dictionary:
     return fit_sklearn(source, K=K, lam=lam, seed=seed, progress=progress, **options)
+
+
+_fit_sklearn_registered.__wrapped__ = fit_sklearn  # type: ignore[attr-defined]

@@ -12,23 +12,33 @@ from typing import Any
 
 from dictopt.lasso import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_MEMORY_FRACTION,
     MAX_ADD,
+    MEMORY_ENV,
     WELL_CONDITIONED,
     CodeResult,
+    CoderPlan,
+    coder_memory_budget,
     improve_codes,
     kkt_violations,
+    plan_coder,
     solve_codes,
 )
 from dictopt.validation import DictoptInputError
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MEMORY_FRACTION",
     "MAX_ADD",
+    "MEMORY_ENV",
     "WELL_CONDITIONED",
     "CodeResult",
+    "CoderPlan",
+    "coder_memory_budget",
     "improve_codes",
     "iter_codes",
     "kkt_violations",
+    "plan_coder",
     "solve_codes",
 ]
 

@@ -12,8 +12,11 @@ Registered solvers: ``sae-relu``, ``sae-topk``, ``sae-batchtopk``, ``sae-jumprel
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -35,7 +38,6 @@ log = logging.getLogger(__name__)
 
 NORMALIZE_CHOICES = ("none", "expected_average_only_in")
 B_DEC_INIT_CHOICES = ("zeros", "mean", "geometric_median")
-CHECKPOINT_PREFIX = "checkpoint_step_"
 
 
 class TrainingDivergedError(RuntimeError):
@@ -313,16 +315,112 @@ def _coefficient_scale(cfg: TrainConfig, step: int) -> float:
     return min(1.0, (step + 1) / cfg.coefficient_warm_up_steps)
 
 
-def _checkpoints(folder: Path) -> list[Path]:
-    def step_of(p: Path) -> int:
-        return int(p.stem.removeprefix(CHECKPOINT_PREFIX))
+#: ``checkpoint_<run tag>_step_<step>.pt``; files written before run tags existed have no tag.
+CHECKPOINT_RE = re.compile(r"checkpoint_(?:(?P<tag>[0-9a-f]{12})_)?step_(?P<step>\d+)\.pt")
+#: Training settings that may change on resume (the length of the run and its bookkeeping).
+RESUMABLE_FIELDS = ("total_steps", "checkpoint_every", "keep_checkpoints", "log_every")
 
-    return sorted(folder.glob(f"{CHECKPOINT_PREFIX}*.pt"), key=step_of)
+
+class CheckpointFile(NamedTuple):
+    """A checkpoint in a folder: its path, the run tag in its name (``None``: legacy) and step."""
+
+    path: Path
+    tag: str | None
+    step: int
+
+
+def _checkpoints(folder: Path) -> list[CheckpointFile]:
+    """Every checkpoint file in ``folder`` (any run), oldest step first; other files ignored."""
+    found = []
+    for p in folder.iterdir() if folder.is_dir() else ():
+        m = CHECKPOINT_RE.fullmatch(p.name)
+        if m and p.is_file():
+            found.append(CheckpointFile(p, m["tag"], int(m["step"])))
+    return sorted(found, key=lambda c: (c.step, c.path.name))
+
+
+def run_identity(cfg: TrainConfig, seed: int, source: ActivationSource,
+                 sae: SAE | None = None) -> dict[str, Any]:
+    """What makes two training runs the same run: configuration, seed, data, starting SAE.
+
+    Parameters
+    ----------
+    cfg:
+        The training configuration (fields of :data:`RESUMABLE_FIELDS` excluded).
+    seed:
+        The run's seed.
+    source:
+        The data; identified by :meth:`ActivationSource.fingerprint` (shape, dtype, hashes of
+        its first and last chunks).
+    sae:
+        The SAE training continues from, if any (hash of its weights).
+
+    Returns
+    -------
+    dict
+        JSON-serialisable; its hash (:func:`run_tag`) names the run's checkpoint files.
+    """
+    config = cfg.to_dict()
+    for key in RESUMABLE_FIELDS:
+        config.pop(key)
+    start = None
+    if sae is not None:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(sae.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        start = digest.hexdigest()
+    return {"config": config, "seed": seed, "data": source.fingerprint(), "start_sae": start}
+
+
+def run_tag(identity: dict[str, Any]) -> str:
+    """12 hex digits of the SHA-256 of ``identity`` (canonical JSON)."""
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def identity_difference(mine: dict[str, Any], theirs: Any) -> str:
+    """A short description of what differs between two run identities."""
+    if not isinstance(theirs, dict):
+        return "it records no run identity (written by an older dictopt)"
+    parts = []
+    if mine.get("seed") != theirs.get("seed"):
+        parts.append(f"seed {theirs.get('seed')!r} vs {mine.get('seed')!r}")
+    for section in ("config", "data"):
+        a, b = mine.get(section) or {}, theirs.get(section) or {}
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if keys:
+            parts.append(f"{section} ({', '.join(keys[:6])})")
+    if mine.get("start_sae") != theirs.get("start_sae"):
+        parts.append("starting SAE")
+    return "different " + "; ".join(parts) if parts else "a different run"
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's state dict (``weights_only``: no code runs), or a clear error."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is bad input here
+        text = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        if "weights_only" in text or "pickle" in text.lower():
+            text = "it holds Python objects other than tensors, which dictopt never loads"
+        raise DictoptInputError(f"{path}: unreadable checkpoint ({text})") from err
+    if not isinstance(state, dict):
+        raise DictoptInputError(f"{path}: not a dictopt checkpoint (a {type(state).__name__})")
+    return state
 
 
 class _Trainer:
-    def __init__(self, source: ActivationSource, cfg: TrainConfig, seed: int) -> None:
+    def __init__(
+        self,
+        source: ActivationSource,
+        cfg: TrainConfig,
+        seed: int,
+        identity: dict[str, Any] | None = None,
+    ) -> None:
         self.source = source
+        self.identity = identity if identity is not None else run_identity(cfg, seed, source)
+        self.tag = run_tag(identity)
         self.cfg = cfg
         self.seed = seed
         self.device = torch.device(cfg.device)
@@ -374,44 +472,53 @@ class _Trainer:
             "log": self.log.as_dict(),
             "train_config": self.cfg.to_dict(),
             "seed": self.seed,
+            "run_identity": self.identity,
+            "run_tag": self.tag,
         }
 
     def restore(self, path: Path) -> None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is bad input here
-            raise DictoptInputError(f"{path}: unreadable checkpoint ({err})") from err
-        mine, theirs = self.cfg.to_dict(), dict(state["train_config"])
-        # The length of the run may change on resume; everything else must match.
-        for key in ("total_steps", "checkpoint_every", "keep_checkpoints", "log_every"):
-            mine.pop(key), theirs.pop(key, None)
-        if mine != theirs or state["seed"] != self.seed:
+        """Load a checkpoint of this run; any unreadable or foreign content is bad input."""
+        state = read_checkpoint(path)
+        if state.get("run_identity") != self.identity:
             raise DictoptInputError(
-                f"{path}: checkpoint was written with a different configuration or seed; "
-                "resume with the same settings (or start a fresh folder)"
+                f"{path}: checkpoint of another run "
+                f"({identity_difference(self.identity, state.get('run_identity'))}); resume "
+                "with the same data and settings, or start a fresh folder"
             )
-        sae_cfg = get_sae_class(self.cfg.sae.architecture).config_class.from_dict(
-            state["sae_config"]
-        )
-        self.sae = get_sae_class(sae_cfg.architecture)(sae_cfg)
-        self.sae.load_state_dict(state["sae"])
-        self.sae.to(self.device).train()
-        self._make_optimizer()
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
-        self.scale = float(state["scale"])
-        self.since_fired_K = state["since_fired"].to(self.device)
-        self.resample_gen.set_state(state["resample_generator"])
-        self.log = TrainLog.from_dict(state["log"])
+        try:
+            sae_cfg = get_sae_class(self.cfg.sae.architecture).config_class.from_dict(
+                state["sae_config"]
+            )
+            sae = get_sae_class(sae_cfg.architecture)(sae_cfg)
+            sae.load_state_dict(state["sae"])
+            sae.to(self.device).train()
+            self.sae = sae
+            self._make_optimizer()
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step = int(state["step"])
+            self.scale = float(state["scale"])
+            self.since_fired_K = state["since_fired"].to(self.device)
+            self.resample_gen.set_state(state["resample_generator"])
+            self.log = TrainLog.from_dict(state["log"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise DictoptInputError(
+                f"{path}: checkpoint content is incomplete or inconsistent "
+                f"({type(err).__name__}: {str(err)[:200]})"
+            ) from err
 
     def save(self, folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{CHECKPOINT_PREFIX}{self.step}.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state(), tmp)
-        tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
-        for old in _checkpoints(folder)[: -self.cfg.keep_checkpoints]:
-            old.unlink()
+        """Write this run's checkpoint atomically; prune only this run's older ones."""
+        from dictopt.atomic import atomic_file
+
+        path = folder / f"checkpoint_{self.tag}_step_{self.step}.pt"
+        with atomic_file(path) as tmp:
+            torch.save(self.state(), tmp)
+        own = [c for c in _checkpoints(folder) if c.tag == self.tag]
+        # Later steps are left over from an earlier identical run that this one restarted.
+        stale = [c for c in own if c.step > self.step]
+        kept = [c for c in own if c.step <= self.step]
+        for old in stale + kept[: -self.cfg.keep_checkpoints]:
+            old.path.unlink(missing_ok=True)
         return path
 
     # -- one step ----------------------------------------------------------------------------
@@ -498,6 +605,7 @@ def train_sae(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     sae: SAE | None = None,
+    overwrite_checkpoints: bool = False,
 ) -> TrainResult:
     """Train an SAE on a streamed activation source.
 
@@ -513,10 +621,18 @@ def train_sae(
     progress:
         Show a tqdm bar with loss, L0, explained variance and dead fraction.
     checkpoint_dir:
-        Folder for checkpoints (every ``cfg.checkpoint_every`` steps and at the end).
+        Folder for checkpoints (every ``cfg.checkpoint_every`` steps and at the end). Each
+        checkpoint records the run's identity (:func:`run_identity`: configuration, seed, a
+        fingerprint of the data) and carries its hash in its name; only the run's own files
+        are pruned, and files that are not checkpoints are ignored.
     resume:
-        Continue from the newest checkpoint in ``checkpoint_dir`` (the result equals an
-        uninterrupted run bit for bit).
+        Continue from the newest checkpoint of this run in ``checkpoint_dir`` (the result
+        equals an uninterrupted run bit for bit). A truncated or unreadable newest checkpoint
+        falls back to the previous one with a warning. Checkpoints of another run only (other
+        data, configuration or seed) are refused, naming what differs.
+    overwrite_checkpoints:
+        Allow a fresh run into a folder holding another run's checkpoints (they are kept; by
+        default this is refused, so two runs never mix).
     sae:
         Continue training this SAE instead of a fresh one (its ``cfg`` must match ``cfg.sae``
         in architecture and sizes). It is trained in place; a failing step (non-finite data
@@ -543,11 +659,29 @@ def train_sae(
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if resume and folder is None:
         raise DictoptInputError("resume: needs checkpoint_dir")
-    trainer = _Trainer(src, cfg, seed)
-    existing = _checkpoints(folder) if folder is not None and folder.is_dir() else []
-    if resume and existing:
-        trainer.restore(existing[-1])
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise DictoptInputError(f"checkpoint_dir: {folder} is a file, not a folder")
+    trainer = _Trainer(src, cfg, seed, run_identity(cfg, seed, src, sae))
+    existing = _checkpoints(folder) if folder is not None else []
+    own = [c for c in existing if c.tag == trainer.tag]
+    others = [c for c in existing if c.tag != trainer.tag]
+    if resume and own:
+        _restore_newest(trainer, own)
+    elif resume and others:
+        state = read_checkpoint(others[-1].path)
+        raise DictoptInputError(
+            f"resume: {folder} holds checkpoints of another run only "
+            f"({identity_difference(trainer.identity, state.get('run_identity'))}, "
+            f"newest {others[-1].path.name}); resume with the same data and settings, or "
+            "start a fresh folder"
+        )
     else:
+        if others and not overwrite_checkpoints:
+            raise DictoptInputError(
+                f"checkpoint_dir: {folder} holds checkpoints of another run "
+                f"({others[-1].path.name}); use another folder, resume=True to continue this "
+                "run, or overwrite_checkpoints=True to share the folder"
+            )
         trainer.fresh(sae)
     stream = BatchStream(src, cfg.batch_size, seed + 1)
     stream.skip(trainer.step)
@@ -592,8 +726,20 @@ def train_sae(
 # Registered solvers.
 # --------------------------------------------------------------------------------------------
 
+def _restore_newest(trainer: _Trainer, own: list[CheckpointFile]) -> None:
+    """Restore the newest readable checkpoint of the run, warning about each one skipped."""
+    for i, ckpt in enumerate(reversed(own)):
+        try:
+            trainer.restore(ckpt.path)
+            return
+        except DictoptInputError as err:
+            if i == len(own) - 1:
+                raise
+            warnings.warn(f"{err}; falling back to the previous checkpoint", stacklevel=3)
+
+
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"sae", "lam"}
-_CALL_OPTIONS = {"checkpoint_dir", "resume"}
+_CALL_OPTIONS = {"checkpoint_dir", "resume", "overwrite_checkpoints"}
 
 
 def fit_sae(

@@ -83,11 +83,10 @@ class SweepResult:
 
     def to_json(self, folder: str | Path) -> Path:
         """Write ``folder/wide.json`` (folder created if needed); returns the file path."""
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "wide.json"
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=_jsonable))
-        return path
+        from dictopt.atomic import write_text
+
+        return write_text(Path(folder) / "wide.json",
+                          json.dumps(self.to_dict(), indent=2, default=_jsonable))
 
 
 def _jsonable(obj: Any) -> Any:

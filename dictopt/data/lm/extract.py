@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dictopt import __version__
+from dictopt.atomic import write_text
 from dictopt.data.lm.models import LoadedModel, load_model
 from dictopt.data.lm.texts import TextCorpus, load_corpus
 from dictopt.validation import DictoptInputError, check_positive_int
@@ -247,15 +248,12 @@ def extract_activations(
         norm_rows=norm_rows, context=context, batch_size=batch_size, drop_first=drop_first,
         keep_special=keep_special, seed=seed))
     return ExtractionResult(folder, _write_manifest(folder, manifest))
-    return ExtractionResult(folder, manifest)
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Write ``manifest.json`` whole or not at all (it marks the folder complete); returns
     ``manifest``."""
-    tmp = folder / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    tmp.replace(folder / "manifest.json")
+    write_text(folder / "manifest.json", json.dumps(manifest, indent=1, default=str))
     return manifest
 
 
