@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,19 +94,37 @@ def run_demo(
     world_params: dict[str, Any] | None = None,
     max_iter: int = 300,
     progress: bool = True,
+    narrate: Callable[[str], None] | None = None,
 ) -> DemoResult:
-    """Run the demonstration and write its outputs to ``out``; returns the figures."""
+    """Run the demonstration and write its outputs to ``out``; returns the figures.
+
+    Parameters
+    ----------
+    narrate:
+        Called with each summary line as soon as its phase ends, the phase's time appended
+        (``dictopt demo`` prints them); the lines without times are ``result.lines``.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult(out)
-    say = result.lines.append
     t0 = time.perf_counter()
+    phase = [t0]
+
+    def say(line: str, *, ends_phase: bool = True) -> None:
+        result.lines.append(line)
+        now = time.perf_counter()
+        if narrate is not None:
+            narrate(f"{line}  [{now - phase[0]:.1f} s]" if ends_phase else line)
+        if ends_phase:
+            phase[0] = now
 
     world = make_world("hierarchy", seed=seed, **(world_params or DEMO_WORLD))
     say(
         f"world 'hierarchy': N={world.n} d={world.d} K_true={world.K_true} "
         f"with {len(world.edges)} child→parent edges (children fire only with their parent)"
     )
+    if narrate is not None:
+        narrate("checking the ground truth (two streamed passes, then certificates) ...")
 
     truth = world.truth(lam)  # checked with the world's own codes
     truth_report = _check_and_save(truth, world.x, world.codes, out / "check_truth.json", progress)
@@ -119,9 +138,12 @@ def run_demo(
     if worst is not None:
         say(
             f"  strongest certificate: pair ({worst.i}, {worst.j}) predicted decrease "
-            f"{worst.predicted_decrease:.3g}, measured {worst.measured_decrease:.3g}"
+            f"{worst.predicted_decrease:.3g}, measured {worst.measured_decrease:.3g}",
+            ends_phase=False,
         )
 
+    if narrate is not None:
+        narrate("repairing the ground truth by certified descent (one check per round) ...")
     repaired = repair(truth, world.x, progress=progress)
     save_dictionary(repaired.dictionary, out / "truth_repaired")
     say(
@@ -129,6 +151,8 @@ def run_demo(
         f"in {len(repaired.losses) - 1} certified moves"
     )
 
+    if narrate is not None:
+        narrate("learning a classical dictionary (alternating lasso / dictionary update) ...")
     learned = fit_classical(
         world.x,
         K=world.K_true,
@@ -153,13 +177,17 @@ def run_demo(
     say(
         f"  per planted edge, best learned cosine to: parent {absorbed['parent']:.3f}, "
         f"child {absorbed['child']:.3f}, parent+child {absorbed['parent+child']:.3f} "
-        "(the optimum absorbs children into parent+child atoms instead of keeping them)"
+        "(the optimum absorbs children into parent+child atoms instead of keeping them)",
+        ends_phase=False,
     )
     say(
         "  its check: "
         + _counts(s)
-        + (" — a certified descent exists" if s["unstable_optimum"] else " — no certified descent")
+        + (" — a certified descent exists" if s["unstable_optimum"] else " — no certified descent"),
+        ends_phase=False,
     )
+    if narrate is not None:
+        narrate(f"training a ReLU SAE ({SAE_STEPS} steps) and checking it ...")
     sae = fit_sae(
         "relu",
         world.x,
@@ -184,6 +212,8 @@ def run_demo(
 
     # The sweep's fits are deliberately short (max_iter=100): silence their "not converged"
     # warnings, which are expected here; the bound comparison holds for any loss found.
+    if narrate is not None:
+        narrate(f"wide-limit sweep over K = {', '.join(map(str, SWEEP_WIDTHS))} ...")
     classical_log = logging.getLogger("dictopt.solvers.classical")
     level = classical_log.level
     classical_log.setLevel(logging.ERROR)
@@ -206,16 +236,21 @@ def run_demo(
 
     reports = {
         "report_truth.html": write_report(
-            truth_report, out / "report_truth.html", data=world.x, dictionary=truth, wide=wide
+            truth_report, out / "report_truth.html", data=world.x, dictionary=truth, wide=wide,
+            json_href="check_truth.json",
         ),
         "report_classical.html": write_report(
-            learned_report, out / "report_classical.html", data=world.x, dictionary=learned
+            learned_report, out / "report_classical.html", data=world.x, dictionary=learned,
+            json_href="check_classical.json",
         ),
         "report_sae_relu.html": write_report(
-            sae_report, out / "report_sae_relu.html", data=world.x, dictionary=sae
+            sae_report, out / "report_sae_relu.html", data=world.x, dictionary=sae,
+            json_href="check_sae_relu.json",
         ),
     }
     say("reports: " + ", ".join(str(path) for path in reports.values()))
+    say(f"open {reports['report_truth.html']} in a browser: it opens with the triage (what "
+        "is wrong, what it means, what to do), then the pair hull plots", ends_phase=False)
     result.figures = {
         "seed": seed,
         "lam": lam,
@@ -234,7 +269,7 @@ def run_demo(
         "wide_gaps": {row.K: row.gap for row in wide.rows},
         "seconds": time.perf_counter() - t0,
     }
-    say(f"outputs in {out}/ ({result.figures['seconds']:.0f} s)")
+    say(f"outputs in {out}/ ({result.figures['seconds']:.0f} s)", ends_phase=False)
     write_text(out / "summary.json", json.dumps(result.figures, indent=1, default=str) + "\n")
     write_text(out / "summary.txt", "\n".join(result.lines) + "\n")
     return result

@@ -12,6 +12,8 @@ activations; otherwise it prints how to get them and runs nothing else.
 ``07_absorption_probe_vs_dictopt`` likewise: with ``$DICTOPT_ABSORPTION_RESULTS`` or the ``lm``
 extra it compares the probe-based absorption with dictopt's findings (the quick pipeline of
 ``benchmarks/absorption_probe.py``); otherwise it prints how to get the model.
+``08_hook_to_report_in_memory`` always runs: on SmolLM2 when the ``lm`` extra and the packaged
+model are installed, else on a small synthetic stand-in model (it prints which).
 ``DICTOPT_NB_OUT=DIR`` keeps the executed notebooks (with outputs) in ``DIR``.
 """
 
@@ -33,6 +35,7 @@ EXPECTED = {
     "05_structures_from_practice",
     "06_real_lm_activations",
     "07_absorption_probe_vs_dictopt",
+    "08_hook_to_report_in_memory",
 }
 CELL_TIMEOUT_S = 300
 

@@ -81,7 +81,7 @@ def test_hull_plot_artists_match_extremes_and_marker(world):
     np.testing.assert_allclose(lines["c_marker_j"].get_xydata(), [[-1, -c]])
     # (1|0) is a strict hierarchy: H_10 = 0, so −c lies right of the degenerate segment [−1, −1]
     assert lines["c_marker_i"].get_color() == "tab:red"
-    title = ax.get_title()
+    title = fig.get_suptitle()  # the verdict heads the figure, above the axes
     assert "(1|0) upper violated" in title and "certified decrease" in title
     dec = max(v.model_decrease for v in report.violations
               if v.condition == "C5" and {v.i, v.j} == {0, 1})
@@ -186,6 +186,97 @@ def test_encode_columns_fast_path_equals_full_encode(world):
         for name in ("mean_i", "mean_j", "lo_i", "hi_i", "lo_j", "hi_j", "coactive"):
             assert getattr(fast_pd, name) == pytest.approx(getattr(full_pd, name), rel=1e-12)
         np.testing.assert_allclose(fast_pd.sample, full_pd.sample)
+
+
+# ---- readability (issue 19): legends and text boxes never cover data --------------------------
+
+
+def _boxes_over_data(fig) -> list[str]:  # noqa: ANN001
+    """Legends and boxed texts whose bounding box overlaps an axes' data area (the axes
+    patch), from the rendered artists' window extents."""
+    from matplotlib.legend import Legend
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    areas = [ax.get_window_extent(renderer) for ax in fig.axes if ax.get_visible()
+             and ax.axison]
+    boxes = []
+    for artist in fig.findobj():
+        if isinstance(artist, Legend) or (
+                hasattr(artist, "get_bbox_patch") and artist.get_bbox_patch() is not None):
+            boxes.append((type(artist).__name__, artist.get_window_extent(renderer)))
+    bad = []
+    for name, box in boxes:
+        for area in areas:
+            w = min(box.x1, area.x1) - max(box.x0, area.x0)
+            h = min(box.y1, area.y1) - max(box.y0, area.y0)
+            if w > 1 and h > 1:  # more than a pixel of overlap
+                bad.append(f"{name} {box} overlaps axes {area}")
+    return bad
+
+
+def _every_figure(world, tmp_path):  # noqa: ANN001, ANN202
+    from dictopt.plots.cards import RowTokens, feature_cards
+    from dictopt.plots.curves import one_d_plot
+    from dictopt.plots.html import build_figures
+
+    D, x, codes, report = world
+    sweep = {"l_inf": 0.5, "n": 10, "lam": 0.1, "n_rays": 4, "rows": [
+        {"K": k, "losses": [0.5 + 1 / k], "best": 0.5 + 1 / k, "median": 0.5 + 1 / k,
+         "ray_ownership": min(1.0, k / 4), "split_counts": [1, k], "c5_violations": 4 - k,
+         "limit_init_loss": 0.5 if k >= 4 else None} for k in (1, 2, 4)]}
+    figs = [f.figure for f in build_figures(report, data=x, dictionary=D, codes=codes, top=3,
+                                            wide=sweep) if f.figure is not None]
+    rng = np.random.default_rng(0)
+    figs.append(one_d_plot(np.concatenate([rng.normal(2, 1, (300, 2)),
+                                           rng.normal(-2, 1, (300, 2))]), 0.3, None))
+    figs.append(training_curves([3.0, 2.0, 1.5]))
+    tokens = RowTokens.from_strings([f"w{n}" for n in range(len(x))])
+    figs += [c.histogram for c in feature_cards(D, x, tokens, {0: "test", 1: "test"},
+                                                codes="optimal")]
+    return figs
+
+
+def test_no_legend_or_text_box_covers_data(world, tmp_path):
+    figs = _every_figure(world, tmp_path)
+    assert len(figs) >= 8
+    legends = 0
+    for fig in figs:
+        assert _boxes_over_data(fig) == []
+        legends += sum(ax.get_legend() is not None for ax in fig.axes)
+    assert legends >= 4  # the check looked at real legends
+
+
+def test_overlap_check_catches_an_inside_legend(world):
+    """The check above can fail: a legend in the default place (inside the axes) is caught."""
+    D, x, codes, report = world
+    (pd,) = pair_data(D, x, [(1, 0)], codes=codes)
+    fig = hull_plot(pd, report)
+    fig.axes[0].legend(loc="upper right")
+    assert _boxes_over_data(fig)
+
+
+def test_one_point_and_empty_hulls_draw_visible_markers(world):
+    D, x, codes, report = world
+    (pd,) = pair_data(D, x, [(1, 0)], codes=codes)
+    # (1|0) is a strict hierarchy: the hull of ã_1 where 0 is off is the single point −1
+    fig = hull_plot(pd, report)
+    seg = {ln.get_gid(): ln for ln in fig.axes[0].get_lines()}["hull_i"]
+    assert np.ptp(seg.get_xdata()) == 0
+    assert seg.get_marker() == "s" and seg.get_markersize() >= 10
+    # an empty hull: atom j never off (all its codes positive)
+    empty = pd._replace(n_off_j=0, lo_i=float("nan"), hi_i=float("nan"))
+    lines = {ln.get_gid(): ln for ln in hull_plot(empty, None).axes[0].get_lines()}
+    marker = lines["hull_i_empty"]
+    assert marker.get_marker() == "D" and marker.get_markersize() >= 10
+    assert marker.get_visible() and marker.get_markeredgewidth() >= 2
+    assert lines["c_marker_i"].get_color() == "tab:red"  # −c cannot lie in an empty hull
+    # the marker is drawn inside the figure (not clipped away)
+    fig = marker.figure
+    fig.canvas.draw()
+    box = marker.get_window_extent(fig.canvas.get_renderer())
+    assert box.width > 5 and box.height > 5
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width and 0 <= box.y0 <= fig.bbox.height
 
 
 def test_pair_data_does_not_depend_on_chunking(world):

@@ -75,6 +75,9 @@ def certify(
     list[Measurement]
         With ``step_scale == 1`` the violations' ``measured_decrease`` is also filled in.
     """
+    from dictopt.io.objects import as_dictionary
+
+    dictionary = as_dictionary(dictionary)
     executor = executor if executor is not None else LocalExecutor()
     require_shippable_codes(executor, codes)
     lam, vs = prepare_certify(dictionary, violations, lam, top)

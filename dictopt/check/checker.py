@@ -58,10 +58,14 @@ def check(
     Parameters
     ----------
     dictionary:
-        A canonical :class:`~dictopt.problem.Dictionary` (unit atoms; its encoder, if any).
+        A canonical :class:`~dictopt.problem.Dictionary` (unit atoms; its encoder, if any), or
+        anything :func:`dictopt.io.as_dictionary` accepts (a SAELens SAE object, a dictopt
+        SAE module, a scikit-learn estimator, a state dict, a saved folder).
     source:
-        Activations: an array/tensor ``[N, d]``, a ``.npy`` path, a shard folder or an
-        :class:`~dictopt.data.sources.ActivationSource` (with a Dask executor: anything
+        Activations: an array/tensor ``[N, d]``, a ``.npy`` path, a shard folder, a callable
+        returning a fresh iterator of batches, a torch ``DataLoader`` or an
+        :class:`~dictopt.data.sources.ActivationSource` (see
+        :func:`~dictopt.data.sources.as_source`; with a Dask executor: anything
         ``dictopt.distributed.partition_source`` accepts).
     codes:
         ``"own"``, ``"optimal"``, a callable ``x -> codes`` or given codes ``[N, K]``.
@@ -90,8 +94,11 @@ def check(
     -------
     CheckReport
     """
-    options = options.replace(**option_changes)
     from dictopt.check.heldout import heldout_options
+    from dictopt.io.objects import as_dictionary
+
+    dictionary = as_dictionary(dictionary)
+    options = options.replace(**option_changes)
 
     heldout_options(options.heldout)  # bad input is refused before any work
     executor = executor if executor is not None else LocalExecutor()

@@ -16,9 +16,10 @@ from dictopt.validation import DictoptInputError, check_width
 LAM_HELP = (
     "the L1 check needs λ (THEORY §1 convention). Supply it: check(..., lam=L), "
     "Dictionary.with_lam(L), or `--lam L` on the command line. For an SAE trained with "
-    "loss mean_n[‖x−x̂‖²] + α Σ_k ‖W_dec[k]‖ f_k, λ = α/2 in dictopt's ½-convention; for a "
-    "TopK SAE there is no λ: use the implied λ of your choice (e.g. the mean d_k·r_n on "
-    "active codes, which makes C1 hold on average)."
+    "loss mean_n[‖x−x̂‖²] + α Σ_k ‖W_dec[k]‖ f_k, λ = α/2 in dictopt's ½-convention; a "
+    "TopK/BatchTopK/JumpReLU SAE has no λ: use `--lam implied` (in Python "
+    "lam=dictopt.io.conventions.implied_lambda(dictionary, x).lam), which computes the median "
+    "of d_k·r_n over the active codes, the λ at which half of them would grow and half shrink."
 )
 
 

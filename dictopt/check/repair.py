@@ -113,6 +113,9 @@ def repair(
     RepairResult
     """
     from dictopt.data.sources import as_source
+    from dictopt.io.objects import as_dictionary
+
+    dictionary = as_dictionary(dictionary)
 
     validate_dictionary(dictionary)
     lam = lam if lam is not None else dictionary.lam

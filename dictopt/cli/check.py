@@ -99,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(report.format(top=args.top) + "\n")
     if args.json:
         sys.stdout.write(f"report written to {report.save_json(args.json)}\n")
+    from dictopt.check.triage import triage
+
+    sys.stdout.write("\n".join(triage(report, top=3).lines()) + "\n")  # the last lines
     return 0
 
 

@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dictopt.demo import run_demo
 
-    result = run_demo(args.out, seed=args.seed, progress=not args.quiet)
-    print("\n".join(result.lines))
+    def narrate(line: str) -> None:  # each line as its phase ends, not all at the end
+        print(line, flush=True)
+
+    run_demo(args.out, seed=args.seed, progress=not args.quiet, narrate=narrate)
     return 0

@@ -4,6 +4,11 @@ A source knows its width ``d`` and (when cheap) its number of rows, and yields
 :class:`Chunk` objects carrying the rows, their global row offset and a label naming where they
 came from, so that errors can say "shard_003.npy, row 1234". Every chunk is validated: 2-D,
 the source's width, finite.
+
+Besides arrays and files, a source can be a *stream* (:class:`StreamSource`): a callable that
+returns a fresh iterator of batches each time it is called (the checker makes two passes), a
+torch ``DataLoader``, or any re-iterable object (``iter(obj) is not obj``), for example an
+iterator factory around a model's forward hook. Its N is unknown until the first pass ends.
 """
 
 from __future__ import annotations
@@ -103,6 +108,11 @@ class ActivationSource(ABC):
             bar.close()
         if start == 0:
             raise DictoptInputError(f"activations: {self.describe()} holds no rows")
+        self._finished_pass(start)
+
+    def _finished_pass(self, rows: int) -> None:
+        """Called after every complete pass with its row count (streams learn N here)."""
+        return None
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         for chunk in self.iter_chunks():
@@ -437,12 +447,117 @@ def manifest_shards(folder: Path, manifest: Path) -> list[Path]:
         return f"{self.folder} ({len(self.shards)} shards)"
 
 
+def _batch_rows(batch: Any, label: str) -> Any:
+    """The activations of one batch: a DataLoader over a ``TensorDataset`` yields ``[x]`` and
+    labelled datasets ``(x, y)``, so the first element of a tuple/list is taken; ``[..., d]``
+    batches (e.g. ``[batch, seq, d]`` from a hook) are flattened to rows."""
+    if isinstance(batch, tuple | list):
+        if not batch:
+            raise DictoptInputError(f"{label}: an empty tuple, expected an array of rows")
+        batch = batch[0]
+    shape = getattr(batch, "shape", None)
+    if shape is not None and len(shape) > 2:
+        batch = batch.reshape(-1, shape[-1])
+    return batch
+
+
+class StreamSource(ActivationSource):
+    """Batches from a re-iterable stream: a callable returning a fresh iterator, a torch
+    ``DataLoader``, or an object whose ``iter()`` starts over.
+
+    Each batch is an array or tensor ``[m, d]`` (or ``[..., d]``, flattened; or a tuple whose
+    first element is that). ``d`` is read from the first batch (one extra batch is drawn when
+    the source is built, unless ``d`` is given); ``n`` is ``None`` until a first pass has
+    ended, and every later complete pass must give the same number of rows (a callable that
+    hands back an exhausted iterator is an error that says so).
+
+    Parameters
+    ----------
+    stream:
+        The callable or re-iterable object.
+    d:
+        Row width, when known (saves drawing a batch up front).
+    dtype:
+        Cast every batch to this dtype.
+    """
+
+    def __init__(self, stream: Any, *, d: int | None = None, dtype: torch.dtype | None = None,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        if not callable(stream) and iter(stream) is stream:
+            raise DictoptInputError(
+                "activations: a one-shot iterator cannot be read twice (the checker makes two "
+                "passes); pass a function that returns a fresh iterator, e.g. "
+                "`lambda: batches(model, texts)`, or a DataLoader"
+            )
+        self.stream = stream
+        self.dtype = dtype
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        self.n = None
+        self._passes = 0
+        if d is None:
+            first = next(iter(self._batches()), None)
+            if first is None:
+                raise DictoptInputError(f"activations: {self.describe()} yielded no batch")
+            x = to_tensor(_batch_rows(first, "batch 0"), "batch 0")
+            if x.ndim != 2:
+                raise DictoptInputError(
+                    f"activations: batch 0 has shape {tuple(x.shape)}; expected [m, d]"
+                )
+            d = int(x.shape[1])
+        self.d = check_positive_int(d, "d")
+
+    def _batches(self) -> Iterator[Any]:
+        it = self.stream() if callable(self.stream) else iter(self.stream)
+        try:
+            return iter(it)
+        except TypeError as err:
+            raise DictoptInputError(
+                f"activations: the callable returned a {type(it).__name__}, not an iterator "
+                "of batches"
+            ) from err
+
+    def _raw_chunks(self) -> Iterator[tuple[Any, str]]:
+        for b, batch in enumerate(self._batches()):
+            yield _batch_rows(batch, f"batch {b}"), f"batch {b}"
+
+    def _finished_pass(self, rows: int) -> None:
+        self._passes += 1
+        if self.n is None:
+            self.n = rows
+        elif rows != self.n:
+            raise DictoptInputError(
+                f"activations: {self.describe()} gave {self.n} rows on its first pass and "
+                f"{rows} on pass {self._passes}; a stream must give the same rows every time "
+                "it is iterated (return a fresh iterator over the same data)"
+            )
+
+    def describe(self) -> str:
+        name = getattr(self.stream, "__name__", type(self.stream).__name__)
+        return f"stream {name!r}" + (f" [{self.n}, {self.d}]" if self.n is not None else "")
+
+
 def as_source(
     obj: Any, *, chunk_size: int = DEFAULT_CHUNK_SIZE, dtype: torch.dtype | None = None
 ) -> ActivationSource:
-    """Turn an array, tensor, ``.npy`` path or shard folder into an :class:`ActivationSource`."""
+    """Turn data into an :class:`ActivationSource`.
+
+    Parameters
+    ----------
+    obj:
+        An array or tensor ``[N, d]``, a ``.npy`` path, a folder of shards, a callable that
+        returns a fresh iterator of batches, a torch ``DataLoader`` or another re-iterable
+        object (see :class:`StreamSource`), or a source (returned as is).
+    chunk_size:
+        Rows per chunk for arrays and files (streams keep their own batches).
+    dtype:
+        Cast chunks to this dtype.
+    """
     if isinstance(obj, ActivationSource):
         return obj
+    if isinstance(obj, np.ndarray | torch.Tensor):
+        return ArraySource(obj, chunk_size=chunk_size, dtype=dtype)
+    if callable(obj) or isinstance(obj, Iterator) or _is_reiterable(obj):
+        return StreamSource(obj, chunk_size=chunk_size, dtype=dtype)
     if isinstance(obj, str | Path):
         path = Path(obj)
         if path.is_dir():
@@ -451,3 +566,17 @@ def as_source(
             return NpySource(path, chunk_size=chunk_size, dtype=dtype)
         raise DictoptInputError(f"{path}: no such file or folder")
     return ArraySource(obj, chunk_size=chunk_size, dtype=dtype)
+
+
+def _is_reiterable(obj: Any) -> bool:
+    """A DataLoader or other iterable whose ``iter()`` starts over (lists of batches too);
+    strings, paths, arrays, and nested lists of numbers are not streams."""
+    if isinstance(obj, str | bytes | Path | dict):
+        return False
+    if isinstance(obj, list | tuple):
+        return bool(obj) and all(isinstance(b, np.ndarray | torch.Tensor) and b.ndim >= 2
+                                 for b in obj)
+    try:
+        return iter(obj) is not obj
+    except TypeError:
+        return False

@@ -1,14 +1,18 @@
 """Reading and writing dictionaries: dictopt's native folder format (SAELens layout), and
 SAEs trained elsewhere (SAELens, dictionary_learning, sparsify, OpenAI sparse_autoencoder,
 scikit-learn, ``.npz``). :func:`load` detects the format; every loader keeps the SAE's own
-encoder and records its conventions and λ conversion in ``meta``.
+encoder and records its conventions and λ conversion in ``meta``. SAEs held in memory
+(SAELens objects, dictopt SAE modules, scikit-learn estimators, state dicts) go through
+:func:`as_dictionary` with the same conventions.
 """
 
 from dictopt.io.dispatch import FORMATS, detect_format, load
 from dictopt.io.native import load_dictionary, save_dictionary
+from dictopt.io.objects import as_dictionary
 
 __all__ = [
     "FORMATS",
+    "as_dictionary",
     "detect_format",
     "export",
     "load",

@@ -103,7 +103,9 @@ def implied_lambda(
     ImpliedLambda
     """
     from dictopt.data.sources import as_source
+    from dictopt.io.objects import as_dictionary
 
+    dictionary = as_dictionary(dictionary)
     if dictionary.encoder is None:
         raise DictoptInputError(
             "implied λ: this dictionary has no encoder; its codes are the optimal lasso codes "

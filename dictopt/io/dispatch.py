@@ -112,7 +112,7 @@ def _native(load: Callable[[Any], Dictionary], path: Path, *, lam: float | None 
 
 
 def load(
-    path: str | Path,
+    path: Any,
     format: str = "auto",  # noqa: A002 - the natural name for users
     *,
     lam: float | None = None,
@@ -124,7 +124,9 @@ def load(
     ----------
     path:
         A folder (SAELens, sparsify, dictionary_learning, dictopt native) or a file
-        (``.pt`` state dict, ``.npz``).
+        (``.pt`` state dict, ``.npz``); or an object in memory (a SAELens SAE, a dictopt SAE
+        module, a fitted scikit-learn estimator, a state dict: see
+        :func:`dictopt.io.objects.as_dictionary`).
     format:
         ``"auto"`` (detect from the files present) or one of :data:`FORMATS`.
     lam:
@@ -138,6 +140,10 @@ def load(
         With the SAE's own encoder and provenance in ``meta`` (library, file, architecture,
         conventions, ``lam_conversion`` and ``lam_factor``).
     """
+    if not isinstance(path, str | Path):
+        from dictopt.io.objects import as_dictionary
+
+        return as_dictionary(path, lam=lam, allow_input_transform=allow_input_transform)
     p = Path(path)
     fmt = detect_format(p) if format == "auto" else format
     loaders = _loaders()

@@ -39,6 +39,7 @@ Matryoshka, JumpReLU and gated (whose L1 acts on the gate, not the codes) have n
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,9 +152,32 @@ def load_saelens(
     """
     folder = Path(folder)
     cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    raw_cfg = read_config(folder)
+    return saelens_dictionary(
+        read_config(folder), read_weights(w_path), cfg_path=cfg_path, w_path=w_path,
+        scaling_factor=lambda: _scaling_factor(folder), lam=lam,
+        allow_input_transform=allow_input_transform,
+    )
+
+
+def saelens_dictionary(
+    raw_cfg: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    *,
+    cfg_path: str | Path,
+    w_path: str | Path,
+    scaling_factor: Callable[[], float],
+    lam: float | None = None,
+    allow_input_transform: bool = False,
+) -> Dictionary:
+    """The canonical Dictionary of a SAELens config and state dict (SAELens tensor names).
+
+    The one place where SAELens conventions are converted (see the module docstring): used by
+    :func:`load_saelens` for folders and by :func:`dictopt.io.objects.from_object` for SAE
+    objects in memory. ``cfg_path`` and ``w_path`` name the config and weights in messages
+    and ``meta``; ``scaling_factor()`` is called only when ``normalize_activations =
+    "expected_average_only_in"``.
+    """
     cfg = normalise_config(raw_cfg)
-    tensors = read_weights(w_path)
     arch = cfg.get("architecture")
     if arch not in SUPPORTED:
         raise DictoptInputError(
@@ -194,7 +218,7 @@ def load_saelens(
     s = None
     input_transform = None
     if norm == "expected_average_only_in":
-        s = _scaling_factor(folder)
+        s = scaling_factor()
         W_enc, W_dec, b_dec = W_enc * s, W_dec / s, b_dec / s
         notes.append(f"activation scaling factor {s:.6g} folded into the weights")
     elif norm in INPUT_TRANSFORMS:

@@ -6,7 +6,7 @@ training), :mod:`.html` (``write_report``), :mod:`.figure` (PNG/base64 helpers).
 """
 
 from dictopt.plots.figure import save_png, to_base64, to_png
-from dictopt.plots.html import build_figures, load_check, load_wide, write_report
+from dictopt.plots.html import build_figures, load_check, load_wide, report_html, write_report
 from dictopt.plots.hull import PairData, hull_plot, pair_data
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "load_check",
     "load_wide",
     "pair_data",
+    "report_html",
     "save_png",
     "to_base64",
     "to_png",

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from dictopt.plots.figure import new_figure, note_figure
+from dictopt.plots.figure import legend_outside, new_figure, note_figure
 from dictopt.validation import DictoptInputError
 
 
@@ -55,7 +55,7 @@ def wide_curves(sweep: Any) -> Figure:
     ax.set_ylabel("loss (optimal codes)")
     ax.set_title(f"Wide limit: N = {s.get('n')}, λ = {s.get('lam'):.3g}, "
                  f"{s.get('n_rays')} limit rays", fontsize=10)
-    ax.legend(fontsize=7)
+    legend_outside(ax, where="below", ncol=3)
     ax2.plot(K, [r["ray_ownership"] for r in rows], "o-", color="tab:purple",
              gid="ray_ownership", label="ray ownership")
     ax2.set_ylim(-0.05, 1.05)
@@ -73,8 +73,9 @@ def wide_curves(sweep: Any) -> Figure:
             tw.plot([k for k, _ in c5], [v for _, v in c5], "^:", color="tab:red",
                     gid="c5_count", label="C5 violations (best seed)")
         tw.set_ylabel("count")
-        tw.legend(fontsize=7, loc="lower right")
-    ax2.legend(fontsize=7, loc="upper left")
+    handles = ax2.get_legend_handles_labels()[0] + (
+        tw.get_legend_handles_labels()[0] if splits or c5 else [])
+    legend_outside(ax2, where="below", ncol=2, handles=handles)
     ax2.set_title("Feature splitting with width", fontsize=10)
     return fig
 
@@ -108,7 +109,7 @@ def one_d_plot(x: Any, lam: float, dictionary: Any | None = None, direction: Any
     ax.set_ylabel("points")
     ax.set_title(f"1-D model: antipodal pair (cos {pred.pair_cosine:.3f}), "
                  f"L_∞ = {pred.l_inf:.4g}", fontsize=10)
-    ax.legend(fontsize=7)
+    legend_outside(ax)
     return fig
 
 

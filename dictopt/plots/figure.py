@@ -9,9 +9,12 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
+from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 
 DPI = 100
 
@@ -21,6 +24,17 @@ def new_figure(width: float = 6.0, height: float = 4.5) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def legend_outside(ax: Axes, *, where: str = "right", ncol: int = 1, **kwargs: Any) -> Legend:
+    """The axes' legend placed outside its data area (right of it, or below it), so that it
+    never hides data; ``kwargs`` go to :meth:`Axes.legend` (e.g. ``handles``, ``title``)."""
+    kwargs.setdefault("fontsize", 7)
+    if where == "below":
+        return ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol,
+                         borderaxespad=0.0, **kwargs)
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=ncol,
+                     borderaxespad=0.0, **kwargs)
 
 
 def note_figure(text: str, width: float = 6.0, height: float = 1.2) -> Figure:

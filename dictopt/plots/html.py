@@ -92,6 +92,8 @@ class ReportFigure(NamedTuple):
     title: str
     figure: Figure | None
     note: str = ""
+    caption: str = ""
+    """One sentence under the plot: what it shows and how to read it."""
 
 
 def top_pairs(report: CheckReport, top: int) -> list[tuple[int, int]]:
@@ -154,13 +156,10 @@ def build_figures(
             )
         if dictionary.lam is None:
             dictionary = dictionary.with_lam(report.summary["lam"])
-    code_note = ""
     if codes is None:
         codes = report.summary.get("codes", "own")
         if codes == "given":
             codes = "own"
-            code_note = ("The check used given codes; the plots use the dictionary's own "
-                         "codes. ")
     if have_codes and pairs:
         cand = candidate_pairs(report, max_scatter_pairs)
         allp = list(dict.fromkeys(pairs + cand))
@@ -170,9 +169,14 @@ def build_figures(
         by = {(pd.i, pd.j): pd for pd in pds}
         for i, j in pairs:
             figs.append(ReportFigure(f"hull_{i}_{j}", f"Pair hull plot: atoms {i} and {j}",
-                                     hull_plot(by[(i, j)], report), code_note))
-        figs.append(ReportFigure("cooccurrence", "Co-occurrence vs decoder cosine",
-                                 cooccurrence_scatter([by[p] for p in cand], report), code_note))
+                                     hull_plot(by[(i, j)], report),
+                                     caption=hull_caption(by[(i, j)], report)))
+        figs.append(ReportFigure(
+            "cooccurrence", "Co-occurrence vs decoder cosine",
+            cooccurrence_scatter([by[p] for p in cand], report),
+            caption="Each dot is a violated or labelled pair: how often the two atoms fire "
+                    "together (1 = the rarer one never fires alone) against the cosine of "
+                    "their atoms; hierarchies sit at the top, duplicates at the right."))
     elif pairs:
         note = ("Pair hull plots and the co-occurrence scatter need the codes: pass the "
                 "dictionary and the activations (--dictionary DIR --activations PATH).")
@@ -181,17 +185,30 @@ def build_figures(
         figs.append(ReportFigure("hull", "Pair hull plots", None,
                                  "No C5 violations: every pair satisfies the two-hull "
                                  "condition, so there is no pair to plot."))
-    figs.append(ReportFigure("violation_map", "C5 violation map", violation_map(report, 30)))
-    figs.append(ReportFigure("conditions", "Per-atom conditions C1–C4",
-                             condition_bars(report, 20)))
+    figs.append(ReportFigure(
+        "violation_map", "C5 violation map", violation_map(report, 30),
+        caption="Rows i, columns j: how far the pair (i|j) is from C5's interval, relative to "
+                "ā_i (red: atom i too dependent on j, blue: too independent); marked cells "
+                "are reported violations." if report.by_condition("C5") else ""))
+    figs.append(ReportFigure(
+        "conditions", "Per-atom conditions C1–C4", condition_bars(report, 20),
+        caption="The atoms with the largest per-atom scores: KKT of the codes (C1), "
+                "stationarity of the atom (C2) and always-on atoms (C4), on a log scale; a red "
+                "bar passes its condition's tolerance (the dashed line) and is a violation."))
     if dictionary is not None:
         meta = dictionary.meta or {}
         logd = meta.get("train_log") or meta.get("history")
         if logd:
-            figs.append(ReportFigure("training", "Training curves", training_curves(logd)))
+            figs.append(ReportFigure("training", "Training curves", training_curves(logd),
+                                     caption="The training log recorded with the "
+                                             "dictionary."))
     if wide is not None:
         sweep = load_wide(wide) if isinstance(wide, str | Path) else wide
-        figs.append(ReportFigure("wide", "Wide limit", wide_curves(sweep)))
+        figs.append(ReportFigure(
+            "wide", "Wide limit", wide_curves(sweep),
+            caption="Left: the best loss found at each width against the wide-limit bound "
+                    "L_∞ (THEORY §3), which no width can beat. Right: how the atoms split to "
+                    "own the limit's rays as the width grows."))
     antipodal = [lab for lab in report.labels if lab.label == "antipodal"]
     if antipodal and data is not None:
         figs.append(_one_d_figure(report, data, dictionary))
@@ -231,12 +248,42 @@ def _fmt(v: Any) -> str:
 
 
 def verdict_text(report: CheckReport) -> str:
-    s = report.summary
-    if s.get("unstable_optimum"):
-        return "NOT a local minimum: a certified descent direction exists."
-    if report.violations:
-        return ("No certified descent of the dictionary; only code-level (C1) violations.")
-    return "All first-order conditions hold (no violations found)."
+    """The verdict sentence (the triage's first line)."""
+    from dictopt.check.triage import verdict
+
+    return verdict(report.summary, len(report.violations))
+
+
+def common_notes(report: CheckReport) -> list[str]:
+    """Notes that apply to every plot, said once above them."""
+    notes = []
+    if report.summary.get("codes") == "given":
+        notes.append("The check used given codes; the plots use the dictionary's own codes.")
+    notes.append(
+        "ã_k = a_k / ā_k − 1 is atom k's code relative to its mean over all points (−1 where "
+        "the atom is off); c = d_i · d_j is the cosine of the two atoms. C5 holds for the "
+        "ordered pair (i|j) exactly when −c lies in the hull of ã_i over the points where j "
+        "is off (THEORY §2).")
+    return notes
+
+
+def hull_caption(pd: Any, report: CheckReport) -> str:
+    """One sentence under a pair hull plot."""
+    from dictopt.plots.hull import fmt_number, pair_verdict
+
+    v = pair_verdict(pd, report)
+    i, j = pd.i, pd.j
+    if pd.n_off_j and pd.lo_i == pd.hi_i == 0.0:
+        what = (f"atom {i} is never active where atom {j} is off, so its hull on the bottom "
+                f"edge is the single point −1 and cannot contain −c = {fmt_number(-pd.cos)}")
+    elif v.violated:
+        what = "the red cross lies outside its hull"
+    else:
+        what = "both crosses lie inside their hulls"
+    dec = (f"; the certificate lowers the loss by {v.decrease:.3g}" if v.decrease is not None
+           else "")
+    return (f"Atoms {i} and {j}: {v.text}: {what}{dec}. Grey dots are points, the thick "
+            f"segments the two hulls on the edges where the other atom is off.")
 
 
 def summary_rows(report: CheckReport) -> list[tuple[str, str]]:
@@ -301,46 +348,131 @@ window.addEventListener('load', function () {
 </script>"""
 
 _STYLE = """<style>
-body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 1.5em auto; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 1.5em auto; color: #222;
+       padding: 0 1em; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
 th { background: #f2f2f2; }
 .bad { color: #b00; font-weight: bold; } .good { color: #070; font-weight: bold; }
 .note { background: #fff8e0; border-left: 4px solid #e0b000; padding: 0.5em 1em; }
-figure { margin: 1em 0 2em; } img { max-width: 100%; border: 1px solid #eee; }
+#triage { border: 1px solid #ddd; border-radius: 6px; padding: 0.6em 1.2em; background: #fafafa; }
+#triage li { margin: 0.45em 0; } .action { color: #235; }
+.pct { color: #666; font-size: 0.9em; }
+figure { margin: 1em 0 2.2em; } img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #444; font-size: 0.92em; max-width: 60em; margin-top: 0.3em; }
+details { margin: 0.8em 0; } summary { cursor: pointer; font-weight: bold; font-size: 1.1em; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr));
+         gap: 1em; }
+.card { border: 1px solid #ccc; border-radius: 6px; padding: 0.5em 0.9em; }
+.card h3 { margin: 0.2em 0; font-size: 1em; } .card img { border: none; }
+.ctx { font-family: ui-monospace, monospace; font-size: 0.82em; white-space: pre-wrap;
+       margin: 0.15em 0; border-bottom: 1px dotted #ddd; }
+.ctx mark { background: #ffb74d; font-weight: bold; } .ctx .val { color: #a40; }
 </style>"""
 
 
+def _triage_html(report: CheckReport, json_href: str | None) -> list[str]:
+    from dictopt.check.triage import triage
+
+    e = html.escape
+    t = triage(report)
+    cls = "bad" if report.summary.get("unstable_optimum") else "good"
+    out = ["<section id='triage'><h2>Triage</h2>",
+           f"<p class='{cls}' id='verdict'>{e(t.verdict)}</p>"]
+    if t.findings:
+        out.append("<ol>")
+        for f in t.findings:
+            out.append(f"<li>{e(f.meaning)} <span class='action'>{e(f.action)}</span></li>")
+        out.append("</ol>")
+        more = t.total - len(t.findings)
+        out.append("<p>" + (f"{more} smaller findings are in the violations table below. "
+                            if more else "")
+                   + "Decreases are in loss units; a certificate is a move that lowers the "
+                   "loss by that much.</p>")
+    if json_href:
+        out.append(f"<p>Full report as JSON: <a id='json-link' href='{e(json_href)}' "
+                   "download='check.json'>check.json</a></p>")
+    out.append("</section>")
+    return out
+
+
+def _json_href(report: CheckReport, limit: int = 4_000_000) -> str | None:
+    """The report's JSON as a ``data:`` link (self-contained), unless it is very large."""
+    import base64
+
+    text = json.dumps(report.to_json())
+    if len(text) > limit:
+        return None
+    return "data:application/json;base64," + base64.b64encode(text.encode()).decode()
+
+
+ATOM_COLUMNS = ("k", "mean_code", "active_fraction", "min_code", "max_code", "kkt_violation",
+                "stationarity_tangential", "stationarity_radial", "labels")
+
+
+def _atom_table(report: CheckReport, limit: int = 500) -> list[str]:
+    e = html.escape
+    rows = report.atoms[:limit]
+    out = ["<table id='atoms'><tr>" + "".join(f"<th>{c}</th>" for c in ATOM_COLUMNS) + "</tr>"]
+    for a in rows:
+        cells = [", ".join(a.get(c) or []) if c == "labels" else _fmt(a.get(c))
+                 for c in ATOM_COLUMNS]
+        out.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
+    out.append("</table>")
+    if len(report.atoms) > limit:
+        out.append(f"<p>First {limit} of {len(report.atoms)} atoms (all are in the JSON).</p>")
+    return out
+
+
 def render_html(report: CheckReport, figures: list[ReportFigure], *,
-                title: str = "dictopt report") -> str:
-    """A self-contained HTML page (images embedded as base64 PNG; no network)."""
+                title: str = "dictopt report", cards: list[Any] | None = None,
+                json_href: str | None = None) -> str:
+    """A self-contained HTML page (images embedded as base64 PNG; no network).
+
+    It opens with the triage (verdict and the worded findings), then the summary, the
+    figures with a caption each, the feature cards (when tokens were given), and foldable
+    violation and per-atom tables.
+    """
     e = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}"
              f"</title>{_STYLE}{_SCRIPT}</head><body>", f"<h1>{e(title)}</h1>"]
-    cls = "bad" if report.summary.get("unstable_optimum") else "good"
-    parts.append(f"<p class='{cls}' id='verdict'>{e(verdict_text(report))}</p>")
+    parts += _triage_html(report, json_href)
     parts.append("<h2>Summary</h2><table id='summary'>")
     parts += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in summary_rows(report)]
-    parts.append("</table><h2>Ranked violations</h2>")
-    rows = violation_rows(report)
-    if rows:
-        parts.append(f"<p>Top {len(rows)} of {len(report.violations)}, ranked by the exact "
-                     "decrease of their certificate (loss units; positive = the loss goes "
-                     "down).</p><table id='violations'><tr>"
-                     + "".join(f"<th>{c}</th>" for c in VIOLATION_COLUMNS) + "</tr>")
-        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
-        parts.append("</table>")
-    else:
-        parts.append("<p class='good' id='violations'>No violations: nothing to rank.</p>")
+    parts.append("</table>")
     parts.append("<h2>Figures</h2>")
+    parts += [f"<p class='note'>{e(n)}</p>" for n in common_notes(report)]
     for f in figures:
         parts.append(f"<figure id='{e(f.key)}'><h3>{e(f.title)}</h3>")
         if f.figure is not None:
             parts.append(f"<img alt='{e(f.title)}' src='data:image/png;base64,"
                          f"{to_base64(f.figure)}'>")
+        if f.caption:
+            parts.append(f"<figcaption>{e(f.caption)}</figcaption>")
         if f.note:
             parts.append(f"<p class='note'>{e(f.note)}</p>")
         parts.append("</figure>")
+    if cards:
+        from dictopt.plots.cards import render_cards
+
+        parts += render_cards(cards)
+    rows = violation_rows(report)
+    if rows:
+        parts.append(f"<details id='violations-section'><summary>Ranked violations (top "
+                     f"{len(rows)} of {len(report.violations)})</summary>"
+                     "<p>Ranked by the exact decrease of their certificate (loss units; "
+                     "positive = the loss goes down); 'measured' is the decrease measured on "
+                     "the data.</p><table id='violations'><tr>"
+                     + "".join(f"<th>{c}</th>" for c in VIOLATION_COLUMNS) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+        parts.append("</table></details>")
+    else:
+        parts.append("<p class='good' id='violations'>No violations: nothing to rank.</p>")
+    if report.atoms:
+        parts.append(f"<details id='atoms-section'><summary>Per-atom table ({len(report.atoms)}"
+                     " atoms)</summary>")
+        parts += _atom_table(report)
+        parts.append("</details>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -389,6 +521,8 @@ def write_report(
     top: int = 8,
     codes: Any | None = None,
     progress: bool = False,
+    tokens: Any | None = None,
+    json_href: str | None = None,
 ) -> Path:
     """Write the report of a check (HTML by default) and return the file written.
 
@@ -407,6 +541,14 @@ def write_report(
         ``"html"``, ``"json"`` or ``"md"``; default from ``out``'s suffix, else HTML.
     top:
         Number of pairs with a hull plot.
+    tokens:
+        The token of every row, for feature cards: a :class:`~dictopt.plots.cards.RowTokens`,
+        a list of token strings, or a ``dictopt activations`` folder; by default
+        ``tokens.npz`` beside the shards when ``data`` is such a folder. Cards are drawn for
+        the latents of the triage's findings when the dictionary and data are given too.
+    json_href:
+        Where the HTML's JSON link points (e.g. ``"check.json"`` next to the page); default
+        the report itself embedded as a ``data:`` link.
     """
     if not isinstance(report, CheckReport):
         report = load_check(report)
@@ -429,12 +571,18 @@ def write_report(
         if not Path(dictionary).exists():
             raise DictoptInputError(f"dictionary: {dictionary}: no such file or folder")
         dictionary = load(dictionary)  # every format `dictopt check` reads
+    elif dictionary is not None:
+        from dictopt.io.objects import as_dictionary
+
+        dictionary = as_dictionary(dictionary)
     if isinstance(data, str | Path) and not Path(data).exists():
         raise DictoptInputError(f"activations: {data}: no such file or folder")
     if format == "html":
         figs = build_figures(report, data=data, dictionary=dictionary, wide=wide, top=top,
                              codes=codes, progress=progress)
-        write_text(out, render_html(report, figs))
+        cards = _cards(report, data, dictionary, tokens)
+        write_text(out, render_html(report, figs, cards=cards,
+                                    json_href=json_href or _json_href(report)))
     else:
         figs = _notes_only(report, data, dictionary, wide, top)
         if format == "md":
@@ -443,6 +591,53 @@ def write_report(
             write_text(out, json.dumps(render_json(report, figs), indent=1) + "\n")
     log.info("report written to %s", out)
     return out
+
+
+def report_html(
+    report: CheckReport,
+    *,
+    data: Any | None = None,
+    dictionary: Any | None = None,
+    wide: Any | None = None,
+    top: int = 8,
+    codes: Any | None = None,
+    tokens: Any | None = None,
+    title: str = "dictopt report",
+) -> str:
+    """The HTML report as a string, nothing written (for notebooks:
+    ``IPython.display.HTML(report_html(...))``). Arguments as for :func:`write_report`;
+    ``dictionary`` may be any object :func:`dictopt.io.as_dictionary` accepts."""
+    if dictionary is not None:
+        from dictopt.io.objects import as_dictionary
+
+        dictionary = as_dictionary(dictionary)
+    figs = build_figures(report, data=data, dictionary=dictionary, wide=wide, top=top,
+                         codes=codes)
+    cards = _cards(report, data, dictionary, tokens)
+    return render_html(report, figs, title=title, cards=cards, json_href=_json_href(report))
+
+
+def _cards(report: CheckReport, data: Any, dictionary: Dictionary | None,
+           tokens: Any) -> list[Any]:
+    """Feature cards for the findings' latents, when tokens are available."""
+    from dictopt.plots.cards import RowTokens, feature_cards, finding_latents, load_row_tokens
+
+    if data is None or dictionary is None:
+        return []
+    if tokens is None and isinstance(data, str | Path) and Path(data).is_dir():
+        tokens = Path(data)
+    if tokens is None:
+        return []
+    if isinstance(tokens, str | Path):
+        tokens = load_row_tokens(tokens)
+    elif not isinstance(tokens, RowTokens):
+        tokens = RowTokens.from_strings(tokens)
+    latents = finding_latents(report)
+    if tokens is None or not latents:
+        return []
+    codes = report.summary.get("codes", "own")
+    return feature_cards(dictionary, data, tokens, latents,
+                         codes="optimal" if codes == "optimal" else "own")
 
 
 def _notes_only(report, data, dictionary, wide, top) -> list[ReportFigure]:  # noqa: ANN001

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from dictopt.check.pairdata import PairData, pair_data
 from dictopt.check.report import CheckReport, Violation
-from dictopt.plots.figure import new_figure
+from dictopt.plots.figure import legend_outside, new_figure
 
 F64 = torch.float64
 INF = math.inf
@@ -99,66 +99,95 @@ def pair_verdict(
 # ---------------------------------------------------------------------------------------------
 
 
+def fmt_number(v: float, digits: int = 3) -> str:
+    """A number for a label: no negative zero, a true minus sign."""
+    v = float(v) + 0.0
+    text = f"{v:.{digits}f}" if digits == 3 and abs(v) < 1000 else f"{v:.{digits}g}"
+    if float(text) == 0:
+        text = text.lstrip("-")
+    return text.replace("-", "−")
+
+
 def hull_plot(
     pd: PairData,
     report: CheckReport | None = None,
     *,
-    width: float = 5.6,
-    height: float = 5.0,
+    width: float = 10.5,
+    height: float = 5.4,
 ) -> Figure:
-    """The two-hull picture of one pair.
+    """The two-hull picture of one pair, drawn after THEORY's figure.
 
-    Scatter of ``(ã_i, ã_j)`` (the reservoir subsample in grey, the exact extreme points in
-    black), the hull segment of ``ã_i`` over the ``j``-inactive points on the edge ``ã_j = −1``
-    (artist gid ``"hull_i"``), the one of ``ã_j`` on ``ã_i = −1`` (gid ``"hull_j"``), and the
-    point ``−c_ij`` on both (gids ``"c_marker_i"``, ``"c_marker_j"``): green inside its segment,
-    red outside. The title states the verdict and the certified decrease.
+    Scatter of the normalised responses ``(ã_i, ã_j)`` (the reservoir subsample in grey, the
+    exact extreme points in black). Points where ``j`` is off lie on the edge ``ã_j = −1``:
+    the hull of their ``ã_i`` is a thick segment on that edge (artist gid ``"hull_i"``), and
+    the swapped one on ``ã_i = −1`` (gid ``"hull_j"``). A hull of one point (a strict
+    hierarchy: ``a_i = 0`` whenever ``j`` is off) is drawn as a large square, an empty one
+    (``j`` never off) as a large hollow diamond at the axes' corner (gids ``"hull_i_empty"``,
+    ``"hull_j_empty"``). The point ``−c_ij`` is marked on both edges (gids ``"c_marker_i"``,
+    ``"c_marker_j"``): green inside its hull (that order of C5 holds), red outside. The legend,
+    which says inside/outside for each marker, sits outside the data area.
     """
     fig = new_figure(width, height)
     ax = fig.add_subplot(1, 1, 1)
     i, j, c = pd.i, pd.j, pd.cos
     verdict = pair_verdict(pd, report)
-    dec = "" if verdict.decrease is None else f"\ncertified decrease {verdict.decrease:.3g}"
-    ax.set_title(f"atoms {i}, {j}  (c = {c:.3f})\n{verdict.text}{dec}", fontsize=9)
-    ax.set_xlabel(f"ã_{i} = a_{i}/ā_{i} − 1")
-    ax.set_ylabel(f"ã_{j} = a_{j}/ā_{j} − 1")
+    dec = "" if verdict.decrease is None else f"; certified decrease {verdict.decrease:.3g}"
+    fig.suptitle(f"atoms {i} and {j} (c = {fmt_number(c)}): {verdict.text}{dec}", fontsize=10,
+                 wrap=True)
+    ax.set_xlabel(f"ã_{i} = a_{i} / ā_{i} − 1   (atom {i}'s normalised response)")
+    ax.set_ylabel(f"ã_{j} = a_{j} / ā_{j} − 1")
     if pd.mean_i <= 0 or pd.mean_j <= 0:
         dead = i if pd.mean_i <= 0 else j
-        ax.text(0.5, 0.5, f"atom {dead} is never active: no normalised responses",
-                ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        fig.text(0.5, 0.4, f"atom {dead} is never active: no normalised responses",
+                 ha="center", va="center")
         return fig
     if pd.sample is not None and len(pd.sample):
-        s = pd.sample
-        ax.scatter(pd.normalised(s[:, 0], "i"), pd.normalised(s[:, 1], "j"), s=4,
+        smp = pd.sample
+        ax.scatter(pd.normalised(smp[:, 0], "i"), pd.normalised(smp[:, 1], "j"), s=5,
                    c="0.55", alpha=0.35, linewidths=0, rasterized=True, gid="sample",
-                   label=f"{len(s)} of {pd.n} points (uniform subsample)")
+                   label=f"points ({len(smp)} of {pd.n}, uniform subsample)")
     ext = pd.extremes[np.isfinite(pd.extremes).all(axis=1)]
     if len(ext):
-        ax.scatter(pd.normalised(ext[:, 0], "i"), pd.normalised(ext[:, 1], "j"), s=14,
+        ax.scatter(pd.normalised(ext[:, 0], "i"), pd.normalised(ext[:, 1], "j"), s=16,
                    c="k", marker="o", gid="extremes", label="exact extreme points", zorder=4)
-    for atom, lo, hi, n_off, other in (("i", pd.lo_i, pd.hi_i, pd.n_off_j, j),
-                                       ("j", pd.lo_j, pd.hi_j, pd.n_off_i, i)):
-        if n_off == 0 or not math.isfinite(lo):
-            continue
-        seg = pd.normalised(np.array([lo, hi]), atom)
-        inside = seg[0] - 1e-12 <= -c <= seg[1] + 1e-12
-        colour = "tab:green" if inside else "tab:red"
+    ax.axhline(-1.0, color="0.75", lw=0.8, zorder=0)
+    ax.axvline(-1.0, color="0.75", lw=0.8, zorder=0)
+    # axis ranges first, so that a one-point hull can be sized relative to them
+    xs = [-1.0, -c, 0.0] + list(pd.normalised(ext[:, 0], "i")) if len(ext) else [-1.0, -c, 0.0]
+    ys = [-1.0, -c, 0.0] + list(pd.normalised(ext[:, 1], "j")) if len(ext) else [-1.0, -c, 0.0]
+    span_x = max(xs) - min(xs) or 1.0
+    span_y = max(ys) - min(ys) or 1.0
+    ax.set_xlim(min(xs) - 0.08 * span_x, max(xs) + 0.05 * span_x)
+    ax.set_ylim(min(ys) - 0.08 * span_y, max(ys) + 0.05 * span_y)
+    for atom, lo, hi, n_off, other, span in (("i", pd.lo_i, pd.hi_i, pd.n_off_j, j, span_x),
+                                             ("j", pd.lo_j, pd.hi_j, pd.n_off_i, i, span_y)):
         name = i if atom == "i" else j
-        if atom == "i":
-            ax.plot(seg, [-1.0, -1.0], lw=5, color="tab:blue", alpha=0.6, solid_capstyle="butt",
-                    marker="|", ms=14,
-                    gid="hull_i", label=f"hull of ã_{name} where {other} inactive", zorder=3)
-            ax.plot([-c], [-1.0], marker="X", ms=11, color=colour, ls="none", gid="c_marker_i",
-                    label=f"−c = {-c:.3f}", zorder=5)
+        colour = "tab:blue" if atom == "i" else "tab:orange"
+        edge = f"ã_{other} = −1"
+        if n_off == 0 or not math.isfinite(lo):
+            inside = False
+            corner = (-1.0, -1.0)
+            ax.plot(*corner, marker="D", ms=16, mfc="none", mec=colour, mew=2.5, ls="none",
+                    gid=f"hull_{atom}_empty", zorder=6, clip_on=False,
+                    label=f"hull of ã_{name} where {other} is off: EMPTY ({other} is never off)")
         else:
-            ax.plot([-1.0, -1.0], seg, lw=5, color="tab:orange", alpha=0.6, marker="_", ms=14,
-                    solid_capstyle="butt", gid="hull_j",
-                    label=f"hull of ã_{name} where {other} inactive", zorder=3)
-            ax.plot([-1.0], [-c], marker="X", ms=11, color=colour, ls="none", gid="c_marker_j",
-                    zorder=5)
-    ax.axhline(-1.0, color="0.8", lw=0.8, zorder=0)
-    ax.axvline(-1.0, color="0.8", lw=0.8, zorder=0)
-    ax.legend(fontsize=7, loc="upper right")
-    ax.text(0.01, 0.99, f"N = {pd.n}, active {pd.active_i} / {pd.active_j}, both {pd.coactive}",
-            transform=ax.transAxes, fontsize=7, va="top")
+            seg = pd.normalised(np.array([lo, hi]), atom)
+            inside = bool(seg[0] - 1e-9 <= -c <= seg[1] + 1e-9)
+            xy = (seg, [-1.0, -1.0]) if atom == "i" else ([-1.0, -1.0], seg)
+            one_point = (seg[1] - seg[0]) < 0.01 * span
+            what = (f"the single point {fmt_number(seg[0], 3)}" if one_point
+                    else f"[{fmt_number(seg[0], 3)}, {fmt_number(seg[1], 3)}]")
+            ax.plot(*xy, lw=7, color=colour, alpha=0.75, solid_capstyle="round",
+                    marker="s" if one_point else None, ms=13, gid=f"hull_{atom}",
+                    zorder=5 if one_point else 3,
+                    clip_on=False,
+                    label=f"hull of ã_{name} where {other} is off\n(on {edge}): {what}")
+        where_c = (-c, -1.0) if atom == "i" else (-1.0, -c)
+        ax.plot(*where_c, marker="X", ms=13, color="tab:green" if inside else "tab:red",
+                mec="k", mew=0.8, ls="none", gid=f"c_marker_{atom}", zorder=7, clip_on=False,
+                label=f"−c = {fmt_number(-c)}: {'inside' if inside else 'OUTSIDE'} the hull of "
+                      f"ã_{name}\n→ ({name}|{other}) {'holds' if inside else 'violated'}")
+    legend_outside(ax, fontsize=8, title=f"N = {pd.n}; active: atom {i} on {pd.active_i},\n"
+                   f"atom {j} on {pd.active_j}, both on {pd.coactive}", title_fontsize=8)
     return fig

@@ -14,7 +14,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from dictopt.check.report import CheckReport
-from dictopt.plots.figure import new_figure, note_figure
+from dictopt.plots.figure import legend_outside, new_figure, note_figure
 from dictopt.plots.hull import PairData
 
 LABEL_MARK = {"hierarchy": "H", "absorption": "A", "antipodal": "±", "duplicate": "D"}
@@ -160,7 +160,7 @@ def cooccurrence_scatter(pairs: list[PairData], report: CheckReport) -> Figure:
     if not pairs:
         return note_figure("No candidate pairs (no C5 violations and no labelled pairs).")
     cats = pair_category(report)
-    fig = new_figure(6.0, 4.5)
+    fig = new_figure(7.6, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for pd in pairs:
@@ -177,7 +177,7 @@ def cooccurrence_scatter(pairs: list[PairData], report: CheckReport) -> Figure:
     ax.set_ylabel("co-occurrence |S_i ∩ S_j| / min(|S_i|, |S_j|)")
     ax.set_xlim(-1.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
-    ax.legend(fontsize=7)
+    legend_outside(ax)
     ax.set_title("Candidate pairs: co-occurrence vs decoder cosine", fontsize=10)
     return fig
 
@@ -223,11 +223,15 @@ def condition_bars(report: CheckReport, top: int = 20) -> Figure:
     axes = fig.subplots(1, 4, sharey=True)
     labels = [str(report.atoms[k]["k"]) for k in order]
     for ax, (name, v) in zip(axes, scores.items(), strict=True):
-        vals = np.maximum(v[order], 1e-300)
+        # zeros (e.g. C4 of atoms that are off somewhere) sit at a floor 1000× below the
+        # tolerance, so that the log axis spans what matters rather than 1e-300
+        floor = tols[name] * 1e-3
+        vals = np.maximum(v[order], floor)
         ax.barh(range(len(order)), vals, color=np.where(vals > tols[name], "tab:red", "tab:blue"),
                 gid=f"bars:{name}")
         ax.axvline(tols[name], ls="--", color="k", lw=0.8)
         ax.set_xscale("log")
+        ax.set_xlim(left=floor)
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
     axes[0].set_yticks(range(len(order)), labels)
