@@ -159,84 +159,16 @@ def load_dictionary_learning(path: str | Path, *, lam: float | None = None) -> D
     declared = _dict_class(state, trainer, weights)
     cls = ALIASES.get(declared, declared)
 
-    d_in = trainer.get("activation_dim")
-    d_sae = trainer.get("dict_size")
     where = str(weights)
-    enc_t: dict[str, torch.Tensor]
     extra: dict[str, Any] = {}
-    if cls in ("MatryoshkaBatchTopKSAE", "JumpReluAutoEncoder"):
-        W_enc = require(state, "W_enc", where)
-        d, K = W_enc.shape
-        W_dec = require(state, "W_dec", where)
-        b_dec = require(state, "b_dec", where)
-        b_enc = require(state, "b_enc", where)
-    else:
-        enc_w = require(state, "encoder.weight", where)
-        K, d = enc_w.shape
-        W_enc = enc_w.T
-        W_dec = require(state, "decoder.weight", where).T
-        bias_key = {"AutoEncoder": "bias", "AutoEncoderNew": "decoder.bias",
-                    "GatedAutoEncoder": "decoder_bias"}.get(cls, "b_dec")
-        b_dec = require(state, bias_key, where)
-        b_enc = require(state, "encoder.bias", where) if "encoder.bias" in state else None
-    # Orientation: nn.Linear fixes it; the config's sizes must agree with it.
-    for key, expected, actual in (("activation_dim", d_in, d), ("dict_size", d_sae, K)):
-        if expected is not None and int(expected) != int(actual):
-            raise DictoptInputError(
-                f"{cfg_path}: trainer.{key} = {expected} disagrees with the weights in "
-                f"{weights.name} ({'d_in' if key == 'activation_dim' else 'd_sae'} = {actual})"
-            )
+    W_enc, W_dec, b_dec, b_enc = _weights_of(state, cls, where)
+    d, K = W_enc.shape
+    _check_sizes(trainer, d, K, cfg_path, weights)
     check_shape(W_dec, (K, d), "decoder" if "decoder.weight" in state else "W_dec", where,
                 "decoder rows must match the encoder")
     check_shape(b_dec, (d,), "decoder bias", where)
-
-    if cls == "GatedAutoEncoder":
-        tensors = {"W_enc": W_enc, "b_gate": require(state, "gate_bias", where),
-                   "b_mag": require(state, "mag_bias", where),
-                   "r_mag": require(state, "r_mag", where)}
-        for key, t in tensors.items():
-            if key != "W_enc":
-                check_shape(t, (K,), key, where)
-        encoder: Any = GatedEncoder(
-            W_enc, tensors["b_gate"], tensors["b_mag"], tensors["r_mag"], b_dec,
-            apply_b_dec_to_input=True,
-        )
-        architecture = "gated"
-    else:
-        assert b_enc is not None
-        check_shape(b_enc, (K,), "encoder bias", where)
-        enc_t = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}
-        if cls in ("AutoEncoder", "AutoEncoderNew"):
-            architecture = "relu"
-            encoder = build_sae("relu", enc_t, apply_b_dec_to_input=cls == "AutoEncoder",
-                                where=where)
-        elif cls == "JumpReluAutoEncoder":
-            thr = check_shape(require(state, "threshold", where), (K,), "threshold", where)
-            # ReLU(pre·[pre > θ]) = pre·[pre > max(θ, 0)]: a negative θ acts as 0, exactly.
-            extra["negative_thresholds_clamped"] = int((thr < 0).sum())
-            enc_t["threshold"] = thr.clamp(min=0)
-            architecture = "jumprelu"
-            encoder = build_sae("jumprelu", enc_t, apply_b_dec_to_input=False, where=where)
-        else:
-            k = as_int(state.get("k", trainer.get("k")), "k", where)
-            thr = require(state, "threshold", where).reshape(-1)
-            if thr.numel() != 1:
-                raise DictoptInputError(f"{where}: 'threshold' must be a scalar buffer")
-            extra["k"] = k
-            if declared == "AutoEncoderTopK":
-                # Inference keeps the top k per row (encode's default use_threshold=False).
-                architecture = "topk"
-                encoder = build_sae("topk", enc_t, apply_b_dec_to_input=True, where=where, k=k)
-            else:
-                # BatchTopK / Matryoshka inference: ReLU(pre)·[ReLU(pre) > θ], the same as
-                # dictopt's BatchTopK inference for any θ (θ < 0 means plain ReLU).
-                enc_t["threshold"] = thr
-                architecture = "batchtopk"
-                encoder = build_sae("batchtopk", enc_t, apply_b_dec_to_input=True,
-                                    where=where, k=float(min(k, K)))
-                extra["threshold"] = float(thr[0])
-                if cls == "MatryoshkaBatchTopKSAE":
-                    extra["group_sizes"] = [int(g) for g in state["group_sizes"].tolist()]
+    encoder, architecture = _encoder_of(cls, declared, state, trainer, (W_enc, W_dec, b_dec,
+                                                                         b_enc), where, extra)
 
     l1 = trainer.get("l1_penalty")
     norm_factor = trainer.get("norm_factor")
@@ -269,6 +201,95 @@ def load_dictionary_learning(path: str | Path, *, lam: float | None = None) -> D
         **extra,
     }
     return Dictionary.from_decoder(W_dec, b_dec, lam=lam, encoder=encoder, meta=meta)
+
+
+def _weights_of(
+    state: dict[str, Any], cls: str, where: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(W_enc [d, K], W_dec [K, d], b_dec [d], b_enc [K] or None)`` in SAELens orientation."""
+    if cls in ("MatryoshkaBatchTopKSAE", "JumpReluAutoEncoder"):
+        W_enc = require(state, "W_enc", where)
+        W_dec = require(state, "W_dec", where)
+        b_dec = require(state, "b_dec", where)
+        b_enc = require(state, "b_enc", where)
+        return W_enc, W_dec, b_dec, b_enc
+    enc_w = require(state, "encoder.weight", where)
+    W_enc = enc_w.T
+    W_dec = require(state, "decoder.weight", where).T
+    bias_key = {"AutoEncoder": "bias", "AutoEncoderNew": "decoder.bias",
+                "GatedAutoEncoder": "decoder_bias"}.get(cls, "b_dec")
+    b_dec = require(state, bias_key, where)
+    b_enc = require(state, "encoder.bias", where) if "encoder.bias" in state else None
+    return W_enc, W_dec, b_dec, b_enc
+
+
+def _check_sizes(
+    trainer: dict[str, Any], d: int, K: int, cfg_path: Path | None, weights: Path
+) -> None:
+    """Orientation: nn.Linear fixes it; the config's sizes must agree with it."""
+    d_in = trainer.get("activation_dim")
+    d_sae = trainer.get("dict_size")
+    for key, expected, actual in (("activation_dim", d_in, d), ("dict_size", d_sae, K)):
+        if expected is not None and int(expected) != int(actual):
+            raise DictoptInputError(
+                f"{cfg_path}: trainer.{key} = {expected} disagrees with the weights in "
+                f"{weights.name} ({'d_in' if key == 'activation_dim' else 'd_sae'} = {actual})"
+            )
+
+
+def _encoder_of(
+    cls: str, declared: str, state: dict[str, Any], trainer: dict[str, Any],
+    weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None],
+    where: str, extra: dict[str, Any],
+) -> tuple[Any, str]:
+    """The encoder of one dictionary_learning class and its architecture name.
+
+    Records ``k``, ``threshold``, ``group_sizes`` and clamped thresholds in ``extra``.
+    """
+    W_enc, W_dec, b_dec, b_enc = weights
+    K = W_enc.shape[1]
+    if cls == "GatedAutoEncoder":
+        tensors = {"W_enc": W_enc, "b_gate": require(state, "gate_bias", where),
+                   "b_mag": require(state, "mag_bias", where),
+                   "r_mag": require(state, "r_mag", where)}
+        for key, t in tensors.items():
+            if key != "W_enc":
+                check_shape(t, (K,), key, where)
+        encoder: Any = GatedEncoder(
+            W_enc, tensors["b_gate"], tensors["b_mag"], tensors["r_mag"], b_dec,
+            apply_b_dec_to_input=True,
+        )
+        return encoder, "gated"
+    assert b_enc is not None
+    check_shape(b_enc, (K,), "encoder bias", where)
+    enc_t = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}
+    if cls in ("AutoEncoder", "AutoEncoderNew"):
+        encoder = build_sae("relu", enc_t, apply_b_dec_to_input=cls == "AutoEncoder",
+                            where=where)
+        return encoder, "relu"
+    if cls == "JumpReluAutoEncoder":
+        thr = check_shape(require(state, "threshold", where), (K,), "threshold", where)
+        # ReLU(pre·[pre > θ]) = pre·[pre > max(θ, 0)]: a negative θ acts as 0, exactly.
+        extra["negative_thresholds_clamped"] = int((thr < 0).sum())
+        enc_t["threshold"] = thr.clamp(min=0)
+        return build_sae("jumprelu", enc_t, apply_b_dec_to_input=False, where=where), "jumprelu"
+    k = as_int(state.get("k", trainer.get("k")), "k", where)
+    thr = require(state, "threshold", where).reshape(-1)
+    if thr.numel() != 1:
+        raise DictoptInputError(f"{where}: 'threshold' must be a scalar buffer")
+    extra["k"] = k
+    if declared == "AutoEncoderTopK":
+        # Inference keeps the top k per row (encode's default use_threshold=False).
+        return build_sae("topk", enc_t, apply_b_dec_to_input=True, where=where, k=k), "topk"
+    # BatchTopK / Matryoshka inference: ReLU(pre)·[ReLU(pre) > θ], the same as
+    # dictopt's BatchTopK inference for any θ (θ < 0 means plain ReLU).
+    enc_t["threshold"] = thr
+    encoder = build_sae("batchtopk", enc_t, apply_b_dec_to_input=True,
+                        where=where, k=float(min(k, K)))
+    extra["threshold"] = float(thr[0])
+    if cls == "MatryoshkaBatchTopKSAE":
+        extra["group_sizes"] = [int(g) for g in state["group_sizes"].tolist()]
+    return encoder, "batchtopk"
 
 
 # --------------------------------------------------------------------------------------------

@@ -178,63 +178,17 @@ def saelens_dictionary(
     "expected_average_only_in"``.
     """
     cfg = normalise_config(raw_cfg)
-    arch = cfg.get("architecture")
-    if arch not in SUPPORTED:
-        raise DictoptInputError(
-            f"{cfg_path}: unknown or unsupported architecture {arch!r}; supported: "
-            f"{', '.join(SUPPORTED)}"
-        )
-    for key in ("d_in", "d_sae"):
-        if key not in cfg:
-            raise DictoptInputError(f"{cfg_path}: missing key {key!r}")
-    d_in, d_sae = as_int(cfg["d_in"], "d_in", cfg_path), as_int(cfg["d_sae"], "d_sae", cfg_path)
+    arch, d_in, d_sae = _architecture_and_sizes(cfg, cfg_path)
     hint = f"{CONFIG_FILE}: d_in={d_in}, d_sae={d_sae}"
     W_dec = check_shape(require(tensors, "W_dec", w_path), (d_sae, d_in), "W_dec", w_path, hint)
     W_enc = check_shape(require(tensors, "W_enc", w_path), (d_in, d_sae), "W_enc", w_path, hint)
     b_dec = check_shape(require(tensors, "b_dec", w_path), (d_in,), "b_dec", w_path, hint)
     notes: list[str] = []
-
-    # Pre-6.0 fine-tuning scale: codes are multiplied by it before W_dec; fold it in.
-    sf = tensors.get("scaling_factor")
-    if cfg.get("finetuning_scaling_factor"):
-        if sf is None:
-            raise DictoptInputError(
-                f"{w_path}: missing tensor 'scaling_factor' ({CONFIG_FILE} sets "
-                "finetuning_scaling_factor = true)"
-            )
-    if sf is not None:
-        check_shape(sf, (d_sae,), "scaling_factor", w_path, hint)
-        if not bool(torch.allclose(sf, torch.ones_like(sf))):
-            if not cfg.get("finetuning_scaling_factor"):
-                raise DictoptInputError(
-                    f"{w_path}: tensor 'scaling_factor' is not all ones but {CONFIG_FILE} "
-                    "has finetuning_scaling_factor = false; the SAE is inconsistent"
-                )
-            W_dec = W_dec * sf[:, None]
-            notes.append("finetuning scaling_factor folded into W_dec")
-
-    # Activation normalisation.
+    W_dec = _fold_finetuning_scale(cfg, tensors, W_dec, d_sae, w_path, hint, notes)
     norm = cfg.get("normalize_activations", "none")
-    s = None
-    input_transform = None
-    if norm == "expected_average_only_in":
-        s = scaling_factor()
-        W_enc, W_dec, b_dec = W_enc * s, W_dec / s, b_dec / s
-        notes.append(f"activation scaling factor {s:.6g} folded into the weights")
-    elif norm in INPUT_TRANSFORMS:
-        if not allow_input_transform:
-            raise DictoptInputError(
-                f"{cfg_path}: normalize_activations = {norm!r} rescales every input point "
-                "separately; that map is not part of a dictionary. Load with "
-                "allow_input_transform=True and check transformed activations"
-            )
-        input_transform = norm
-    elif norm != "none":
-        raise DictoptInputError(
-            f"{cfg_path}: normalize_activations = {norm!r} is not supported (fold it into the "
-            "weights first, as SAELens does at the end of training)"
-        )
-
+    W_enc, W_dec, b_dec, s, input_transform = _normalisation(
+        norm, W_enc, W_dec, b_dec, scaling_factor, cfg_path, allow_input_transform, notes
+    )
     enc: dict[str, torch.Tensor] = {"W_enc": W_enc, "W_dec": W_dec, "b_dec": b_dec}
     apply_b = bool(cfg.get("apply_b_dec_to_input", True))
     if arch != "gated":
@@ -246,43 +200,9 @@ def saelens_dictionary(
         enc.update(W_enc=W_enc * n, b_enc=enc["b_enc"] * n, W_dec=W_dec / n[:, None])
         W_dec = enc["W_dec"]
         notes.append("rescale_acts_by_decoder_norm folded into the encoder")
-
     fields: dict[str, Any] = {}
-    encoder: Any
-    if arch == "standard":
-        encoder = build_sae("relu", enc, apply_b_dec_to_input=apply_b, where=w_path)
-    elif arch == "topk":
-        k = as_int(cfg.get("k"), "k", cfg_path)
-        fields["k"] = k
-        encoder = build_sae("topk", enc, apply_b_dec_to_input=apply_b, where=w_path, k=k)
-    elif arch == "jumprelu":
-        if "threshold" in tensors:
-            thr = tensors["threshold"]
-        elif "log_threshold" in tensors:
-            thr = torch.exp(tensors["log_threshold"])
-        else:
-            raise DictoptInputError(f"{w_path}: missing tensor 'threshold' (jumprelu)")
-        check_shape(thr, (d_sae,), "threshold", w_path, hint)
-        # SAELens: ReLU(pre)·[pre > θ] = pre·[pre > max(θ, 0)], exactly.
-        enc["threshold"] = thr.clamp(min=0)
-        encoder = build_sae("jumprelu", enc, apply_b_dec_to_input=apply_b, where=w_path)
-    elif arch == "gated":
-        parts = {n: check_shape(require(tensors, n, w_path), (d_sae,), n, w_path)
-                 for n in ("b_gate", "b_mag", "r_mag")}
-        encoder = GatedEncoder(W_enc, parts["b_gate"].to(W_enc.dtype),
-                               parts["b_mag"].to(W_enc.dtype), parts["r_mag"].to(W_enc.dtype),
-                               b_dec.to(W_enc.dtype), apply_b_dec_to_input=apply_b)
-    else:  # batchtopk / matryoshka_batchtopk training checkpoint
-        thr = require(tensors, "topk_threshold", w_path).reshape(-1)
-        if thr.numel() != 1:
-            raise DictoptInputError(f"{w_path}: 'topk_threshold' must be a scalar")
-        k = float(cfg.get("k", 1.0))
-        fields["k"] = k
-        fields["threshold"] = float(thr[0])
-        enc["threshold"] = thr
-        encoder = build_sae("batchtopk", enc, apply_b_dec_to_input=apply_b, where=w_path,
-                            k=min(k, float(d_sae)))
-
+    encoder = _build_encoder(arch, cfg, tensors, enc, fields, apply_b, d_sae,
+                             cfg_path, w_path, hint)
     lam_value, conversion, factor = _lam(cfg, arch, s, W_dec)
     if lam is not None:
         lam_value, conversion = lam, "lam given by the caller"
@@ -307,6 +227,121 @@ def saelens_dictionary(
         **fields,
     }
     return Dictionary.from_decoder(W_dec, b_dec, lam=lam_value, encoder=encoder, meta=meta)
+
+
+def _architecture_and_sizes(cfg: dict[str, Any], cfg_path: str | Path) -> tuple[str, int, int]:
+    """The supported architecture, ``d_in`` and ``d_sae`` of a normalised config, or raise."""
+    arch = cfg.get("architecture")
+    if arch not in SUPPORTED:
+        raise DictoptInputError(
+            f"{cfg_path}: unknown or unsupported architecture {arch!r}; supported: "
+            f"{', '.join(SUPPORTED)}"
+        )
+    for key in ("d_in", "d_sae"):
+        if key not in cfg:
+            raise DictoptInputError(f"{cfg_path}: missing key {key!r}")
+    d_in, d_sae = as_int(cfg["d_in"], "d_in", cfg_path), as_int(cfg["d_sae"], "d_sae", cfg_path)
+    return arch, d_in, d_sae
+
+
+def _fold_finetuning_scale(
+    cfg: dict[str, Any], tensors: dict[str, torch.Tensor], W_dec: torch.Tensor, d_sae: int,
+    w_path: str | Path, hint: str, notes: list[str],
+) -> torch.Tensor:
+    """``W_dec`` with the pre-6.0 fine-tuning scale folded in (codes were multiplied by it)."""
+    sf = tensors.get("scaling_factor")
+    if cfg.get("finetuning_scaling_factor"):
+        if sf is None:
+            raise DictoptInputError(
+                f"{w_path}: missing tensor 'scaling_factor' ({CONFIG_FILE} sets "
+                "finetuning_scaling_factor = true)"
+            )
+    if sf is not None:
+        check_shape(sf, (d_sae,), "scaling_factor", w_path, hint)
+        if not bool(torch.allclose(sf, torch.ones_like(sf))):
+            if not cfg.get("finetuning_scaling_factor"):
+                raise DictoptInputError(
+                    f"{w_path}: tensor 'scaling_factor' is not all ones but {CONFIG_FILE} "
+                    "has finetuning_scaling_factor = false; the SAE is inconsistent"
+                )
+            W_dec = W_dec * sf[:, None]
+            notes.append("finetuning scaling_factor folded into W_dec")
+    return W_dec
+
+
+def _normalisation(
+    norm: Any, W_enc: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor,
+    scaling_factor: Callable[[], float], cfg_path: str | Path, allow_input_transform: bool,
+    notes: list[str],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None, str | None]:
+    """Fold SAELens's activation normalisation into the weights, or name the input transform.
+
+    Returns ``(W_enc, W_dec, b_dec, s, input_transform)``: ``s`` is the folded scaling factor
+    (None unless ``expected_average_only_in``), ``input_transform`` the per-point map left to
+    the caller (None unless allowed).
+    """
+    s = None
+    input_transform = None
+    if norm == "expected_average_only_in":
+        s = scaling_factor()
+        W_enc, W_dec, b_dec = W_enc * s, W_dec / s, b_dec / s
+        notes.append(f"activation scaling factor {s:.6g} folded into the weights")
+    elif norm in INPUT_TRANSFORMS:
+        if not allow_input_transform:
+            raise DictoptInputError(
+                f"{cfg_path}: normalize_activations = {norm!r} rescales every input point "
+                "separately; that map is not part of a dictionary. Load with "
+                "allow_input_transform=True and check transformed activations"
+            )
+        input_transform = norm
+    elif norm != "none":
+        raise DictoptInputError(
+            f"{cfg_path}: normalize_activations = {norm!r} is not supported (fold it into the "
+            "weights first, as SAELens does at the end of training)"
+        )
+    return W_enc, W_dec, b_dec, s, input_transform
+
+
+def _build_encoder(
+    arch: str, cfg: dict[str, Any], tensors: dict[str, torch.Tensor],
+    enc: dict[str, torch.Tensor], fields: dict[str, Any], apply_b: bool, d_sae: int,
+    cfg_path: str | Path, w_path: str | Path, hint: str,
+) -> Any:
+    """The encoder of one SAELens architecture; records ``k``/``threshold`` in ``fields``."""
+    W_enc, b_dec = enc["W_enc"], enc["b_dec"]
+    if arch == "standard":
+        return build_sae("relu", enc, apply_b_dec_to_input=apply_b, where=w_path)
+    if arch == "topk":
+        k = as_int(cfg.get("k"), "k", cfg_path)
+        fields["k"] = k
+        return build_sae("topk", enc, apply_b_dec_to_input=apply_b, where=w_path, k=k)
+    if arch == "jumprelu":
+        if "threshold" in tensors:
+            thr = tensors["threshold"]
+        elif "log_threshold" in tensors:
+            thr = torch.exp(tensors["log_threshold"])
+        else:
+            raise DictoptInputError(f"{w_path}: missing tensor 'threshold' (jumprelu)")
+        check_shape(thr, (d_sae,), "threshold", w_path, hint)
+        # SAELens: ReLU(pre)·[pre > θ] = pre·[pre > max(θ, 0)], exactly.
+        enc["threshold"] = thr.clamp(min=0)
+        return build_sae("jumprelu", enc, apply_b_dec_to_input=apply_b, where=w_path)
+    if arch == "gated":
+        parts = {n: check_shape(require(tensors, n, w_path), (d_sae,), n, w_path)
+                 for n in ("b_gate", "b_mag", "r_mag")}
+        return GatedEncoder(W_enc, parts["b_gate"].to(W_enc.dtype),
+                            parts["b_mag"].to(W_enc.dtype), parts["r_mag"].to(W_enc.dtype),
+                            b_dec.to(W_enc.dtype), apply_b_dec_to_input=apply_b)
+    # batchtopk / matryoshka_batchtopk training checkpoint
+    thr = require(tensors, "topk_threshold", w_path).reshape(-1)
+    if thr.numel() != 1:
+        raise DictoptInputError(f"{w_path}: 'topk_threshold' must be a scalar")
+    k = float(cfg.get("k", 1.0))
+    fields["k"] = k
+    fields["threshold"] = float(thr[0])
+    enc["threshold"] = thr
+    return build_sae("batchtopk", enc, apply_b_dec_to_input=apply_b, where=w_path,
+                     k=min(k, float(d_sae)))
 
 
 def _lam(

@@ -644,6 +644,24 @@ def train_sae(
         ``(sae, log)``; the SAE has any activation normalisation folded into its weights.
     """
     src = as_source(source)
+    folder = _validate_training(src, cfg, sae, checkpoint_dir, resume)
+    trainer = _Trainer(src, cfg, seed, run_identity(cfg, seed, src, sae))
+    _start_or_resume(trainer, sae, folder, resume, overwrite_checkpoints)
+    _run_steps(trainer, src, cfg, seed, folder, progress)
+    saved_last = cfg.checkpoint_every and trainer.step % cfg.checkpoint_every == 0
+    if folder is not None and not saved_last:
+        trainer.save(folder)
+    result = trainer.sae.eval()
+    if trainer.scale != 1.0:
+        result.fold_activation_norm(trainer.scale)
+    return TrainResult(result, trainer.log)
+
+
+def _validate_training(
+    src: Any, cfg: TrainConfig, sae: SAE | None, checkpoint_dir: str | Path | None,
+    resume: bool,
+) -> Path | None:
+    """Refuse a width, SAE or checkpoint folder that does not fit; the folder as a Path."""
     if src.d != cfg.sae.d_in:
         raise DictoptInputError(
             f"activations: width {src.d} does not match the SAE's d_in = {cfg.sae.d_in}"
@@ -661,7 +679,14 @@ def train_sae(
         raise DictoptInputError("resume: needs checkpoint_dir")
     if folder is not None and folder.exists() and not folder.is_dir():
         raise DictoptInputError(f"checkpoint_dir: {folder} is a file, not a folder")
-    trainer = _Trainer(src, cfg, seed, run_identity(cfg, seed, src, sae))
+    return folder
+
+
+def _start_or_resume(
+    trainer: _Trainer, sae: SAE | None, folder: Path | None, resume: bool,
+    overwrite_checkpoints: bool,
+) -> None:
+    """Restore the run's newest checkpoint (``resume``) or start fresh, refusing to mix runs."""
     existing = _checkpoints(folder) if folder is not None else []
     own = [c for c in existing if c.tag == trainer.tag]
     others = [c for c in existing if c.tag != trainer.tag]
@@ -683,6 +708,13 @@ def train_sae(
                 "run, or overwrite_checkpoints=True to share the folder"
             )
         trainer.fresh(sae)
+
+
+def _run_steps(
+    trainer: _Trainer, src: Any, cfg: TrainConfig, seed: int, folder: Path | None,
+    progress: bool,
+) -> None:
+    """Train until ``cfg.total_steps``, logging metrics and checkpointing into ``folder``."""
     stream = BatchStream(src, cfg.batch_size, seed + 1)
     stream.skip(trainer.step)
     start = time.perf_counter()
@@ -713,13 +745,6 @@ def train_sae(
     finally:
         bar.close()
         trainer.log.seconds += time.perf_counter() - start
-    saved_last = cfg.checkpoint_every and trainer.step % cfg.checkpoint_every == 0
-    if folder is not None and not saved_last:
-        trainer.save(folder)
-    result = trainer.sae.eval()
-    if trainer.scale != 1.0:
-        result.fold_activation_norm(trainer.scale)
-    return TrainResult(result, trainer.log)
 
 
 # --------------------------------------------------------------------------------------------
