@@ -103,6 +103,15 @@ def candidate_pairs(
     The Gram matrix is formed ``block`` rows at a time; each atom keeps at most
     ``max_neighbours`` neighbours (its largest cosines) for the two-hop pairs.
 
+    Parameters
+    ----------
+    atoms_KD:
+        ``[K, d]`` unit atoms.
+    th:
+        The thresholds (``cos_min``, ``duplicate_cos``, ``max_neighbours``).
+    block:
+        Rows of the Gram matrix formed at a time.
+
     Returns
     -------
     (pi, pj):
@@ -137,7 +146,20 @@ def candidate_pairs(
 
 
 def absorption_start(pi: torch.Tensor, pj: torch.Tensor, K: int) -> AbsorptionStats:
-    """Empty statistics for the pairs ``(pi, pj)`` of ``K`` atoms."""
+    """Empty statistics for the pairs ``(pi, pj)`` of ``K`` atoms.
+
+    Parameters
+    ----------
+    pi, pj:
+        ``[P]`` long tensors, the candidate pairs (:func:`candidate_pairs`).
+    K:
+        Number of atoms.
+
+    Returns
+    -------
+    AbsorptionStats
+        Zero sums: ``[K]`` per atom and ``[P]`` per pair, in float64 on ``pi``'s device.
+    """
     dev = pi.device
     P = pi.numel()
 
@@ -148,7 +170,22 @@ def absorption_start(pi: torch.Tensor, pj: torch.Tensor, K: int) -> AbsorptionSt
 
 
 def absorption_update(st: AbsorptionStats, codes_NK: torch.Tensor) -> None:
-    """Add a chunk of nonnegative codes ``[n, K]`` (in place)."""
+    """Add a chunk of nonnegative codes to the statistics, in place.
+
+    Parameters
+    ----------
+    st:
+        The statistics (:func:`absorption_start`).
+    codes_NK:
+        ``[n, K]`` nonnegative codes (an atom fires where its code is > 0).
+
+    Returns
+    -------
+    None
+        Adds the row count, per-atom firings, sums and squares, and per pair the co-firings and
+        each atom's sums and squares where the other fires (pairs ``block_elements / n`` at a
+        time).
+    """
     a = codes_NK.to(F64)
     n = a.shape[0]
     if n == 0:
@@ -172,7 +209,23 @@ def absorption_update(st: AbsorptionStats, codes_NK: torch.Tensor) -> None:
 
 
 def absorption_merge(p: AbsorptionStats, q: AbsorptionStats) -> AbsorptionStats:
-    """Statistics of the union of two disjoint sets of rows (same pairs)."""
+    """Statistics of the union of two disjoint sets of rows (same pairs).
+
+    Parameters
+    ----------
+    p, q:
+        Statistics of the same pairs.
+
+    Returns
+    -------
+    AbsorptionStats
+        A new object holding the sums of both.
+
+    Raises
+    ------
+    ValueError
+        When ``p`` and ``q`` hold different pairs.
+    """
     if not (torch.equal(p.pi, q.pi) and torch.equal(p.pj, q.pj)):
         raise ValueError("absorption_merge: the two statistics hold different pairs")
     return AbsorptionStats(
@@ -207,7 +260,24 @@ class PairStatistics:
 def pair_statistics(
     st: AbsorptionStats, atoms_KD: torch.Tensor, th: AbsorptionThresholds = DEFAULT_ABSORPTION
 ) -> PairStatistics:
-    """Finish the streamed sums into per-pair statistics (see the module docstring)."""
+    """Finish the streamed sums into per-pair statistics (see the module docstring).
+
+    Parameters
+    ----------
+    st:
+        The streamed statistics of ``P`` pairs.
+    atoms_KD:
+        ``[K, d]`` unit atoms (for the pairs' cosines).
+    th:
+        The thresholds (``z_min`` decides which pairs are too rare to judge).
+
+    Returns
+    -------
+    PairStatistics
+        Per pair ``[P]``: cosine, co-firings, their expected number under independence, lift,
+        exclusion z-score, ``rare``, and each atom's suppression where the other fires (with its
+        z-score).
+    """
     N = max(st.n, 1)
     D = atoms_KD.to(F64)
     cos = (D[st.pi] * D[st.pj]).sum(1)
@@ -268,7 +338,23 @@ def _associated(ps: PairStatistics, th: AbsorptionThresholds) -> torch.Tensor:
 
 def silenced_z(co: float, n_partner: float, cofire_max: float) -> float:
     """Binomial z-score that the hub fires on fewer than ``cofire_max`` of the partner's
-    ``n_partner`` rows, given it fires on ``co`` of them."""
+    ``n_partner`` rows, given it fires on ``co`` of them.
+
+    Parameters
+    ----------
+    co:
+        Rows where hub and partner both fire.
+    n_partner:
+        Rows where the partner fires.
+    cofire_max:
+        The co-firing fraction tested against (in ``(0, 1)``).
+
+    Returns
+    -------
+    float
+        ``(cofire_max · n_partner − co) / √(n_partner · cofire_max · (1 − cofire_max))``; 0 when
+        the partner never fires.
+    """
     if n_partner <= 0:
         return 0.0
     return (cofire_max * n_partner - co) / math.sqrt(n_partner * cofire_max * (1 - cofire_max))
@@ -289,6 +375,22 @@ def find_stars(
     are never paired with each other. A link ``k`` of hub ``h`` is a partner when ``h`` is
     significantly silenced where ``k`` fires (:func:`silenced_z`); a star needs ≥ 2 partners
     whose remainders are distinct.
+
+    Parameters
+    ----------
+    ps:
+        The finished pair statistics (:func:`pair_statistics`).
+    atoms_KD:
+        ``[K, d]`` unit atoms.
+    n_k:
+        ``[K]`` rows where each atom fires.
+    th:
+        The thresholds.
+
+    Returns
+    -------
+    list[Star]
+        The stars, each partner in at most one star.
     """
     D = atoms_KD.to(F64)
     assoc = (_associated(ps, th) if th.require_association else ~ps.rare).tolist()
@@ -370,7 +472,24 @@ def _one_hub_per_partner(stars: list[Star]) -> list[Star]:
 def absorption_findings(
     st: AbsorptionStats, atoms_KD: torch.Tensor, th: AbsorptionThresholds = DEFAULT_ABSORPTION
 ) -> tuple[list[AbsorptionFinding], PairStatistics]:
-    """Finish: one finding per (hub, partner) of every star, with its evidence."""
+    """Finish: one finding per (hub, partner) of every star, with its evidence.
+
+    Parameters
+    ----------
+    st:
+        The streamed statistics.
+    atoms_KD:
+        ``[K, d]`` unit atoms.
+    th:
+        The thresholds.
+
+    Returns
+    -------
+    (findings, pair_statistics)
+        The findings sorted by ``(i, j)`` (``i < j``), each with the star's hub, partners,
+        cosine, co-firing, association, silencing and suppression evidence; and the
+        :class:`PairStatistics` they were read from.
+    """
     ps = pair_statistics(st, atoms_KD, th)
     K = atoms_KD.shape[0]
     stat_of = {k: p for p, k in enumerate((ps.pi * K + ps.pj).tolist())}

@@ -80,6 +80,17 @@ def parse_amortisation(value: Any) -> tuple[Mode | None, int | None]:
     Accepts ``None`` (default), ``"all"`` or ``True``, ``"off"`` or ``False``, an int ``n ≥ 1``,
     ``("sample", n)``, and the command-line forms ``"sample N"`` / ``["sample", "N"]``.
 
+    Parameters
+    ----------
+    value:
+        The ``amortisation`` argument of ``check`` or the command line.
+
+    Returns
+    -------
+    (mode, n)
+        ``mode`` is ``"all"``, ``"off"``, ``"sample"`` or ``None`` (default); ``n`` the sample
+        size for ``"sample"``, else ``None``.
+
     Raises
     ------
     DictoptInputError
@@ -213,7 +224,20 @@ _M2 = np.uint64(0x94D049BB133111EB)
 
 def row_hash(rows: np.ndarray, seed: int = 0) -> np.ndarray:
     """``u(g) ∈ [0, 1)`` for global row indices ``g``: splitmix64 of ``g + (seed + 1)·φ``,
-    its top 53 bits scaled to ``[0, 1)`` (a pure function of ``g`` and the seed)."""
+    its top 53 bits scaled to ``[0, 1)`` (a pure function of ``g`` and the seed).
+
+    Parameters
+    ----------
+    rows:
+        Global row indices (any shape; cast to ``uint64``).
+    seed:
+        Selects another hash.
+
+    Returns
+    -------
+    np.ndarray
+        float64 values in ``[0, 1)``, the shape of ``rows``.
+    """
     with np.errstate(over="ignore"):
         z = rows.astype(np.uint64) + np.uint64(seed + 1) * _GOLDEN
         z = (z ^ (z >> np.uint64(30))) * _M1
@@ -224,7 +248,24 @@ def row_hash(rows: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def sample_mask(start: int, count: int, rate: float, seed: int = 0) -> np.ndarray:
     """Boolean mask of the rows ``start … start + count − 1`` (global indices) in the sample:
-    ``row_hash(g, seed) < rate``."""
+    ``row_hash(g, seed) < rate``.
+
+    Parameters
+    ----------
+    start:
+        Global index of the first row.
+    count:
+        Number of rows.
+    rate:
+        Expected fraction of rows in the sample.
+    seed:
+        As for :func:`row_hash`.
+
+    Returns
+    -------
+    np.ndarray
+        ``[count]`` bool.
+    """
     return row_hash(np.arange(start, start + count, dtype=np.uint64), seed) < rate
 
 
@@ -350,7 +391,25 @@ def exact_code_cost(
     """Estimated cost of exact codes for ``rows`` rows: :data:`STEPS_PER_ROW` active-set steps
     a row, each about ``4 K d`` flops (the gradient through the atoms), and the coder's working
     set under its memory budget (:func:`dictopt.lasso.plan_coder`); compared with one
-    encode+decode pass over ``population`` rows (default ``rows``)."""
+    encode+decode pass over ``population`` rows (default ``rows``).
+
+    Parameters
+    ----------
+    rows:
+        Rows solved exactly (``None``: unknown, counted as 0).
+    K, d:
+        Number of atoms and the activation width.
+    budget:
+        The coder's memory budget (as :func:`dictopt.lasso.plan_coder` takes it).
+    population:
+        Rows of the whole data set (for the encode+decode comparison).
+
+    Returns
+    -------
+    CostEstimate
+        Flops, seconds at :data:`ASSUMED_FLOPS`, working-set bytes, whether the Gram matrix is
+        formed, and the flops of one encode+decode pass.
+    """
     n = rows if rows is not None else 0
     plan = plan_coder(K, d, budget)
     plan = plan._replace(batch_size=max(1, min(plan.batch_size, n)))
@@ -370,7 +429,20 @@ def _duration(seconds: float) -> str:
 
 def announce(plan: AmortisationPlan, K: int, d: int) -> str:
     """Log what the amortisation gap will compute (a warning, with the way out, when the
-    estimate is large); returns the line."""
+    estimate is large); returns the line.
+
+    Parameters
+    ----------
+    plan:
+        The amortisation plan of the check.
+    K, d:
+        Number of atoms and the activation width.
+
+    Returns
+    -------
+    str
+        The logged line (:meth:`AmortisationPlan.describe`).
+    """
     line = plan.describe(K, d)
     if plan.active and plan.cost(K, d).large:
         alt = ("--amortisation sample N (or off)" if plan.mode == "all" or plan.rate >= 1.0

@@ -230,6 +230,28 @@ def make_fit(
     setup: Setup, tau: float, options: HeldoutOptions,
     pairs: tuple[torch.Tensor, torch.Tensor] | None = None, keep_codes: bool = False,
 ) -> FitSums:
+    """The empty accumulator of the held-out *fit* pass (rows of ``S`` only).
+
+    Parameters
+    ----------
+    setup:
+        The check's setup (dictionary, λ).
+    tau:
+        The inactivity threshold of the check.
+    options:
+        The held-out options (validation fraction and seed pick the rows of ``S``).
+    pairs:
+        ``([P], [P])`` the ``(i, j)`` of the check's C5 findings whose ``H^S_ij``, ``L^S_ij`` and
+        off-count are tracked; default none.
+    keep_codes:
+        Also keep the codes of ``S`` (for refitting the joint hull's LP there).
+
+    Returns
+    -------
+    FitSums
+        Zero statistics: pass-1 sums of a ``[K, d]`` dictionary, no co-active pairs,
+        ``H = −∞``, ``L = +∞`` and ``n_off = 0`` per tracked pair.
+    """
     dic = setup.dictionary
     pi, pj = pairs if pairs is not None else (torch.zeros(0, dtype=torch.long),) * 2
     P = pi.numel()
@@ -242,7 +264,27 @@ def make_fit(
 
 
 def update_fit(acc: FitSums, setup: Setup, x: torch.Tensor, a: torch.Tensor, start: int) -> None:
-    """Add the statistics rows of one chunk."""
+    """Add the statistics rows (those not in ``V``) of one chunk to ``acc``, in place.
+
+    Parameters
+    ----------
+    acc:
+        The fit accumulator (:func:`make_fit`).
+    setup:
+        The check's setup (dictionary, λ).
+    x:
+        ``[n, d]`` the chunk's activations.
+    a:
+        ``[n, K]`` their codes.
+    start:
+        The global index of the chunk's first row (decides the split).
+
+    Returns
+    -------
+    None
+        Updates the pass-1 statistics, the co-activity counts and masses, the tracked pairs'
+        ``H``/``L``/``n_off`` and (``keep_codes``) the kept codes of ``acc``.
+    """
     opt = acc.options
     keep = ~validation_mask(start, x.shape[0], opt.validation_fraction, opt.seed, x.device)
     if not bool(keep.any()):
@@ -270,6 +312,19 @@ def _sparse(a: torch.Tensor, tau: float) -> bool:
 
 
 def merge_fit(p: FitSums, q: FitSums) -> FitSums:
+    """Merge two fit accumulators of disjoint rows (``q`` into ``p``).
+
+    Parameters
+    ----------
+    p, q:
+        Fit accumulators of the same setup and options.
+
+    Returns
+    -------
+    FitSums
+        ``p``, updated in place: sums and counts added, ``H`` maximised, ``L`` minimised, kept
+        codes concatenated.
+    """
     p.stats.merge(q.stats)
     _add_pairs(p, q.keys, q.count, q.mass)
     p.H = torch.maximum(p.H, q.H)
@@ -336,6 +391,27 @@ def make_measure(
     candidates: list[Candidate], K: int, tau: float, options: HeldoutOptions,
     pair_theta: torch.Tensor,
 ) -> MeasureSums:
+    """The empty accumulator of the held-out *measure* pass.
+
+    Parameters
+    ----------
+    candidates:
+        The ``P`` candidates to measure (:func:`plan_candidates`).
+    K:
+        Number of atoms.
+    tau:
+        The inactivity threshold of the check.
+    options:
+        The held-out options (split, buffer size of the pair statistics).
+    pair_theta:
+        ``θ^S_ij`` of the pair candidates, in their order (exception thresholds).
+
+    Returns
+    -------
+    MeasureSums
+        Zero sums ``[P, G]`` (``G`` the longest step grid), an empty :class:`PairTopM` of the
+        pair candidates and zero firings ``[K]``.
+    """
     P = len(candidates)
     G = max((c.steps.numel() for c in candidates), default=0)
     pi = torch.tensor([c.pair[0] for c in candidates if c.pair is not None], dtype=torch.long)
@@ -348,7 +424,27 @@ def make_measure(
 def update_measure(
     acc: MeasureSums, setup: Setup, x: torch.Tensor, a: torch.Tensor, start: int
 ) -> None:
-    """Add one chunk: per-row loss changes of every candidate at every grid step."""
+    """Add one chunk: per-row loss changes of every candidate at every grid step, in place.
+
+    Parameters
+    ----------
+    acc:
+        The measure accumulator (:func:`make_measure`).
+    setup:
+        The check's setup (dictionary, λ).
+    x:
+        ``[n, d]`` the chunk's activations.
+    a:
+        ``[n, K]`` their codes.
+    start:
+        The global index of the chunk's first row (decides the split).
+
+    Returns
+    -------
+    None
+        Adds ``Σ_S δ``, ``Σ_V δ`` and ``Σ_V δ²`` per candidate and step, the row counts, the
+        firings and loss on ``V``, and the pair statistics on ``S`` to ``acc``.
+    """
     opt = acc.options
     dic = setup.dictionary
     val = validation_mask(start, x.shape[0], opt.validation_fraction, opt.seed, x.device)
@@ -375,6 +471,18 @@ def update_measure(
 
 
 def merge_measure(p: MeasureSums, q: MeasureSums) -> MeasureSums:
+    """Merge two measure accumulators of disjoint rows (``q`` into ``p``).
+
+    Parameters
+    ----------
+    p, q:
+        Measure accumulators of the same candidates and options.
+
+    Returns
+    -------
+    MeasureSums
+        ``p``, updated in place (sums, counts and pair buffers merged).
+    """
     p.s_sum += q.s_sum
     p.v_sum += q.v_sum
     p.v_sq += q.v_sq
@@ -406,7 +514,20 @@ class RefitTargets(NamedTuple):
 
 def refit_targets(report: CheckReport, options: HeldoutOptions) -> RefitTargets:
     """The check's C5 (``max_pairs``) and hull (``max_per_condition``) findings with a move,
-    the largest exact decreases first."""
+    the largest exact decreases first.
+
+    Parameters
+    ----------
+    report:
+        The check's report.
+    options:
+        The held-out options (``max_pairs``, ``max_per_condition``).
+
+    Returns
+    -------
+    RefitTargets
+        The C5 and hull violations whose moves are refitted on ``S``.
+    """
 
     def top(cond: str, n: int) -> list[Violation]:
         vs = [v for v in report.violations if v.condition == cond and v.move is not None]
@@ -432,6 +553,21 @@ def plan_candidates(
       the pair is a violation on ``S`` too (the check's tolerances).
     - hull: the LP of :func:`~dictopt.check.hull.joint_hull` solved on the codes of ``S``.
     - near-hierarchies: :func:`near_candidates` (co-activity on ``S``).
+
+    Parameters
+    ----------
+    setup:
+        The check's setup (dictionary ``[K, d]``, λ).
+    fit:
+        The finished fit pass (statistics of ``S``).
+    report:
+        The check's report (its violations are the ones refitted).
+    tol:
+        The check's tolerances.
+    options:
+        The held-out options (step grid, caps).
+    targets:
+        The C5 and hull findings to refit (:func:`refit_targets`); default none.
 
     Returns
     -------
@@ -533,7 +669,26 @@ def near_candidates(
     """Pairs ``(i, j)`` where ``i`` fires without ``j`` on at most ``near_fraction`` of its
     firings on ``S``, ranked by a first-order estimate of the hierarchy rotation's gain
     ``(1 − c_ij) Σ_{a_j > τ} a_i − 2 Σ_{a_j ≤ τ} a_i`` (the exception rows' cost bounded
-    crudely; the measurement decides)."""
+    crudely; the measurement decides).
+
+    Parameters
+    ----------
+    fit:
+        The finished fit pass (co-activity counts and masses on ``S``).
+    D:
+        ``[K, d]`` unit atoms (for the cosines ``c_ij``).
+    lam:
+        λ (unused by the estimate; kept for the caller's signature).
+    options:
+        ``near_fraction`` and ``max_pairs`` (how many pairs at most).
+    exclude:
+        Pairs already measured (the upper-side refits of the check's C5 findings).
+
+    Returns
+    -------
+    list[tuple[int, int]]
+        At most ``max_pairs`` pairs with a positive estimated gain, the largest first.
+    """
     st = fit.stats
     K = D.shape[0]
     if not st.n or options.max_pairs == 0 or not fit.keys.numel():
@@ -570,6 +725,21 @@ def finish(sums: MeasureSums, z: float, correction: str = "holm") -> list[Heldou
     family keeps the error guarantee). ``correction="holm"``: Holm's procedure at level
     ``α = Φ(−z)`` on the one-sided p-values (:mod:`dictopt.check.multitest`); ``"none"``:
     each test at ``z`` alone.
+
+    Parameters
+    ----------
+    sums:
+        The finished measure pass.
+    z:
+        The significance threshold in standard errors.
+    correction:
+        ``"holm"`` or ``"none"``.
+
+    Returns
+    -------
+    list[HeldoutResult]
+        One per candidate, in order: step, decrease on ``S`` and on ``V``, standard error,
+        p-value and (corrected and raw) significance.
     """
     out = []
     nS, nV = max(sums.n_stat, 1), sums.n_val
@@ -605,7 +775,24 @@ def rare_atoms(
     """Atoms that fire on too few validation rows for any finding on their firings to be
     significant: ``n_k (n_V − 1) ≤ z² (n_V − n_k)`` (module docstring), among the atoms that
     fire at all (``fired``: firings anywhere; default ``n_active_val``; dead atoms have their
-    own label)."""
+    own label).
+
+    Parameters
+    ----------
+    n_active_val:
+        ``[K]`` firings of each atom on the validation rows.
+    n_val:
+        Number of validation rows.
+    z:
+        The significance threshold in standard errors.
+    fired:
+        ``[K]`` firings on every row (default ``n_active_val``).
+
+    Returns
+    -------
+    list[int]
+        The rare atoms' indices, ascending.
+    """
     n = n_active_val
     fired = n if fired is None else fired
     bound = (n * (n_val - 1) <= z * z * (n_val - n)) & (fired > 0)
@@ -620,7 +807,30 @@ def validate_report(
     measured violation gets :attr:`Violation.heldout`; significant near-hierarchies are added
     as C5 findings labelled ``near_hierarchy``; rare atoms are labelled and dropped from pair
     labels; the summary gets a ``heldout`` block (severity, headline); the violations are
-    ranked significant first, by held-out decrease."""
+    ranked significant first, by held-out decrease.
+
+    Parameters
+    ----------
+    setup:
+        The check's setup (dictionary, λ, coder).
+    executor:
+        Runs a pass over the stream (local or Dask).
+    stream:
+        The activations, as the check streamed them.
+    report:
+        The check's report, annotated in place.
+    tol:
+        The check's tolerances.
+    options:
+        The held-out options.
+    progress:
+        Show progress bars for the two passes.
+
+    Returns
+    -------
+    CheckReport
+        ``report`` itself.
+    """
     tau = float(report.summary["tau"])
     targets = refit_targets(report, options)
     make = functools.partial(make_fit, setup, tau, options, targets.pairs(),
@@ -644,7 +854,31 @@ def annotate(
     report: CheckReport, setup: Setup, fit: FitSums, cands: list[Candidate],
     sums: MeasureSums, results: list[HeldoutResult], options: HeldoutOptions,
 ) -> None:
-    """Write the held-out results into the report (see :func:`validate_report`)."""
+    """Write the held-out results into the report (see :func:`validate_report`), in place.
+
+    Parameters
+    ----------
+    report:
+        The check's report.
+    setup:
+        The check's setup (dictionary, λ).
+    fit:
+        The finished fit pass.
+    cands:
+        The measured candidates (the local objects, whose violations belong to ``report``).
+    sums:
+        The finished measure pass.
+    results:
+        :func:`finish`'s results, one per candidate.
+    options:
+        The held-out options.
+
+    Returns
+    -------
+    None
+        Sets ``Violation.heldout``, adds significant near-hierarchies, labels rare atoms, ranks
+        the violations and writes ``summary["heldout"]`` (:func:`severity`).
+    """
     D, lam = setup.dictionary.atoms, setup.lam
     rare = rare_atoms(sums.n_active_val, sums.n_val, options.z,
                       sums.n_active_val + fit.stats.n_active.cpu())
@@ -718,7 +952,27 @@ def severity(
 ) -> dict[str, Any]:
     """The summary's ``heldout`` block: per condition the best significant certificate and the
     sum of the significant ones (each measured alone), as loss and as a fraction of the loss
-    on the validation rows; the headline."""
+    on the validation rows; the headline.
+
+    Parameters
+    ----------
+    report:
+        The annotated report (violations with ``heldout`` results).
+    sums:
+        The finished measure pass (validation loss and row counts).
+    options:
+        The held-out options.
+    lam:
+        λ (unused here; kept for the caller's signature).
+    tests:
+        Size of the family of tests (for the headline).
+
+    Returns
+    -------
+    dict[str, Any]
+        Options, row counts, per-condition counts and decreases, totals (all significant, and
+        those moving disjoint parameters) as loss and fraction, and the ``headline`` sentence.
+    """
     loss = sums.loss_val / sums.n_val if sums.n_val else math.nan
     by: dict[str, dict[str, Any]] = {}
     for v in report.violations:
@@ -774,7 +1028,18 @@ def severity(
 
 
 def moved_parameters(move: Move) -> set[Any]:
-    """What a move changes: atom indices (their atoms or codes) and ``"bias"``."""
+    """What a move changes: atom indices (their atoms or codes) and ``"bias"``.
+
+    Parameters
+    ----------
+    move:
+        A certificate's move.
+
+    Returns
+    -------
+    set
+        Atom indices (``int``) and possibly ``"bias"``.
+    """
     out: set[Any] = set()
     if hasattr(move, "k"):
         out.add(int(move.k))
@@ -832,7 +1097,20 @@ def run_heldout(
     heldout: Any, progress: bool = False,
 ) -> CheckReport:
     """:func:`validate_report` for ``check(..., heldout=True | HeldoutOptions)``; adds the time
-    to ``summary["timings"]["heldout"]``."""
+    to ``summary["timings"]["heldout"]``.
+
+    Parameters
+    ----------
+    setup, executor, stream, report, tol, progress:
+        As for :func:`validate_report`.
+    heldout:
+        ``check``'s ``heldout`` argument (see :func:`heldout_options`).
+
+    Returns
+    -------
+    CheckReport
+        ``report``, annotated in place (unchanged when there is no held-out stage).
+    """
     import time
 
     options = heldout_options(heldout)
@@ -848,7 +1126,18 @@ def run_heldout(
 
 def heldout_options(heldout: Any) -> HeldoutOptions | None:
     """``check``'s ``heldout`` argument as options (``None``/``False``: no held-out stage);
-    raises :class:`DictoptInputError` for anything else, before any work starts."""
+    raises :class:`DictoptInputError` for anything else, before any work starts.
+
+    Parameters
+    ----------
+    heldout:
+        ``None``, ``False``, ``True`` or a :class:`HeldoutOptions`.
+
+    Returns
+    -------
+    HeldoutOptions or None
+        The options (defaults for ``True``), or ``None`` for no held-out stage.
+    """
     if heldout is None or heldout is False:
         return None
     if heldout is True:
