@@ -42,6 +42,7 @@ others by the largest upper bound, ``max_atoms`` in all. The report lists the te
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import highspy
@@ -302,6 +303,39 @@ def joint_hull(
     def v_of(k: int, J: torch.Tensor) -> np.ndarray:
         return ((1 - gram[J, k]) * mean_a[J]).numpy()
 
+    chosen, passed_by_bound, untested = _choose_atoms(
+        A, active, mean_a, floor, tol, sparsest, v_of,
+        atoms=atoms, full_k=full_k, max_atoms=max_atoms, lower=lower,
+    )
+    tested: list[int] = []
+    lp_solves = 0
+    for k in chosen:
+        inactive = ~active[:, k]
+        if not bool(inactive.any()):
+            continue  # atom k is always on: that is C4, not a hull question
+        J = _others(k, K)
+        if J.numel() == 0:
+            continue
+        tested.append(k)
+        v = v_of(k, J)
+        start = _start_rows(top_idx, inactive, J, sparsest(k), per)
+        res = hull_distance_cg(v, A, J, inactive, start, _threshold(v, mean_a, floor, tol))
+        lp_solves += res.rounds
+        if res.passed:
+            continue
+        violation = _certificate(k, J, v, res, A, D, inactive, mean_a, lam, tol, floor, duals)
+        if violation is not None:
+            out.append(violation)
+    return HullResult(out, tested, passed_by_bound, untested, lp_solves)
+
+
+def _choose_atoms(
+    A: torch.Tensor, active: torch.Tensor, mean_a: torch.Tensor, floor: float, tol: Tolerances,
+    sparsest: Callable[[int], torch.Tensor], v_of: Callable[[int, torch.Tensor], np.ndarray],
+    *, atoms: list[int] | None, full_k: int, max_atoms: int, lower: dict[int, float] | None,
+) -> tuple[list[int], list[int], int]:
+    """The atoms the LP tests, those passed by the bound, and how many were left untested."""
+    K = A.shape[1]
     passed_by_bound: list[int] = []
     untested = 0
     if atoms is not None:
@@ -325,47 +359,40 @@ def joint_hull(
         bounds.sort(key=lambda t: (-low.get(t[1], 0.0), -t[0], t[1]))
         chosen = sorted(k for _, k in bounds[:max_atoms])
         untested = max(len(bounds) - max_atoms, 0)
-    tested: list[int] = []
-    lp_solves = 0
-    for k in chosen:
-        inactive = ~active[:, k]
-        if not bool(inactive.any()):
-            continue  # atom k is always on: that is C4, not a hull question
-        J = _others(k, K)
-        if J.numel() == 0:
-            continue
-        tested.append(k)
-        v = v_of(k, J)
-        start = _start_rows(top_idx, inactive, J, sparsest(k), per)
-        res = hull_distance_cg(v, A, J, inactive, start, _threshold(v, mean_a, floor, tol))
-        lp_solves += res.rounds
-        if res.passed:
-            continue
-        dist, q = res.distance, res.q
-        if duals == "reference":  # the dual vertex of the LP on every distinct point
-            dist, q, _ = hull_distance(v, np.unique(A[inactive][:, J].numpy(), axis=0))
-            if dist <= tol.hull_rel * (1 + np.abs(v).sum()):
-                continue
-        qt = torch.from_numpy(q)
-        kappa = float((A[inactive][:, J] @ qt).max())
-        gap = float(qt @ torch.from_numpy(v)) - kappa
-        if gap <= tol.pair_rel * float(mean_a.max()) + floor:
-            continue
-        # largest step keeping a_k ≥ 0 where k is active: a_k − t (q·a − κ) ≥ 0
-        on = ~inactive
-        s = A[on][:, J] @ qt - kappa
-        pos_s = s > 0
-        t_max = float((A[on][pos_s, k] / s[pos_s]).min()) if bool(pos_s.any()) else 1e3
-        move = Toward(0.0, k=k, J=J, q=qt, kappa=kappa)
-        t = best_toward_step(move, D, mean_a, lam, t_max)
-        out.append(Violation(
-            "hull", None, k, "joint", lam * gap, t, lam * gap * t,
-            -move.model_delta(D, mean_a, lam) if t > 0 else 0.0,
-            detail={"distance": dist, "gap": gap, "atoms": int(J.numel()),
-                    "restricted": False, "t_max": t_max},
-            move=move,
-        ))
-    return HullResult(out, tested, passed_by_bound, untested, lp_solves)
+    return chosen, passed_by_bound, untested
+
+
+def _certificate(
+    k: int, J: torch.Tensor, v: np.ndarray, res: HullDistance, A: torch.Tensor, D: torch.Tensor,
+    inactive: torch.Tensor, mean_a: torch.Tensor, lam: float, tol: Tolerances, floor: float,
+    duals: str,
+) -> Violation | None:
+    """The violation (with its move) of an atom the column generation did not pass, or None
+    where the reference LP or the gap says it passes after all."""
+    dist, q = res.distance, res.q
+    if duals == "reference":  # the dual vertex of the LP on every distinct point
+        dist, q, _ = hull_distance(v, np.unique(A[inactive][:, J].numpy(), axis=0))
+        if dist <= tol.hull_rel * (1 + np.abs(v).sum()):
+            return None
+    qt = torch.from_numpy(q)
+    kappa = float((A[inactive][:, J] @ qt).max())
+    gap = float(qt @ torch.from_numpy(v)) - kappa
+    if gap <= tol.pair_rel * float(mean_a.max()) + floor:
+        return None
+    # largest step keeping a_k ≥ 0 where k is active: a_k − t (q·a − κ) ≥ 0
+    on = ~inactive
+    s = A[on][:, J] @ qt - kappa
+    pos_s = s > 0
+    t_max = float((A[on][pos_s, k] / s[pos_s]).min()) if bool(pos_s.any()) else 1e3
+    move = Toward(0.0, k=k, J=J, q=qt, kappa=kappa)
+    t = best_toward_step(move, D, mean_a, lam, t_max)
+    return Violation(
+        "hull", None, k, "joint", lam * gap, t, lam * gap * t,
+        -move.model_delta(D, mean_a, lam) if t > 0 else 0.0,
+        detail={"distance": dist, "gap": gap, "atoms": int(J.numel()),
+                "restricted": False, "t_max": t_max},
+        move=move,
+    )
 
 
 def _others(k: int, K: int) -> torch.Tensor:

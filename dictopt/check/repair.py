@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dictopt.check.checker import check, validate_dictionary
-from dictopt.check.report import CheckReport
+from dictopt.check.report import CheckReport, Violation
 from dictopt.data.evaluate import evaluate
 from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
@@ -115,16 +115,7 @@ def repair(
     from dictopt.data.sources import as_source
     from dictopt.io.objects import as_dictionary
 
-    dictionary = as_dictionary(dictionary)
-
-    validate_dictionary(dictionary)
-    lam = lam if lam is not None else dictionary.lam
-    if lam is None:
-        raise DictoptInputError("lam: repair needs λ (pass lam=... or --lam)")
-    current = Dictionary(
-        atoms=dictionary.atoms.clone(), bias=dictionary.bias.clone(), lam=lam, encoder=None,
-        has_bias=dictionary.has_bias, meta={**dictionary.meta, "repaired": True},
-    )
+    current, lam = _working_copy(as_dictionary(dictionary), lam)
     src = as_source(source)
     reuse = coder is None and 8 * src.n * current.K <= code_budget_bytes
     code = coder or (lambda dic, x: dic.optimal_codes(x))
@@ -150,35 +141,12 @@ def repair(
     moves: list[dict[str, Any]] = []
     report = check_of(current, solved)
 
-    def trial_of(vs: list) -> Dictionary:
-        atoms, bias = current.atoms, current.bias
-        for v in vs:  # moves of distinct atoms (and the bias) compose
-            atoms, bias = v.move.apply_dictionary(atoms, bias)
-        atoms = atoms / atoms.norm(dim=1, keepdim=True)
-        return Dictionary(atoms=atoms, bias=bias, lam=lam, has_bias=current.has_bias,
-                          meta=current.meta)
-
     bar = tqdm(total=max_rounds, desc="repair", unit="move", disable=not progress, leave=False)
     try:
         for _ in range(max_rounds):
-            cands = [
-                v for v in report.violations
-                if v.condition != "C1" and v.move is not None and v.step > 0
-                and (v.model_decrease or 0.0) > min_decrease
-            ]
-            # structural moves one at a time (best first), then all stationarity moves
-            # (C2, C3) together: each is accepted only if the loss with re-solved codes
-            # goes down.
-            tries = [[v] for v in cands if v.condition in ("C4", "C5", "hull")][:5]
-            block = [v for v in cands if v.condition in ("C2", "C3")]
-            if block:
-                tries.append(block)
-                # the joint step can overshoot where single moves still descend: try the
-                # best few
-                tries += [[v] for v in block[:5]] if len(block) > 1 else []
             accepted = False
-            for vs in tries:
-                trial = trial_of(vs)
+            for vs in _tries(report, min_decrease):
+                trial = _moved(current, vs, lam)
                 trial_solved = solve(trial, solved)
                 if trial_solved.loss < loss:
                     log.info("repair: %s loss %.6g -> %.6g", [v.condition for v in vs], loss,
@@ -198,3 +166,45 @@ def repair(
     finally:
         bar.close()
     return RepairResult(current, losses, moves, report)
+
+
+def _working_copy(dictionary: Dictionary, lam: float | None) -> tuple[Dictionary, float]:
+    """A validated copy of ``dictionary`` at λ (without its encoder, marked repaired), and λ."""
+    validate_dictionary(dictionary)
+    lam = lam if lam is not None else dictionary.lam
+    if lam is None:
+        raise DictoptInputError("lam: repair needs λ (pass lam=... or --lam)")
+    return Dictionary(
+        atoms=dictionary.atoms.clone(), bias=dictionary.bias.clone(), lam=lam, encoder=None,
+        has_bias=dictionary.has_bias, meta={**dictionary.meta, "repaired": True},
+    ), lam
+
+
+def _tries(report: CheckReport, min_decrease: float) -> list[list[Violation]]:
+    """The move sets to try this round, in order.
+
+    Structural moves one at a time (best first), then all stationarity moves (C2, C3)
+    together: each is accepted only if the loss with re-solved codes goes down.
+    """
+    cands = [
+        v for v in report.violations
+        if v.condition != "C1" and v.move is not None and v.step > 0
+        and (v.model_decrease or 0.0) > min_decrease
+    ]
+    tries = [[v] for v in cands if v.condition in ("C4", "C5", "hull")][:5]
+    block = [v for v in cands if v.condition in ("C2", "C3")]
+    if block:
+        tries.append(block)
+        # the joint step can overshoot where single moves still descend: try the best few
+        tries += [[v] for v in block[:5]] if len(block) > 1 else []
+    return tries
+
+
+def _moved(current: Dictionary, vs: list[Violation], lam: float) -> Dictionary:
+    """``current`` after the moves ``vs`` (of distinct atoms and the bias: they compose)."""
+    atoms, bias = current.atoms, current.bias
+    for v in vs:
+        atoms, bias = v.move.apply_dictionary(atoms, bias)
+    atoms = atoms / atoms.norm(dim=1, keepdim=True)
+    return Dictionary(atoms=atoms, bias=bias, lam=lam, has_bias=current.has_bias,
+                      meta=current.meta)
