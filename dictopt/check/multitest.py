@@ -37,7 +37,18 @@ def one_sided_p(z: float) -> float:
 
 
 def alpha_of(z: float) -> float:
-    """The level ``α = Φ(−z)`` of one one-sided test at ``z`` standard errors."""
+    """The level ``α = Φ(−z)`` of one one-sided test at ``z`` standard errors.
+
+    Parameters
+    ----------
+    z:
+        The threshold in standard errors.
+
+    Returns
+    -------
+    float
+        ``Φ(−z)``.
+    """
     return one_sided_p(z)
 
 

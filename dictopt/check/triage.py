@@ -57,7 +57,21 @@ class Triage(NamedTuple):
 
 
 def verdict(summary: dict[str, Any], n_violations: int) -> str:
-    """The verdict sentence."""
+    """The verdict sentence.
+
+    Parameters
+    ----------
+    summary:
+        The check's summary (``unstable_optimum`` decides).
+    n_violations:
+        Number of violations found.
+
+    Returns
+    -------
+    str
+        Not a local minimum (a certified descent exists), only code-level (C1) violations, or
+        all first-order conditions hold.
+    """
     if summary.get("unstable_optimum"):
         return "NOT a local minimum: a certified descent direction exists."
     if n_violations:

@@ -210,7 +210,22 @@ def absorption_labels(
     stats: AbsorptionStats | None, D: torch.Tensor, th: LabelThresholds
 ) -> list[Label]:
     """The ``absorption`` label from structure (:mod:`dictopt.check.absorption`): every
-    (hub, partner) pair of a significant star, with its evidence."""
+    (hub, partner) pair of a significant star, with its evidence.
+
+    Parameters
+    ----------
+    stats:
+        The streamed absorption statistics (``None``: absorption was not computed).
+    D:
+        ``[K, d]`` unit atoms.
+    th:
+        The label thresholds (``th.absorption`` is used).
+
+    Returns
+    -------
+    list[Label]
+        One ``absorption`` label per (hub, partner) pair, ``i < j``; empty without statistics.
+    """
     if stats is None:
         return []
     found, _ = absorption_findings(stats, D, th.absorption)

@@ -22,8 +22,27 @@ __all__ = [
 
 
 def export(dictionary, folder, to: str):  # type: ignore[no-untyped-def]
-    """Write ``dictionary`` to ``folder`` as ``to`` = ``saelens``, ``dictionary_learning`` or
-    ``native``; returns the folder."""
+    """Write ``dictionary`` to ``folder`` in another library's format.
+
+    Parameters
+    ----------
+    dictionary:
+        The dictionary, with the encoder the target format needs.
+    folder:
+        The output folder (written atomically).
+    to:
+        ``"saelens"``, ``"dictionary_learning"`` or ``"native"``.
+
+    Returns
+    -------
+    Path
+        The folder.
+
+    Raises
+    ------
+    DictoptInputError
+        For an unknown ``to`` (or an encoder the format cannot hold).
+    """
     from dictopt.io.dictionary_learning import export_dictionary_learning
     from dictopt.io.saelens import export_saelens
     from dictopt.validation import DictoptInputError

@@ -124,7 +124,23 @@ def _dict_class(state: dict[str, Any], trainer: dict[str, Any], where: Path) -> 
 
 
 def read_state(weights: Path) -> dict[str, Any]:
-    """The state dict in ``ae.pt``; a clear error for the interrupted-training backup."""
+    """The state dict in ``ae.pt``; a clear error for the interrupted-training backup.
+
+    Parameters
+    ----------
+    weights:
+        The ``.pt`` file.
+
+    Returns
+    -------
+    dict[str, Any]
+        Tensor name → tensor, with torch.compile's ``_orig_mod.`` prefix removed.
+
+    Raises
+    ------
+    DictoptInputError
+        When the file holds no dict or is the interrupted-training backup.
+    """
     state = torch_load(weights)
     if not isinstance(state, dict):
         raise DictoptInputError(f"{weights}: expected a state dict, got {type(state).__name__}")
@@ -151,6 +167,12 @@ def load_dictionary_learning(path: str | Path, *, lam: float | None = None) -> D
         The folder holding ``ae.pt`` (and, ideally, ``config.json``) or the ``.pt`` file.
     lam:
         Override λ (otherwise ``l1_penalty / 2`` for L1 trainers, ``None`` for the others).
+
+    Returns
+    -------
+    Dictionary
+        The canonical dictionary (unit atoms ``[K, d]``, bias ``[d]``) with the library's
+        encoder; ``meta`` records the class, architecture, conventions and λ conversion.
     """
     weights, cfg_path = _resolve_paths(path)
     state = read_state(weights)
@@ -305,6 +327,18 @@ def export_dictionary_learning(dictionary: Dictionary, folder: str | Path) -> Pa
     Matryoshka (→ ``BatchTopKSAE``), JumpReLU (→ ``JumpReluAutoEncoder``) and gated
     (→ ``GatedAutoEncoder``). Raw (non-canonical) weights are written, so the library's
     ``encode``/``decode`` reproduce dictopt's reconstructions exactly.
+
+    Parameters
+    ----------
+    dictionary:
+        The dictionary with one of the encoders above.
+    folder:
+        The output folder (written atomically).
+
+    Returns
+    -------
+    Path
+        The folder.
     """
     from dictopt.solvers.sae import BatchTopKSAE, JumpReLUSAE, ReLUSAE, TopKSAE
 

@@ -46,6 +46,18 @@ def save_dictionary(dictionary: Dictionary, folder: str | Path) -> Path:
 
     The folder is built in a hidden sibling and swapped into place (:mod:`dictopt.atomic`):
     a kill or a full disk leaves the previous folder, never new weights with an old config.
+
+    Parameters
+    ----------
+    dictionary:
+        The dictionary (its encoder, if any, is saved too).
+    folder:
+        The output folder.
+
+    Returns
+    -------
+    Path
+        The folder.
     """
     out = Path(folder)
     tensors: dict[str, torch.Tensor] = {
@@ -129,7 +141,23 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_dictionary(folder: str | Path) -> Dictionary:
-    """Read a folder written by :func:`save_dictionary` into a canonical :class:`Dictionary`."""
+    """Read a folder written by :func:`save_dictionary` into a canonical :class:`Dictionary`.
+
+    Parameters
+    ----------
+    folder:
+        The folder holding the config and weights.
+
+    Returns
+    -------
+    Dictionary
+        The dictionary with its λ, bias flag, meta and (if saved) encoder.
+
+    Raises
+    ------
+    DictoptInputError
+        For missing or mis-shaped tensors or config keys.
+    """
     folder = Path(folder)
     cfg = read_config(folder)
     weights_path = folder / WEIGHTS_FILE

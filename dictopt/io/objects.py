@@ -44,7 +44,18 @@ SAELENS_KEYS = frozenset({"W_enc", "W_dec", "b_dec"})
 
 
 def is_saelens_sae(obj: Any) -> bool:
-    """Whether ``obj`` is a SAELens v6 ``SAE`` (checked by class, without importing SAELens)."""
+    """Whether ``obj`` is a SAELens v6 ``SAE`` (checked by class, without importing SAELens).
+
+    Parameters
+    ----------
+    obj:
+        Any object.
+
+    Returns
+    -------
+    bool
+        True when a class in ``obj``'s MRO is ``sae_lens``'s ``SAE``.
+    """
     return any(c.__module__.startswith("sae_lens") and c.__name__ == "SAE"
                for c in type(obj).__mro__)
 
@@ -76,6 +87,12 @@ def from_saelens_sae(
     activation_scaling_factor:
         Needed only when ``normalize_activations = "expected_average_only_in"`` (SAELens keeps
         that factor in its trainer, not in the SAE object).
+
+    Returns
+    -------
+    Dictionary
+        The canonical dictionary with the SAE's encoder; ``meta["format"]`` is
+        ``"saelens (in memory)"``.
     """
     from dictopt.io.saelens import saelens_dictionary
 

@@ -81,6 +81,20 @@ def load_openai(
 
     A TopK autoencoder layer-normalises its input (see the module docstring): it is refused
     unless ``allow_input_transform=True``, and then applies to :func:`layer_norm` of the data.
+
+    Parameters
+    ----------
+    path:
+        The state dict file.
+    lam:
+        λ (the file records none).
+    allow_input_transform:
+        Accept a TopK autoencoder's per-row layer norm.
+
+    Returns
+    -------
+    Dictionary
+        The canonical dictionary with a ReLU or TopK encoder.
     """
     path = Path(path)
     state = torch_load(path)

@@ -149,6 +149,11 @@ def load_saelens(
     allow_input_transform:
         Accept per-point input normalisations (``layer_norm``, ``constant_norm_rescale``); the
         dictionary then applies to transformed activations (``meta["input_transform"]``).
+
+    Returns
+    -------
+    Dictionary
+        The canonical dictionary with the SAE's encoder (see :func:`saelens_dictionary`).
     """
     folder = Path(folder)
     cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
@@ -381,6 +386,23 @@ def export_saelens(dictionary: Dictionary, folder: str | Path) -> Path:
     ReLU → ``standard``, TopK → ``topk``, BatchTopK/Matryoshka → ``jumprelu`` with the global
     threshold (as SAELens saves them), JumpReLU → ``jumprelu``, gated → ``gated``. Raw weights
     are written, so ``SAE.load_from_disk`` reproduces dictopt's codes and reconstructions.
+
+    Parameters
+    ----------
+    dictionary:
+        The dictionary with one of the encoders above.
+    folder:
+        The output folder (written atomically).
+
+    Returns
+    -------
+    Path
+        The folder.
+
+    Raises
+    ------
+    DictoptInputError
+        For an encoder SAELens has no architecture for.
     """
     from safetensors.torch import save_file
 

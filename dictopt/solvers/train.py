@@ -374,13 +374,37 @@ def run_identity(cfg: TrainConfig, seed: int, source: ActivationSource,
 
 
 def run_tag(identity: dict[str, Any]) -> str:
-    """12 hex digits of the SHA-256 of ``identity`` (canonical JSON)."""
+    """12 hex digits of the SHA-256 of ``identity`` (canonical JSON).
+
+    Parameters
+    ----------
+    identity:
+        A run identity (:func:`run_identity`).
+
+    Returns
+    -------
+    str
+        The tag carried in the run's checkpoint names.
+    """
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def identity_difference(mine: dict[str, Any], theirs: Any) -> str:
-    """A short description of what differs between two run identities."""
+    """A short description of what differs between two run identities.
+
+    Parameters
+    ----------
+    mine:
+        This run's identity.
+    theirs:
+        The identity recorded in a checkpoint (anything; not a dict for old checkpoints).
+
+    Returns
+    -------
+    str
+        For messages, e.g. ``"different seed 1 vs 0; config (lr)"``.
+    """
     if not isinstance(theirs, dict):
         return "it records no run identity (written by an older dictopt)"
     parts = []
@@ -397,7 +421,23 @@ def identity_difference(mine: dict[str, Any], theirs: Any) -> str:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's state dict (``weights_only``: no code runs), or a clear error."""
+    """A checkpoint's state dict (``weights_only``: no code runs), or a clear error.
+
+    Parameters
+    ----------
+    path:
+        The checkpoint file.
+
+    Returns
+    -------
+    dict[str, Any]
+        The saved state.
+
+    Raises
+    ------
+    DictoptInputError
+        When the file is unreadable, holds Python objects other than tensors, or is no dict.
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is bad input here
@@ -783,6 +823,29 @@ def fit_sae(
     :class:`TrainConfig` (``total_steps``, ``lr``, ...), plus ``checkpoint_dir``/``resume``.
     For ``relu``, ``lam`` (THEORY §1, raw activations) sets ``l1_coefficient = 2cλ``; other
     architectures have no λ and ignore it with a warning.
+
+    Parameters
+    ----------
+    architecture:
+        A registered SAE architecture (``relu``, ``topk``, ...).
+    source:
+        The activations ``[N, d]`` (anything :func:`dictopt.data.sources.as_source` accepts).
+    K:
+        Number of latents.
+    lam:
+        λ for architectures with an L1 objective.
+    seed:
+        Seeds the training (:func:`train_sae`).
+    progress:
+        Show a progress bar.
+    options:
+        Config, training and call options (above); unknown names are refused.
+
+    Returns
+    -------
+    Dictionary
+        The trained SAE's canonical dictionary; ``meta`` records the solver, seed, training
+        config and training log.
     """
     src = as_source(source)
     K = check_positive_int(K, "K")
