@@ -921,10 +921,18 @@ def annotate(
             v.heldout = res
             report.violations.append(v)
     report.violations.sort(key=_rank)
-    # rare atoms: labelled, and kept out of pair labels
+    _label_rare(report, rare, sums.n_active_val)
+    tests = sum(r.move is not None for r in results)
+    report.summary["heldout"] = severity(report, sums, options, lam, tests)
+
+
+def _label_rare(report: CheckReport, rare: list[int], n_active_val: torch.Tensor) -> None:
+    """Label the rare atoms and keep them out of pair labels (labels, summary counts and
+    atom rows of ``report``, in place)."""
+    rare_set = set(rare)
     kept = [lab for lab in report.labels
             if not (lab.label in PAIR_LABELS and (lab.i in rare_set or lab.j in rare_set))]
-    kept += [Label("rare", k, None, {"firings_val": int(sums.n_active_val[k])}) for k in rare]
+    kept += [Label("rare", k, None, {"firings_val": int(n_active_val[k])}) for k in rare]
     report.labels[:] = kept
     labels = report.summary.setdefault("labels", {})
     for name in PAIR_LABELS:
@@ -935,8 +943,6 @@ def annotate(
     for row in report.atoms:
         if row["k"] in rare_set:
             row["labels"] = sorted({*row["labels"], "rare"} - set(PAIR_LABELS))
-    tests = sum(r.move is not None for r in results)
-    report.summary["heldout"] = severity(report, sums, options, lam, tests)
 
 
 def _rank(v: Violation) -> tuple[int, float, float, float]:

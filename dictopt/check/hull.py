@@ -286,23 +286,13 @@ def joint_hull(
     A = codes_NK.to(F64)
     D = atoms_KD.to(F64)
     N, K = A.shape
-    gram = D @ D.t()
+    active = A > tau
+    data = _HullData(A, D @ D.t(), mean_a, active, active.sum(1), A.sum(1))
+    sparsest, v_of = data.sparsest, data.v_of
     floor = tol.floor_rel * float(mean_a.max())
     out: list[Violation] = []
-    active = A > tau
-    load = active.sum(1)
-    rowsum = A.sum(1)
     per = min(START_PER_COORDINATE, N)
     top_idx = torch.topk(A, min(N, 4 * per), dim=0).indices  # [m, K] largest codes per atom
-
-    def sparsest(k: int) -> torch.Tensor:
-        # fewest active atoms, then the smallest codes, among k's inactive points
-        score = torch.where(active[:, k], torch.inf, load.to(F64) * (1 + rowsum.max()) + rowsum)
-        return score.argmin().reshape(1)
-
-    def v_of(k: int, J: torch.Tensor) -> np.ndarray:
-        return ((1 - gram[J, k]) * mean_a[J]).numpy()
-
     chosen, passed_by_bound, untested = _choose_atoms(
         A, active, mean_a, floor, tol, sparsest, v_of,
         atoms=atoms, full_k=full_k, max_atoms=max_atoms, lower=lower,
@@ -327,6 +317,30 @@ def joint_hull(
         if violation is not None:
             out.append(violation)
     return HullResult(out, tested, passed_by_bound, untested, lp_solves)
+
+
+class _HullData(NamedTuple):
+    """What every atom's hull test reads: codes ``[N, K]`` (float64), the Gram matrix
+    ``[K, K]``, ``ā`` ``[K]``, the activity mask ``[N, K]``, and per row ``[N]`` the number
+    of active atoms and the sum of codes."""
+
+    A: torch.Tensor
+    gram: torch.Tensor
+    mean_a: torch.Tensor
+    active: torch.Tensor
+    load: torch.Tensor
+    rowsum: torch.Tensor
+
+    def sparsest(self, k: int) -> torch.Tensor:
+        """``[1]`` the row with the fewest active atoms, then the smallest codes, among
+        ``k``'s inactive rows."""
+        score = torch.where(self.active[:, k], torch.inf,
+                            self.load.to(F64) * (1 + self.rowsum.max()) + self.rowsum)
+        return score.argmin().reshape(1)
+
+    def v_of(self, k: int, J: torch.Tensor) -> np.ndarray:
+        """``v_k = (1 − c_jk) ā_j`` over the atoms ``J``."""
+        return ((1 - self.gram[J, k]) * self.mean_a[J]).numpy()
 
 
 def _choose_atoms(

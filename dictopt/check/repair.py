@@ -118,54 +118,75 @@ def repair(
     current, lam = _working_copy(as_dictionary(dictionary), lam)
     src = as_source(source)
     reuse = coder is None and 8 * src.n * current.K <= code_budget_bytes
-    code = coder or (lambda dic, x: dic.optimal_codes(x))
-
-    def codes_of(dic: Dictionary) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda x: code(dic, x)
-
-    def solve(dic: Dictionary, init: _Solved | None) -> _Solved:
-        if not reuse:
-            return _Solved(evaluate(dic, source, codes=codes_of(dic)).loss, [])
-        return _solve_all(dic, source, None if init is None else init.codes)
-
     # the joint hull's own dual (equally optimal; no LP on every point each round)
-    check_options = {"hull_duals": "working_set", **check_options}
-
-    def check_of(dic: Dictionary, solved: _Solved) -> CheckReport:
-        codes: Any = torch.cat(solved.codes) if reuse else codes_of(dic)
-        return check(dic, source, codes=codes, amortisation=False, **check_options)
-
-    solved = solve(current, None)
+    objective = _Objective(source, coder, reuse, {"hull_duals": "working_set", **check_options})
+    solved = objective.solve(current, None)
     loss = solved.loss
     losses = [loss]
     moves: list[dict[str, Any]] = []
-    report = check_of(current, solved)
+    report = objective.check(current, solved)
 
     bar = tqdm(total=max_rounds, desc="repair", unit="move", disable=not progress, leave=False)
     try:
         for _ in range(max_rounds):
-            accepted = False
-            for vs in _tries(report, min_decrease):
-                trial = _moved(current, vs, lam)
-                trial_solved = solve(trial, solved)
-                if trial_solved.loss < loss:
-                    log.info("repair: %s loss %.6g -> %.6g", [v.condition for v in vs], loss,
-                             trial_solved.loss)
-                    moves.append({"conditions": [v.condition for v in vs],
-                                  "pairs": [(v.i, v.j) for v in vs],
-                                  "loss": trial_solved.loss})
-                    current, loss, solved = trial, trial_solved.loss, trial_solved
-                    losses.append(loss)
-                    accepted = True
-                    break
-            if not accepted:
+            found = _first_descent(objective, current, solved, loss, report, min_decrease, lam)
+            if found is None:
                 break
+            vs, trial, trial_solved = found
+            log.info("repair: %s loss %.6g -> %.6g", [v.condition for v in vs], loss,
+                     trial_solved.loss)
+            moves.append({"conditions": [v.condition for v in vs],
+                          "pairs": [(v.i, v.j) for v in vs],
+                          "loss": trial_solved.loss})
+            current, loss, solved = trial, trial_solved.loss, trial_solved
+            losses.append(loss)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.6g}")
-            report = check_of(current, solved)
+            report = objective.check(current, solved)
     finally:
         bar.close()
     return RepairResult(current, losses, moves, report)
+
+
+class _Objective:
+    """How repair solves a dictionary's codes (held and warm-started when ``reuse``) and
+    checks it."""
+
+    def __init__(
+        self, source: Any, coder: Callable[[Dictionary, torch.Tensor], torch.Tensor] | None,
+        reuse: bool, check_options: dict[str, Any],
+    ) -> None:
+        self.source, self.reuse, self.check_options = source, reuse, check_options
+        self.code = coder or (lambda dic, x: dic.optimal_codes(x))
+
+    def codes_of(self, dic: Dictionary) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The exact coder of ``dic``."""
+        return lambda x: self.code(dic, x)
+
+    def solve(self, dic: Dictionary, init: _Solved | None) -> _Solved:
+        """The loss of ``dic`` with exact codes (and the codes, when held)."""
+        if not self.reuse:
+            return _Solved(evaluate(dic, self.source, codes=self.codes_of(dic)).loss, [])
+        return _solve_all(dic, self.source, None if init is None else init.codes)
+
+    def check(self, dic: Dictionary, solved: _Solved) -> CheckReport:
+        """The check of ``dic`` at its exact codes."""
+        codes: Any = torch.cat(solved.codes) if self.reuse else self.codes_of(dic)
+        return check(dic, self.source, codes=codes, amortisation=False, **self.check_options)
+
+
+def _first_descent(
+    objective: _Objective, current: Dictionary, solved: _Solved, loss: float,
+    report: CheckReport, min_decrease: float, lam: float,
+) -> tuple[list[Violation], Dictionary, _Solved] | None:
+    """The first move set (in :func:`_tries`'s order) whose loss with re-solved codes is below
+    ``loss``: the moves, the moved dictionary and its solve; None when none descends."""
+    for vs in _tries(report, min_decrease):
+        trial = _moved(current, vs, lam)
+        trial_solved = objective.solve(trial, solved)
+        if trial_solved.loss < loss:
+            return vs, trial, trial_solved
+    return None
 
 
 def _working_copy(dictionary: Dictionary, lam: float | None) -> tuple[Dictionary, float]:

@@ -340,7 +340,7 @@ def export_dictionary_learning(dictionary: Dictionary, folder: str | Path) -> Pa
     Path
         The folder.
     """
-    from dictopt.solvers.sae import BatchTopKSAE, JumpReLUSAE, ReLUSAE, TopKSAE
+    from dictopt.solvers.sae import JumpReLUSAE, ReLUSAE, TopKSAE
 
     enc = dictionary.encoder
     W_dec = dictionary.decoder.detach().cpu()
@@ -376,25 +376,7 @@ def export_dictionary_learning(dictionary: Dictionary, folder: str | Path) -> Pa
                 dict_class = "AutoEncoderNew"
             extra["l1_penalty"] = 2 * dictionary.lam if dictionary.lam is not None else None
         else:
-            if not enc.cfg.apply_b_dec_to_input:
-                b_enc = unfold_input_bias(W_enc, b_enc, b_dec)
-            k = enc.cfg.k
-            if isinstance(enc, BatchTopKSAE):
-                thr = float(enc.topk_threshold)
-                dict_class = "BatchTopKSAE"
-            else:
-                thr = -1.0
-                dict_class = "AutoEncoderTopK"
-            k_int = int(round(float(k)))
-            if abs(float(k) - k_int) > 1e-9 or k_int < 1:
-                raise DictoptInputError(
-                    f"export: dictionary_learning stores k as an integer, got k = {k}"
-                )
-            state = {"k": torch.tensor(k_int, dtype=torch.int32),
-                     "threshold": torch.tensor(thr, dtype=torch.float32),
-                     "decoder.weight": W_dec.T, "encoder.weight": W_enc.T,
-                     "encoder.bias": b_enc, "b_dec": b_dec}
-            extra["k"] = k_int
+            state, dict_class, extra["k"] = _topk_state(enc, W_enc, b_enc, W_dec, b_dec)
     else:
         name = type(enc).__name__ if enc is not None else "none (optimal lasso codes)"
         raise DictoptInputError(
@@ -409,3 +391,31 @@ def export_dictionary_learning(dictionary: Dictionary, folder: str | Path) -> Pa
         torch.save(state, tmp / WEIGHTS_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps({"trainer": trainer}, indent=4) + "\n")
     return out
+
+
+def _topk_state(
+    enc: Any, W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], str, int]:
+    """The ``AutoEncoderTopK`` / ``BatchTopKSAE`` state of a TopK or BatchTopK encoder, the
+    class name and the integer ``k``."""
+    from dictopt.solvers.sae import BatchTopKSAE
+
+    if not enc.cfg.apply_b_dec_to_input:
+        b_enc = unfold_input_bias(W_enc, b_enc, b_dec)
+    k = enc.cfg.k
+    if isinstance(enc, BatchTopKSAE):
+        thr = float(enc.topk_threshold)
+        dict_class = "BatchTopKSAE"
+    else:
+        thr = -1.0
+        dict_class = "AutoEncoderTopK"
+    k_int = int(round(float(k)))
+    if abs(float(k) - k_int) > 1e-9 or k_int < 1:
+        raise DictoptInputError(
+            f"export: dictionary_learning stores k as an integer, got k = {k}"
+        )
+    state = {"k": torch.tensor(k_int, dtype=torch.int32),
+             "threshold": torch.tensor(thr, dtype=torch.float32),
+             "decoder.weight": W_dec.T, "encoder.weight": W_enc.T,
+             "encoder.bias": b_enc, "b_dec": b_dec}
+    return state, dict_class, k_int

@@ -113,28 +113,7 @@ def load_openai(
     activation = state.get("activation", "ReLU")
     enc_t = {"W_enc": enc_w.T, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}
     meta: dict[str, Any] = {}
-    if activation == "ReLU":
-        encoder = build_sae("relu", enc_t, apply_b_dec_to_input=True, where=path)
-        normalize = False
-    elif activation == "TopK":
-        act_state = state.get("activation_state_dict") or {}
-        if "k" not in act_state:
-            raise DictoptInputError(f"{path}: activation 'TopK' without activation_state_dict.k")
-        k = as_int(act_state["k"], "activation_state_dict.k", path)
-        post = act_state.get("postact_fn", "ReLU")
-        if post != "ReLU":
-            raise DictoptInputError(
-                f"{path}: TopK postact_fn {post!r} gives signed codes; dictopt needs "
-                "nonnegative codes (postact_fn 'ReLU')"
-            )
-        encoder = build_sae("topk", enc_t, apply_b_dec_to_input=True, where=path, k=k)
-        normalize = True
-        meta["k"] = k
-    else:
-        raise DictoptInputError(
-            f"{path}: activation {activation!r} is not supported (signed or unknown codes); "
-            "supported: 'ReLU', 'TopK'"
-        )
+    encoder, normalize = _encoder_of(activation, state, enc_t, path, meta)
     if normalize and not allow_input_transform:
         raise DictoptInputError(
             f"{path}: an OpenAI TopK autoencoder layer-normalises every input row before "
@@ -161,3 +140,33 @@ def load_openai(
         "lam_factor": None,
     })
     return Dictionary.from_decoder(W_dec, b_dec, lam=lam, encoder=encoder, meta=meta)
+
+
+def _encoder_of(
+    activation: Any, state: dict[str, Any], enc_t: dict[str, torch.Tensor], path: Path,
+    meta: dict[str, Any],
+) -> tuple[Any, bool]:
+    """The ReLU or TopK encoder of an OpenAI state dict and whether its input is
+    layer-normalised (TopK); records ``k`` in ``meta``."""
+    if activation == "ReLU":
+        encoder = build_sae("relu", enc_t, apply_b_dec_to_input=True, where=path)
+        return encoder, False
+    elif activation == "TopK":
+        act_state = state.get("activation_state_dict") or {}
+        if "k" not in act_state:
+            raise DictoptInputError(f"{path}: activation 'TopK' without activation_state_dict.k")
+        k = as_int(act_state["k"], "activation_state_dict.k", path)
+        post = act_state.get("postact_fn", "ReLU")
+        if post != "ReLU":
+            raise DictoptInputError(
+                f"{path}: TopK postact_fn {post!r} gives signed codes; dictopt needs "
+                "nonnegative codes (postact_fn 'ReLU')"
+            )
+        encoder = build_sae("topk", enc_t, apply_b_dec_to_input=True, where=path, k=k)
+        meta["k"] = k
+        return encoder, True
+    else:
+        raise DictoptInputError(
+            f"{path}: activation {activation!r} is not supported (signed or unknown codes); "
+            "supported: 'ReLU', 'TopK'"
+        )

@@ -181,6 +181,28 @@ def saelens_dictionary(
     objects in memory. ``cfg_path`` and ``w_path`` name the config and weights in messages
     and ``meta``; ``scaling_factor()`` is called only when ``normalize_activations =
     "expected_average_only_in"``.
+
+    Parameters
+    ----------
+    raw_cfg:
+        The SAELens config as read (pre-6.0 or 6.x keys).
+    tensors:
+        The state dict, SAELens tensor names (``W_enc [d_in, d_sae]``, ``W_dec [d_sae, d_in]``,
+        ``b_dec [d_in]``, ...).
+    cfg_path, w_path:
+        Where the config and weights came from (messages and ``meta``).
+    scaling_factor:
+        Returns the activation scaling factor; called only when needed.
+    lam:
+        Override λ (otherwise converted from the config where an exact conversion exists).
+    allow_input_transform:
+        Accept per-point input normalisations (``meta["input_transform"]``).
+
+    Returns
+    -------
+    Dictionary
+        The canonical dictionary with the SAE's encoder, every SAELens scaling folded in;
+        ``meta`` records the conventions, what was folded and the λ conversion.
     """
     cfg = normalise_config(raw_cfg)
     arch, d_in, d_sae = _architecture_and_sizes(cfg, cfg_path)
@@ -194,17 +216,9 @@ def saelens_dictionary(
     W_enc, W_dec, b_dec, s, input_transform = _normalisation(
         norm, W_enc, W_dec, b_dec, scaling_factor, cfg_path, allow_input_transform, notes
     )
-    enc: dict[str, torch.Tensor] = {"W_enc": W_enc, "W_dec": W_dec, "b_dec": b_dec}
     apply_b = bool(cfg.get("apply_b_dec_to_input", True))
-    if arch != "gated":
-        enc["b_enc"] = check_shape(require(tensors, "b_enc", w_path), (d_sae,), "b_enc", w_path)
-    if cfg.get("rescale_acts_by_decoder_norm") and arch in ("topk", "batchtopk",
-                                                            "matryoshka_batchtopk"):
-        # pre·‖W_dec‖ selects and scales the codes; fold the norms into the encoder (exact).
-        n = W_dec.norm(dim=1)
-        enc.update(W_enc=W_enc * n, b_enc=enc["b_enc"] * n, W_dec=W_dec / n[:, None])
-        W_dec = enc["W_dec"]
-        notes.append("rescale_acts_by_decoder_norm folded into the encoder")
+    enc = _encoder_tensors(cfg, arch, tensors, W_enc, W_dec, b_dec, d_sae, w_path, notes)
+    W_dec = enc["W_dec"]
     fields: dict[str, Any] = {}
     encoder = _build_encoder(arch, cfg, tensors, enc, fields, apply_b, d_sae,
                              cfg_path, w_path, hint)
@@ -232,6 +246,24 @@ def saelens_dictionary(
         **fields,
     }
     return Dictionary.from_decoder(W_dec, b_dec, lam=lam_value, encoder=encoder, meta=meta)
+
+
+def _encoder_tensors(
+    cfg: dict[str, Any], arch: str, tensors: dict[str, torch.Tensor], W_enc: torch.Tensor,
+    W_dec: torch.Tensor, b_dec: torch.Tensor, d_sae: int, w_path: str | Path, notes: list[str],
+) -> dict[str, torch.Tensor]:
+    """``W_enc``, ``W_dec``, ``b_dec`` and (not gated) ``b_enc``, with the decoder norms folded
+    into the encoder where ``rescale_acts_by_decoder_norm`` is set (TopK kinds)."""
+    enc: dict[str, torch.Tensor] = {"W_enc": W_enc, "W_dec": W_dec, "b_dec": b_dec}
+    if arch != "gated":
+        enc["b_enc"] = check_shape(require(tensors, "b_enc", w_path), (d_sae,), "b_enc", w_path)
+    if cfg.get("rescale_acts_by_decoder_norm") and arch in ("topk", "batchtopk",
+                                                            "matryoshka_batchtopk"):
+        # pre·‖W_dec‖ selects and scales the codes; fold the norms into the encoder (exact).
+        n = W_dec.norm(dim=1)
+        enc.update(W_enc=W_enc * n, b_enc=enc["b_enc"] * n, W_dec=W_dec / n[:, None])
+        notes.append("rescale_acts_by_decoder_norm folded into the encoder")
+    return enc
 
 
 def _architecture_and_sizes(cfg: dict[str, Any], cfg_path: str | Path) -> tuple[str, int, int]:
@@ -446,7 +478,18 @@ def export_saelens(dictionary: Dictionary, folder: str | Path) -> Path:
     out = Path(folder)
     weights = {"W_dec": W_dec, "b_dec": b_dec}
     weights.update({k: v.detach().cpu().to(dtype) for k, v in tensors.items()})
-    cfg.update({
+    cfg.update(_export_config(arch, dtype, apply_b, details))
+    with atomic_folder(out, owned=DICTIONARY_FILES) as tmp:
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
+    return out
+
+
+def _export_config(
+    arch: str, dtype: torch.dtype, apply_b: Any, details: dict[str, Any]
+) -> dict[str, Any]:
+    """The architecture-independent keys of an exported ``cfg.json``."""
+    return {
         "architecture": arch,
         "dtype": dtype_name(dtype),
         "device": "cpu",
@@ -459,8 +502,4 @@ def export_saelens(dictionary: Dictionary, folder: str | Path) -> Path:
             "exported_by": "dictopt",
             "training_architecture_details": details,
         },
-    })
-    with atomic_folder(out, owned=DICTIONARY_FILES) as tmp:
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS_FILE))
-        (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
-    return out
+    }
