@@ -178,9 +178,7 @@ def saelens_dictionary(
 
     The one place where SAELens conventions are converted (see the module docstring): used by
     :func:`load_saelens` for folders and by :func:`dictopt.io.objects.from_object` for SAE
-    objects in memory. ``cfg_path`` and ``w_path`` name the config and weights in messages
-    and ``meta``; ``scaling_factor()`` is called only when ``normalize_activations =
-    "expected_average_only_in"``.
+    objects in memory.
 
     Parameters
     ----------
@@ -192,7 +190,7 @@ def saelens_dictionary(
     cfg_path, w_path:
         Where the config and weights came from (messages and ``meta``).
     scaling_factor:
-        Returns the activation scaling factor; called only when needed.
+        Returns the activation scaling factor; called only for ``expected_average_only_in``.
     lam:
         Override λ (otherwise converted from the config where an exact conversion exists).
     allow_input_transform:

@@ -142,8 +142,7 @@ def build_figures(
     be recomputed, so they fall back to the dictionary's own encoder with a note.
     """
     from dictopt.plots.curves import training_curves, wide_curves
-    from dictopt.plots.hull import hull_plot, pair_data
-    from dictopt.plots.maps import condition_bars, cooccurrence_scatter, violation_map
+    from dictopt.plots.maps import condition_bars, violation_map
 
     figs: list[ReportFigure] = []
     pairs = top_pairs(report, top)
@@ -160,31 +159,8 @@ def build_figures(
         codes = report.summary.get("codes", "own")
         if codes == "given":
             codes = "own"
-    if have_codes and pairs:
-        cand = candidate_pairs(report, max_scatter_pairs)
-        allp = list(dict.fromkeys(pairs + cand))
-        pds = pair_data(dictionary, data, allp, codes=codes,
-                        tau=float(report.summary.get("tau") or 0.0), sample=sample,
-                        sample_pairs=pairs, progress=progress)
-        by = {(pd.i, pd.j): pd for pd in pds}
-        for i, j in pairs:
-            figs.append(ReportFigure(f"hull_{i}_{j}", f"Pair hull plot: atoms {i} and {j}",
-                                     hull_plot(by[(i, j)], report),
-                                     caption=hull_caption(by[(i, j)], report)))
-        figs.append(ReportFigure(
-            "cooccurrence", "Co-occurrence vs decoder cosine",
-            cooccurrence_scatter([by[p] for p in cand], report),
-            caption="Each dot is a violated or labelled pair: how often the two atoms fire "
-                    "together (1 = the rarer one never fires alone) against the cosine of "
-                    "their atoms; hierarchies sit at the top, duplicates at the right."))
-    elif pairs:
-        note = ("Pair hull plots and the co-occurrence scatter need the codes: pass the "
-                "dictionary and the activations (--dictionary DIR --activations PATH).")
-        figs.append(ReportFigure("hull", "Pair hull plots", None, note))
-    else:
-        figs.append(ReportFigure("hull", "Pair hull plots", None,
-                                 "No C5 violations: every pair satisfies the two-hull "
-                                 "condition, so there is no pair to plot."))
+    figs += _pair_figures(report, pairs, dictionary if have_codes else None, data, codes,
+                          max_scatter_pairs, sample, progress)
     figs.append(ReportFigure(
         "violation_map", "C5 violation map", violation_map(report, 30),
         caption="Rows i, columns j: how far the pair (i|j) is from C5's interval, relative to "
@@ -212,6 +188,44 @@ def build_figures(
     antipodal = [lab for lab in report.labels if lab.label == "antipodal"]
     if antipodal and data is not None:
         figs.append(_one_d_figure(report, data, dictionary))
+    return figs
+
+
+def _pair_figures(
+    report: CheckReport, pairs: list[tuple[int, int]], dictionary: Dictionary | None,
+    data: Any | None, codes: Any, max_scatter_pairs: int, sample: int, progress: bool,
+) -> list[ReportFigure]:
+    """The pair hull plots and the co-occurrence scatter (``dictionary`` given only when the
+    codes can be computed), or a note saying why there are none."""
+    from dictopt.plots.hull import hull_plot, pair_data
+    from dictopt.plots.maps import cooccurrence_scatter
+
+    figs: list[ReportFigure] = []
+    if dictionary is not None and pairs:
+        cand = candidate_pairs(report, max_scatter_pairs)
+        allp = list(dict.fromkeys(pairs + cand))
+        pds = pair_data(dictionary, data, allp, codes=codes,
+                        tau=float(report.summary.get("tau") or 0.0), sample=sample,
+                        sample_pairs=pairs, progress=progress)
+        by = {(pd.i, pd.j): pd for pd in pds}
+        for i, j in pairs:
+            figs.append(ReportFigure(f"hull_{i}_{j}", f"Pair hull plot: atoms {i} and {j}",
+                                     hull_plot(by[(i, j)], report),
+                                     caption=hull_caption(by[(i, j)], report)))
+        figs.append(ReportFigure(
+            "cooccurrence", "Co-occurrence vs decoder cosine",
+            cooccurrence_scatter([by[p] for p in cand], report),
+            caption="Each dot is a violated or labelled pair: how often the two atoms fire "
+                    "together (1 = the rarer one never fires alone) against the cosine of "
+                    "their atoms; hierarchies sit at the top, duplicates at the right."))
+    elif pairs:
+        note = ("Pair hull plots and the co-occurrence scatter need the codes: pass the "
+                "dictionary and the activations (--dictionary DIR --activations PATH).")
+        figs.append(ReportFigure("hull", "Pair hull plots", None, note))
+    else:
+        figs.append(ReportFigure("hull", "Pair hull plots", None,
+                                 "No C5 violations: every pair satisfies the two-hull "
+                                 "condition, so there is no pair to plot."))
     return figs
 
 
@@ -554,27 +568,8 @@ def write_report(
         report = load_check(report)
     if top < 0:
         raise DictoptInputError(f"top: must be ≥ 0, got {top}")
-    out = Path(out)
-    if format is None:
-        suffix = out.suffix.lstrip(".").lower()
-        format = {"htm": "html", "markdown": "md"}.get(suffix, suffix) if suffix else "html"  # noqa: A001
-    if format not in FORMATS:
-        raise DictoptInputError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
-    if out.is_dir() or (not out.suffix and not out.exists()):
-        out.mkdir(parents=True, exist_ok=True)
-        out = out / f"report.{format}"
-    if not out.parent.exists():
-        raise DictoptInputError(f"out: folder {out.parent} does not exist")
-    if isinstance(dictionary, str | Path):
-        from dictopt.io import load
-
-        if not Path(dictionary).exists():
-            raise DictoptInputError(f"dictionary: {dictionary}: no such file or folder")
-        dictionary = load(dictionary)  # every format `dictopt check` reads
-    elif dictionary is not None:
-        from dictopt.io.objects import as_dictionary
-
-        dictionary = as_dictionary(dictionary)
+    out, format = _output(Path(out), format)  # noqa: A001
+    dictionary = _report_dictionary(dictionary)
     if isinstance(data, str | Path) and not Path(data).exists():
         raise DictoptInputError(f"activations: {data}: no such file or folder")
     if format == "html":
@@ -591,6 +586,38 @@ def write_report(
             write_text(out, json.dumps(render_json(report, figs), indent=1) + "\n")
     log.info("report written to %s", out)
     return out
+
+
+def _output(out: Path, format: str | None) -> tuple[Path, str]:  # noqa: A002
+    """The file :func:`write_report` writes and its format (from ``out``'s suffix by
+    default); a folder, or a new suffix-less path, gets ``report.<format>`` inside."""
+    if format is None:
+        suffix = out.suffix.lstrip(".").lower()
+        format = {"htm": "html", "markdown": "md"}.get(suffix, suffix) if suffix else "html"  # noqa: A001
+    if format not in FORMATS:
+        raise DictoptInputError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
+    if out.is_dir() or (not out.suffix and not out.exists()):
+        out.mkdir(parents=True, exist_ok=True)
+        out = out / f"report.{format}"
+    if not out.parent.exists():
+        raise DictoptInputError(f"out: folder {out.parent} does not exist")
+    return out, format
+
+
+def _report_dictionary(dictionary: Any) -> Dictionary | None:
+    """``write_report``'s ``dictionary`` as a :class:`Dictionary` (a saved folder or file in
+    any format ``dictopt check`` reads, or an object)."""
+    if isinstance(dictionary, str | Path):
+        from dictopt.io import load
+
+        if not Path(dictionary).exists():
+            raise DictoptInputError(f"dictionary: {dictionary}: no such file or folder")
+        return load(dictionary)  # every format `dictopt check` reads
+    if dictionary is not None:
+        from dictopt.io.objects import as_dictionary
+
+        return as_dictionary(dictionary)
+    return None
 
 
 def report_html(

@@ -18,7 +18,7 @@ only draws one pair.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -162,32 +162,41 @@ def hull_plot(
     ax.set_ylim(min(ys) - 0.08 * span_y, max(ys) + 0.05 * span_y)
     for atom, lo, hi, n_off, other, span in (("i", pd.lo_i, pd.hi_i, pd.n_off_j, j, span_x),
                                              ("j", pd.lo_j, pd.hi_j, pd.n_off_i, i, span_y)):
-        name = i if atom == "i" else j
-        colour = "tab:blue" if atom == "i" else "tab:orange"
-        edge = f"ã_{other} = −1"
-        if n_off == 0 or not math.isfinite(lo):
-            inside = False
-            corner = (-1.0, -1.0)
-            ax.plot(*corner, marker="D", ms=16, mfc="none", mec=colour, mew=2.5, ls="none",
-                    gid=f"hull_{atom}_empty", zorder=6, clip_on=False,
-                    label=f"hull of ã_{name} where {other} is off: EMPTY ({other} is never off)")
-        else:
-            seg = pd.normalised(np.array([lo, hi]), atom)
-            inside = bool(seg[0] - 1e-9 <= -c <= seg[1] + 1e-9)
-            xy = (seg, [-1.0, -1.0]) if atom == "i" else ([-1.0, -1.0], seg)
-            one_point = (seg[1] - seg[0]) < 0.01 * span
-            what = (f"the single point {fmt_number(seg[0], 3)}" if one_point
-                    else f"[{fmt_number(seg[0], 3)}, {fmt_number(seg[1], 3)}]")
-            ax.plot(*xy, lw=7, color=colour, alpha=0.75, solid_capstyle="round",
-                    marker="s" if one_point else None, ms=13, gid=f"hull_{atom}",
-                    zorder=5 if one_point else 3,
-                    clip_on=False,
-                    label=f"hull of ã_{name} where {other} is off\n(on {edge}): {what}")
-        where_c = (-c, -1.0) if atom == "i" else (-1.0, -c)
-        ax.plot(*where_c, marker="X", ms=13, color="tab:green" if inside else "tab:red",
-                mec="k", mew=0.8, ls="none", gid=f"c_marker_{atom}", zorder=7, clip_on=False,
-                label=f"−c = {fmt_number(-c)}: {'inside' if inside else 'OUTSIDE'} the hull of "
-                      f"ã_{name}\n→ ({name}|{other}) {'holds' if inside else 'violated'}")
+        _draw_edge(ax, pd, atom, i if atom == "i" else j, other, lo, hi, n_off, span)
     legend_outside(ax, fontsize=8, title=f"N = {pd.n}; active: atom {i} on {pd.active_i},\n"
                    f"atom {j} on {pd.active_j}, both on {pd.coactive}", title_fontsize=8)
     return fig
+
+
+def _draw_edge(
+    ax: Any, pd: PairData, atom: str, name: int, other: int, lo: float, hi: float,
+    n_off: int, span: float,
+) -> None:
+    """One hull of :func:`hull_plot` on its edge (``ã_other = −1``) and the marker of ``−c``
+    there: green inside the hull, red outside."""
+    c = pd.cos
+    colour = "tab:blue" if atom == "i" else "tab:orange"
+    edge = f"ã_{other} = −1"
+    if n_off == 0 or not math.isfinite(lo):
+        inside = False
+        corner = (-1.0, -1.0)
+        ax.plot(*corner, marker="D", ms=16, mfc="none", mec=colour, mew=2.5, ls="none",
+                gid=f"hull_{atom}_empty", zorder=6, clip_on=False,
+                label=f"hull of ã_{name} where {other} is off: EMPTY ({other} is never off)")
+    else:
+        seg = pd.normalised(np.array([lo, hi]), atom)
+        inside = bool(seg[0] - 1e-9 <= -c <= seg[1] + 1e-9)
+        xy = (seg, [-1.0, -1.0]) if atom == "i" else ([-1.0, -1.0], seg)
+        one_point = (seg[1] - seg[0]) < 0.01 * span
+        what = (f"the single point {fmt_number(seg[0], 3)}" if one_point
+                else f"[{fmt_number(seg[0], 3)}, {fmt_number(seg[1], 3)}]")
+        ax.plot(*xy, lw=7, color=colour, alpha=0.75, solid_capstyle="round",
+                marker="s" if one_point else None, ms=13, gid=f"hull_{atom}",
+                zorder=5 if one_point else 3,
+                clip_on=False,
+                label=f"hull of ã_{name} where {other} is off\n(on {edge}): {what}")
+    where_c = (-c, -1.0) if atom == "i" else (-1.0, -c)
+    ax.plot(*where_c, marker="X", ms=13, color="tab:green" if inside else "tab:red",
+            mec="k", mew=0.8, ls="none", gid=f"c_marker_{atom}", zorder=7, clip_on=False,
+            label=f"−c = {fmt_number(-c)}: {'inside' if inside else 'OUTSIDE'} the hull of "
+                  f"ã_{name}\n→ ({name}|{other}) {'holds' if inside else 'violated'}")
