@@ -430,14 +430,8 @@ def update_measure(
     ----------
     acc:
         The measure accumulator (:func:`make_measure`).
-    setup:
-        The check's setup (dictionary, λ).
-    x:
-        ``[n, d]`` the chunk's activations.
-    a:
-        ``[n, K]`` their codes.
-    start:
-        The global index of the chunk's first row (decides the split).
+    setup, x, a, start:
+        As for :func:`update_fit` (``x`` ``[n, d]``, ``a`` ``[n, K]``).
 
     Returns
     -------

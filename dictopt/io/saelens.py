@@ -419,20 +419,13 @@ def export_saelens(dictionary: Dictionary, folder: str | Path) -> Path:
 
     Parameters
     ----------
-    dictionary:
-        The dictionary with one of the encoders above.
-    folder:
-        The output folder (written atomically).
+    dictionary, folder:
+        As for :func:`dictopt.io.dictionary_learning.export_dictionary_learning`.
 
     Returns
     -------
     Path
-        The folder.
-
-    Raises
-    ------
-    DictoptInputError
-        For an encoder SAELens has no architecture for.
+        ``folder``; a :class:`DictoptInputError` for an encoder SAELens cannot hold.
     """
     from safetensors.torch import save_file
 
