@@ -108,146 +108,26 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult(out)
     t0 = time.perf_counter()
-    phase = [t0]
-
-    def say(line: str, *, ends_phase: bool = True) -> None:
-        result.lines.append(line)
-        now = time.perf_counter()
-        if narrate is not None:
-            narrate(f"{line}  [{now - phase[0]:.1f} s]" if ends_phase else line)
-        if ends_phase:
-            phase[0] = now
+    nar = _Narrator(result, narrate, t0)
+    say = nar.say
 
     world = make_world("hierarchy", seed=seed, **(world_params or DEMO_WORLD))
     say(
         f"world 'hierarchy': N={world.n} d={world.d} K_true={world.K_true} "
         f"with {len(world.edges)} child→parent edges (children fire only with their parent)"
     )
-    if narrate is not None:
-        narrate("checking the ground truth (two streamed passes, then certificates) ...")
-
-    truth = world.truth(lam)  # checked with the world's own codes
-    truth_report = _check_and_save(truth, world.x, world.codes, out / "check_truth.json", progress)
-    hits = _c5_hierarchy_hits(truth_report, world.edges)
-    c5 = truth_report.by_condition("C5")
-    worst = c5[0] if c5 else None
-    say(
-        f"ground truth: {hits}/{len(world.edges)} planted edges flagged as C5 violations "
-        f"({len(c5)} C5 violations in all)"
-    )
-    if worst is not None:
-        say(
-            f"  strongest certificate: pair ({worst.i}, {worst.j}) predicted decrease "
-            f"{worst.predicted_decrease:.3g}, measured {worst.measured_decrease:.3g}",
-            ends_phase=False,
-        )
-
-    if narrate is not None:
-        narrate("repairing the ground truth by certified descent (one check per round) ...")
-    repaired = repair(truth, world.x, progress=progress)
-    save_dictionary(repaired.dictionary, out / "truth_repaired")
-    say(
-        f"repair of the ground truth: loss {repaired.losses[0]:.6g} → {repaired.losses[-1]:.6g} "
-        f"in {len(repaired.losses) - 1} certified moves"
-    )
-
-    if narrate is not None:
-        narrate("learning a classical dictionary (alternating lasso / dictionary update) ...")
-    learned = fit_classical(
-        world.x,
-        K=world.K_true,
-        lam=lam,
-        seed=seed,
-        max_iter=max_iter,
-        progress=progress,
-    )
-    save_dictionary(learned, out / "classical")
-    rec = atom_recovery(learned.atoms, world.atoms, threshold=0.95)
-    absorbed = _absorption_summary(learned.atoms, world.atoms, world.edges)
-    learned_report = _check_and_save(
-        learned, world.x, "optimal", out / "check_classical.json", progress
+    truth, truth_report, hits = _demo_truth(world, lam, out, progress, nar)
+    repaired = _demo_repair(truth, world, out, progress, nar)
+    learned, learned_report, rec, absorbed = _demo_classical(
+        world, lam, seed, max_iter, repaired.losses[0], out, progress, nar
     )
     s = learned_report.summary
-    say(
-        f"classical dictionary (K={learned.K}): loss {s['loss']:.6g} vs truth "
-        f"{repaired.losses[0]:.6g} (both with optimal codes); "
-        f"explained variance {s['explained_variance']:.4f}; "
-        f"{rec.fraction:.0%} of true atoms matched at cosine ≥ 0.95"
-    )
-    say(
-        f"  per planted edge, best learned cosine to: parent {absorbed['parent']:.3f}, "
-        f"child {absorbed['child']:.3f}, parent+child {absorbed['parent+child']:.3f} "
-        "(the optimum absorbs children into parent+child atoms instead of keeping them)",
-        ends_phase=False,
-    )
-    say(
-        "  its check: "
-        + _counts(s)
-        + (" — a certified descent exists" if s["unstable_optimum"] else " — no certified descent"),
-        ends_phase=False,
-    )
-    if narrate is not None:
-        narrate(f"training a ReLU SAE ({SAE_STEPS} steps) and checking it ...")
-    sae = fit_sae(
-        "relu",
-        world.x,
-        K=2 * world.K_true,
-        lam=lam,
-        seed=seed,
-        progress=progress,
-        total_steps=SAE_STEPS,
-        batch_size=256,
-        lr_decay_steps=SAE_STEPS // 5,
-    ).to(torch.float64)
-    save_dictionary(sae, out / "sae_relu")
-    # K = 64: exact codes for all 4,000 rows cost little, so the demo reports the exact gap
-    sae_report = _check_and_save(sae, world.x, "own", out / "check_sae_relu.json", progress,
-                                 amortisation="all")
+    sae, sae_report = _demo_sae(world, lam, seed, out, progress, nar)
     t = sae_report.summary
-    say(
-        f"ReLU SAE (K={sae.K}, λ={lam}): loss {t['loss']:.6g} with its own codes; amortisation "
-        f"gap {t['amortisation']['loss_gap']:.3g}; explained variance "
-        f"{t['explained_variance']:.4f}; " + _counts(t)
-    )
+    wide = _demo_wide(world, lam, seed, out, progress, nar)
 
-    # The sweep's fits are deliberately short (max_iter=100): silence their "not converged"
-    # warnings, which are expected here; the bound comparison holds for any loss found.
-    if narrate is not None:
-        narrate(f"wide-limit sweep over K = {', '.join(map(str, SWEEP_WIDTHS))} ...")
-    classical_log = logging.getLogger("dictopt.solvers.classical")
-    level = classical_log.level
-    classical_log.setLevel(logging.ERROR)
-    try:
-        wide = sweep(
-            world.x[:SWEEP_N],
-            list(SWEEP_WIDTHS),
-            [seed],
-            lam,
-            truth=world.atoms,
-            fit_options={"max_iter": 100},
-            limit_init=False,
-            progress=progress,
-        )
-    finally:
-        classical_log.setLevel(level)
-    wide.to_json(out)
-    gaps = ", ".join(f"K={row.K}: {row.gap:.3g}" for row in wide.rows)
-    say(f"wide limit on {SWEEP_N} points: L_∞ = {wide.l_inf:.6g}; gap of the best loss {gaps}")
-
-    reports = {
-        "report_truth.html": write_report(
-            truth_report, out / "report_truth.html", data=world.x, dictionary=truth, wide=wide,
-            json_href="check_truth.json",
-        ),
-        "report_classical.html": write_report(
-            learned_report, out / "report_classical.html", data=world.x, dictionary=learned,
-            json_href="check_classical.json",
-        ),
-        "report_sae_relu.html": write_report(
-            sae_report, out / "report_sae_relu.html", data=world.x, dictionary=sae,
-            json_href="check_sae_relu.json",
-        ),
-    }
+    reports = _demo_reports(out, world, (truth, truth_report), (learned, learned_report),
+                            (sae, sae_report), wide)
     say("reports: " + ", ".join(str(path) for path in reports.values()))
     say(f"open {reports['report_truth.html']} in a browser: it opens with the triage (what "
         "is wrong, what it means, what to do), then the pair hull plots", ends_phase=False)
@@ -273,3 +153,184 @@ def run_demo(
     write_text(out / "summary.json", json.dumps(result.figures, indent=1, default=str) + "\n")
     write_text(out / "summary.txt", "\n".join(result.lines) + "\n")
     return result
+
+
+class _Narrator:
+    """The demo's summary lines: kept in ``result.lines`` and passed to ``narrate`` with the
+    time of the phase they end."""
+
+    def __init__(self, result: DemoResult, narrate: Callable[[str], None] | None,
+                 t0: float) -> None:
+        self.result, self.narrate, self.phase = result, narrate, t0
+
+    def say(self, line: str, *, ends_phase: bool = True) -> None:
+        """Record ``line``; narrate it (with the phase's time when it ends the phase)."""
+        self.result.lines.append(line)
+        now = time.perf_counter()
+        if self.narrate is not None:
+            self.narrate(f"{line}  [{now - self.phase:.1f} s]" if ends_phase else line)
+        if ends_phase:
+            self.phase = now
+
+    def announce(self, text: str) -> None:
+        """Narrate what the next phase does (not a summary line)."""
+        if self.narrate is not None:
+            self.narrate(text)
+
+
+def _demo_truth(
+    world: Any, lam: float, out: Path, progress: bool, nar: _Narrator
+) -> tuple[Any, CheckReport, int]:
+    """Check the ground truth with the world's own codes: the dictionary, its report and how
+    many planted edges are flagged."""
+    nar.announce("checking the ground truth (two streamed passes, then certificates) ...")
+    truth = world.truth(lam)  # checked with the world's own codes
+    truth_report = _check_and_save(truth, world.x, world.codes, out / "check_truth.json", progress)
+    hits = _c5_hierarchy_hits(truth_report, world.edges)
+    c5 = truth_report.by_condition("C5")
+    worst = c5[0] if c5 else None
+    nar.say(
+        f"ground truth: {hits}/{len(world.edges)} planted edges flagged as C5 violations "
+        f"({len(c5)} C5 violations in all)"
+    )
+    if worst is not None:
+        nar.say(
+            f"  strongest certificate: pair ({worst.i}, {worst.j}) predicted decrease "
+            f"{worst.predicted_decrease:.3g}, measured {worst.measured_decrease:.3g}",
+            ends_phase=False,
+        )
+    return truth, truth_report, hits
+
+
+def _demo_repair(truth: Any, world: Any, out: Path, progress: bool, nar: _Narrator) -> Any:
+    """Repair the ground truth by certified descent and save the result."""
+    nar.announce("repairing the ground truth by certified descent (one check per round) ...")
+    repaired = repair(truth, world.x, progress=progress)
+    save_dictionary(repaired.dictionary, out / "truth_repaired")
+    nar.say(
+        f"repair of the ground truth: loss {repaired.losses[0]:.6g} → {repaired.losses[-1]:.6g} "
+        f"in {len(repaired.losses) - 1} certified moves"
+    )
+    return repaired
+
+
+def _demo_classical(
+    world: Any, lam: float, seed: int, max_iter: int, truth_loss: float, out: Path,
+    progress: bool, nar: _Narrator,
+) -> tuple[Any, CheckReport, Any, dict[str, float]]:
+    """Learn a classical dictionary, save and check it: the dictionary, its report, its atom
+    recovery and the best cosines per planted edge."""
+    nar.announce("learning a classical dictionary (alternating lasso / dictionary update) ...")
+    learned = fit_classical(
+        world.x,
+        K=world.K_true,
+        lam=lam,
+        seed=seed,
+        max_iter=max_iter,
+        progress=progress,
+    )
+    save_dictionary(learned, out / "classical")
+    rec = atom_recovery(learned.atoms, world.atoms, threshold=0.95)
+    absorbed = _absorption_summary(learned.atoms, world.atoms, world.edges)
+    learned_report = _check_and_save(
+        learned, world.x, "optimal", out / "check_classical.json", progress
+    )
+    s = learned_report.summary
+    nar.say(
+        f"classical dictionary (K={learned.K}): loss {s['loss']:.6g} vs truth "
+        f"{truth_loss:.6g} (both with optimal codes); "
+        f"explained variance {s['explained_variance']:.4f}; "
+        f"{rec.fraction:.0%} of true atoms matched at cosine ≥ 0.95"
+    )
+    nar.say(
+        f"  per planted edge, best learned cosine to: parent {absorbed['parent']:.3f}, "
+        f"child {absorbed['child']:.3f}, parent+child {absorbed['parent+child']:.3f} "
+        "(the optimum absorbs children into parent+child atoms instead of keeping them)",
+        ends_phase=False,
+    )
+    nar.say(
+        "  its check: "
+        + _counts(s)
+        + (" — a certified descent exists" if s["unstable_optimum"] else " — no certified descent"),
+        ends_phase=False,
+    )
+    return learned, learned_report, rec, absorbed
+
+
+def _demo_sae(
+    world: Any, lam: float, seed: int, out: Path, progress: bool, nar: _Narrator
+) -> tuple[Any, CheckReport]:
+    """Train a ReLU SAE, save and check it with its own codes."""
+    nar.announce(f"training a ReLU SAE ({SAE_STEPS} steps) and checking it ...")
+    sae = fit_sae(
+        "relu",
+        world.x,
+        K=2 * world.K_true,
+        lam=lam,
+        seed=seed,
+        progress=progress,
+        total_steps=SAE_STEPS,
+        batch_size=256,
+        lr_decay_steps=SAE_STEPS // 5,
+    ).to(torch.float64)
+    save_dictionary(sae, out / "sae_relu")
+    # K = 64: exact codes for all 4,000 rows cost little, so the demo reports the exact gap
+    sae_report = _check_and_save(sae, world.x, "own", out / "check_sae_relu.json", progress,
+                                 amortisation="all")
+    t = sae_report.summary
+    nar.say(
+        f"ReLU SAE (K={sae.K}, λ={lam}): loss {t['loss']:.6g} with its own codes; amortisation "
+        f"gap {t['amortisation']['loss_gap']:.3g}; explained variance "
+        f"{t['explained_variance']:.4f}; " + _counts(t)
+    )
+    return sae, sae_report
+
+
+def _demo_wide(
+    world: Any, lam: float, seed: int, out: Path, progress: bool, nar: _Narrator
+) -> Any:
+    """The wide-limit sweep on the first :data:`SWEEP_N` points, written to ``out``."""
+    # The sweep's fits are deliberately short (max_iter=100): silence their "not converged"
+    # warnings, which are expected here; the bound comparison holds for any loss found.
+    nar.announce(f"wide-limit sweep over K = {', '.join(map(str, SWEEP_WIDTHS))} ...")
+    classical_log = logging.getLogger("dictopt.solvers.classical")
+    level = classical_log.level
+    classical_log.setLevel(logging.ERROR)
+    try:
+        wide = sweep(
+            world.x[:SWEEP_N],
+            list(SWEEP_WIDTHS),
+            [seed],
+            lam,
+            truth=world.atoms,
+            fit_options={"max_iter": 100},
+            limit_init=False,
+            progress=progress,
+        )
+    finally:
+        classical_log.setLevel(level)
+    wide.to_json(out)
+    gaps = ", ".join(f"K={row.K}: {row.gap:.3g}" for row in wide.rows)
+    nar.say(f"wide limit on {SWEEP_N} points: L_∞ = {wide.l_inf:.6g}; gap of the best loss {gaps}")
+    return wide
+
+
+def _demo_reports(
+    out: Path, world: Any, truth: tuple[Any, CheckReport], learned: tuple[Any, CheckReport],
+    sae: tuple[Any, CheckReport], wide: Any,
+) -> dict[str, Path]:
+    """The three HTML reports (dictionary and report of each model), by file name."""
+    return {
+        "report_truth.html": write_report(
+            truth[1], out / "report_truth.html", data=world.x, dictionary=truth[0], wide=wide,
+            json_href="check_truth.json",
+        ),
+        "report_classical.html": write_report(
+            learned[1], out / "report_classical.html", data=world.x, dictionary=learned[0],
+            json_href="check_classical.json",
+        ),
+        "report_sae_relu.html": write_report(
+            sae[1], out / "report_sae_relu.html", data=world.x, dictionary=sae[0],
+            json_href="check_sae_relu.json",
+        ),
+    }
