@@ -141,7 +141,7 @@ def train_sae(kind: str, train_file: Path, folder: Path, args: argparse.Namespac
                         lr_decay_steps=steps // 5, progress=not args.quiet, seed=args.seed)
         save_dictionary(D, folder)
     else:
-        from dictopt.solvers.saelens_trainer import train_with_saelens
+        from dictopt.integrations.saelens import train_with_saelens
 
         arch = "standard" if kind == "saelens" else "topk"
         extra = {"lam": 1.0, "l1_warm_up_steps": steps // 12} if arch == "standard" else {
