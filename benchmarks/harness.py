@@ -391,3 +391,36 @@ def update_readme(path: Path, doc: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     side_main(sys.argv[1:])
+
+
+def timed_process(cmd: list[str], threads: int = 1) -> dict[str, Any]:
+    """Run ``cmd`` (from the repository root, this checkout first on ``PYTHONPATH``) under
+    ``/usr/bin/time -v`` with ``threads`` BLAS/OpenMP threads.
+
+    Returns
+    -------
+    dict
+        ``seconds`` (wall), ``cpu_seconds`` (user + system: with one thread, what an idle
+        machine's wall time would be; robust to other jobs), ``peak_rss_mib`` (maximum resident
+        set size) and ``stdout``. Raises ``SystemExit`` with the command's output if it fails.
+    """
+    import re
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "OPENBLAS_NUM_THREADS": str(threads)}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    t = time.perf_counter()
+    out = subprocess.run(["/usr/bin/time", "-v", *cmd], env=env, capture_output=True,
+                         text=True, cwd=ROOT)
+    wall = time.perf_counter() - t
+    if out.returncode != 0:
+        sys.stderr.write(out.stdout + out.stderr)
+        raise SystemExit(f"{' '.join(cmd[:4])} failed with status {out.returncode}")
+
+    def field(name: str) -> float:
+        return float(re.search(rf"{re.escape(name)}: ([\d.]+)", out.stderr).group(1))
+
+    return {"seconds": wall,
+            "cpu_seconds": field("User time (seconds)") + field("System time (seconds)"),
+            "peak_rss_mib": field("Maximum resident set size (kbytes)") / 1024,
+            "stdout": out.stdout}

@@ -83,3 +83,27 @@ def test_smoke_run_writes_json_and_regenerates_only_the_block(tmp_path):
     # Regenerating from the JSON gives the same README.
     assert run_main(["--from-json", str(out), "--update-readme", "--readme", str(readme)]) == 0
     assert readme.read_text() == after
+
+
+def test_width_sizes_parse_and_reject_bad_entries():
+    from benchmarks.bench_widths import parse_sizes
+
+    assert parse_sizes("4096x768x30000, 16384X2304x8192") == [(4096, 768, 30000),
+                                                              (16384, 2304, 8192)]
+    for bad in ("4096x768", "4096x0x10", "ax768x10", "4096x768x10,"):
+        with pytest.raises(ValueError, match="KxdxN"):
+            parse_sizes(bad)
+
+
+def test_timed_process_reports_cpu_time_and_peak_memory():
+    import sys
+
+    # a child that allocates ~80 MiB and spins ~0.3 s of CPU: both must show
+    code = ("import time\nb = bytearray(80 * 2**20)\nb[::4096] = b'x' * len(b[::4096])\n"
+            "t = time.process_time()\nwhile time.process_time() - t < 0.3: pass\nprint('ok')")
+    r = harness.timed_process([sys.executable, "-c", code])
+    assert r["stdout"].strip() == "ok"
+    assert r["cpu_seconds"] >= 0.25
+    assert r["peak_rss_mib"] >= 80
+    with pytest.raises(SystemExit, match="failed with status 3"):
+        harness.timed_process([sys.executable, "-c", "raise SystemExit(3)"])
