@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dictopt.check.checker as checker
 from dictopt.check import check
@@ -53,3 +55,62 @@ def test_optimal_codes_check_solves_once_and_reports_the_same(tmp_path, monkeypa
     assert rows_once == 700 and sum(calls) == 2 * 700  # one solve per row instead of two
     assert _report_json(once, tmp_path, "a.json") == _report_json(twice, tmp_path, "b.json")
     assert once.summary["pairs_in_pass2"] > 0  # pass 2 did stream (and read the cache)
+
+
+def _relu_sae(K: int, d: int, seed: int):
+    from dictopt.solvers.sae.relu import ReLUSAE, ReLUSAEConfig
+
+    g = torch.Generator().manual_seed(seed)
+    D = torch.randn(K, d, generator=g, dtype=torch.float64)
+    D /= D.norm(dim=1, keepdim=True)
+    sae = ReLUSAE(ReLUSAEConfig(d_in=d, d_sae=K, l1_coefficient=2 * LAM, dtype="float64"))
+    with torch.no_grad():
+        sae.W_dec.copy_(D)
+        sae.W_enc.copy_(D.T)
+        sae.b_enc.fill_(-0.6)
+        sae.b_dec.zero_()
+    return sae.to_dictionary()
+
+
+def test_own_codes_are_encoded_once_and_report_the_same(tmp_path, monkeypatch):
+    # a wide SAE's encoder is a [n, d] x [d, K] matmul per chunk: pass 2 and the held-out
+    # passes read pass 1's codes instead of encoding again, and nothing in the report changes
+    d = _relu_sae(40, 12, seed=1)
+    g = torch.Generator().manual_seed(2)
+    x = torch.relu(torch.randn(600, 40, generator=g, dtype=torch.float64) - 1.2) @ d.atoms
+    calls = []
+    encode = type(d).encode
+
+    def counting(dic_self, xs):
+        calls.append(xs.shape[0])
+        return encode(dic_self, xs)
+
+    monkeypatch.setattr(type(d), "encode", counting)
+    once = check(d, x, chunk_size=200, hull=False, heldout=True, amortisation="off")
+    rows_once = sum(calls)
+    calls.clear()
+    monkeypatch.setattr(checker.CodeCache, "put", lambda self, start, codes: None)
+    every = check(d, x, chunk_size=200, hull=False, heldout=True, amortisation="off")
+    assert rows_once == 600 and sum(calls) > 2 * 600
+    assert _report_json(once, tmp_path, "a.json") == _report_json(every, tmp_path, "b.json")
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 12), K=st.integers(1, 9), block=st.integers(1, 30),
+       seed=st.integers(0, 2**16))
+def test_blocked_nonzero_scan_holds_exactly_the_codes(n, K, block, seed):
+    # put() scans the codes for nonzeros a block of rows at a time (bounded memory at large K);
+    # whatever the block, the held codes are the chunk's codes exactly
+    import dictopt.check.codecache as cc
+
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, K, generator=g, dtype=torch.float32).clamp(min=0)
+    old = cc.NONZERO_BLOCK_ELEMENTS
+    cc.NONZERO_BLOCK_ELEMENTS = block
+    try:
+        cache = CodeCache()
+        cache.put(3, a)
+    finally:
+        cc.NONZERO_BLOCK_ELEMENTS = old
+    assert torch.equal(cache.get(3, n), a)
+    assert cache.used_bytes == int((a != 0).sum()) * 12

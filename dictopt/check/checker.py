@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dictopt.check.codecache import CodeCache
+from dictopt.check.codecache import CODE_CACHE_BYTES, OWN_CODE_CACHE_BYTES, CodeCache
 from dictopt.check.conditions import atom_conditions
 from dictopt.check.executor import Chunked, Executor, LocalExecutor
 from dictopt.check.inputs import (
@@ -107,8 +107,11 @@ def check(
     with executor.session():
         stream = executor.open(source, dtype=dictionary.dtype, chunk_size=chunk_size)
         setup = prepare_setup(dictionary, stream.d, codes, lam, amortisation, n_rows=stream.n)
-        if setup.mode == "optimal" and isinstance(executor, LocalExecutor):
-            setup.cache = CodeCache()  # solve the exact codes once: pass 2 reads pass 1's
+        if isinstance(executor, LocalExecutor) and setup.mode in ("optimal", "own"):
+            # compute the codes once: pass 2 (and the held-out passes) read pass 1's
+            setup.cache = CodeCache(
+                CODE_CACHE_BYTES if setup.mode == "optimal" else OWN_CODE_CACHE_BYTES
+            )
         return run_check(setup, executor, stream, options, progress=progress)
 
 

@@ -1,7 +1,10 @@
-"""Optimal codes solved once per check: pass 1 stores each chunk's codes, pass 2 reads them.
+"""Codes computed once per check: pass 1 stores each chunk's codes, pass 2 reads them.
 
 The exact coder (:func:`dictopt.solvers.coding.solve_codes`) is by far the most expensive part
 of a check with ``codes="optimal"``, and both passes need the same codes of the same chunks.
+With own codes at a wide SAE the encoder is the cost (one ``[n, d] × [d, K]`` matmul a chunk)
+and its codes are sparse, so they are held too, under a smaller budget
+(:data:`OWN_CODE_CACHE_BYTES`).
 The codes are held sparse (row, column, value: 16 bytes per nonzero, exact values, so pass 2
 sees the very codes pass 1 saw), keyed by the chunk's first row, while they fit
 ``budget_bytes``; chunks beyond the budget are solved again in pass 2, as before.
@@ -16,6 +19,12 @@ import torch
 
 #: Default memory for held codes (bytes).
 CODE_CACHE_BYTES = 1 << 30
+
+#: Memory for held *own* codes (bytes): re-encoding costs one matmul, so less is held.
+OWN_CODE_CACHE_BYTES = 1 << 28
+
+#: Elements of the codes scanned for nonzeros at once in :meth:`CodeCache.put`.
+NONZERO_BLOCK_ELEMENTS = 1 << 24
 
 
 class _Sparse(NamedTuple):
@@ -67,7 +76,12 @@ class CodeCache:
         codes:
             Its codes (dense).
         """
-        rows, cols = (codes != 0).nonzero(as_tuple=True)
+        # the nonzeros a block of rows at a time: a ``[n, K]`` mask at once would add a
+        # quarter of the codes' own size to the peak at large K
+        step = max(1, NONZERO_BLOCK_ELEMENTS // max(codes.shape[1], 1))
+        found = [(blk != 0).nonzero() for blk in codes.split(step)]
+        rows = torch.cat([f[:, 0] + b * step for b, f in enumerate(found)])
+        cols = torch.cat([f[:, 1] for f in found])
         size = rows.numel() * (8 + codes.element_size())
         if self.used_bytes + size > self.budget_bytes:
             return
