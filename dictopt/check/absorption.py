@@ -377,9 +377,9 @@ def find_stars(
     their rows (a parent is absorbed only partly, so it keeps firing on part of its children's
     rows, while sibling latents share less direction and fire together less); its links are
     then taken (never hubs themselves), so siblings are never paired with each other. Ties (a
-    hub silent on every partner row) are broken by the mean cosine to the links. A link ``k`` of hub ``h`` is a partner when ``h`` is
-    significantly silenced where ``k`` fires (:func:`silenced_z`); a star needs ≥ 2 partners
-    whose remainders are distinct.
+    hub silent on every partner row) are broken by the mean cosine to the links. A link ``k``
+    of hub ``h`` is a partner when ``h`` is significantly silenced where ``k`` fires
+    (:func:`silenced_z`); a star needs ≥ 2 partners whose remainders are distinct.
 
     Parameters
     ----------
