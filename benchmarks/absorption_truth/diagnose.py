@@ -83,8 +83,9 @@ def classify_false_negatives(
 ) -> list[dict]:
     """One record per missed absorbed edge, with the label's own statistics for the pair
     (``G_p``'s best member, ``l_c``) and the first test of the label it fails: ``cos<min``,
-    ``cos≥duplicate`` (decoder cosine out of range), ``not-associated`` (co-firing within
-    ``z_min`` of independence), ``hub-not-silenced`` (binomial z < ``z_min``), else
+    ``cos≥duplicate`` (decoder cosine out of range), ``rare`` (independence predicts fewer
+    than ``z_min²`` co-firings), ``not-associated`` (co-firing within ``z_min`` standard errors
+    of independence), ``hub-not-silenced`` (binomial z < ``z_min``), else
     ``star`` (the pair passes every pairwise test but no star holds it: a single partner, a
     partner assigned to another hub, or the remainder or centre test)."""
     W = W_KD / np.maximum(np.linalg.norm(W_KD, axis=1, keepdims=True), 1e-12)
@@ -110,7 +111,9 @@ def classify_false_negatives(
                 why = "cos<min"
             elif cos >= duplicate_cos:
                 why = "cos≥duplicate"
-            elif E < z_min**2 or abs(z_assoc) < z_min:
+            elif E < z_min**2:
+                why = "rare"
+            elif abs(z_assoc) < z_min:
                 why = "not-associated"
             elif z_sil < z_min:
                 why = "hub-not-silenced"
