@@ -24,6 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.absorption_truth.diagnose import (
+    classify_false_negatives,
+    classify_false_positives,
+    count_classes,
+)
 from benchmarks.absorption_truth.score import score_pairs
 from benchmarks.absorption_truth.truth import edge_truth
 from benchmarks.absorption_truth.worlds import (
@@ -103,6 +108,8 @@ def run_setting(setting: Setting, cache: Path, n_eval: int) -> dict[str, Any]:
     sc = score_pairs(pairs, truth)
     legacy = score_pairs(legacy_pairs(a_NK, W_KD), truth)
     classes = collections.Counter(e.cls for e in truth)
+    fp_why = classify_false_positives(sc.false_positives, f_NF, a_NK, truth, world.parent)
+    fn_why = classify_false_negatives(sc.false_negatives, a_NK, W_KD, truth)
     return {
         "setting": setting.name, "depth": setting.world.depth, "seed": setting.world.seed,
         "width": setting.sae.width, "arch": setting.sae.arch,
@@ -113,6 +120,8 @@ def run_setting(setting: Setting, cache: Path, n_eval: int) -> dict[str, Any]:
         "found": sc.found, "absorbed": sc.n_absorbed,
         "precision": sc.precision, "precision_strict": sc.precision_strict, "recall": sc.recall,
         "false_positives": sc.false_positives, "false_negatives": sc.false_negatives,
+        "false_positive_classes": count_classes(fp_why), "false_positive_detail": fp_why,
+        "false_negative_classes": count_classes(fn_why), "false_negative_detail": fn_why,
         "check_seconds": time.perf_counter() - t0,
         "legacy": {"labels": legacy.n_predicted, "tp": legacy.tp, "fp": legacy.fp,
                    "found": legacy.found, "precision": legacy.precision,
@@ -125,11 +134,16 @@ def _fmt(v: float) -> str:
     return "–" if v != v else f"{v:.2f}"
 
 
+def _classes(c: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda t: -t[1])) or "–"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown table, one row per setting, and a total over settings with absorption."""
     head = ("| setting | L0 | absorbed / partial / kept / other / unresolved | labels | TP | "
-            "partial hits | FP | precision | recall | before #16: labels, precision, recall |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n")
+            "partial hits | FP | precision | recall | before #16: labels, precision, recall | "
+            "FP classes | FN classes |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         c = r["classes"]
@@ -138,7 +152,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['setting']} | {r['l0']:.1f} | {cls} | {r['labels']} | {r['tp']} | "
                      f"{r['neutral']} | {r['fp']} | {_fmt(r['precision'])} | "
                      f"{_fmt(r['recall'])} | {r['legacy']['labels']}, "
-                     f"{_fmt(r['legacy']['precision'])}, {_fmt(r['legacy']['recall'])} |")
+                     f"{_fmt(r['legacy']['precision'])}, {_fmt(r['legacy']['recall'])} | "
+                     f"{_classes(r['false_positive_classes'])} | "
+                     f"{_classes(r['false_negative_classes'])} |")
     tp = sum(r["tp"] for r in rows)
     fp = sum(r["fp"] for r in rows)
     found = sum(r["found"] for r in rows)
@@ -146,6 +162,13 @@ def table(rows: list[dict[str, Any]]) -> str:
     tot = (f"\nAll settings: precision {_fmt(tp / (tp + fp) if tp + fp else float('nan'))} "
            f"({tp} TP, {fp} FP), recall {_fmt(found / absorbed if absorbed else float('nan'))} "
            f"({found} of {absorbed} absorbed edges).\n")
+    fpc: collections.Counter = collections.Counter()
+    fnc: collections.Counter = collections.Counter()
+    for r in rows:
+        fpc.update(r["false_positive_classes"])
+        fnc.update(r["false_negative_classes"])
+    tot += f"False positives by class: {_classes(dict(fpc))}.\n"
+    tot += f"False negatives by class: {_classes(dict(fnc))}.\n"
     ltp = sum(r["legacy"]["tp"] for r in rows)
     lfp = sum(r["legacy"]["fp"] for r in rows)
     lfound = sum(r["legacy"]["found"] for r in rows)

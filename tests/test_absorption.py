@@ -170,3 +170,22 @@ def test_check_labels_absorption_from_structure_and_merges_like_one_stream():
     pairs = {(lab.i, lab.j) for lab in rep.labels if lab.label == "absorption"}
     assert pairs == {(0, 1), (0, 2), (0, 3)}
     assert rep.summary["labels"]["absorption"] == 3
+
+
+def test_hub_is_the_central_latent_when_its_direction_is_impure():
+    """An impure parent latent (``e0 + 1.2 e9``, as SGD-trained SAEs make them) shares less
+    direction with its partners than the partners share with each other, so the mean cosine
+    would take a sibling as the hub; the hub still fires on part of its partners' rows
+    (partial absorption), which siblings do not, and centrality picks it."""
+    D, A = _absorbed_world(8000, 5, alpha=1.0, hub_with_partner=0.3)
+    hub = np.zeros(12)
+    hub[0], hub[9] = 1.0, 1.2
+    D = D.clone()
+    D[0] = torch.tensor(hub / np.linalg.norm(hub))
+    cos_hub = float(D[0] @ D[1])
+    assert cos_hub < float(D[1] @ D[2])  # the mean cosine would prefer a sibling
+    st_ = absorption_start(*candidate_pairs(D), 8)
+    absorption_update(st_, A)
+    found, _ = absorption_findings(st_, D)
+    assert {(f.i, f.j) for f in found} == {(0, 1), (0, 2), (0, 3)}
+    assert all(f.hub == 0 for f in found)

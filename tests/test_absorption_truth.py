@@ -88,3 +88,36 @@ def test_quick_harness_end_to_end(tmp_path):
     assert r["tp"] + r["neutral"] + r["fp"] == r["labels"]
     assert r["found"] + len(r["false_negatives"]) == r["absorbed"]
     assert (tmp_path / f"{s.name}-{s.key()}" / "cfg.json").exists()  # cached for reruns
+    # every false positive and negative is explained by exactly one class
+    assert sum(r["false_positive_classes"].values()) == r["fp"]
+    assert sum(r["false_negative_classes"].values()) == len(r["false_negatives"])
+
+
+def test_false_positives_and_negatives_are_classified():
+    from benchmarks.absorption_truth.diagnose import (
+        classify_false_negatives,
+        classify_false_positives,
+    )
+
+    f, F, edges, desc = _world()
+    a = np.zeros((f.shape[0], 4))
+    alone = (f[:, 0] > 0) & (f[:, 1:3].sum(1) == 0)
+    a[alone, 0] = 1.0
+    a[:, 1], a[:, 2], a[:, 3] = f[:, 1], f[:, 2], f[:, 3]
+    W = np.stack([F[0], (F[1] + 0.8 * F[0]), (F[2] + 0.1 * F[0]), F[3]])
+    tr = edge_truth(f, a, W, F, edges, desc)
+    recs = classify_false_positives([(1, 2), (0, 3)], f, a, tr, {1: 0, 2: 0})
+    assert [r["class"] for r in recs] == ["siblings", "unrelated"]
+    assert recs[0]["features"] == [1, 2]
+    # edge (1, 0) is absorbed (cos 0.62 to its hub); edge (2, 0) carries too little of the parent
+    assert [e.cls for e in tr] == ["absorbed", "other"]
+    fn = classify_false_negatives([(1, 0)], a, W, tr)
+    # the hub never fires with it (lift 0, significant exclusion, silenced), yet it is its
+    # hub's only partner: no star
+    assert fn[0]["class"] == "star"
+    assert fn[0]["lift"] == 0.0 and fn[0]["z_association"] < -3 and fn[0]["z_silenced"] > 3
+    W_low = W.copy()
+    W_low[1] = F[1] + 0.3 * F[0]  # cosine 0.29 to the hub: below the label's cos_min
+    tr_low = edge_truth(f, a, W_low, F, edges, desc)
+    assert tr_low[0].cls == "absorbed"
+    assert classify_false_negatives([(1, 0)], a, W_low, tr_low)[0]["class"] == "cos<min"

@@ -17,8 +17,10 @@ so the label reads it from structure only:
 - **star** (:func:`find_stars`): a hub ``h`` with ≥ 2 partners, each sharing its direction
   (``cos_min ≤ c_hk < duplicate_cos``), significantly associated with it and silencing it,
   two of whose *remainders* ``d_k − c_hk d_h`` are distinct (cosine ≤ ``remainder_cos``); the
-  hub is the member whose direction the others share most, a partner belongs to the hub it
-  shares most, and no other latent may be closer than the hub to every partner.
+  hub is the most *central* member, ``Σ_k c_hk · P(h fires | k fires)`` over its links (its
+  direction is shared by the others and it still fires on part of their rows), a partner
+  belongs to the hub it shares most, and no other latent may be closer than the hub to every
+  partner.
 
 Hierarchies in SAELens-trained SAEs rarely become exact exclusions: partial absorption keeps
 the hub firing on part of the partner's rows, so the co-firing of a true (hub, partner) pair is
@@ -370,11 +372,14 @@ def find_stars(
 
     Two latents are *linked* when ``c_hk ≥ cos_min`` and their co-firing is significantly far
     from independence (:func:`_associated`). Latents with ≥ 2 links are hub candidates, taken
-    in decreasing mean cosine to their links: the hub of a group is the member whose direction
-    the others share most, and its links are then taken (never hubs themselves), so siblings
-    are never paired with each other. A link ``k`` of hub ``h`` is a partner when ``h`` is
-    significantly silenced where ``k`` fires (:func:`silenced_z`); a star needs ≥ 2 partners
-    whose remainders are distinct.
+    in decreasing *centrality* ``Σ_k c_hk · P(h fires | k fires)`` over their links ``k``: the
+    hub of a group is the member whose direction the others share and that still fires on
+    their rows (a parent is absorbed only partly, so it keeps firing on part of its children's
+    rows, while sibling latents share less direction and fire together less); its links are
+    then taken (never hubs themselves), so siblings are never paired with each other. Ties (a
+    hub silent on every partner row) are broken by the mean cosine to the links. A link ``k``
+    of hub ``h`` is a partner when ``h`` is significantly silenced where ``k`` fires
+    (:func:`silenced_z`); a star needs ≥ 2 partners whose remainders are distinct.
 
     Parameters
     ----------
@@ -395,21 +400,25 @@ def find_stars(
     D = atoms_KD.to(F64)
     assoc = (_associated(ps, th) if th.require_association else ~ps.rare).tolist()
     links: dict[int, list[tuple[int, float]]] = {}
+    centre: dict[int, float] = {}  # Σ_k c_hk · P(h fires | k fires) over the links k of h
     for p in range(ps.pi.numel()):
         c = float(ps.cos[p])
         if not assoc[p] or c < th.cos_min or c >= th.duplicate_cos:
             continue
         i, j, co = int(ps.pi[p]), int(ps.pj[p]), float(ps.coactive[p])
-        links.setdefault(i, []).append((j, silenced_z(co, float(n_k[j]), th.cofire_max)))
-        links.setdefault(j, []).append((i, silenced_z(co, float(n_k[i]), th.cofire_max)))
+        ni, nj = float(n_k[i]), float(n_k[j])
+        links.setdefault(i, []).append((j, silenced_z(co, nj, th.cofire_max)))
+        links.setdefault(j, []).append((i, silenced_z(co, ni, th.cofire_max)))
+        centre[i] = centre.get(i, 0.0) + c * co / max(nj, 1.0)
+        centre[j] = centre.get(j, 0.0) + c * co / max(ni, 1.0)
     near: dict[int, set[int]] = {}
     for i, j, c in zip(ps.pi.tolist(), ps.pj.tolist(), ps.cos.tolist(), strict=True):
         if th.cos_min <= c < th.duplicate_cos:
             near.setdefault(i, set()).add(j)
             near.setdefault(j, set()).add(i)
-    order = sorted(
+    order = sorted(  # ties (a hub silenced on every partner row) fall back to the geometry
         (h for h, kz in links.items() if len(kz) >= 2),
-        key=lambda h: -float((D[[k for k, _ in links[h]]] @ D[h]).mean()),
+        key=lambda h: (-centre[h], -float((D[[k for k, _ in links[h]]] @ D[h]).mean()), h),
     )
     taken: set[int] = set()
     out: list[Star] = []
