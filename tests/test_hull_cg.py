@@ -245,3 +245,33 @@ def test_above_64_atoms_the_report_lists_the_atoms_tested(tmp_path):
     assert {v.j for v in rep.by_condition("hull")} <= set(sel["tested"])
     saved = json.loads(rep.save_json(tmp_path / "r.json").read_text())
     assert saved["summary"]["hull_selection"] == sel
+
+
+def test_without_the_gram_matrix_the_hull_finds_the_same_violations(monkeypatch):
+    """Above the element budget the hull forms each tested atom's cosines on demand instead
+    of the K × K Gram matrix (issue #17); the verdicts and gaps are the Gram path's."""
+    import dictopt.check.hull as hull
+
+    w = make_world("hierarchy", seed=0, n=600)
+    d = w.truth(0.05)
+    A = torch.as_tensor(w.codes, dtype=F64)
+    abar = A.mean(0)
+    tol = Tolerances(tau=0.0)
+    ref = {v.j: v for v in joint_hull(A, d.atoms, abar, 0.05, 0.0, tol).violations}
+    formed = []
+    real = torch.Tensor.t
+
+    def spy(x):
+        formed.append(tuple(x.shape))
+        return real(x)
+
+    monkeypatch.setattr(hull, "DENSE_ELEMENTS", 0)
+    monkeypatch.setattr(torch.Tensor, "t", spy)
+    own = {v.j: v for v in joint_hull(A, d.atoms, abar, 0.05, 0.0, tol).violations}
+    monkeypatch.undo()
+    assert not formed  # no D @ Dᵀ
+    assert set(own) == set(ref) and ref
+    for k, v in own.items():
+        assert v.detail["gap"] == pytest.approx(ref[k].detail["gap"], rel=1e-9, abs=1e-12)
+        assert v.detail["distance"] == pytest.approx(ref[k].detail["distance"], rel=1e-9,
+                                                     abs=1e-12)

@@ -43,6 +43,8 @@ from typing import Any
 
 import torch
 
+from dictopt.check.blocks import DENSE_ELEMENTS, column_block
+
 F64 = torch.float64
 
 
@@ -94,6 +96,8 @@ class AbsorptionStats:
     q_i_on_j: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
     q_j_on_i: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
     block_elements: int = 1 << 20
+    dense_elements: int = DENSE_ELEMENTS
+    """Largest float64 block of a chunk's codes formed at once (the per-atom sums)."""
 
 
 def candidate_pairs(
@@ -188,21 +192,26 @@ def absorption_update(st: AbsorptionStats, codes_NK: torch.Tensor) -> None:
         each atom's sums and squares where the other fires (pairs ``block_elements / n`` at a
         time).
     """
-    a = codes_NK.to(F64)
-    n = a.shape[0]
+    n, K = codes_NK.shape
     if n == 0:
         return
-    on = (a > 0).to(F64)
     st.n += n
-    st.n_k += on.sum(0)
-    st.s_k += a.sum(0)
-    st.q_k += (a * a).sum(0)
+    # per-atom sums over column blocks of at most ``dense_elements`` float64 entries: one
+    # block (the whole chunk at once) unless the chunk is wide, so no [n, K] float64 copy of
+    # the codes is held at large K (issue #21)
+    width = column_block(n, K, st.dense_elements)
+    for lo in range(0, K, width):
+        a = codes_NK[:, lo : lo + width].to(F64)
+        st.n_k[lo : lo + width] += (a > 0).to(F64).sum(0)
+        st.s_k[lo : lo + width] += a.sum(0)
+        st.q_k[lo : lo + width] += (a * a).sum(0)
+        del a  # before the next block is formed
     P = st.pi.numel()
     block = max(1, st.block_elements // n)
     for lo in range(0, P, block):
         sl = slice(lo, lo + block)
-        ai, aj = a[:, st.pi[sl]], a[:, st.pj[sl]]
-        oi, oj = on[:, st.pi[sl]], on[:, st.pj[sl]]
+        ai, aj = codes_NK[:, st.pi[sl]].to(F64), codes_NK[:, st.pj[sl]].to(F64)
+        oi, oj = (ai > 0).to(F64), (aj > 0).to(F64)
         st.co[sl] += (oi * oj).sum(0)
         st.s_i_on_j[sl] += (ai * oj).sum(0)
         st.s_j_on_i[sl] += (aj * oi).sum(0)

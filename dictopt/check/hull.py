@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from scipy.optimize import linprog
 
+from dictopt.check.blocks import DENSE_ELEMENTS
 from dictopt.check.moves import Toward, best_toward_step
 from dictopt.check.report import Violation
 from dictopt.check.tolerances import Tolerances
@@ -287,7 +288,9 @@ def joint_hull(
     D = atoms_KD.to(F64)
     N, K = A.shape
     active = A > tau
-    data = _HullData(A, D @ D.t(), mean_a, active, active.sum(1), A.sum(1))
+    # the K × K Gram matrix only when it is small; else each tested atom's column on demand
+    gram = D @ D.t() if K * K <= DENSE_ELEMENTS else None
+    data = _HullData(A, gram, D, mean_a, active, active.sum(1), A.sum(1))
     sparsest, v_of = data.sparsest, data.v_of
     floor = tol.floor_rel * float(mean_a.max())
     out: list[Violation] = []
@@ -321,11 +324,14 @@ def joint_hull(
 
 class _HullData(NamedTuple):
     """What every atom's hull test reads: codes ``[N, K]`` (float64), the Gram matrix
-    ``[K, K]``, ``ā`` ``[K]``, the activity mask ``[N, K]``, and per row ``[N]`` the number
-    of active atoms and the sum of codes."""
+    ``[K, K]`` when ``K² ≤`` :data:`~dictopt.check.blocks.DENSE_ELEMENTS` (else ``None``: the
+    cosines of atom ``k`` are formed when ``k`` is tested, so no ``K × K`` array is held at
+    large ``K``), the atoms ``[K, d]`` (float64), ``ā`` ``[K]``, the activity mask ``[N, K]``,
+    and per row ``[N]`` the number of active atoms and the sum of codes."""
 
     A: torch.Tensor
-    gram: torch.Tensor
+    gram: torch.Tensor | None
+    D: torch.Tensor
     mean_a: torch.Tensor
     active: torch.Tensor
     load: torch.Tensor
@@ -340,7 +346,8 @@ class _HullData(NamedTuple):
 
     def v_of(self, k: int, J: torch.Tensor) -> np.ndarray:
         """``v_k = (1 − c_jk) ā_j`` over the atoms ``J``."""
-        return ((1 - self.gram[J, k]) * self.mean_a[J]).numpy()
+        c_k = self.gram[J, k] if self.gram is not None else (self.D @ self.D[k])[J]
+        return ((1 - c_k) * self.mean_a[J]).numpy()
 
 
 def _choose_atoms(

@@ -24,7 +24,7 @@ from dictopt.check.absorption import (
 from dictopt.check.amortisation import AmortisationSums
 from dictopt.check.inputs import Setup
 from dictopt.check.plan import PairPlan
-from dictopt.check.stats import PassOneStats, PassTwoStats
+from dictopt.check.stats import PassOneStats, PassTwoStats, density
 from dictopt.check.tolerances import Tolerances
 
 F64 = torch.float64
@@ -75,7 +75,7 @@ def first_chunk_choices(
     if tau is None:
         tau = 0.0 if setup.mode == "own" else tol.tau_rel * float(a.max())
     if sparse is None:
-        sparse = float((a > tau).float().mean()) < 0.1 and setup.dictionary.K >= 256
+        sparse = density(a, tau) < 0.1 and setup.dictionary.K >= 256
     return tau, bool(sparse)
 
 

@@ -178,6 +178,24 @@ def _csr(
         return torch.sparse_csr_tensor(crow, col, val, size, check_invariants=False)
 
 
+def density(a: torch.Tensor, tau: float) -> float:
+    """Fraction of the entries of ``a`` above ``tau`` (an exact count: no float copy of ``a``).
+
+    Parameters
+    ----------
+    a:
+        Codes of any shape.
+    tau:
+        The threshold.
+
+    Returns
+    -------
+    float
+        ``|{a > τ}| / a.numel()`` (0 for an empty ``a``).
+    """
+    return int(torch.count_nonzero(a > tau)) / max(a.numel(), 1)
+
+
 def member(a: torch.Tensor, sorted_b: torch.Tensor) -> torch.Tensor:
     """``a ∈ b`` elementwise for a sorted 1-D ``b`` (binary search; faster than ``isin``).
 
@@ -436,7 +454,7 @@ class PassTwoStats:
         if a.shape[0] == 0 or self.pi.numel() == 0:
             return
         if sparse is None:
-            sparse = tau == 0 and float((a > 0).float().mean()) < 0.25 and bool((a >= 0).all())
+            sparse = tau == 0 and density(a, 0.0) < 0.25 and bool((a >= 0).all())
         elif sparse and not (tau == 0 and bool((a >= 0).all())):
             raise ValueError("the sparse pass-2 update needs tau = 0 and nonnegative codes")
         if sparse:
@@ -499,11 +517,18 @@ class PassTwoStats:
         rare pairs are redone densely.
         """
         n, dt = a.shape[0], a.dtype
-        act = a > 0
-        n_act = act.sum(0)  # [K]
+        # the support of every atom at once, column by column in ascending row order (one
+        # sweep of the codes instead of a strided column scan per atom)
+        r_act, c_act = (a > 0).nonzero(as_tuple=True)
+        by_col = argsort_stable(c_act)
+        rows_by_col = r_act[by_col]
+        n_act = torch.bincount(c_act, minlength=a.shape[1])  # [K]
+        col_start = n_act.cumsum(0) - n_act
+        del r_act, c_act, by_col
         redo = []
         for i, group in self._pairs_by_first_atom():
-            rows = act[:, i].nonzero().squeeze(1)
+            lo = int(col_start[i])
+            rows = rows_by_col[lo : lo + int(n_act[i])]
             a_rows = a.index_select(0, rows)  # the support of atom i, all atoms
             ai = a_rows[:, i : i + 1]
             block = max(1, self.block_elements // max(1, rows.numel()))
