@@ -50,26 +50,76 @@ class RepairResult(NamedTuple):
 
 
 class _Solved(NamedTuple):
-    """A dictionary's loss with its optimal codes, and the codes of every chunk."""
+    """A dictionary's loss with its optimal codes, the codes of every chunk and (when held)
+    the prepared data of every chunk."""
 
     loss: float
     codes: list[torch.Tensor]
+    data: list[torch.Tensor] | None = None
 
 
-def _solve_all(dic: Dictionary, source: Any, init: list[torch.Tensor] | None) -> _Solved:
-    """Optimal codes of every chunk (warm-started from ``init``, chunk by chunk) and the loss
-    they give, through :func:`dictopt.problem.evaluate` (which streams chunks in order)."""
+def _solve_all(dic: Dictionary, source: Any, init: _Solved | None) -> _Solved:
+    """Optimal codes of every chunk (warm-started from ``init``'s, chunk by chunk) and the
+    loss they give, through :func:`dictopt.problem.evaluate` (which streams chunks in order);
+    the prepared chunks are kept."""
     from dictopt.lasso import solve_codes
 
     parts: list[torch.Tensor] = []
-    starts = iter(init) if init is not None else None
+    data: list[torch.Tensor] = []
+    starts = iter(init.codes) if init is not None else None
 
     def coder(x: torch.Tensor) -> torch.Tensor:
         start = None if starts is None else next(starts)
         parts.append(solve_codes(dic.atoms, x, dic.lam, bias=dic.bias, init=start).codes)
+        data.append(x)
         return parts[-1]
 
-    return _Solved(evaluate(dic, source, codes=coder).loss, parts)
+    return _Solved(evaluate(dic, source, codes=coder).loss, parts, data)
+
+
+def changed_atoms(new: Dictionary, old: Dictionary) -> torch.Tensor | None:
+    """Indices of the atoms that differ between two dictionaries of the same shape, or None
+    when the bias differs (then every residual changes)."""
+    if not torch.equal(new.bias, old.bias):
+        return None
+    return (new.atoms != old.atoms).any(dim=1).nonzero().flatten()
+
+
+def solve_after_move(new: Dictionary, old: Dictionary, held: _Solved) -> _Solved | None:
+    """The optimal codes and loss of ``new`` from those of ``old`` (``held``, with its data),
+    re-solving only the rows a move of a few atoms can change; None when the move changed the
+    bias or more than half the atoms (solve every row then).
+
+    A row whose codes are zero on every changed atom keeps its residual, so its codes stay
+    optimal unless a changed atom now violates C1 there (``d_k · r_n > λ (1 + tol)``, the
+    exact coder's own test): only the other rows are re-solved, warm-started from their held
+    codes. That is the exact coder's answer on every row: warm-started on all rows it stops at
+    once on the rows left out here, which already meet its stopping rule. The loss is summed
+    over every row as :func:`dictopt.problem.evaluate` sums it.
+    """
+    from dictopt.lasso import DEFAULT_TOL, solve_codes
+    from dictopt.problem import LossSums
+
+    S = changed_atoms(new, old)
+    if S is None or held.data is None or 2 * S.numel() > new.K:
+        return None
+    lam = float(new.lam)
+    parts: list[torch.Tensor] = []
+    acc = LossSums(new)
+    for x, a in zip(held.data, held.codes, strict=True):
+        codes = a
+        if S.numel():
+            touch = (a[:, S] > 0).any(dim=1)
+            g = (x - new.decode(a)) @ new.atoms[S].T  # unchanged residuals where not touched
+            redo = touch | ((g - lam).amax(dim=1) / lam > DEFAULT_TOL)
+            rows = redo.nonzero().flatten()
+            if rows.numel():
+                codes = a.clone()
+                codes[rows] = solve_codes(new.atoms, x[rows], lam, bias=new.bias,
+                                          init=a[rows]).codes
+        parts.append(codes)
+        acc.update(x, codes, new.decode(codes))
+    return _Solved(acc.result().loss, parts, held.data)
 
 
 def repair(
@@ -119,8 +169,12 @@ def repair(
     src = as_source(source)
     reuse = coder is None and 8 * src.n * current.K <= code_budget_bytes
     # the joint hull's own dual (equally optimal; no LP on every point each round)
-    objective = _Objective(source, coder, reuse, {"hull_duals": "working_set", **check_options})
-    solved = objective.solve(current, None)
+    # and the points that carried each passing atom's hull last round (no LP while they do)
+    from dictopt.check.hull import HullBasis
+
+    objective = _Objective(source, coder, reuse, {"hull_duals": "working_set",
+                                                  "hull_basis": HullBasis(), **check_options})
+    solved = objective.solve(current)
     loss = solved.loss
     losses = [loss]
     moves: list[dict[str, Any]] = []
@@ -163,11 +217,18 @@ class _Objective:
         """The exact coder of ``dic``."""
         return lambda x: self.code(dic, x)
 
-    def solve(self, dic: Dictionary, init: _Solved | None) -> _Solved:
-        """The loss of ``dic`` with exact codes (and the codes, when held)."""
+    def solve(self, dic: Dictionary, init: _Solved | None = None,
+              moved_from: Dictionary | None = None) -> _Solved:
+        """The loss of ``dic`` with exact codes (and the codes, when held): from ``init``'s
+        codes, re-solving only the rows the move from ``moved_from`` can change when it is a
+        move of a few atoms (:func:`solve_after_move`)."""
         if not self.reuse:
             return _Solved(evaluate(dic, self.source, codes=self.codes_of(dic)).loss, [])
-        return _solve_all(dic, self.source, None if init is None else init.codes)
+        if init is not None and moved_from is not None:
+            found = solve_after_move(dic, moved_from, init)
+            if found is not None:
+                return found
+        return _solve_all(dic, self.source, init)
 
     def check(self, dic: Dictionary, solved: _Solved) -> CheckReport:
         """The check of ``dic`` at its exact codes."""
@@ -183,7 +244,7 @@ def _first_descent(
     ``loss``: the moves, the moved dictionary and its solve; None when none descends."""
     for vs in _tries(report, min_decrease):
         trial = _moved(current, vs, lam)
-        trial_solved = objective.solve(trial, solved)
+        trial_solved = objective.solve(trial, solved, moved_from=current)
         if trial_solved.loss < loss:
             return vs, trial, trial_solved
     return None
