@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dictopt.check import Tolerances
 from dictopt.check.hull import HullBasis, hull_distance, joint_hull
-from dictopt.check.repair import _Solved, changed_atoms, solve_after_move
+from dictopt.check.repair import SolvedCodes, changed_atoms, solve_after_move
 from dictopt.data.worlds import make_world
 from dictopt.lasso import solve_codes
 from dictopt.problem import Dictionary, objective
@@ -48,7 +48,7 @@ def test_trial_codes_from_the_changed_rows_equal_solving_every_row(
     old = Dictionary(atoms=atoms, bias=bias, lam=lam)
     data = list(torch.tensor_split(x, chunks))
     held_codes = [solve_codes(atoms, c, lam, bias=bias).codes for c in data]
-    held = _Solved(objective(old, x, torch.cat(held_codes)).loss, held_codes, data)
+    held = SolvedCodes(objective(old, x, torch.cat(held_codes)).loss, held_codes, data)
     moved = torch.as_tensor(rng.choice(K, size=min(n_moved, K), replace=False), dtype=torch.long)
     new_atoms = atoms.clone()
     new_atoms[moved] = unit(atoms[moved].numpy() + size * rng.normal(size=(moved.numel(), d)))
@@ -70,7 +70,7 @@ def test_a_moved_bias_solves_every_row():
     w = make_world("hierarchy", seed=0, n=50, d=8, n_roots=2, branching=2)
     d = w.truth(0.05)
     shifted = Dictionary(atoms=d.atoms, bias=d.bias + 1e-3, lam=0.05)
-    held = _Solved(0.0, [torch.zeros(50, d.K, dtype=F64)], [w.x])
+    held = SolvedCodes(0.0, [torch.zeros(50, d.K, dtype=F64)], [w.x])
     assert changed_atoms(shifted, d) is None
     assert solve_after_move(shifted, d, held) is None
 

@@ -55,7 +55,7 @@ class RepairResult(NamedTuple):
     report: CheckReport
 
 
-class _Solved(NamedTuple):
+class SolvedCodes(NamedTuple):
     """A dictionary's loss with its optimal codes, the codes of every chunk and (when held)
     the prepared data of every chunk."""
 
@@ -64,7 +64,7 @@ class _Solved(NamedTuple):
     data: list[torch.Tensor] | None = None
 
 
-def _solve_all(dic: Dictionary, source: Any, init: _Solved | None) -> _Solved:
+def _solve_all(dic: Dictionary, source: Any, init: SolvedCodes | None) -> SolvedCodes:
     """Optimal codes of every chunk (warm-started from ``init``'s, chunk by chunk) and the
     loss they give, through :func:`dictopt.problem.evaluate` (which streams chunks in order);
     the prepared chunks are kept."""
@@ -80,7 +80,7 @@ def _solve_all(dic: Dictionary, source: Any, init: _Solved | None) -> _Solved:
         data.append(x)
         return parts[-1]
 
-    return _Solved(evaluate(dic, source, codes=coder).loss, parts, data)
+    return SolvedCodes(evaluate(dic, source, codes=coder).loss, parts, data)
 
 
 def changed_atoms(new: Dictionary, old: Dictionary) -> torch.Tensor | None:
@@ -91,7 +91,7 @@ def changed_atoms(new: Dictionary, old: Dictionary) -> torch.Tensor | None:
     return (new.atoms != old.atoms).any(dim=1).nonzero().flatten()
 
 
-def solve_after_move(new: Dictionary, old: Dictionary, held: _Solved) -> _Solved | None:
+def solve_after_move(new: Dictionary, old: Dictionary, held: SolvedCodes) -> SolvedCodes | None:
     """The optimal codes and loss of ``new`` from those of ``old`` (``held``, with its data),
     re-solving only the rows a move of a few atoms can change; None when the move changed the
     bias or more than half the atoms (solve every row then).
@@ -125,7 +125,7 @@ def solve_after_move(new: Dictionary, old: Dictionary, held: _Solved) -> _Solved
                                           init=a[rows]).codes
         parts.append(codes)
         acc.update(x, codes, new.decode(codes))
-    return _Solved(acc.result().loss, parts, held.data)
+    return SolvedCodes(acc.result().loss, parts, held.data)
 
 
 def repair(
@@ -224,29 +224,29 @@ class _Objective:
         """The exact coder of ``dic``."""
         return lambda x: self.code(dic, x)
 
-    def solve(self, dic: Dictionary, init: _Solved | None = None,
-              moved_from: Dictionary | None = None) -> _Solved:
+    def solve(self, dic: Dictionary, init: SolvedCodes | None = None,
+              moved_from: Dictionary | None = None) -> SolvedCodes:
         """The loss of ``dic`` with exact codes (and the codes, when held): from ``init``'s
         codes, re-solving only the rows the move from ``moved_from`` can change when it is a
         move of a few atoms (:func:`solve_after_move`)."""
         if not self.reuse:
-            return _Solved(evaluate(dic, self.source, codes=self.codes_of(dic)).loss, [])
+            return SolvedCodes(evaluate(dic, self.source, codes=self.codes_of(dic)).loss, [])
         if init is not None and moved_from is not None:
             found = solve_after_move(dic, moved_from, init)
             if found is not None:
                 return found
         return _solve_all(dic, self.source, init)
 
-    def check(self, dic: Dictionary, solved: _Solved) -> CheckReport:
+    def check(self, dic: Dictionary, solved: SolvedCodes) -> CheckReport:
         """The check of ``dic`` at its exact codes."""
         codes: Any = torch.cat(solved.codes) if self.reuse else self.codes_of(dic)
         return check(dic, self.source, codes=codes, amortisation=False, **self.check_options)
 
 
 def _first_descent(
-    objective: _Objective, current: Dictionary, solved: _Solved, loss: float,
+    objective: _Objective, current: Dictionary, solved: SolvedCodes, loss: float,
     report: CheckReport, min_decrease: float, lam: float,
-) -> tuple[list[Violation], Dictionary, _Solved] | None:
+) -> tuple[list[Violation], Dictionary, SolvedCodes] | None:
     """The first move set (in :func:`_tries`'s order) whose loss with re-solved codes is below
     ``loss``: the moves, the moved dictionary and its solve; None when none descends."""
     for vs in _tries(report, min_decrease):
