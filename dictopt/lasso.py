@@ -56,6 +56,9 @@ from dictopt.validation import (
 
 log = logging.getLogger(__name__)
 
+DEFAULT_TOL = 1e-9
+"""The default stopping rule of :func:`solve_codes`: ``max violation / λ ≤ DEFAULT_TOL``."""
+
 DEFAULT_BATCH_SIZE = 8192
 """Most points solved together (fewer when the memory budget says so, see :func:`plan_coder`)."""
 
@@ -658,7 +661,7 @@ def solve_codes(
     lam: float,
     *,
     bias: Any | None = None,
-    tol: float = 1e-9,
+    tol: float = DEFAULT_TOL,
     max_iter: int = 10_000,
     init: Any | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,

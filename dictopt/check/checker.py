@@ -172,7 +172,8 @@ def run_check(
     labels.extend(absorption_labels(p2.absorption, setup.dictionary.atoms, o.thresholds))
 
     hull_violations, hull_info = joint_hull_verdicts(
-        setup, p2.kept_codes, st1, tau, o.tol, o.hull, want_hull, violations, o.hull_duals
+        setup, p2.kept_codes, st1, tau, o.tol, o.hull, want_hull, violations, o.hull_duals,
+        o.hull_basis,
     )
     violations.extend(hull_violations)
     timings["hull"] = hull_info["seconds"]

@@ -88,6 +88,59 @@ class HullDistance(NamedTuple):
     """Their convex weights: ``Σ_n w_n a_n`` is within ``distance`` of ``v`` (membership)."""
 
 
+class HullBasis:
+    """The points that carried each passing atom's membership in an earlier check of a nearby
+    dictionary (``repair`` checks one dictionary per round, each a small move from the last).
+
+    An atom that passed keeps the points its convex weights used (the support of the LP's
+    primal solution, at most ``|J| + 1`` points: a basis). In the next check those points'
+    weights are re-fitted to the new ``v`` and codes by least squares, clipped at 0 and
+    normalised to sum 1: a feasible point of the atom's LP, so ``‖v − Σ w_n a_n‖₁`` is an
+    upper bound on its distance. When that bound is within the threshold the atom passes
+    without an LP (the same verdict the LP gives: its optimum is no larger); otherwise the
+    column generation runs as without the basis. Atoms that failed keep nothing, so their
+    directions (and repair's moves) are the column generation's own.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[int, torch.Tensor] = {}
+        self.K: int | None = None
+        self.reused = 0
+        """Atoms passed by a held basis (no LP), over every check that used this object."""
+
+    def passes(
+        self, k: int, v: np.ndarray, A: torch.Tensor, J: torch.Tensor, allowed: torch.Tensor,
+        threshold: float,
+    ) -> bool:
+        """Whether atom ``k``'s held points still put ``v`` within ``threshold`` of the hull
+        of the allowed rows of ``A[:, J]`` (an upper bound on the distance: exact pass)."""
+        if self.K != A.shape[1]:
+            self.rows, self.K = {}, A.shape[1]
+        rows = self.rows.get(k)
+        if rows is None or not bool(allowed[rows].all()):
+            return False
+        P = A[rows][:, J]  # [m, |J|]
+        target = torch.from_numpy(v)
+        M = torch.cat([P.t(), torch.ones(1, rows.numel(), dtype=F64)])  # [|J| + 1, m]
+        rhs = torch.cat([target, torch.ones(1, dtype=F64)]).unsqueeze(1)
+        w = torch.linalg.lstsq(M, rhs).solution.squeeze(1).clamp(min=0)
+        total = float(w.sum())
+        if not total > 0:
+            return False
+        w = w / total
+        if float((target - w @ P).abs().sum()) > threshold:
+            return False
+        self.reused += 1
+        return True
+
+    def keep(self, k: int, res: HullDistance) -> None:
+        """Hold the points with positive weight of a passing atom (forget a failing one)."""
+        if not res.passed:
+            self.rows.pop(k, None)
+            return
+        self.rows[k] = res.rows[torch.from_numpy(np.asarray(res.weights) > 0)]
+
+
 class HullResult(NamedTuple):
     """Joint hull violations and what was tested (for the report)."""
 
@@ -252,6 +305,7 @@ def joint_hull(
     atoms: list[int] | None = None,
     lower: dict[int, float] | None = None,
     duals: Literal["reference", "working_set"] = "reference",
+    basis: HullBasis | None = None,
 ) -> HullResult:
     """Joint hull violations (with certificates) for the atoms ``atoms`` (default: every
     atom up to ``full_k`` atoms, else chosen by the bound of the module docstring).
@@ -279,6 +333,10 @@ def joint_hull(
         distinct inactive point, as before column generation: an LP's optimal dual need not
         be unique, and this keeps reports identical to that LP's) or ``"working_set"`` (the
         column generation's own dual, also optimal; no LP on every point).
+    basis:
+        Points that carried each passing atom's membership in an earlier check of a nearby
+        dictionary (:class:`HullBasis`, updated in place): an atom they still carry passes
+        without an LP (exact; the verdicts are the same as without it).
 
     Returns
     -------
@@ -311,9 +369,14 @@ def joint_hull(
             continue
         tested.append(k)
         v = v_of(k, J)
+        threshold = _threshold(v, mean_a, floor, tol)
+        if basis is not None and basis.passes(k, v, A, J, inactive, threshold):
+            continue
         start = _start_rows(top_idx, inactive, J, sparsest(k), per)
-        res = hull_distance_cg(v, A, J, inactive, start, _threshold(v, mean_a, floor, tol))
+        res = hull_distance_cg(v, A, J, inactive, start, threshold)
         lp_solves += res.rounds
+        if basis is not None:
+            basis.keep(k, res)
         if res.passed:
             continue
         violation = _certificate(k, J, v, res, A, D, inactive, mean_a, lam, tol, floor, duals)

@@ -35,6 +35,10 @@ class CheckOptions:
     """A violated atom's hull direction: from the LP on every distinct point (``"reference"``,
     the report's direction since the first release) or the column generation's own, equally
     optimal dual (``"working_set"``, no LP on every point; :mod:`dictopt.check.hull`)."""
+    hull_basis: Any = None
+    """A :class:`dictopt.check.hull.HullBasis` held across checks of nearby dictionaries
+    (``repair``'s rounds): atoms still carried by their earlier points pass without an LP.
+    Verdicts are the same with or without it."""
     max_pair_certificates: int = 20_000
     """C5 violations beyond this many (ranked by slope) are listed with step 0."""
     sparse: bool | None = None

@@ -8,15 +8,20 @@ optimal codes ``A`` and re-solving can only lower it further, every accepted rou
 decrease: the loss sequence is monotone. The result has no encoder (its codes are the optimal
 codes).
 
-*Work reused.* The optimal codes of the current dictionary are held (chunk by chunk, when
-``N × K`` fits ``code_budget_bytes``): the check of each round reads them instead of solving
-the lasso twice, and each trial move's codes are solved from them (a warm start of the exact
-coder: the same optimum, reached in a few active-set steps because a move changes few
-codes). The accepted trial's codes are the next round's codes. Without the budget (or with a
-custom ``coder``) every solve starts from zero, as the exact coder always did. Each round's
-check takes the joint hull's direction from its column generation (``hull_duals=
-"working_set"``; pass ``hull_duals="reference"`` for the LP on every point): on the demo
-world both reach the same loss, 0.0576138649964307, in 100 moves.
+*Work reused.* The optimal codes of the current dictionary are held with the prepared data
+(chunk by chunk, when ``N × (K + d)`` fits ``code_budget_bytes``): the check of each round
+reads them instead of solving the lasso twice, and each trial move's codes are solved from them (a
+warm start of the exact coder: the same optimum, reached in a few active-set steps because a
+move changes few codes). A trial that moves a few atoms and not the bias re-solves only the
+rows whose codes touch a moved atom or where a moved atom now violates C1
+(:func:`solve_after_move`): the other rows keep their residuals, so their held codes already
+meet the exact coder's stopping rule. The accepted trial's codes are the next round's codes.
+Without the budget (or with a custom ``coder``) every solve starts from zero, as the exact
+coder always did. Each round's check takes the joint hull's direction from its column
+generation (``hull_duals="working_set"``; pass ``hull_duals="reference"`` for the LP on every
+point) and holds a :class:`~dictopt.check.hull.HullBasis`: an atom whose hull membership the
+points of the previous round still certify passes without an LP (the same verdict). On the
+demo world both directions reach the same loss, 0.0576138649964307, in 100 moves.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from dictopt.validation import DictoptInputError
 
 log = logging.getLogger(__name__)
 
-#: Hold the current optimal codes (``N × K`` float64) when they take at most this many bytes.
+#: Hold the current optimal codes and the data (``N × (K + d)`` float64) when they take at most
+#: this many bytes.
 CODE_BUDGET_BYTES = 1 << 30
 
 
@@ -49,27 +55,77 @@ class RepairResult(NamedTuple):
     report: CheckReport
 
 
-class _Solved(NamedTuple):
-    """A dictionary's loss with its optimal codes, and the codes of every chunk."""
+class SolvedCodes(NamedTuple):
+    """A dictionary's loss with its optimal codes, the codes of every chunk and (when held)
+    the prepared data of every chunk."""
 
     loss: float
     codes: list[torch.Tensor]
+    data: list[torch.Tensor] | None = None
 
 
-def _solve_all(dic: Dictionary, source: Any, init: list[torch.Tensor] | None) -> _Solved:
-    """Optimal codes of every chunk (warm-started from ``init``, chunk by chunk) and the loss
-    they give, through :func:`dictopt.problem.evaluate` (which streams chunks in order)."""
+def _solve_all(dic: Dictionary, source: Any, init: SolvedCodes | None) -> SolvedCodes:
+    """Optimal codes of every chunk (warm-started from ``init``'s, chunk by chunk) and the
+    loss they give, through :func:`dictopt.problem.evaluate` (which streams chunks in order);
+    the prepared chunks are kept."""
     from dictopt.lasso import solve_codes
 
     parts: list[torch.Tensor] = []
-    starts = iter(init) if init is not None else None
+    data: list[torch.Tensor] = []
+    starts = iter(init.codes) if init is not None else None
 
     def coder(x: torch.Tensor) -> torch.Tensor:
         start = None if starts is None else next(starts)
         parts.append(solve_codes(dic.atoms, x, dic.lam, bias=dic.bias, init=start).codes)
+        data.append(x)
         return parts[-1]
 
-    return _Solved(evaluate(dic, source, codes=coder).loss, parts)
+    return SolvedCodes(evaluate(dic, source, codes=coder).loss, parts, data)
+
+
+def changed_atoms(new: Dictionary, old: Dictionary) -> torch.Tensor | None:
+    """Indices of the atoms that differ between two dictionaries of the same shape, or None
+    when the bias differs (then every residual changes)."""
+    if not torch.equal(new.bias, old.bias):
+        return None
+    return (new.atoms != old.atoms).any(dim=1).nonzero().flatten()
+
+
+def solve_after_move(new: Dictionary, old: Dictionary, held: SolvedCodes) -> SolvedCodes | None:
+    """The optimal codes and loss of ``new`` from those of ``old`` (``held``, with its data),
+    re-solving only the rows a move of a few atoms can change; None when the move changed the
+    bias or more than half the atoms (solve every row then).
+
+    A row whose codes are zero on every changed atom keeps its residual, so its codes stay
+    optimal unless a changed atom now violates C1 there (``d_k · r_n > λ (1 + tol)``, the
+    exact coder's own test): only the other rows are re-solved, warm-started from their held
+    codes. That is the exact coder's answer on every row: warm-started on all rows it stops at
+    once on the rows left out here, which already meet its stopping rule. The loss is summed
+    over every row as :func:`dictopt.problem.evaluate` sums it.
+    """
+    from dictopt.lasso import DEFAULT_TOL, solve_codes
+    from dictopt.problem import LossSums
+
+    S = changed_atoms(new, old)
+    if S is None or held.data is None or 2 * S.numel() > new.K:
+        return None
+    lam = float(new.lam)
+    parts: list[torch.Tensor] = []
+    acc = LossSums(new)
+    for x, a in zip(held.data, held.codes, strict=True):
+        codes = a
+        if S.numel():
+            touch = (a[:, S] > 0).any(dim=1)
+            g = (x - new.decode(a)) @ new.atoms[S].T  # unchanged residuals where not touched
+            redo = touch | ((g - lam).amax(dim=1) / lam > DEFAULT_TOL)
+            rows = redo.nonzero().flatten()
+            if rows.numel():
+                codes = a.clone()
+                codes[rows] = solve_codes(new.atoms, x[rows], lam, bias=new.bias,
+                                          init=a[rows]).codes
+        parts.append(codes)
+        acc.update(x, codes, new.decode(codes))
+    return SolvedCodes(acc.result().loss, parts, held.data)
 
 
 def repair(
@@ -104,7 +160,8 @@ def repair(
     progress:
         A progress bar over rounds, with the loss.
     code_budget_bytes:
-        Hold the current optimal codes in memory when ``8 N K`` is at most this.
+        Hold the current optimal codes and the data in memory when ``8 N (K + d)`` is at
+        most this.
     check_options:
         Passed to :func:`dictopt.check.check`.
 
@@ -117,10 +174,14 @@ def repair(
 
     current, lam = _working_copy(as_dictionary(dictionary), lam)
     src = as_source(source)
-    reuse = coder is None and 8 * src.n * current.K <= code_budget_bytes
+    reuse = coder is None and 8 * src.n * (current.K + current.d) <= code_budget_bytes
     # the joint hull's own dual (equally optimal; no LP on every point each round)
-    objective = _Objective(source, coder, reuse, {"hull_duals": "working_set", **check_options})
-    solved = objective.solve(current, None)
+    # and the points that carried each passing atom's hull last round (no LP while they do)
+    from dictopt.check.hull import HullBasis
+
+    objective = _Objective(source, coder, reuse, {"hull_duals": "working_set",
+                                                  "hull_basis": HullBasis(), **check_options})
+    solved = objective.solve(current)
     loss = solved.loss
     losses = [loss]
     moves: list[dict[str, Any]] = []
@@ -163,27 +224,34 @@ class _Objective:
         """The exact coder of ``dic``."""
         return lambda x: self.code(dic, x)
 
-    def solve(self, dic: Dictionary, init: _Solved | None) -> _Solved:
-        """The loss of ``dic`` with exact codes (and the codes, when held)."""
+    def solve(self, dic: Dictionary, init: SolvedCodes | None = None,
+              moved_from: Dictionary | None = None) -> SolvedCodes:
+        """The loss of ``dic`` with exact codes (and the codes, when held): from ``init``'s
+        codes, re-solving only the rows the move from ``moved_from`` can change when it is a
+        move of a few atoms (:func:`solve_after_move`)."""
         if not self.reuse:
-            return _Solved(evaluate(dic, self.source, codes=self.codes_of(dic)).loss, [])
-        return _solve_all(dic, self.source, None if init is None else init.codes)
+            return SolvedCodes(evaluate(dic, self.source, codes=self.codes_of(dic)).loss, [])
+        if init is not None and moved_from is not None:
+            found = solve_after_move(dic, moved_from, init)
+            if found is not None:
+                return found
+        return _solve_all(dic, self.source, init)
 
-    def check(self, dic: Dictionary, solved: _Solved) -> CheckReport:
+    def check(self, dic: Dictionary, solved: SolvedCodes) -> CheckReport:
         """The check of ``dic`` at its exact codes."""
         codes: Any = torch.cat(solved.codes) if self.reuse else self.codes_of(dic)
         return check(dic, self.source, codes=codes, amortisation=False, **self.check_options)
 
 
 def _first_descent(
-    objective: _Objective, current: Dictionary, solved: _Solved, loss: float,
+    objective: _Objective, current: Dictionary, solved: SolvedCodes, loss: float,
     report: CheckReport, min_decrease: float, lam: float,
-) -> tuple[list[Violation], Dictionary, _Solved] | None:
+) -> tuple[list[Violation], Dictionary, SolvedCodes] | None:
     """The first move set (in :func:`_tries`'s order) whose loss with re-solved codes is below
     ``loss``: the moves, the moved dictionary and its solve; None when none descends."""
     for vs in _tries(report, min_decrease):
         trial = _moved(current, vs, lam)
-        trial_solved = objective.solve(trial, solved)
+        trial_solved = objective.solve(trial, solved, moved_from=current)
         if trial_solved.loss < loss:
             return vs, trial, trial_solved
     return None

@@ -150,6 +150,7 @@ def joint_hull_verdicts(
     want_hull: bool,
     found: list[Violation] = (),  # type: ignore[assignment]
     duals: str = "reference",
+    basis: Any = None,
 ) -> tuple[list[Violation], dict[str, Any]]:
     """The joint hull condition C5′ (exact column-generation LP per atom,
     :mod:`dictopt.check.hull`) when the codes were kept; only meaningful with a bias. The C5
@@ -174,6 +175,10 @@ def joint_hull_verdicts(
         Whether the codes were kept for the exact hull.
     found:
         The C5 violations already found.
+    duals:
+        Where a violated atom's direction comes from (:func:`dictopt.check.hull.joint_hull`).
+    basis:
+        A :class:`dictopt.check.hull.HullBasis` held across checks, or None.
 
     Returns
     -------
@@ -192,7 +197,7 @@ def joint_hull_verdicts(
             if v.condition == "C5" and v.j is not None:
                 lower[v.j] = max(lower.get(v.j, 0.0), abs(v.slope) / setup.lam)
         res = joint_hull(A, dic.atoms, st1.mean_a, setup.lam, tau, tol, lower=lower,
-                         duals=duals)  # type: ignore[arg-type]
+                         duals=duals, basis=basis)  # type: ignore[arg-type]
         # every atom is decided unless the LP budget left some untested
         info = {"mode": "exact", "atoms_checked": dic.K - res.untested,
                 "seconds": time.perf_counter() - th}
