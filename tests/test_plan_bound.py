@@ -25,7 +25,7 @@ F64 = torch.float64
 
 def dense_classify_block(
     rows: torch.Tensor,
-    D: torch.Tensor,
+    c: torch.Tensor,
     st1: PassOneStats,
     top: BufferExtremes,
     abar: torch.Tensor,
@@ -37,10 +37,9 @@ def dense_classify_block(
 ) -> BlockPairs:
     """The pairs ``(i, j)``, ``i ∈ rows``: C5 with ``θ_ij = (1 − c_ij) ā_i`` against the
     buffer's ``H_ij`` (THEORY C5), pairs the buffers leave open, and label candidates."""
-    K = D.shape[0]
+    K = c.shape[1]  # c: the block's cosines [B, K] in float64, as the planner passes them
     N = st1.n
     n_inactive = N - st1.n_active
-    c = (D[rows] @ D.t()).to(F64)
     theta = (1 - c) * abar[rows, None]
     tol_i = (tol.pair_rel * abar[rows] + floor)[:, None]
     # a pair is testable when j is inactive somewhere (else H_ij, L_ij are empty) and i ≠ j

@@ -106,8 +106,10 @@ def candidate_pairs(
     """Unordered candidate pairs ``(i < j)``: decoder cosine in ``[cos_min, duplicate_cos)``,
     plus every pair of such neighbours of a common atom (the partners of a possible star).
 
-    The Gram matrix is formed ``block`` rows at a time; each atom keeps at most
-    ``max_neighbours`` neighbours (its largest cosines) for the two-hop pairs.
+    The Gram matrix is formed ``block`` rows at a time, in the atoms' own dtype (the check's
+    planner passes its own Gram blocks to :func:`candidate_block` instead, so a check forms
+    the Gram matrix once); each atom keeps at most ``max_neighbours`` neighbours (its largest
+    cosines) for the two-hop pairs.
 
     Parameters
     ----------
@@ -124,29 +126,54 @@ def candidate_pairs(
         Long tensors ``[P]`` with ``pi < pj``, sorted by ``pi * K + pj``.
     """
     K = atoms_KD.shape[0]
-    dev = atoms_KD.device
-    D = atoms_KD.to(F64)
-    keys: list[torch.Tensor] = []
-    nbrs: list[torch.Tensor] = []
-    for lo in range(0, K, block):
-        rows = torch.arange(lo, min(K, lo + block), device=dev)
-        c = D[rows] @ D.t()
-        c[torch.arange(rows.numel(), device=dev), rows] = -2.0
-        ok = (c >= th.cos_min) & (c < th.duplicate_cos)
-        ii, jj = ok.nonzero(as_tuple=True)
-        gi = rows[ii]
-        keep = gi < jj
-        keys.append(gi[keep] * K + jj[keep])
-        m = min(th.max_neighbours, K - 1)
-        if m > 0:
-            val, idx = c.masked_fill(~ok, -3.0).topk(m, dim=1)
-            for r in range(rows.numel()):
-                nb = idx[r][val[r] > -3.0]
-                if nb.numel() >= 2:
-                    a, b = torch.combinations(nb, 2).unbind(1)
-                    lo_, hi_ = torch.minimum(a, b), torch.maximum(a, b)
-                    nbrs.append(lo_ * K + hi_)
-    allk = torch.cat(keys + nbrs) if keys or nbrs else torch.zeros(0, dtype=torch.long)
+    rows_all = torch.arange(K, device=atoms_KD.device)
+    keys = [candidate_block(rows, atoms_KD[rows] @ atoms_KD.t(), th)
+            for rows in rows_all.split(block)]
+    return merge_candidate_keys(keys, K)
+
+
+def candidate_block(
+    rows: torch.Tensor, c_BK: torch.Tensor, th: AbsorptionThresholds
+) -> torch.Tensor:
+    """Candidate pair keys ``i·K + j`` (``i < j``) found in one block of Gram rows.
+
+    Parameters
+    ----------
+    rows:
+        ``[B]`` the block's atoms.
+    c_BK:
+        ``[B, K]`` their cosines with every atom (not modified).
+    th:
+        The thresholds.
+
+    Returns
+    -------
+    torch.Tensor
+        Long keys, unsorted and possibly repeated (:func:`merge_candidate_keys` merges them):
+        the block's direct pairs, and every pair of two neighbours of one of its atoms.
+    """
+    B, K = c_BK.shape
+    dev = c_BK.device
+    ok = (c_BK >= th.cos_min) & (c_BK < th.duplicate_cos)
+    ok[torch.arange(B, device=dev), rows] = False  # an atom is not its own partner
+    ii, jj = ok.nonzero(as_tuple=True)
+    gi = rows[ii]
+    keep = gi < jj
+    out = [gi[keep] * K + jj[keep]]
+    m = min(th.max_neighbours, K - 1)
+    if m >= 2:
+        val, idx = c_BK.masked_fill(~ok, -3.0).topk(m, dim=1)
+        valid = val > -3.0
+        p, q = torch.triu_indices(m, m, offset=1, device=dev)
+        both = valid[:, p] & valid[:, q]
+        a, b = idx[:, p][both], idx[:, q][both]
+        out.append(torch.minimum(a, b) * K + torch.maximum(a, b))
+    return torch.cat(out)
+
+
+def merge_candidate_keys(keys: list[torch.Tensor], K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sorted, unique pairs ``(pi, pj)`` of the keys of every block."""
+    allk = torch.cat(keys) if keys else torch.zeros(0, dtype=torch.long)
     allk = torch.unique(allk)
     return allk // K, allk % K
 

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from dictopt.check.absorption import candidate_pairs
+from dictopt.check.absorption import candidate_block, merge_candidate_keys
 from dictopt.check.conditions import atom_floor
 from dictopt.check.pairs import BufferExtremes, buffer_extremes, dense_extremes
 from dictopt.check.stats import PassOneStats, argsort_stable, sort_unique
@@ -110,10 +110,15 @@ def decide_pairs(
     abar = st1.mean_a
     top = buffer_extremes(st1.top, K)
     floor = atom_floor(abar, tol)
-    blocks = [
-        _classify_block(rows, D, st1, top, abar, floor, tau, tol, thresholds, dic.has_bias)
-        for rows in torch.arange(K, device=dev).split(block)
-    ]
+    # one Gram block at a time, formed once: the C5 classification and the absorption
+    # candidates read the same cosines (never a K × K matrix)
+    blocks, cand_keys = [], []
+    for rows in torch.arange(K, device=dev).split(block):
+        c = D[rows] @ D.t()
+        blocks.append(_classify_block(rows, c.to(F64), st1, top, abar, floor, tau, tol,
+                                      thresholds, dic.has_bias))
+        cand_keys.append(candidate_block(rows, c, thresholds.absorption))
+        del c
     fi, fj, fside, fval = (torch.cat([b.found[c] for b in blocks]) for c in range(4))
     ui, uj = (torch.cat([b.unknown[c] for b in blocks]) for c in range(2))
     li, lj, lc = (torch.cat([b.labels[c] for b in blocks]) for c in range(3))
@@ -136,13 +141,13 @@ def decide_pairs(
     L0 = st1.max_a[P_i].clone()
     return PairPlan(
         KnownViolations(fi, fj, fside, fval, nb), ui * K + uj, LabelCandidates(li, lj, lc),
-        key, H0, L0, candidate_pairs(D, thresholds.absorption, block),
+        key, H0, L0, merge_candidate_keys(cand_keys, K),
     )
 
 
 def _classify_block(
     rows: torch.Tensor,
-    D: torch.Tensor,
+    c: torch.Tensor,
     st1: PassOneStats,
     top: BufferExtremes,
     abar: torch.Tensor,
@@ -160,11 +165,10 @@ def _classify_block(
     from the buffers' sparse list (``H_ij`` unknown) and from the counts and the cosines
     (lower side). Every output is the one the dense classification of the whole block gives,
     in the same (row-major) order."""
-    K = D.shape[0]
+    K = c.shape[1]
     N = st1.n
     dev = rows.device
     n_inactive = N - st1.n_active
-    c = (D[rows] @ D.t()).to(F64)
     theta = (1 - c) * abar[rows, None]
     tol_row = tol.pair_rel * abar[rows] + floor
     # a pair is testable when j is inactive somewhere (else H_ij, L_ij are empty) and i ≠ j
