@@ -149,7 +149,7 @@ def joint_hull_verdicts(
     hull: bool | str,
     want_hull: bool,
     found: list[Violation] = (),  # type: ignore[assignment]
-    duals: str = "reference",
+    duals: str = "working_set",
 ) -> tuple[list[Violation], dict[str, Any]]:
     """The joint hull condition C5′ (exact column-generation LP per atom,
     :mod:`dictopt.check.hull`) when the codes were kept; only meaningful with a bias. The C5
@@ -174,6 +174,8 @@ def joint_hull_verdicts(
         Whether the codes were kept for the exact hull.
     found:
         The C5 violations already found.
+    duals:
+        Where a violated atom's direction comes from (:func:`~dictopt.check.hull.joint_hull`).
 
     Returns
     -------
