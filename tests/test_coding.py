@@ -202,6 +202,34 @@ def test_adding_several_atoms_per_step_changes_nothing(seed, k, d, log_lam, n_du
     assert (many.codes > 0).sum(dim=1).max() > 3  # supports large enough for multiple adds
 
 
+@given(seed=st.integers(0, 10_000), log_lam=st.floats(-3.0, -2.0))
+@settings(max_examples=4, deadline=None)
+def test_large_supports_add_many_atoms_per_step_and_reach_the_optimum(seed, log_lam):
+    """Supports above 2 × ADD_SCALE_SUPPORT atoms (K = 4,096-like regime, scaled down) take
+    the large-add path, its keep-the-positive retry and its single-atom fallback; the codes
+    are certified by C1 and have the objective of one atom per step and of CLARABEL."""
+    import dictopt.lasso as coding
+
+    lam = 10.0**log_lam
+    D, x, b = _problem(seed, n=40, k=240, d=160, sparsity=0.4, noise=0.3)
+    many = solve_codes(D, x, lam, bias=b)
+    assert many.converged and many.kkt_residual <= 1e-9
+    sizes = (many.codes > 0).sum(dim=1)
+    assert int(sizes.max()) >= 2 * coding.ADD_SCALE_SUPPORT  # the large-add regime ran
+    with mock.patch.object(coding, "MAX_ADD", 1), \
+            mock.patch.object(coding, "ADD_SCALE_SUPPORT", 10**9):
+        one = solve_codes(D, x, lam, bias=b)
+    assert one.converged
+    f_many = _lasso_objective(D, x, b, many.codes.numpy(), lam)
+    f_one = _lasso_objective(D, x, b, one.codes.numpy(), lam)
+    assert np.allclose(f_many, f_one, rtol=1e-9, atol=1e-10)
+    # k > d: not strongly convex, so compare objectives with CLARABEL on a few points
+    ref = _cvxpy_codes(D, x[:3], b, lam)
+    f_ref = _lasso_objective(D, x[:3], b, ref, lam)
+    assert np.all(f_many[:3] <= f_ref + 1e-9 * (1 + np.abs(f_ref)))
+    assert np.allclose(f_many[:3], f_ref, rtol=1e-7, atol=1e-8)
+
+
 def test_not_converging_warns(caplog):
     D, x, b = _problem(7, n=50, k=30, d=8)
     with caplog.at_level(logging.WARNING, logger="dictopt.solvers.coding"):

@@ -25,10 +25,14 @@ and the sparsest point), and then
 So every atom tested is tested on all ``K − 1`` coordinates and all of its inactive points, at
 any K. Each round adds at least one point, so the loop ends; after ``max_rounds`` the full LP
 is solved directly. Most atoms pass on the first working set. For an atom that fails, an LP's
-optimal dual need not be unique: by default (``duals="reference"``) its direction comes from
-the LP on every distinct inactive point, the LP this module solved for every atom before
-column generation, so reports are unchanged; ``duals="working_set"`` keeps the column
-generation's own (equally optimal) dual.
+optimal dual need not be unique: by default (``duals="working_set"``) the report keeps the
+column generation's own dual, which is optimal for the LP on every point (it was verified
+dual feasible there), so the atoms that fail, their distances and their gaps ``q·v − κ`` are
+those of the LP on every point; only the direction ``q`` (and with it the step and the
+measured decrease of the move) may be another of the optimal ones. ``duals="reference"``
+solves the LP on every distinct inactive point again for its dual vertex, the direction this
+module reported before issue 17 (on a K = 64 ReLU SAE with 6 failing atoms that second LP
+was most of the hull's time).
 
 *Which atoms are tested.* Up to ``full_k`` atoms every atom is tested. Above that, two bounds
 rank them. Every atom has the upper bound ``dist ≤ ‖v_k − p‖₁`` for the sparsest inactive
@@ -304,7 +308,7 @@ def joint_hull(
     max_atoms: int = 64,
     atoms: list[int] | None = None,
     lower: dict[int, float] | None = None,
-    duals: Literal["reference", "working_set"] = "reference",
+    duals: Literal["reference", "working_set"] = "working_set",
     basis: HullBasis | None = None,
 ) -> HullResult:
     """Joint hull violations (with certificates) for the atoms ``atoms`` (default: every
@@ -329,10 +333,10 @@ def joint_hull(
     lower:
         Lower bounds on the gap of some atoms (from their C5 violations), ranked first.
     duals:
-        Where a violated atom's direction ``q`` comes from: ``"reference"`` (the LP on every
-        distinct inactive point, as before column generation: an LP's optimal dual need not
-        be unique, and this keeps reports identical to that LP's) or ``"working_set"`` (the
-        column generation's own dual, also optimal; no LP on every point).
+        Where a violated atom's direction ``q`` comes from: ``"working_set"`` (default: the
+        column generation's own dual, optimal for the LP on every point) or ``"reference"``
+        (the dual vertex of a second LP on every distinct inactive point, the direction
+        reported before issue 17; an LP's optimal dual need not be unique).
     basis:
         Points that carried each passing atom's membership in an earlier check of a nearby
         dictionary (:class:`HullBasis`, updated in place): an atom they still carry passes

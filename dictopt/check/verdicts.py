@@ -149,7 +149,7 @@ def joint_hull_verdicts(
     hull: bool | str,
     want_hull: bool,
     found: list[Violation] = (),  # type: ignore[assignment]
-    duals: str = "reference",
+    duals: str = "working_set",
     basis: Any = None,
 ) -> tuple[list[Violation], dict[str, Any]]:
     """The joint hull condition C5′ (exact column-generation LP per atom,
@@ -176,7 +176,7 @@ def joint_hull_verdicts(
     found:
         The C5 violations already found.
     duals:
-        Where a violated atom's direction comes from (:func:`dictopt.check.hull.joint_hull`).
+        Where a violated atom's direction comes from (:func:`~dictopt.check.hull.joint_hull`).
     basis:
         A :class:`dictopt.check.hull.HullBasis` held across checks, or None.
 
