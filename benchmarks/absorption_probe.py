@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -45,19 +46,33 @@ sys.path.insert(0, str(ROOT))
 SAE_KINDS = ("relu", "topk", "saelens", "saelens-topk")
 
 
+def _cpu() -> float:
+    """CPU seconds (user + sys) of this process and its finished children."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
+
+
 def stage(timings: dict[str, Any], name: str, path: Path, build: Any) -> Any:
-    """Run ``build()`` unless ``path`` exists; record the time it took in ``timings``."""
+    """Run ``build()`` unless ``path`` exists; record its wall and CPU time in ``timings``.
+
+    CPU time is user + sys of this process and the children it waited for (the check runs
+    as a subprocess); with one thread it approximates the wall time on an idle machine. The
+    1-minute load average at the end says how busy the machine was.
+    """
     meta = path.with_name(path.name + ".time.json")
     if path.exists() and meta.exists():
         timings[name] = {**json.loads(meta.read_text()), "cached": True}
         print(f"[{name}] cached ({path})")
         return None
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     result = build()
-    seconds = time.perf_counter() - t0
-    meta.write_text(json.dumps({"seconds": seconds}))
-    timings[name] = {"seconds": seconds, "cached": False}
-    print(f"[{name}] {seconds:.0f} s")
+    rec = {"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - c0,
+           "load_1min": os.getloadavg()[0],
+           "threads": torch.get_num_threads()}
+    meta.write_text(json.dumps(rec))
+    timings[name] = {**rec, "cached": False}
+    print(f"[{name}] {rec['seconds']:.0f} s wall, {rec['cpu_seconds']:.0f} s CPU")
     return result
 
 
@@ -155,7 +170,8 @@ def train_sae(kind: str, train_file: Path, folder: Path, args: argparse.Namespac
 def run_check(folder: Path, check_file: Path, report: Path, kind: str, heldout: bool) -> None:
     """``dictopt check`` through the CLI of this checkout (JSON report, no certificates)."""
     cmd = [sys.executable, "-m", "dictopt", "check", str(folder), "--activations",
-           str(check_file), "--json", str(report), "--certify", "0", "--quiet", "--top", "0"]
+           str(check_file), "--json", str(report), "--certify", "0", "--quiet", "--top", "0",
+           "--amortisation", "off"]  # the comparison reads labels and C5, not the gap
     if kind in ("topk", "saelens-topk"):
         cmd += ["--lam", "implied"]
     if heldout:
@@ -185,14 +201,20 @@ def dump_for_saebench(path: Path, folder: Path, layer: int, w: Any, x: np.ndarra
              ours_fraction=frac, ours_full=full)
 
 
+def _secs(t: dict[str, Any], name: str) -> tuple[float, float]:
+    rec = t.get(name, {})
+    return rec.get("seconds", float("nan")), rec.get("cpu_seconds", float("nan"))
+
+
 def markdown_table(results: dict[str, Any]) -> str:
-    """The README's table from the results JSON."""
+    """The README's table from the results JSON (times: wall / CPU seconds)."""
     names = {"relu": "dictopt `sae-relu`", "topk": "dictopt `sae-topk`",
              "saelens": "SAELens `standard`", "saelens-topk": "SAELens `topk`"}
     t = results["timings"]
     rows = ["| SAE | L0 | EV | main latents / letter | full absorption | absorption fraction | "
-            "probe cases | dictopt pairs | C5 / hull | recall | precision (scoped) | "
-            "probe pairs: cos median, ≥ 0.5, co-fire 0, z ≥ 3 | train + check + probe (s) |",
+            "probe cases | dictopt pairs (with a main latent) | C5 | recall | precision "
+            "(scoped) | probe pairs: cos median, ≥ 0.5, co-fire median, 0, z ≥ 3 | "
+            "train, check, probe (s, wall / CPU) |",
             "|---" * 13 + "|"]
     for kind, r in results["saes"].items():
         pa, ag, s = r["probe"], r["agreement"], r["check_summary"]
@@ -200,17 +222,36 @@ def markdown_table(results: dict[str, Any]) -> str:
         cos = np.array([c["cos"] for c in cases]) if cases else np.zeros(0)
         co = np.array([c["coactive"] for c in cases]) if cases else np.zeros(0)
         z = np.array([c["z"] for c in cases]) if cases else np.zeros(0)
-        secs = [t.get(f"{stage} {kind}", {}).get("seconds", float("nan"))
-                for stage in ("train", "check", "probe absorption")]
-        pairs = (f"{np.median(cos):.2f}, {int((cos >= 0.5).sum())}, {int((co == 0).sum())}, "
-                 f"{int((z >= 3).sum())}" if cases else "—")
+        secs = [_secs(t, f"{stage} {kind}") for stage in ("train", "check", "probe absorption")]
+        pairs = (f"{np.median(cos):.2f}, {int((cos >= 0.5).sum())}, {np.median(co):.0f}, "
+                 f"{int((co == 0).sum())}, {int((z >= 3).sum())}" if cases else "—")
+        matched = sum(c["matched"] for c in cases)
         rows.append(
             f"| {names.get(kind, kind)} | {s['l0']:.1f} | {s['explained_variance']:.3f} | "
             f"{pa['mean_main_latents']:.2f} | {pa['mean_full_absorption']:.3f} | "
             f"{pa['mean_absorption_fraction']:.3f} | {ag['probe_cases']} | "
-            f"{ag['dictopt_pairs']} | {ag['counts']['C5']} / {ag['counts']['hull']} | "
-            f"{ag['recall']:.2f} | {ag['precision']:.2f} ({ag['scoped_precision']:.2f}) | "
-            f"{pairs} | {' + '.join(f'{v:.0f}' for v in secs)} |")
+            f"{ag['dictopt_pairs']} ({ag['dictopt_pairs_scoped']}) | {ag['counts']['C5']} | "
+            f"{ag['recall']:.2f} ({matched} of {len(cases)}) | {ag['precision']:.3f} "
+            f"({ag['scoped_precision']:.2f}) | {pairs} | "
+            f"{', '.join(f'{w:.0f} / {c:.0f}' for w, c in secs)} |")
+    return "\n".join(rows)
+
+
+def structure_table(results: dict[str, Any]) -> str:
+    """Probe cases showing each structure THEORY predicts (:mod:`dictopt.evals.structure`)."""
+    rows = ["| SAE | probe cases | C5 on (main, absorber) | absorber in any C5 | star pair "
+            "(main, absorber) | absorber in any star | hull fails at absorber or main "
+            "(absorber) | atoms tested, hull (s, wall / CPU) |", "|---" * 8 + "|"]
+    for kind, r in results["saes"].items():
+        st = r.get("structure")
+        if not st:
+            continue
+        c = st["counts"]
+        w, cpu = _secs(results["timings"], f"probe hull {kind}")
+        n = results["timings"].get(f"probe hull {kind}", {}).get("atoms", "?")
+        rows.append(f"| {kind} | {c['cases']} | {c['c5_pair']} | {c['c5_any']} | "
+                    f"{c['star_pair']} | {c['star_any']} | {c['hull']} ({c['hull_absorber']}) "
+                    f"| {n}, {w:.0f} / {cpu:.0f} |")
     return "\n".join(rows)
 
 
@@ -234,6 +275,8 @@ def main() -> None:
                    help="check on the first R Wikipedia rows plus the words (default: all)")
     p.add_argument("--recheck", action="store_true",
                    help="run dictopt check again even when a cached report exists")
+    p.add_argument("--no-probe-hull", action="store_true",
+                   help="skip the joint hull LP on the probe cases' atoms")
     p.add_argument("--until", choices=("extract", "train", "check", "all"), default="all")
     p.add_argument("--json", default=None)
     p.add_argument("--saebench-dump", default=None,
@@ -265,9 +308,10 @@ def main() -> None:
     tr = w["train"]
     y = w["letters"]
     x = data["x_words"]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     probes = train_probes(x[tr], y[tr], x[~tr], y[~tr], n_classes=26, C=args.probe_C)
-    timings["probes"] = {"seconds": time.perf_counter() - t0, "cached": False}
+    timings["probes"] = {"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - c0,
+                         "cached": False}
     letters = "abcdefghijklmnopqrstuvwxyz"
     print(f"\nprobes: {int(tr.sum())} training words, {int((~tr).sum())} held out "
           f"(of {int(w['vocabulary'])} single-token words); 26-way accuracy "
@@ -302,7 +346,7 @@ def main() -> None:
             continue
         from dictopt.io import load
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu()
         D = load(folder).to(torch.float64)
         atoms_KD = D.atoms.numpy()
         with torch.no_grad():
@@ -311,15 +355,37 @@ def main() -> None:
         report = json.loads(report_file.read_text())
         ag = agreement(pa, report, D, data["check"])
         timings[f"probe absorption {kind}"] = {"seconds": time.perf_counter() - t0,
-                                               "cached": False}
+                                               "cpu_seconds": _cpu() - c0, "cached": False}
+        structure, line = None, ""
+        if not args.no_probe_hull:
+            from dictopt.evals.structure import probe_atoms, probe_hull, structure_counts
+
+            t0, c0 = time.perf_counter(), _cpu()
+            atoms = probe_atoms(pa)
+            hull = probe_hull(D, data["check"], atoms, float(report["summary"]["lam"]))
+            structure = structure_counts(pa, report, hull)
+            structure["hull_atoms"] = {str(k): v.__dict__ for k, v in hull.items()}
+            timings[f"probe hull {kind}"] = {"seconds": time.perf_counter() - t0,
+                                             "cpu_seconds": _cpu() - c0, "atoms": len(atoms),
+                                             "cached": False}
+            sc = structure["counts"]
+            line = (f"structure on the {sc['cases']} probe cases: C5 pair {sc['c5_pair']}, "
+                  f"absorber in any C5 {sc['c5_any']}, star pair {sc['star_pair']}, absorber "
+                  f"in any star {sc['star_any']}, hull at absorber or main {sc['hull']} "
+                  f"(absorber {sc['hull_absorber']}; {len(atoms)} atoms tested)")
         if args.saebench_dump and kind == "saelens":
             dump_for_saebench(Path(args.saebench_dump), folder, args.layer, w, x, probes, pa)
         print(f"\n=== {kind} (K = {D.K}) ===")
         print(format_table(pa, ag, letters))
+        if line:
+            print(line)
         results["saes"][kind] = {"probe": pa.to_json(), "agreement": ag.to_json(),
+                                 "structure": structure,
                                  "check_summary": {k: report["summary"].get(k) for k in
                                                    ("N", "K", "lam", "l0", "explained_variance",
-                                                    "counts", "labels")}}
+                                                    "counts", "labels", "hull", "timings")}}
+        if args.json:  # after every SAE, so a long run keeps what it finished
+            Path(args.json).write_text(json.dumps(results, indent=1, default=float))
     print("\ntimings (s): " + ", ".join(
         f"{k} {v['seconds']:.0f}{' (cached)' if v['cached'] else ''}" for k, v in timings.items()))
     if results["saes"]:
@@ -327,6 +393,8 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
         print(f"results written to {args.json}")
+        if results["saes"]:
+            print("\n" + structure_table(results))
 
 
 if __name__ == "__main__":
