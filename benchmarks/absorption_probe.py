@@ -237,22 +237,103 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def misses_table(results: dict[str, Any]) -> str:
+    """The cases each side misses, with their statistics (medians over the group): the probe
+    cases dictopt matched and missed, and dictopt's letter-scoped pairs the probe missed."""
+    rows = ["| SAE | group | n | cos median | co-fire median | lift median | z ≥ 3 "
+            "(exclusion) | words absorbed (sum) |", "|---" * 8 + "|"]
+
+    def med(xs: list[float], fmt: str = ".2f") -> str:
+        xs = [x for x in xs if x == x]
+        return format(float(np.median(xs)), fmt) if xs else "—"
+
+    for kind, r in results["saes"].items():
+        ag = r["agreement"]
+        groups = [("probe cases dictopt matched", [c for c in ag["cases"] if c["matched"]]),
+                  ("probe cases dictopt missed", [c for c in ag["cases"] if not c["matched"]]),
+                  ("dictopt pairs with a main latent, not probe cases",
+                   ag["dictopt_scoped_missed"])]
+        for name, g in groups:
+            rows.append(
+                f"| {kind} | {name} | {len(g)} | {med([c['cos'] for c in g])} | "
+                f"{med([c['coactive'] for c in g], '.0f')} | {med([c['lift'] for c in g])} | "
+                f"{sum(c['z'] >= 3 for c in g if c['z'] == c['z'])} | "
+                f"{sum(c.get('words', 0) for c in g) if g and 'words' in g[0] else '—'} |")
+    return "\n".join(rows)
+
+
 def structure_table(results: dict[str, Any]) -> str:
     """Probe cases showing each structure THEORY predicts (:mod:`dictopt.evals.structure`)."""
     rows = ["| SAE | probe cases | C5 on (main, absorber) | absorber in any C5 | star pair "
             "(main, absorber) | absorber in any star | hull fails at absorber or main "
-            "(absorber) | atoms tested, hull (s, wall / CPU) |", "|---" * 8 + "|"]
+            "(absorber) | cases not fully measured | atoms measured, hull (s, wall / CPU) |",
+            "|---" * 9 + "|"]
     for kind, r in results["saes"].items():
         st = r.get("structure")
         if not st:
             continue
         c = st["counts"]
         w, cpu = _secs(results["timings"], f"probe hull {kind}")
-        n = results["timings"].get(f"probe hull {kind}", {}).get("atoms", "?")
+        rec = results["timings"].get(f"probe hull {kind}", {})
+        n = f"{rec.get('measured', '?')} of {rec.get('atoms', '?')}"
         rows.append(f"| {kind} | {c['cases']} | {c['c5_pair']} | {c['c5_any']} | "
                     f"{c['star_pair']} | {c['star_any']} | {c['hull']} ({c['hull_absorber']}) "
-                    f"| {n}, {w:.0f} / {cpu:.0f} |")
+                    f"| {c.get('hull_unmeasured', '?')} | {n}, {w:.0f} / {cpu:.0f} |")
     return "\n".join(rows)
+
+
+def run_structure(kind: str, D: Any, pa: Any, report: dict[str, Any], check_file: Path,
+                  args: argparse.Namespace, timings: dict[str, Any]) -> tuple[dict, str]:
+    """The structure THEORY predicts on the probe cases (:mod:`dictopt.evals.structure`):
+    C5 and stars from the report, the joint hull LP on the cases' atoms (CPU budget)."""
+    from dictopt.evals.structure import probe_atoms, probe_hull, structure_counts
+
+    t0, c0 = time.perf_counter(), _cpu()
+    atoms = probe_atoms(pa)
+    hull = probe_hull(D, check_file, atoms, float(report["summary"]["lam"]),
+                      budget_s=args.hull_budget)
+    structure = structure_counts(pa, report, hull)
+    structure["hull_atoms"] = {str(k): v.__dict__ for k, v in hull.items()}
+    measured = sum(v.measured for v in hull.values())
+    timings[f"probe hull {kind}"] = {"seconds": time.perf_counter() - t0,
+                                     "cpu_seconds": _cpu() - c0, "atoms": len(atoms),
+                                     "measured": measured, "load_1min": os.getloadavg()[0],
+                                     "cached": False}
+    sc = structure["counts"]
+    line = (f"structure on the {sc['cases']} probe cases: C5 pair {sc['c5_pair']}, "
+            f"absorber in any C5 {sc['c5_any']}, star pair {sc['star_pair']}, absorber "
+            f"in any star {sc['star_any']}, hull at absorber or main {sc['hull']} "
+            f"(absorber {sc['hull_absorber']}; {measured} of {len(atoms)} atoms measured; "
+            f"cases not fully measured {sc['hull_unmeasured']})")
+    return structure, line
+
+
+def structure_only(args: argparse.Namespace, kinds: list[str]) -> None:
+    """``--structure-only``: add the structure to a results JSON of an earlier run, from the
+    cached SAEs and reports (no probes, no probe absorption, no check)."""
+    from dictopt.evals.probe_absorption import ProbeAbsorption
+    from dictopt.io import load
+
+    path = Path(args.json)
+    results = json.loads(path.read_text())
+    cache = Path(args.cache)
+    n_check = results["saes"][next(iter(results["saes"]))]["check_summary"]["N"]
+    check_file = cache / f"check-l{args.layer}-{n_check - args.words}-{args.words}.npy"
+    for kind in kinds:
+        if kind not in results["saes"]:
+            continue
+        r = results["saes"][kind]
+        tag = f"l{args.layer}-{args.wiki_tokens}-{args.words}"
+        folder = cache / f"sae-{kind}-K{args.K}-s{args.steps}-{tag}"
+        report_file = folder / ("check.json" if args.check_wiki_rows is None
+                                else f"check-wiki{args.check_wiki_rows}.json")
+        D = load(folder).to(torch.float64)
+        pa = ProbeAbsorption.from_json(r["probe"])
+        r["structure"], line = run_structure(kind, D, pa, json.loads(report_file.read_text()),
+                                             check_file, args, results["timings"])
+        print(line)
+        path.write_text(json.dumps(results, indent=1, default=float))
+    print("\n" + structure_table(results))
 
 
 def main() -> None:
@@ -277,6 +358,12 @@ def main() -> None:
                    help="run dictopt check again even when a cached report exists")
     p.add_argument("--no-probe-hull", action="store_true",
                    help="skip the joint hull LP on the probe cases' atoms")
+    p.add_argument("--hull-budget", type=float, default=900.0,
+                   help="CPU seconds per SAE for the hull LPs (absorbers first; the rest "
+                        "are reported unmeasured)")
+    p.add_argument("--structure-only", action="store_true",
+                   help="only add the structure (C5, stars, hull on the probe cases) to the "
+                        "--json results of an earlier run, from its cached SAEs and reports")
     p.add_argument("--until", choices=("extract", "train", "check", "all"), default="all")
     p.add_argument("--json", default=None)
     p.add_argument("--saebench-dump", default=None,
@@ -292,6 +379,13 @@ def main() -> None:
     if bad:
         print(f"--saes: unknown {bad}; choose from {SAE_KINDS}", file=sys.stderr)
         sys.exit(2)
+    if args.structure_only:
+        if not args.json or not Path(args.json).is_file():
+            print("--structure-only: give --json RESULTS, the results of an earlier run",
+                  file=sys.stderr)
+            sys.exit(2)
+        structure_only(args, kinds)
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     torch.manual_seed(args.seed)
@@ -358,21 +452,7 @@ def main() -> None:
                                                "cpu_seconds": _cpu() - c0, "cached": False}
         structure, line = None, ""
         if not args.no_probe_hull:
-            from dictopt.evals.structure import probe_atoms, probe_hull, structure_counts
-
-            t0, c0 = time.perf_counter(), _cpu()
-            atoms = probe_atoms(pa)
-            hull = probe_hull(D, data["check"], atoms, float(report["summary"]["lam"]))
-            structure = structure_counts(pa, report, hull)
-            structure["hull_atoms"] = {str(k): v.__dict__ for k, v in hull.items()}
-            timings[f"probe hull {kind}"] = {"seconds": time.perf_counter() - t0,
-                                             "cpu_seconds": _cpu() - c0, "atoms": len(atoms),
-                                             "cached": False}
-            sc = structure["counts"]
-            line = (f"structure on the {sc['cases']} probe cases: C5 pair {sc['c5_pair']}, "
-                  f"absorber in any C5 {sc['c5_any']}, star pair {sc['star_pair']}, absorber "
-                  f"in any star {sc['star_any']}, hull at absorber or main {sc['hull']} "
-                  f"(absorber {sc['hull_absorber']}; {len(atoms)} atoms tested)")
+            structure, line = run_structure(kind, D, pa, report, data["check"], args, timings)
         if args.saebench_dump and kind == "saelens":
             dump_for_saebench(Path(args.saebench_dump), folder, args.layer, w, x, probes, pa)
         print(f"\n=== {kind} (K = {D.K}) ===")
@@ -390,6 +470,7 @@ def main() -> None:
         f"{k} {v['seconds']:.0f}{' (cached)' if v['cached'] else ''}" for k, v in timings.items()))
     if results["saes"]:
         print("\n" + markdown_table(results))
+        print("\n" + misses_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
         print(f"results written to {args.json}")

@@ -48,6 +48,8 @@ def test_probe_hull_equals_the_checks_exact_hull_and_flags_hierarchy_parents():
     some = sorted(check_viol)[:2] + [k for k in range(codes.shape[1]) if k not in check_viol][:2]
     sub = probe_hull(_Planted(d, codes), data, some, LAM)
     assert {k: v.violated for k, v in sub.items()} == {k: verdicts[k].violated for k in some}
+    none = probe_hull(_Planted(d, codes), data, some, LAM, budget_s=-1.0)  # budget spent
+    assert not any(v.measured or v.violated for v in none.values())
 
 
 def _probe(classes: list[ClassAbsorption]) -> ProbeAbsorption:
@@ -61,7 +63,7 @@ def _cls(c: int, main: list[int], absorbers: dict[int, int], keep: bool = True):
 def test_structure_counts_read_the_report_per_case():
     pa = _probe([_cls(0, [1, 2], {10: 3, 11: 1}), _cls(1, [3], {12: 2}),
                  _cls(2, [4], {13: 1}, keep=False)])
-    assert probe_atoms(pa) == [1, 2, 3, 10, 11, 12]
+    assert probe_atoms(pa) == [10, 11, 12, 1, 2, 3]  # absorbers first
     report = {
         "violations": [{"condition": "C5", "i": 2, "j": 10}, {"condition": "C5", "i": 11, "j": 7},
                        {"condition": "C4", "i": 12, "j": 3}],
@@ -80,5 +82,8 @@ def test_structure_counts_read_the_report_per_case():
     assert (rows[12]["c5_pair"], rows[12]["star_pair"], rows[12]["hull"],
             rows[12]["hull_absorber"]) == (False, True, True, False)
     assert out["counts"] == {"c5_pair": 1, "c5_any": 2, "star_pair": 1, "star_any": 2,
-                             "hull": 1, "hull_absorber": 0, "any_pair": 2, "cases": 3}
+                             "hull": 1, "hull_absorber": 0, "hull_unmeasured": 0,
+                             "any_pair": 2, "cases": 3}
+    hull[2] = HullVerdict(2, False, False, 0.0, 0.0, measured=False)  # the budget ran out
+    assert structure_counts(pa, report, hull)["counts"]["hull_unmeasured"] == 2
     assert "hull" not in structure_counts(pa, report)["counts"]

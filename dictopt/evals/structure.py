@@ -24,6 +24,7 @@ comparison needs, with the column-generation LP (exact for each atom tested).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,15 +52,19 @@ class HullVerdict:
     """``q·v − κ`` of the separating direction (0 when the atom passes)."""
     model_decrease: float
     """First-order decrease of the best step along the hull move (0 when it passes)."""
+    measured: bool = True
+    """False when the CPU budget ran out before this atom."""
+    seconds: float = 0.0
+    """CPU seconds of this atom's LP."""
 
 
 def probe_atoms(probe: ProbeAbsorption) -> list[int]:
-    """The absorbing and main latents of every probe case (the letters kept in the means)."""
-    out: set[int] = set()
-    for c in probe.classes:
-        if c.in_means and c.absorbers:
-            out |= set(c.absorbers) | set(c.main)
-    return sorted(out)
+    """The absorbing latents of every probe case, then their letters' main latents (the letters
+    kept in the means), each once, absorbers first."""
+    kept = [c for c in probe.classes if c.in_means and c.absorbers]
+    absorbers = sorted({a for c in kept for a in c.absorbers})
+    main = sorted({m for c in kept for m in c.main} - set(absorbers))
+    return absorbers + main
 
 
 def all_codes(dictionary: Dictionary, source: Any, *, chunk: int = 8192) -> torch.Tensor:
@@ -75,7 +80,12 @@ def all_codes(dictionary: Dictionary, source: Any, *, chunk: int = 8192) -> torc
 
 
 def probe_hull(
-    dictionary: Dictionary, source: Any, atoms: list[int], lam: float
+    dictionary: Dictionary,
+    source: Any,
+    atoms: list[int],
+    lam: float,
+    *,
+    budget_s: float | None = None,
 ) -> dict[int, HullVerdict]:
     """The joint hull condition C5′ at each of ``atoms``, on the dictionary's own codes.
 
@@ -86,9 +96,13 @@ def probe_hull(
     source:
         The rows of the check (array ``[N, d]`` or ``.npy`` path).
     atoms:
-        Atoms to test (each exactly, by column generation).
+        Atoms to test, in this order (each exactly, by column generation).
     lam:
         λ of the report (``summary.lam``; the implied λ for TopK SAEs).
+    budget_s:
+        CPU seconds (this process) after which the remaining atoms are left untested
+        (``measured=False``); ``None``: no limit. An LP in ``K − 1`` dimensions over tens of
+        thousands of rows can take a minute.
 
     Returns
     -------
@@ -98,18 +112,23 @@ def probe_hull(
     if not dictionary.has_bias:
         raise ValueError("probe_hull: the hull condition needs a dictionary with a bias")
     A = all_codes(dictionary, source)
-    res = joint_hull(A, dictionary.atoms.to(F64), A.mean(0), lam, 0.0, DEFAULT_TOLERANCES,
-                     atoms=list(atoms), duals="working_set")
-    viol = {v.j: v for v in res.violations}
-    tested = set(res.tested)
-    return {
-        k: HullVerdict(
-            k, k in tested, k in viol,
-            float(viol[k].detail["gap"]) if k in viol else 0.0,
-            float(viol[k].model_decrease or 0.0) if k in viol else 0.0,
+    D, mean_a = dictionary.atoms.to(F64), A.mean(0)
+    t0 = time.process_time()
+    out: dict[int, HullVerdict] = {}
+    for k in atoms:
+        if budget_s is not None and time.process_time() - t0 > budget_s:
+            out[k] = HullVerdict(k, False, False, 0.0, 0.0, measured=False)
+            continue
+        res = joint_hull(A, D, mean_a, lam, 0.0, DEFAULT_TOLERANCES, atoms=[k],
+                         duals="working_set")
+        v = res.violations[0] if res.violations else None
+        out[k] = HullVerdict(
+            k, k in res.tested, v is not None,
+            float(v.detail["gap"]) if v is not None else 0.0,
+            float(v.model_decrease or 0.0) if v is not None else 0.0,
+            seconds=time.process_time() - t0 - sum(x.seconds for x in out.values()),
         )
-        for k in atoms
-    }
+    return out
 
 
 def structure_counts(
@@ -159,9 +178,11 @@ def structure_counts(
             if hull is not None:
                 row["hull"] = any(hull[k].violated for k in [a, *c.main] if k in hull)
                 row["hull_absorber"] = bool(a in hull and hull[a].violated)
+                row["hull_unmeasured"] = any(
+                    k not in hull or not hull[k].measured for k in [a, *c.main])
             cases.append(row)
     keys = ["c5_pair", "c5_any", "star_pair", "star_any"] + (
-        ["hull", "hull_absorber"] if hull is not None else [])
+        ["hull", "hull_absorber", "hull_unmeasured"] if hull is not None else [])
     counts: dict[str, Any] = {k: sum(r[k] for r in cases) for k in keys}
     counts["any_pair"] = sum(
         r["c5_pair"] or r["star_pair"] or r.get("hull", False) for r in cases)
