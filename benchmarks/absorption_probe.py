@@ -283,8 +283,9 @@ def structure_table(results: dict[str, Any]) -> str:
         rec = results["timings"].get(f"probe hull {kind}", {})
         n = f"{rec.get('measured', '?')} of {rec.get('atoms', '?')}"
         rows.append(f"| {kind} | {c['cases']} | {c['c5_pair']} | {c['c5_any']} | "
-                    f"{c['star_pair']} | {c['star_any']} | {c['hull']} ({c['hull_absorber']}) "
-                    f"| {c.get('hull_unmeasured', '?')} | {n}, {w:.0f} / {cpu:.0f} |")
+                    f"{c['star_pair']} | {c['star_any']} | {c.get('hull', '—')} "
+                    f"({c.get('hull_absorber', '—')}) | {c.get('hull_unmeasured', '—')} | {n}, "
+                    f"{w:.0f} / {cpu:.0f} |")
     return "\n".join(rows)
 
 
@@ -296,11 +297,12 @@ def run_structure(kind: str, D: Any, pa: Any, report: dict[str, Any], check_file
 
     t0, c0 = time.perf_counter(), _cpu()
     atoms = probe_atoms(pa)
-    hull = probe_hull(D, check_file, atoms, float(report["summary"]["lam"]),
-                      budget_s=args.hull_budget)
+    hull = None if args.hull_budget <= 0 else probe_hull(
+        D, check_file, atoms, float(report["summary"]["lam"]), budget_s=args.hull_budget)
     structure = structure_counts(pa, report, hull)
-    structure["hull_atoms"] = {str(k): v.__dict__ for k, v in hull.items()}
-    measured = sum(v.measured for v in hull.values())
+    structure["hull_atoms"] = {} if hull is None else {
+        str(k): v.__dict__ for k, v in hull.items()}
+    measured = 0 if hull is None else sum(v.measured for v in hull.values())
     timings[f"probe hull {kind}"] = {"seconds": time.perf_counter() - t0,
                                      "cpu_seconds": _cpu() - c0, "atoms": len(atoms),
                                      "measured": measured, "load_1min": os.getloadavg()[0],
@@ -308,9 +310,11 @@ def run_structure(kind: str, D: Any, pa: Any, report: dict[str, Any], check_file
     sc = structure["counts"]
     line = (f"structure on the {sc['cases']} probe cases: C5 pair {sc['c5_pair']}, "
             f"absorber in any C5 {sc['c5_any']}, star pair {sc['star_pair']}, absorber "
-            f"in any star {sc['star_any']}, hull at absorber or main {sc['hull']} "
-            f"(absorber {sc['hull_absorber']}; {measured} of {len(atoms)} atoms measured; "
-            f"cases not fully measured {sc['hull_unmeasured']})")
+            f"in any star {sc['star_any']}")
+    if hull is not None:
+        line += (f", hull at absorber or main {sc['hull']} (absorber {sc['hull_absorber']}; "
+                 f"{measured} of {len(atoms)} atoms measured; cases not fully measured "
+                 f"{sc['hull_unmeasured']})")
     return structure, line
 
 
@@ -366,7 +370,7 @@ def main() -> None:
                    help="skip the joint hull LP on the probe cases' atoms")
     p.add_argument("--hull-budget", type=float, default=900.0,
                    help="CPU seconds per SAE for the hull LPs (absorbers first; the rest "
-                        "are reported unmeasured)")
+                        "are reported unmeasured; 0: no hull, C5 and stars only)")
     p.add_argument("--structure-only", action="store_true",
                    help="only add the structure (C5, stars, hull on the probe cases) to the "
                         "--json results of an earlier run, from its cached SAEs and reports")
