@@ -405,3 +405,18 @@ def test_pipeline_refuses_an_unknown_sae_before_any_work(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "foo" in out.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_structure_only_needs_the_results_of_an_earlier_run(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "absorption_probe.py"), "--structure-only",
+         "--json", str(tmp_path / "missing.json"), "--cache", str(tmp_path / "c")],
+        capture_output=True, text=True, cwd=root)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "--json" in out.stderr
+    assert not (tmp_path / "c").exists()
