@@ -8,6 +8,8 @@ random Llama against the unbatched, truncated prompt (the causal argument the mo
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ import torch
 from dictopt.evals.agreement import activity_counts, agreement, read_findings
 from dictopt.evals.probe_absorption import (
     AbsorptionThresholds,
+    ProbeAbsorption,
     class_absorption,
     probe_absorption,
     sparse_probing,
@@ -197,6 +200,9 @@ def test_probe_absorption_recovers_the_planted_absorption():
         assert c.main == [c.cls] and c.n_full == 0
     assert pa.mean_full_rate == pytest.approx(c0.full_rate / 4)
     assert sorted(pa.pairs()) == sorted((0, 0, a, k) for a, k in expected.items())
+    back = ProbeAbsorption.from_json(json.loads(json.dumps(pa.to_json())))
+    assert back.to_json() == json.loads(json.dumps(pa.to_json()))
+    assert sorted(back.pairs()) == sorted(pa.pairs())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,4 +404,19 @@ def test_pipeline_refuses_an_unknown_sae_before_any_work(tmp_path):
          "--cache", str(tmp_path / "c")], capture_output=True, text=True, cwd=root)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "foo" in out.stderr
+    assert not (tmp_path / "c").exists()
+
+
+def test_structure_only_needs_the_results_of_an_earlier_run(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "absorption_probe.py"), "--structure-only",
+         "--json", str(tmp_path / "missing.json"), "--cache", str(tmp_path / "c")],
+        capture_output=True, text=True, cwd=root)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "--json" in out.stderr
     assert not (tmp_path / "c").exists()

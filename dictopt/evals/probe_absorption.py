@@ -378,6 +378,33 @@ class ProbeAbsorption:
             "info": self.info,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProbeAbsorption:
+        """The summary :meth:`to_json` wrote (per-word verdicts are not in it).
+
+        Parameters
+        ----------
+        data:
+            :meth:`to_json`'s dict (as read back from JSON: absorber keys are strings).
+
+        Returns
+        -------
+        ProbeAbsorption
+        """
+        classes = [
+            ClassAbsorption(
+                int(c["class"]), [int(m) for m in c["main"]], list(c["f1_by_k"]),
+                int(c["true_positives"]), int(c["main_silent"]), int(c["full_absorption"]),
+                float(c["full_rate"]), float(c["mean_fraction"]),
+                absorbers={int(a): int(n) for a, n in c["absorbers"].items()},
+                in_means=bool(c["in_means"]),
+            )
+            for c in data["classes"]
+        ]
+        return cls(classes, float(data["mean_full_absorption"]),
+                   float(data["mean_absorption_fraction"]), float(data["mean_main_latents"]),
+                   dict(data.get("info", {})))
+
 
 def probe_absorption(
     probes: LetterProbes,
