@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.harness import timed_process
 
 LAM = 0.05
 NOISE = 0.002
@@ -117,25 +116,6 @@ def alone(work: Path, sample: int) -> None:
           f"({base / 1e9:.2f} GB, of which own codes {a.numel() * a.element_size() / 1e9:.2f})")
 
 
-def _timed(cmd: list[str], threads: int) -> dict[str, Any]:
-    """Run ``cmd`` under ``/usr/bin/time -v``: wall seconds, peak RSS (MiB), its output."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    t = time.perf_counter()
-    out = subprocess.run(["/usr/bin/time", "-v", *cmd], env=env, capture_output=True,
-                         text=True, cwd=root)
-    wall = time.perf_counter() - t
-    if out.returncode != 0:
-        sys.stderr.write(out.stdout + out.stderr)
-        raise SystemExit(f"{cmd[2:4]} failed with status {out.returncode}")
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr).group(1))
-    cpu = sum(float(re.search(rf"{k} time \(seconds\): ([\d.]+)", out.stderr).group(1))
-              for k in ("User", "System"))
-    return {"seconds": wall, "cpu_seconds": cpu, "peak_rss_mib": rss / 1024,
-            "stdout": out.stdout}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("step", nargs="?", default="all", choices=("all", "encdec", "alone"))
@@ -165,10 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         built = make(args.work, args.K, args.d, args.rows, args.l0)
         made.write_text(json.dumps(built) + "\n")
     py = sys.executable
-    base = _timed([py, "-m", "benchmarks.bench_amortisation", "encdec", "--work",
+    base = timed_process([py, "-m", "benchmarks.bench_amortisation", "encdec", "--work",
                    str(args.work)], args.threads)
     report = args.work / "report.json"
-    chk = _timed([py, "-m", "dictopt", "check", str(args.work / "sae"), "--activations",
+    chk = timed_process([py, "-m", "dictopt", "check", str(args.work / "sae"), "--activations",
                   str(args.work / "X.npy"), "--lam", str(LAM), "--certify", str(args.certify),
                   "--quiet",
                   "--json", str(report)], args.threads)
