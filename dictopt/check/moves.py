@@ -177,11 +177,13 @@ class Toward(Move):
     q: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     kappa: float = 0.0
 
-    def _norms(self, atoms: torch.Tensor) -> torch.Tensor:
+    def _norms(self, atoms: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``‖d_j + s_j d_k‖``, from the vectors (the cosine formula cancels badly near
-        ``c = ∓1``, ``s = ±1``)."""
-        s = self.step * self.q.to(atoms)
-        return (atoms[self.J] + s[:, None] * atoms[self.k]).norm(dim=1)
+        ``c = ∓1``, ``s = ±1``), in ``dtype`` (default the atoms'): only the rows the move
+        reads are converted, never the whole dictionary."""
+        dtype = atoms.dtype if dtype is None else dtype
+        s = self.step * self.q.to(device=atoms.device, dtype=dtype)
+        return (atoms[self.J].to(dtype) + s[:, None] * atoms[self.k].to(dtype)).norm(dim=1)
 
     def _new_atoms(self, atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The rotated unit atoms of ``J`` and the norms. Where ``d_j + s_j d_k = 0``
@@ -219,12 +221,10 @@ class Toward(Move):
 
     def model_delta(self, atoms: torch.Tensor, mean_a: torch.Tensor, lam: float) -> float:
         """Exact ``ΔL`` (THEORY C5): only ā and the cosines enter."""
-        # the two rows it reads, in float64 (not the whole dictionary: at K = 32,768 a float64
-        # copy of every atom for each of thousands of pair moves dominated the check's time);
-        # the same values and operations as ``_norms`` on float64 atoms
+        # float64 on the rows it reads (a float64 copy of the whole dictionary for each of
+        # thousands of pair moves dominated the check's time at K = 32,768)
+        nrm = self._norms(atoms, F64)
         s = self.step * self.q.to(F64)
-        a_J, a_k = atoms[self.J].to(F64), atoms[self.k].to(F64)
-        nrm = (a_J + s[:, None] * a_k).norm(dim=1).to(F64)
         return lam * float((mean_a[self.J] * (nrm - 1 - s)).sum() + self.step * self.kappa)
 
     def to_json(self) -> dict:

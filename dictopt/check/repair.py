@@ -113,18 +113,19 @@ def solve_after_move(new: Dictionary, old: Dictionary, held: SolvedCodes) -> Sol
     parts: list[torch.Tensor] = []
     acc = LossSums(new)
     for x, a in zip(held.data, held.codes, strict=True):
-        codes = a
+        codes, recon = a, new.decode(a)
         if S.numel():
             touch = (a[:, S] > 0).any(dim=1)
-            g = (x - new.decode(a)) @ new.atoms[S].T  # unchanged residuals where not touched
+            g = (x - recon) @ new.atoms[S].T  # unchanged residuals where not touched
             redo = touch | ((g - lam).amax(dim=1) / lam > DEFAULT_TOL)
             rows = redo.nonzero().flatten()
             if rows.numel():
                 codes = a.clone()
                 codes[rows] = solve_codes(new.atoms, x[rows], lam, bias=new.bias,
                                           init=a[rows]).codes
+                recon = new.decode(codes)
         parts.append(codes)
-        acc.update(x, codes, new.decode(codes))
+        acc.update(x, codes, recon)
     return SolvedCodes(acc.result().loss, parts, held.data)
 
 
