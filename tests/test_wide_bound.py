@@ -146,3 +146,21 @@ def test_mm_method_agrees_with_newton(seed: int) -> None:
     assert mm.method == "mm" and mm.converged
     assert abs(mm.value - newton.value) <= 1e-10 * newton.value
     assert mm.n_iter > newton.n_iter
+
+
+@pytest.mark.parametrize("seed, n, d, lam", [(1735531251, 4, 4, 0.23718934118959767),
+                                             (2072602585, 6, 4, 0.7067563373263991),
+                                             (3376, 10, 2, 2.3157730863750303)])
+def test_newton_converges_below_the_value_rounding(seed, n, d, lam) -> None:
+    # Instances where Newton's last steps lower f by less than float64 can see: the Armijo
+    # test on f rejected them, the solver fell back to MM steps and stopped after 200
+    # iterations at a residual of ~1e-9. Judged by the gradient norm there, it converges.
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) * rng.uniform(0.1, 3.0, size=(n, 1))
+    if seed == 3376:
+        x = _random_problem(seed, n, d, 1.8244704569204093)
+    res = wide_limit_bound(x, lam)
+    assert res.converged and res.residual <= 1e-11
+    assert res.n_iter <= 30
+    ref = wide_limit_bound(x, lam, method="cvxpy")
+    assert res.value <= ref.value * (1 + 1e-9) + 1e-14

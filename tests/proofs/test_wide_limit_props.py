@@ -170,4 +170,8 @@ def test_dual_form_weak_and_strong_duality(seed, N, d, lam) -> None:
     if bound.n_outside:  # the limit dictionary's own residuals are these r
         ld = limit_dictionary(x, lam, bound=bound)
         r_lib = (torch.as_tensor(x) - ld.dictionary.decode(ld.codes)).numpy()
-        assert np.abs(r_lib - r).max() <= 1e-9
+        # limit_dictionary merges points whose directions have cosine ≥ 1 − ray_tol (1e-9)
+        # into one atom, so a point's residual may move by up to its code (t − λ)₊ times the
+        # distance between unit vectors, √(2·ray_tol); apart from that they are these r.
+        merge = np.maximum(t[:, 0] - lam, 0.0) * np.sqrt(2 * 1e-9) * (1 + 1e-6)
+        assert (np.linalg.norm(r_lib - r, axis=1) <= 1e-9 + merge).all()
