@@ -12,6 +12,7 @@ from collections import defaultdict
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from dictopt.check.report import CheckReport
 from dictopt.plots.figure import legend_outside, new_figure, note_figure
@@ -231,6 +232,9 @@ def condition_bars(report: CheckReport, top: int = 20) -> Figure:
                 gid=f"bars:{name}")
         ax.axvline(tols[name], ls="--", color="k", lw=0.8)
         ax.set_xscale("log")
+        # decades only: the scores span many decades, where minor ticks carry no labels
+        # and cost more to lay out than the rest of the figure
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlim(left=floor)
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from dictopt.data.sources import ActivationSource, as_source
 from dictopt.problem import Dictionary, explained_variance
+from dictopt.solvers.adam import CpuAdam
 from dictopt.solvers.registry import register_solver
 from dictopt.solvers.sae import SAE, SAEConfig, get_sae_class, make_config, make_sae
 from dictopt.solvers.sae.base import check_nonnegative, check_positive
@@ -469,7 +470,7 @@ class _Trainer:
         self.step = 0
         self.scale = 1.0
         self.sae: SAE
-        self.optimizer: torch.optim.Optimizer
+        self.optimizer: torch.optim.Optimizer | CpuAdam
         self.since_fired_K: torch.Tensor
 
     # -- setup -------------------------------------------------------------------------------
@@ -496,9 +497,11 @@ class _Trainer:
         self.since_fired_K = torch.zeros(sae.d_sae, dtype=torch.int64, device=self.device)
 
     def _make_optimizer(self) -> None:
-        self.optimizer = torch.optim.Adam(
-            self.sae.parameters(), lr=self.cfg.lr, betas=(self.cfg.adam_beta1, self.cfg.adam_beta2)
-        )
+        betas = (self.cfg.adam_beta1, self.cfg.adam_beta2)
+        if self.device.type == "cpu":  # the same arithmetic without torch.optim's overhead
+            self.optimizer = CpuAdam(self.sae.parameters(), lr=self.cfg.lr, betas=betas)
+        else:
+            self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.cfg.lr, betas=betas)
 
     def state(self) -> dict[str, Any]:
         return {
