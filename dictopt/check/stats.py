@@ -274,16 +274,18 @@ class PassOneStats:
         tau: float,
         *,
         sparse: bool = False,
+        active: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         """Add one chunk: data, its codes (canonical), the dictionary, the row offset.
 
         Dense ``[c, K]`` work is kept to the two products that cannot be avoided (the codes
         and ``g = R Dᵀ``) and a few fused reductions; everything about *active* codes is done
-        on the sparse list of active entries (``c · L0`` of them).
+        on the sparse list of active entries (``c · L0`` of them). ``active`` is that list,
+        ``(codes_NK > tau).nonzero(as_tuple=True)``, when the caller has it already.
         """
         a = codes_NK
         c, K = a.shape
-        rows, cols = (a > tau).nonzero(as_tuple=True)
+        rows, cols = (a > tau).nonzero(as_tuple=True) if active is None else active
         vals = a[rows, cols]
         if sparse:
             crow = torch.zeros(c + 1, dtype=torch.long, device=a.device)
