@@ -134,7 +134,10 @@ def candidate_pairs(
 
 
 def candidate_block(
-    rows: torch.Tensor, c_BK: torch.Tensor, th: AbsorptionThresholds
+    rows: torch.Tensor,
+    c_BK: torch.Tensor,
+    th: AbsorptionThresholds,
+    above: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Candidate pair keys ``i·K + j`` (``i < j``) found in one block of Gram rows.
 
@@ -146,6 +149,9 @@ def candidate_block(
         ``[B, K]`` their cosines with every atom (not modified).
     th:
         The thresholds.
+    above:
+        ``(c_BK >= th.cos_min).nonzero(as_tuple=True)`` when the caller has it (the
+        planner's own scan of the block); ``None``: found here.
 
     Returns
     -------
@@ -157,7 +163,7 @@ def candidate_block(
     dev = c_BK.device
     # the block's neighbours, read off the entries above cos_min (few) rather than a
     # second [B, K] mask
-    ii, jj = (c_BK >= th.cos_min).nonzero(as_tuple=True)
+    ii, jj = (c_BK >= th.cos_min).nonzero(as_tuple=True) if above is None else above
     keep = (c_BK[ii, jj] < th.duplicate_cos) & (rows[ii] != jj)  # not its own partner
     ii, jj = ii[keep], jj[keep]
     gi = rows[ii]

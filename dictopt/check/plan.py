@@ -70,6 +70,10 @@ class BlockPairs(NamedTuple):
     """``(i, j)`` of pairs left to pass 2."""
     labels: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     """``(i, j, cos)`` of label candidates."""
+    neighbours: tuple[torch.Tensor, torch.Tensor] | None = None
+    """``(row in block, j)``, row-major, of the cosines ``≥ cos_min`` of the absorption
+    thresholds (as :func:`~dictopt.check.absorption.candidate_block` compares), when the
+    classification found them on its way; ``None``: the candidates scan the block."""
 
 
 
@@ -119,7 +123,8 @@ def decide_pairs(
             c = c.to(F64)
         blocks.append(_classify_block(rows, c, st1, top, abar, floor, tau, tol,
                                       thresholds, dic.has_bias))
-        cand_keys.append(candidate_block(rows, c, thresholds.absorption))
+        cand_keys.append(candidate_block(rows, c, thresholds.absorption,
+                                         above=blocks[-1].neighbours))
         del c
     fi, fj, fside, fval = (torch.cat([b.found[c] for b in blocks]) for c in range(4))
     ui, uj = (torch.cat([b.unknown[c] for b in blocks]) for c in range(2))
@@ -200,18 +205,29 @@ def _classify_block(
     nan = torch.isnan(top.val) & (top.pi >= lo_row) & (top.pi <= hi_row)
     nan &= col_ok[top.pj] & (top.pi != top.pj)
     keys = [top.pi[nan] * K + top.pj[nan]]
+    # one scan of the block for every large cosine any rule reads: label candidates
+    # (duplicate, antipodal), the lower side's θ_ij < τ (c above the row's floor) and the
+    # absorption neighbours (c ≥ cos_min); each rule then filters this list, row-major
+    t_dup = _round_threshold(thresholds.duplicate_cos, c.dtype, up=True)
+    t_anti = _round_threshold(-thresholds.antipodal_cos, c.dtype, up=False)
+    t_cm = torch.tensor(thresholds.absorption.cos_min, dtype=c.dtype)  # candidate_block's
+    low = torch.minimum(t_dup, t_cm).expand(rows.numel())
+    t_row = _theta_floor(abar[rows], tau, c.dtype) if has_bias else None
+    if t_row is not None:
+        low = torch.minimum(low, t_row)
+    r, j = ((c >= low[:, None]) | (c <= t_anti)).nonzero(as_tuple=True)
+    v = c[r, j]
     if has_bias:  # ... and the lower side: see the lemma in dictopt.check.pairs
-        ii, jj = _lower_open(rows, c, st1.n_active, N, abar, tau)
+        ii, jj = _lower_open(rows, c, st1.n_active, N, abar, tau, pre=(r, j, v, t_row))
         ok = col_ok[jj] & (rows[ii] != jj)
         keys.append(rows[ii[ok]] * K + jj[ok])
     key = sort_unique(torch.cat(keys))
     unknown = (key // K, key % K)
     # label candidates (upper triangle only)
-    cand = (exact_at_least(c, thresholds.duplicate_cos)
-            | exact_at_most(c, -thresholds.antipodal_cos))
-    cand &= rows[:, None] < torch.arange(K, device=dev)[None, :]
-    ii, jj = cand.nonzero(as_tuple=True)
-    return BlockPairs(found, unknown, (rows[ii], jj, c[ii, jj].to(F64)))
+    cand = ((v >= t_dup) | (v <= t_anti)) & (rows[r] < j)
+    near = v >= t_cm
+    return BlockPairs(found, unknown, (rows[r[cand]], j[cand], v[cand].to(F64)),
+                      (r[near], j[near]))
 
 
 def exact_at_least(c: torch.Tensor, x: float) -> torch.Tensor:
@@ -270,9 +286,13 @@ def _lower_open(
     N: int,
     abar: torch.Tensor,
     tau: float,
+    pre: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ii, jj)``, row-major, where ``n_i + n_j ≥ N`` or ``θ_ij = (1 − c_ij) ā_i < τ``
     (computed in float64, as the dense rule), without a float64 ``[B, K]`` pass.
+
+    ``pre = (r, j, c[r, j], t)``: a row-major list of entries holding every ``c_ij > t_i``
+    (``t`` from :func:`_theta_floor`), found by the caller's scan; ``None``: scanned here.
 
     Counts are exact integers in float64, so ``n_i + n_j ≥ N`` is possible only on rows with
     ``n_i + max_j n_j ≥ N``. ``θ`` is nonincreasing in ``c`` (each rounded operation is
@@ -291,10 +311,16 @@ def _lower_open(
         pi.append(both_rows[r])
         pj.append(j)
     # θ_ij < τ: preselect c > t_i in c's dtype, decide in float64
-    t = _theta_floor(abar[rows], tau, c.dtype)
-    r, j = (c > t[:, None]).nonzero(as_tuple=True)
+    if pre is None:
+        t = _theta_floor(abar[rows], tau, c.dtype)
+        r, j = (c > t[:, None]).nonzero(as_tuple=True)
+        v = c[r, j]
+    else:
+        r, j, v, t = pre
+        above = v > t[r]
+        r, j, v = r[above], j[above], v[above]
     if r.numel():
-        theta = (1 - c[r, j].to(F64)) * abar[rows[r]]
+        theta = (1 - v.to(F64)) * abar[rows[r]]
         keep = theta < tau
         pi.append(r[keep])
         pj.append(j[keep])
