@@ -170,7 +170,7 @@ def _classify_block(
     ``c`` is the block of cosines in the atoms' dtype; every decision is the one the float64
     copy ``c.to(float64)`` gives (the copy is exact), but the ``[B, K]`` passes compare ``c``
     itself against thresholds that decide the same (:func:`exact_at_least`) or that only
-    preselect (:func:`_theta_below`), and only the preselected pairs are formed in float64.
+    preselect (:func:`_theta_floor`), and only the preselected pairs are formed in float64.
     The upper side is decided only on the rows that can violate it (:func:`upper_rows`, a
     bound from ā, the buffers and the row's smallest cosine); the pairs left open are read
     from the buffers' sparse list (``H_ij`` unknown) and from the counts and the cosines
