@@ -89,9 +89,10 @@ def chunk_codes(
     a = coder(x, start).to(dtype)
     if a.shape != (x.shape[0], K):
         check_codes(a, x.shape[0], K)
-    low = float(a.amin()) if a.numel() else 0.0
+    # both extremes in one pass over the codes (the minimum propagates NaN)
+    low, high = (float(t) for t in torch.aminmax(a)) if a.numel() else (0.0, 0.0)
     if low != low or low < -1e-9 or low == float("inf"):
         check_codes(a, x.shape[0], K, tol=1e-9)
-    if bool(torch.isinf(a.amax())):
+    if high in (float("inf"), float("-inf")):
         check_codes(a, x.shape[0], K, tol=1e-9)
     return a.clamp(min=0) if low < 0 else a

@@ -50,7 +50,7 @@ def test_optimal_codes_check_solves_once_and_reports_the_same(tmp_path, monkeypa
     once = check(d, w.x, codes="optimal", chunk_size=256, hull=True)
     rows_once = sum(calls)
     calls.clear()
-    monkeypatch.setattr(checker.CodeCache, "put", lambda self, start, codes: None)
+    monkeypatch.setattr(checker.CodeCache, "put", lambda self, start, codes, nonzero=None: None)
     twice = check(d, w.x, codes="optimal", chunk_size=256, hull=True)
     assert rows_once == 700 and sum(calls) == 2 * 700  # one solve per row instead of two
     assert _report_json(once, tmp_path, "a.json") == _report_json(twice, tmp_path, "b.json")
@@ -89,7 +89,7 @@ def test_own_codes_are_encoded_once_and_report_the_same(tmp_path, monkeypatch):
     once = check(d, x, chunk_size=200, hull=False, heldout=True, amortisation="off")
     rows_once = sum(calls)
     calls.clear()
-    monkeypatch.setattr(checker.CodeCache, "put", lambda self, start, codes: None)
+    monkeypatch.setattr(checker.CodeCache, "put", lambda self, start, codes, nonzero=None: None)
     every = check(d, x, chunk_size=200, hull=False, heldout=True, amortisation="off")
     assert rows_once == 600 and sum(calls) > 2 * 600
     assert _report_json(once, tmp_path, "a.json") == _report_json(every, tmp_path, "b.json")
@@ -114,3 +114,20 @@ def test_blocked_nonzero_scan_holds_exactly_the_codes(n, K, block, seed):
         cc.NONZERO_BLOCK_ELEMENTS = old
     assert torch.equal(cache.get(3, n), a)
     assert cache.used_bytes == int((a != 0).sum()) * 12
+
+
+def test_put_with_the_callers_nonzeros_holds_the_same_chunk():
+    """Pass 1 hands the cache the active list it computed (τ = 0, codes ≥ 0): the held chunk
+    is the one the cache's own scan finds, and a chunk already held is not held twice."""
+    from dictopt.check.codecache import CodeCache
+
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(37, 11, generator=g) * (torch.rand(37, 11, generator=g) < 0.3)
+    own, given = CodeCache(1 << 20), CodeCache(1 << 20)
+    own.put(5, a)
+    given.put(5, a, (a > 0).nonzero(as_tuple=True))
+    for u, v in zip(own.chunks[(5, 37)], given.chunks[(5, 37)], strict=True):
+        assert (u == v) if isinstance(u, int) else torch.equal(u, v)
+    used = given.used_bytes
+    given.put(5, a)
+    assert given.used_bytes == used and torch.equal(given.get(5, 37), a)

@@ -37,7 +37,8 @@ def dense_classify_block(
 ) -> BlockPairs:
     """The pairs ``(i, j)``, ``i ∈ rows``: C5 with ``θ_ij = (1 − c_ij) ā_i`` against the
     buffer's ``H_ij`` (THEORY C5), pairs the buffers leave open, and label candidates."""
-    K = c.shape[1]  # c: the block's cosines [B, K] in float64, as the planner passes them
+    c = c.to(F64)  # the planner passes the block in the atoms' dtype; the rule reads float64
+    K = c.shape[1]
     N = st1.n
     n_inactive = N - st1.n_active
     theta = (1 - c) * abar[rows, None]
@@ -114,12 +115,15 @@ def stats_of(D, A, x, bias, tau, m):
     tau=st.sampled_from([0.0, 1e-3, 0.2]),
     m=st.integers(1, 6),
     block=st.integers(1, 17),
+    f32=st.booleans(),
 )
 def test_plan_equals_the_dense_planner(seed, K, N, n_dense, n_dup, n_dead, parent, has_bias,
-                                       tau, m, block):
+                                       tau, m, block, f32):
     n_dup = min(n_dup, K // 2)
     D, A, x = world(seed, K, N, 6, min(n_dense, K), n_dup, min(n_dead, K - n_dense), parent)
     bias = torch.full((6,), 0.3, dtype=F64) if has_bias else torch.zeros(6, dtype=F64)
+    if f32:  # the planner's float32 prefilters against the float64 rule
+        D, A, x, bias = D.float(), A.float(), x.float(), bias.float()
     dic = Dictionary(atoms=D, bias=bias, lam=0.05, has_bias=has_bias)
     st1 = stats_of(D, A, x, bias, tau, m)
     args = (dic, 0.05, st1, tau, DEFAULT_TOLERANCES, DEFAULT_LABELS, block, 7)
@@ -152,3 +156,41 @@ def test_the_bound_skips_rows():
     tol_row = 1e-6 * st1.mean_a + 1e-9 * float(st1.mean_a.max())
     can = plan.upper_rows(rows, c, top, st1.mean_a, tol_row, True)
     assert 0 < int(can.sum()) < 60 and bool(can[30])  # the hierarchy's child row is kept
+
+
+def test_thresholds_decide_as_float64():
+    """Float32 cosines against float64 thresholds: the same as comparing the float64 copy,
+    at the representable neighbours of each threshold (where rounding the threshold to float32
+    would decide differently)."""
+    for x in (0.99, -0.9, 0.75, 1.0, 0.0, 1e-30):
+        t = torch.tensor(x, dtype=F64).float()
+        near = torch.stack([t, torch.nextafter(t, torch.tensor(2.0)),
+                            torch.nextafter(t, torch.tensor(-2.0))])
+        for c in (near, near.double()):
+            assert torch.equal(plan.exact_at_least(c, x), c.double() >= x)
+            assert torch.equal(plan.exact_at_most(c, x), c.double() <= x)
+
+
+def test_lower_side_prefilter_is_exact():
+    """θ_ij = (1 − c_ij) ā_i < τ: the float32 preselection loses no pair, at cosines packed
+    around each row's crossing, for τ = 0 and τ > 0, with dead atoms (ā = 0)."""
+    g = torch.Generator().manual_seed(3)
+    B, K = 7, 400
+    abar = torch.rand(B, generator=g, dtype=F64) * 2
+    abar[0] = 0.0
+    abar[1] = 1e-12
+    rows = torch.arange(B)
+    for tau in (0.0, 1e-3, 0.2, 5.0):
+        cross = (1 - tau / abar.clamp(min=1e-300)).clamp(-1.5, 1.5).float()
+        c = torch.empty(B, K)
+        for i in range(B):  # float32 neighbours of the crossing, and random cosines
+            v = cross[i].clone()
+            for k in range(K // 2):
+                c[i, k] = v
+                v = torch.nextafter(v, torch.tensor(2.0))
+            c[i, K // 2:] = torch.rand(K - K // 2, generator=g) * 2 - 1
+        c[:, :4] = torch.tensor([1.0, 1.0000001, -1.0, 0.99999994])
+        n_active = torch.zeros(K, dtype=F64)
+        ii, jj = plan._lower_open(rows, c, n_active, 10, abar, tau)
+        want = ((1 - c.double()) * abar[:, None] < tau).nonzero(as_tuple=True)
+        assert torch.equal(ii, want[0]) and torch.equal(jj, want[1])

@@ -83,7 +83,8 @@ class AbsorptionStats:
     pj: torch.Tensor
     n: int = 0
     n_k: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
-    """Rows where each atom fires ``[K]``."""
+    """Rows where each atom fires ``[K]`` (like ``s_k`` and ``q_k``: summed at least at every
+    atom of a pair, the only ones read; an atom far from every pair may stay 0)."""
     s_k: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
     """Sum of each atom's codes ``[K]``."""
     q_k: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=F64))
@@ -133,7 +134,10 @@ def candidate_pairs(
 
 
 def candidate_block(
-    rows: torch.Tensor, c_BK: torch.Tensor, th: AbsorptionThresholds
+    rows: torch.Tensor,
+    c_BK: torch.Tensor,
+    th: AbsorptionThresholds,
+    above: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Candidate pair keys ``i·K + j`` (``i < j``) found in one block of Gram rows.
 
@@ -145,6 +149,9 @@ def candidate_block(
         ``[B, K]`` their cosines with every atom (not modified).
     th:
         The thresholds.
+    above:
+        ``(c_BK >= th.cos_min).nonzero(as_tuple=True)`` when the caller has it (the
+        planner's own scan of the block); ``None``: found here.
 
     Returns
     -------
@@ -154,15 +161,22 @@ def candidate_block(
     """
     B, K = c_BK.shape
     dev = c_BK.device
-    ok = (c_BK >= th.cos_min) & (c_BK < th.duplicate_cos)
-    ok[torch.arange(B, device=dev), rows] = False  # an atom is not its own partner
-    ii, jj = ok.nonzero(as_tuple=True)
+    # the block's neighbours, read off the entries above cos_min (few) rather than a
+    # second [B, K] mask
+    ii, jj = (c_BK >= th.cos_min).nonzero(as_tuple=True) if above is None else above
+    keep = (c_BK[ii, jj] < th.duplicate_cos) & (rows[ii] != jj)  # not its own partner
+    ii, jj = ii[keep], jj[keep]
     gi = rows[ii]
     keep = gi < jj
     out = [gi[keep] * K + jj[keep]]
     m = min(th.max_neighbours, K - 1)
-    if m >= 2:
-        val, idx = c_BK.masked_fill(~ok, -3.0).topk(m, dim=1)
+    # two-hop pairs: only rows with two neighbours or more can give one
+    sel = (torch.bincount(ii, minlength=B) >= 2).nonzero().flatten()
+    if m >= 2 and sel.numel():
+        c_SK = c_BK[sel]
+        ok = (c_SK >= th.cos_min) & (c_SK < th.duplicate_cos)
+        ok[torch.arange(sel.numel(), device=dev), rows[sel]] = False
+        val, idx = c_SK.masked_fill(~ok, -3.0).topk(m, dim=1)
         valid = val > -3.0
         p, q = torch.triu_indices(m, m, offset=1, device=dev)
         both = valid[:, p] & valid[:, q]
@@ -227,7 +241,11 @@ def absorption_update(st: AbsorptionStats, codes_NK: torch.Tensor) -> None:
     # block (the whole chunk at once) unless the chunk is wide, so no [n, K] float64 copy of
     # the codes is held at large K (issue #21)
     width = column_block(n, K, st.dense_elements)
-    for lo in range(0, K, width):
+    # only the blocks that hold an atom of some pair: the per-atom sums are read at those
+    # atoms alone (:func:`pair_statistics`, :func:`find_stars`), and each block is summed
+    # exactly as before, so the values read are the same bits
+    for b in torch.unique(torch.cat([st.pi, st.pj]) // width).tolist():
+        lo = b * width
         a = codes_NK[:, lo : lo + width].to(F64)
         st.n_k[lo : lo + width] += (a > 0).to(F64).sum(0)
         st.s_k[lo : lo + width] += a.sum(0)

@@ -28,7 +28,7 @@ from dictopt.check.inputs import (
 )
 from dictopt.check.options import DEFAULT_OPTIONS, CheckOptions
 from dictopt.check.passes import PassOne, PassTwo
-from dictopt.check.plan import decide_pairs
+from dictopt.check.plan import PairPlan, decide_pairs
 from dictopt.check.report import CheckReport
 from dictopt.check.summary import assemble_report
 from dictopt.check.verdicts import (
@@ -115,6 +115,27 @@ def check(
         return run_check(setup, executor, stream, options, progress=progress)
 
 
+def pass_two_needed(plan: PairPlan, want_hull: bool) -> bool:
+    """Whether pass 2 must stream the codes.
+
+    Parameters
+    ----------
+    plan:
+        The pair plan.
+    want_hull:
+        Whether the exact joint hull runs (it needs the codes).
+
+    Returns
+    -------
+    bool
+        True when some pair is tracked, some absorption candidate is streamed or the hull
+        runs; otherwise pass 2's statistics are the empty ones ``PassTwo.start()`` gives (the
+        absorption sums are read per candidate pair only), so the pass is skipped.
+    """
+    return (bool(plan.key.numel()) or want_hull
+            or (plan.absorption is not None and bool(plan.absorption[0].numel())))
+
+
 def run_check(
     setup: Setup,
     executor: Executor,
@@ -160,7 +181,7 @@ def run_check(
     t2 = time.perf_counter()
     want_hull = o.hull is True or (o.hull == "auto" and st1.n * dic.K <= o.hull_exact_limit)
     job = PassTwo(setup, plan, tau, want_hull)
-    needed = bool(plan.key.numel()) or want_hull or plan.absorption is not None
+    needed = pass_two_needed(plan, want_hull)
     p2 = executor.run(job, stream, progress=progress) if needed else job.start()
     timings["pass2"] = time.perf_counter() - t2
 

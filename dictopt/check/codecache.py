@@ -66,7 +66,12 @@ class CodeCache:
         out[held.rows.long(), held.cols.long()] = held.values
         return out
 
-    def put(self, start: int, codes: torch.Tensor) -> None:
+    def put(
+        self,
+        start: int,
+        codes: torch.Tensor,
+        nonzero: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         """Hold a chunk's codes ``[n, K]`` if they fit the budget.
 
         Parameters
@@ -75,13 +80,21 @@ class CodeCache:
             The chunk's first row.
         codes:
             Its codes (dense).
+        nonzero:
+            ``(rows, cols)`` of its nonzero entries, row-major (as ``nonzero`` lists them),
+            when the caller has them already; otherwise they are found here.
         """
-        # the nonzeros a block of rows at a time: a ``[n, K]`` mask at once would add a
-        # quarter of the codes' own size to the peak at large K
-        step = max(1, NONZERO_BLOCK_ELEMENTS // max(codes.shape[1], 1))
-        found = [(blk != 0).nonzero() for blk in codes.split(step)]
-        rows = torch.cat([f[:, 0] + b * step for b, f in enumerate(found)])
-        cols = torch.cat([f[:, 1] for f in found])
+        if (start, codes.shape[0]) in self.chunks:
+            return
+        if nonzero is not None:
+            rows, cols = nonzero
+        else:
+            # the nonzeros a block of rows at a time: a ``[n, K]`` mask at once would add a
+            # quarter of the codes' own size to the peak at large K
+            step = max(1, NONZERO_BLOCK_ELEMENTS // max(codes.shape[1], 1))
+            found = [(blk != 0).nonzero() for blk in codes.split(step)]
+            rows = torch.cat([f[:, 0] + b * step for b, f in enumerate(found)])
+            cols = torch.cat([f[:, 1] for f in found])
         size = rows.numel() * (8 + codes.element_size())
         if self.used_bytes + size > self.budget_bytes:
             return

@@ -72,15 +72,19 @@ class Setup:
     cache: CodeCache | None = None
     """Optimal codes held between the passes (:mod:`dictopt.check.codecache`), or None."""
 
-    def codes(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        """Validated canonical codes ``[n, K]`` of a chunk whose first row is ``start``."""
+    def codes(self, x: torch.Tensor, start: int, *, hold: bool = True) -> torch.Tensor:
+        """Validated canonical codes ``[n, K]`` of a chunk whose first row is ``start``.
+
+        ``hold=False`` leaves a freshly computed chunk out of the cache, for a caller that
+        holds it itself with the nonzeros it computes anyway (:meth:`CodeCache.put`)."""
         if self.cache is None:
             return chunk_codes(self.coder, x, start, self.dictionary.K, self.dictionary.dtype)
         held = self.cache.get(start, x.shape[0])
         if held is not None:
             return held
         a = chunk_codes(self.coder, x, start, self.dictionary.K, self.dictionary.dtype)
-        self.cache.put(start, a)
+        if hold:
+            self.cache.put(start, a)
         return a
 
 

@@ -129,14 +129,19 @@ class PassOne:
         first, self._first = self._first, None
         if first is not None and first[0] == start and first[1].shape[0] == x.shape[0]:
             return first[1]
-        return self.setup.codes(x, start)
+        return self.setup.codes(x, start, hold=False)  # held in update, with its nonzeros
 
     def update(self, state: PassOneResult, x: torch.Tensor, start: int) -> PassOneResult:
         """Add one chunk ``x`` (first global row ``start``)."""
         dic = self.setup.dictionary
         x = x.to(dic.device)
         a = self._codes(x, start)
-        state.stats.update(x, a, dic.atoms, dic.bias, start, state.tau, sparse=bool(self.sparse))
+        active = (a > state.tau).nonzero(as_tuple=True)
+        if self.setup.cache is not None:
+            # codes are ≥ 0 (chunk_codes), so with τ = 0 the active entries are the nonzeros
+            self.setup.cache.put(start, a, active if state.tau == 0 else None)
+        state.stats.update(x, a, dic.atoms, dic.bias, start, state.tau, sparse=bool(self.sparse),
+                           active=active)
         if state.amortisation is not None:
             state.amortisation.update(self.setup.amortisation, dic, self.setup.lam, x, a, start)
         return state

@@ -70,6 +70,10 @@ class BlockPairs(NamedTuple):
     """``(i, j)`` of pairs left to pass 2."""
     labels: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     """``(i, j, cos)`` of label candidates."""
+    neighbours: tuple[torch.Tensor, torch.Tensor] | None = None
+    """``(row in block, j)``, row-major, of the cosines ``≥ cos_min`` of the absorption
+    thresholds (as :func:`~dictopt.check.absorption.candidate_block` compares), when the
+    classification found them on its way; ``None``: the candidates scan the block."""
 
 
 
@@ -114,10 +118,13 @@ def decide_pairs(
     # candidates read the same cosines (never a K × K matrix)
     blocks, cand_keys = [], []
     for rows in torch.arange(K, device=dev).split(block):
-        c = D[rows] @ D.t()
-        blocks.append(_classify_block(rows, c.to(F64), st1, top, abar, floor, tau, tol,
+        c = D[rows] @ D.t()  # in the atoms' dtype; float64 only where a pair needs it
+        if c.dtype not in (torch.float32, F64):
+            c = c.to(F64)
+        blocks.append(_classify_block(rows, c, st1, top, abar, floor, tau, tol,
                                       thresholds, dic.has_bias))
-        cand_keys.append(candidate_block(rows, c, thresholds.absorption))
+        cand_keys.append(candidate_block(rows, c, thresholds.absorption,
+                                         above=blocks[-1].neighbours))
         del c
     fi, fj, fside, fval = (torch.cat([b.found[c] for b in blocks]) for c in range(4))
     ui, uj = (torch.cat([b.unknown[c] for b in blocks]) for c in range(2))
@@ -160,6 +167,10 @@ def _classify_block(
     """The pairs ``(i, j)``, ``i ∈ rows``: C5 with ``θ_ij = (1 − c_ij) ā_i`` against the
     buffer's ``H_ij`` (THEORY C5), pairs the buffers leave open, and label candidates.
 
+    ``c`` is the block of cosines in the atoms' dtype; every decision is the one the float64
+    copy ``c.to(float64)`` gives (the copy is exact), but the ``[B, K]`` passes compare ``c``
+    itself against thresholds that decide the same (:func:`exact_at_least`) or that only
+    preselect (:func:`_theta_floor`), and only the preselected pairs are formed in float64.
     The upper side is decided only on the rows that can violate it (:func:`upper_rows`, a
     bound from ā, the buffers and the row's smallest cosine); the pairs left open are read
     from the buffers' sparse list (``H_ij`` unknown) and from the counts and the cosines
@@ -169,7 +180,6 @@ def _classify_block(
     N = st1.n
     dev = rows.device
     n_inactive = N - st1.n_active
-    theta = (1 - c) * abar[rows, None]
     tol_row = tol.pair_rel * abar[rows] + floor
     # a pair is testable when j is inactive somewhere (else H_ij, L_ij are empty) and i ≠ j
     col_ok = n_inactive > 0
@@ -177,13 +187,14 @@ def _classify_block(
     sub = upper_rows(rows, c, top, abar, tol_row, has_bias).nonzero().flatten()
     if sub.numel():
         H = dense_extremes(top, rows[sub], K)
+        theta_sub = (1 - c[sub].to(F64)) * abar[rows[sub], None]
         known = col_ok[None, :] & ~torch.isnan(H)
         known[torch.arange(sub.numel(), device=dev), rows[sub]] = False
         tol_i = tol_row[sub, None]
         if has_bias:
-            up_viol = known & (theta[sub] - H > tol_i)
+            up_viol = known & (theta_sub - H > tol_i)
         else:  # without a bias only the strict hierarchy survives (THEORY C5)
-            up_viol = known & (H <= 0) & (theta[sub] > tol_i)
+            up_viol = known & (H <= 0) & (theta_sub > tol_i)
         ii, jj = up_viol.nonzero(as_tuple=True)
         found = (rows[sub[ii]], jj, torch.ones_like(ii), H[ii, jj])
     else:
@@ -194,20 +205,144 @@ def _classify_block(
     nan = torch.isnan(top.val) & (top.pi >= lo_row) & (top.pi <= hi_row)
     nan &= col_ok[top.pj] & (top.pi != top.pj)
     keys = [top.pi[nan] * K + top.pj[nan]]
+    # one scan of the block for every large cosine any rule reads: label candidates
+    # (duplicate, antipodal), the lower side's θ_ij < τ (c above the row's floor) and the
+    # absorption neighbours (c ≥ cos_min); each rule then filters this list, row-major
+    t_dup = _round_threshold(thresholds.duplicate_cos, c.dtype, up=True)
+    t_anti = _round_threshold(-thresholds.antipodal_cos, c.dtype, up=False)
+    t_cm = torch.tensor(thresholds.absorption.cos_min, dtype=c.dtype)  # candidate_block's
+    low = torch.minimum(t_dup, t_cm).expand(rows.numel())
+    t_row = _theta_floor(abar[rows], tau, c.dtype) if has_bias else None
+    if t_row is not None:
+        low = torch.minimum(low, t_row)
+    r, j = ((c >= low[:, None]) | (c <= t_anti)).nonzero(as_tuple=True)
+    v = c[r, j]
     if has_bias:  # ... and the lower side: see the lemma in dictopt.check.pairs
-        both = st1.n_active[rows, None] + st1.n_active[None, :] >= N
-        lo = (both | (theta < tau)) & col_ok[None, :]
-        lo[torch.arange(rows.numel(), device=dev), rows] = False
-        ii, jj = lo.nonzero(as_tuple=True)
-        keys.append(rows[ii] * K + jj)
+        ii, jj = _lower_open(rows, c, st1.n_active, N, abar, tau, pre=(r, j, v, t_row))
+        ok = col_ok[jj] & (rows[ii] != jj)
+        keys.append(rows[ii[ok]] * K + jj[ok])
     key = sort_unique(torch.cat(keys))
     unknown = (key // K, key % K)
     # label candidates (upper triangle only)
-    cand = ((c >= thresholds.duplicate_cos) | (c <= -thresholds.antipodal_cos)) & (
-        rows[:, None] < torch.arange(K, device=dev)[None, :]
-    )
-    ii, jj = cand.nonzero(as_tuple=True)
-    return BlockPairs(found, unknown, (rows[ii], jj, c[ii, jj]))
+    cand = ((v >= t_dup) | (v <= t_anti)) & (rows[r] < j)
+    near = v >= t_cm
+    return BlockPairs(found, unknown, (rows[r[cand]], j[cand], v[cand].to(F64)),
+                      (r[near], j[near]))
+
+
+def exact_at_least(c: torch.Tensor, x: float) -> torch.Tensor:
+    """``c.to(float64) >= x`` without forming the float64 copy.
+
+    Parameters
+    ----------
+    c:
+        Floating tensor (float32, float64, ...).
+    x:
+        A float64 threshold.
+
+    Returns
+    -------
+    torch.Tensor
+        Boolean, ``c``'s shape: ``c`` is compared with the smallest value of its dtype that is
+        ``≥ x`` (a comparison with the Python float would round ``x`` to ``c``'s dtype first).
+    """
+    return c >= _round_threshold(x, c.dtype, up=True)
+
+
+def exact_at_most(c: torch.Tensor, x: float) -> torch.Tensor:
+    """``c.to(float64) <= x`` without forming the float64 copy (see :func:`exact_at_least`).
+
+    Parameters
+    ----------
+    c:
+        Floating tensor.
+    x:
+        A float64 threshold.
+
+    Returns
+    -------
+    torch.Tensor
+        Boolean, ``c``'s shape.
+    """
+    return c <= _round_threshold(x, c.dtype, up=False)
+
+
+def _round_threshold(x: float, dtype: torch.dtype, *, up: bool) -> torch.Tensor:
+    """The value of ``dtype`` nearest ``x`` on the side ``up`` (``x`` itself if representable),
+    as a 0-d tensor of ``dtype`` (so that comparisons stay in ``dtype``)."""
+    x64 = torch.tensor(x, dtype=F64)
+    t = x64.to(dtype)
+    if up and float(t) < x:
+        t = torch.nextafter(t, torch.tensor(torch.inf, dtype=dtype))
+    elif not up and float(t) > x:
+        t = torch.nextafter(t, torch.tensor(-torch.inf, dtype=dtype))
+    return t
+
+
+def _lower_open(
+    rows: torch.Tensor,
+    c: torch.Tensor,
+    n_active: torch.Tensor,
+    N: int,
+    abar: torch.Tensor,
+    tau: float,
+    pre: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ii, jj)``, row-major, where ``n_i + n_j ≥ N`` or ``θ_ij = (1 − c_ij) ā_i < τ``
+    (computed in float64, as the dense rule), without a float64 ``[B, K]`` pass.
+
+    ``pre = (r, j, c[r, j], t)``: a row-major list of entries holding every ``c_ij > t_i``
+    (``t`` from :func:`_theta_floor`), found by the caller's scan; ``None``: scanned here.
+
+    Counts are exact integers in float64, so ``n_i + n_j ≥ N`` is possible only on rows with
+    ``n_i + max_j n_j ≥ N``. ``θ`` is nonincreasing in ``c`` (each rounded operation is
+    monotone and ``ā ≥ 0``), so a row's pairs with ``θ_ij < τ`` have ``c_ij`` above any value
+    ``t_i`` with ``θ(t_i) ≥ τ``, checked in float64 (:func:`_theta_floor`); only the entries
+    above it are formed in float64 and decided exactly.
+    """
+    B, K = c.shape
+    dev = c.device
+    # n_i + n_j ≥ N: only on rows that reach N with the largest count
+    both_rows = ((n_active[rows] + n_active.max()) >= N).nonzero().flatten()
+    pi, pj = [], []
+    if both_rows.numel():
+        hit = n_active[rows[both_rows], None] + n_active[None, :] >= N
+        r, j = hit.nonzero(as_tuple=True)
+        pi.append(both_rows[r])
+        pj.append(j)
+    # θ_ij < τ: preselect c > t_i in c's dtype, decide in float64
+    if pre is None:
+        t = _theta_floor(abar[rows], tau, c.dtype)
+        r, j = (c > t[:, None]).nonzero(as_tuple=True)
+        v = c[r, j]
+    else:
+        r, j, v, t = pre
+        above = v > t[r]
+        r, j, v = r[above], j[above], v[above]
+    if r.numel():
+        theta = (1 - v.to(F64)) * abar[rows[r]]
+        keep = theta < tau
+        pi.append(r[keep])
+        pj.append(j[keep])
+    if not pi:
+        empty = torch.zeros(0, dtype=torch.long, device=dev)
+        return empty, empty
+    key = sort_unique(torch.cat(pi) * K + torch.cat(pj))  # row-major, each pair once
+    return key // K, key % K
+
+
+def _theta_floor(abar_B: torch.Tensor, tau: float, dtype: torch.dtype) -> torch.Tensor:
+    """Per row, a value ``t_i`` of ``dtype`` with ``fl((1 − t_i) ā_i) ≥ τ`` in float64 (so every
+    ``c ≤ t_i`` has ``θ ≥ τ``), near the largest such value; ``-inf`` where none is found
+    (the whole row is then decided in float64)."""
+    est = 1 - tau / abar_B.clamp(min=1e-300)  # θ(c) = τ in exact arithmetic
+    est = est - 1e-6 * (1 + est.abs())  # margin for rounding
+    t = est.to(dtype)
+    t = torch.where(t.to(F64) > est, torch.nextafter(t, torch.full_like(t, -torch.inf)), t)
+    ok = ((1 - t.to(F64)) * abar_B >= tau) & torch.isfinite(t) & (abar_B > 0)
+    t = torch.where(ok, t, torch.full_like(t, -torch.inf))
+    # ā_i = 0: θ_ij = ±0 for every (finite) c, below τ only when τ > 0
+    return torch.where((abar_B == 0) & (tau <= 0), torch.full_like(t, torch.inf), t)
 
 
 def upper_rows(
@@ -232,7 +367,7 @@ def upper_rows(
     rows:
         The block's rows ``[B]``.
     c:
-        Their cosines with every atom ``[B, K]`` (float64).
+        Their cosines with every atom ``[B, K]`` (any float dtype; read in float64).
     top:
         The buffers' extremes.
     abar:
@@ -255,7 +390,8 @@ def upper_rows(
     if not has_bias:
         return h_min <= 0
     del K
-    return (1 - c.amin(dim=1)) * abar[rows] - h_min > tol_row
+    # the row minimum, then float64: the same as the minimum of the float64 copy
+    return (1 - c.amin(dim=1).to(F64)) * abar[rows] - h_min > tol_row
 
 
 def _lookup(ext: BufferExtremes, P_i: torch.Tensor, P_j: torch.Tensor, K: int) -> torch.Tensor:

@@ -48,8 +48,9 @@ class TopBuffer:
         """Add a chunk of codes whose first row has global index ``start``.
 
         Once the buffer is full and its ``m``-th values exceed ``τ``, only active entries can
-        enter it, so ``active = (rows, cols, vals)`` (the chunk's entries ``> τ``) replaces the
-        dense ``topk`` over the chunk.
+        enter it, so ``active = (rows, cols, vals)`` (the chunk's entries ``> τ``, row-major as
+        ``nonzero`` lists them) replaces the dense ``topk`` over the chunk; it also gives the
+        supports of the buffered rows.
         """
         c = codes_NK.shape[0]
         k = min(self.m, c)
@@ -66,7 +67,14 @@ class TopBuffer:
         local = self.ids - start
         mask = (local >= 0) & (local < c)
         rows = sort_unique(local[mask])
-        if rows.numel():
+        if rows.numel() and active is not None:
+            # the active list is row-major, so its entries on these rows come in the order a
+            # scan of ``codes_NK[rows]`` gives, without copying those rows (at large K they
+            # are most of the chunk: K·m buffer slots over its rows)
+            a_rows, a_cols, a_vals = active
+            on = member(a_rows, rows)
+            self._add_rows(a_rows[on] + start, a_cols[on], a_vals[on].to(F64))
+        elif rows.numel():
             sub = codes_NK[rows]
             r, col = (sub > tau).nonzero(as_tuple=True)
             self._add_rows(rows[r] + start, col, sub[r, col].to(F64))
@@ -266,16 +274,18 @@ class PassOneStats:
         tau: float,
         *,
         sparse: bool = False,
+        active: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         """Add one chunk: data, its codes (canonical), the dictionary, the row offset.
 
         Dense ``[c, K]`` work is kept to the two products that cannot be avoided (the codes
         and ``g = R Dᵀ``) and a few fused reductions; everything about *active* codes is done
-        on the sparse list of active entries (``c · L0`` of them).
+        on the sparse list of active entries (``c · L0`` of them). ``active`` is that list,
+        ``(codes_NK > tau).nonzero(as_tuple=True)``, when the caller has it already.
         """
         a = codes_NK
         c, K = a.shape
-        rows, cols = (a > tau).nonzero(as_tuple=True)
+        rows, cols = (a > tau).nonzero(as_tuple=True) if active is None else active
         vals = a[rows, cols]
         if sparse:
             crow = torch.zeros(c + 1, dtype=torch.long, device=a.device)
