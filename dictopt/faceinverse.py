@@ -33,10 +33,13 @@ import torch
 
 GROW_FRACTION = 0.25
 """Atoms one add step may join to a point's support, as a fraction of its size (at least
-:data:`GROW_MIN_ADD`): fewer steps, each needing one gradient over all ``K`` atoms."""
+:data:`GROW_MIN_ADD`): fewer steps, each needing one gradient over all ``K`` atoms, against
+more atoms that join and leave again. At K = 4,096, d = 768 (supports of ~335): 36.5, 32.9
+and 36.4 ms of CPU per point with 0.15, 0.25 and 0.4 (0.1: 56 ms; 0.5: 88 ms)."""
 
 GROW_MIN_ADD = 8
-"""Least number of atoms an add step may join (an empty support starts with this many)."""
+"""Least number of atoms an add step may join (an empty support starts with this many; 16
+and 32 were no faster at K = 4,096, 64 twice as slow)."""
 
 SCHUR_WELL = 1e-4
 """Smallest Schur pivot² of a joining atom relative to its squared norm (the share of the
