@@ -189,3 +189,62 @@ def test_hub_is_the_central_latent_when_its_direction_is_impure():
     found, _ = absorption_findings(st_, D)
     assert {(f.i, f.j) for f in found} == {(0, 1), (0, 2), (0, 3)}
     assert all(f.hub == 0 for f in found)
+
+
+def _with_independent_partner(n: int, seed: int, associated_partners: int = 3):
+    """The absorbed world plus atom 8 = ``(e8 + 0.8 e0)/‖·‖``: it shares the hub's direction and
+    fires on 15 % of the rows independently of everything (a partner half-way absorbed: the hub
+    fires on its rows at its base rate, at independence, far below ``cofire_max``). Only the
+    first ``associated_partners`` of the three absorbed partners keep firing."""
+    D, A = _absorbed_world(n, seed)
+    rng = np.random.default_rng(seed + 100)
+    e = np.zeros(12)
+    e[8], e[0] = 1.0, 0.8
+    D = torch.cat([D, torch.tensor(e / np.linalg.norm(e))[None, :]])
+    A = A.clone()
+    A[:, 1 + associated_partners : 4] = 0.0
+    A = torch.cat([A, torch.tensor((rng.random(n) < 0.15).astype(float))[:, None]], dim=1)
+    return D, A
+
+
+def _brute_force_link(A: torch.Tensor, h: int, k: int, th: AbsorptionThresholds):
+    """(associated, hub silenced, not rare) of the pair from the codes, without the streams."""
+    on = (A > 0).numpy()
+    N = on.shape[0]
+    nh, nk, co = on[:, h].sum(), on[:, k].sum(), (on[:, h] & on[:, k]).sum()
+    E = nh * nk / N
+    z_assoc = abs(co - E) / math.sqrt(E)
+    z_sil = (th.cofire_max * nk - co) / math.sqrt(nk * th.cofire_max * (1 - th.cofire_max))
+    return z_assoc >= th.z_min, z_sil >= th.z_min, E >= th.z_min**2
+
+
+def test_a_partner_at_independence_joins_a_star_of_associated_partners():
+    th = AbsorptionThresholds()
+    D, A = _with_independent_partner(8000, 6)
+    # brute force: 1..3 are associated and silence the hub; 8 silences it at independence
+    assert all(_brute_force_link(A, 0, k, th) == (True, True, True) for k in (1, 2, 3))
+    assert _brute_force_link(A, 0, 8, th) == (False, True, True)
+    st_ = absorption_start(*candidate_pairs(D, th), 9)
+    absorption_update(st_, A)
+    found, _ = absorption_findings(st_, D, th)
+    assert {(f.i, f.j) for f in found} == {(0, 1), (0, 2), (0, 3), (0, 8)}
+    z8 = next(f.detail["z_association"] for f in found if f.j == 8)
+    assert abs(z8) < th.z_min
+
+
+def test_unassociated_partners_alone_make_no_star():
+    th = AbsorptionThresholds()
+    # one associated absorbed partner (1) and one at independence (8): fewer than two
+    # associated partners, so no star, although both silence the hub
+    D, A = _with_independent_partner(8000, 7, associated_partners=1)
+    assert _brute_force_link(A, 0, 1, th) == (True, True, True)
+    assert _brute_force_link(A, 0, 8, th) == (False, True, True)
+    st_ = absorption_start(*candidate_pairs(D, th), 9)
+    absorption_update(st_, A)
+    assert absorption_findings(st_, D, th)[0] == []
+    # every latent firing independently: no association anywhere, no star
+    rng = np.random.default_rng(8)
+    A_ind = torch.tensor((rng.random(A.shape) < 0.2).astype(float))
+    st_i = absorption_start(*candidate_pairs(D, th), 9)
+    absorption_update(st_i, A_ind)
+    assert absorption_findings(st_i, D, th)[0] == []

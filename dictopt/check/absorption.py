@@ -14,9 +14,10 @@ so the label reads it from structure only:
   binomial z-score (:func:`silenced_z`).
 - **suppression**: the mean code of ``i`` on the rows where ``j`` fires against the rows where it
   does not, with a Welch z-score from the streamed sums of squares (reported as evidence).
-- **star** (:func:`find_stars`): a hub ``h`` with ≥ 2 partners, each sharing its direction
-  (``cos_min ≤ c_hk < duplicate_cos``), significantly associated with it and silencing it,
-  two of whose *remainders* ``d_k − c_hk d_h`` are distinct (cosine ≤ ``remainder_cos``); the
+- **star** (:func:`find_stars`): a hub ``h`` with partners that share its direction
+  (``cos_min ≤ c_hk < duplicate_cos``), are not rare and silence it, at least two of them
+  significantly associated with it, two of whose *remainders* ``d_k − c_hk d_h`` are distinct
+  (cosine ≤ ``remainder_cos``); the
   hub is the most *central* member, ``Σ_k c_hk · P(h fires | k fires)`` over its links (its
   direction is shared by the others and it still fires on part of their rows), a partner
   belongs to the hub it shares most, and no other latent may be closer than the hub to every
@@ -26,7 +27,12 @@ Hierarchies in SAELens-trained SAEs rarely become exact exclusions: partial abso
 the hub firing on part of the partner's rows, so the co-firing of a true (hub, partner) pair is
 usually *above* independence; the label therefore asks for a significant departure from
 independence either way plus a silenced hub, not for an exclusion
-(``benchmarks/bench_absorption.py`` measures it against known truth).
+(``benchmarks/bench_absorption.py`` measures it against known truth). Absorption moves a pair
+from nested (a kept hierarchy, far above independence) through independence to exclusion, so a
+partner half-way absorbed co-fires at independence: once two significantly associated partners
+establish the star, further partners join it on the silencing test alone (significant by its own
+binomial z), which doubled the absorbed edges found among those the association test missed
+without labelling independently firing latents (a star still needs two associated partners).
 
 Statistics are streamed over chunks of codes for a fixed list of candidate pairs
 (:func:`candidate_pairs`: pairs whose decoder cosine reaches ``cos_min``, plus pairs that share
@@ -67,7 +73,8 @@ class AbsorptionThresholds:
     remainder_cos: float = 0.5
     """Partners' remainders ``d_k − c_hk d_h`` are distinct: pairwise cosine at most this."""
     require_association: bool = True
-    """Links need co-firing significantly far from independence (else only not rare)."""
+    """A star needs two partners whose co-firing with the hub is significantly far from
+    independence (further partners need only be not rare); ``False``: every partner counts."""
     max_neighbours: int = 32
     """Two-hop candidates are formed from at most this many nearest neighbours per atom."""
 
@@ -375,6 +382,9 @@ class Star:
     remainder_cos: float
     """Smallest pairwise cosine of the partners' remainders ``d_k − c_hk d_h`` (at most
     ``remainder_cos``: two partners are distinct beyond the hub's direction)."""
+    associated: tuple[bool, ...] = ()
+    """Per partner: its co-firing with the hub is significantly far from independence (a star
+    keeps at least two such partners)."""
 
 
 @dataclass(frozen=True)
@@ -424,16 +434,19 @@ def find_stars(
 ) -> list[Star]:
     """Stars (see the module docstring), best hub first.
 
-    Two latents are *linked* when ``c_hk ≥ cos_min`` and their co-firing is significantly far
-    from independence (:func:`_associated`). Latents with ≥ 2 links are hub candidates, taken
-    in decreasing *centrality* ``Σ_k c_hk · P(h fires | k fires)`` over their links ``k``: the
+    Two latents are *linked* when ``cos_min ≤ c_hk < duplicate_cos`` and their pair is not
+    rare; a link is *associated* when their co-firing is also significantly far from
+    independence (:func:`_associated`). Latents with ≥ 2 associated links are hub candidates,
+    taken in decreasing *centrality* ``Σ_k c_hk · P(h fires | k fires)`` over their associated
+    links ``k``: the
     hub of a group is the member whose direction the others share and that still fires on
     their rows (a parent is absorbed only partly, so it keeps firing on part of its children's
     rows, while sibling latents share less direction and fire together less); its links are
     then taken (never hubs themselves), so siblings are never paired with each other. Ties (a
     hub silent on every partner row) are broken by the mean cosine to the links. A link ``k``
-    of hub ``h`` is a partner when ``h`` is significantly silenced where ``k`` fires
-    (:func:`silenced_z`); a star needs ≥ 2 partners whose remainders are distinct.
+    of hub ``h`` (associated or not: a partner half-way absorbed co-fires at independence) is a
+    partner when ``h`` is significantly silenced where ``k`` fires (:func:`silenced_z`); a star
+    needs ≥ 2 associated partners and two partners whose remainders are distinct.
 
     Parameters
     ----------
@@ -452,39 +465,44 @@ def find_stars(
         The stars, each partner in at most one star.
     """
     D = atoms_KD.to(F64)
-    assoc = (_associated(ps, th) if th.require_association else ~ps.rare).tolist()
-    links: dict[int, list[tuple[int, float]]] = {}
+    assoc = _associated(ps, th).tolist()
+    testable = (~ps.rare).tolist()
+    # links[h]: (k, silenced-hub z, associated) for every testable pair in the cosine range
+    links: dict[int, list[tuple[int, float, bool]]] = {}
     centre: dict[int, float] = {}  # Σ_k c_hk · P(h fires | k fires) over the links k of h
     for p in range(ps.pi.numel()):
         c = float(ps.cos[p])
-        if not assoc[p] or c < th.cos_min or c >= th.duplicate_cos:
+        if not testable[p] or c < th.cos_min or c >= th.duplicate_cos:
             continue
+        a = bool(assoc[p]) or not th.require_association
         i, j, co = int(ps.pi[p]), int(ps.pj[p]), float(ps.coactive[p])
         ni, nj = float(n_k[i]), float(n_k[j])
-        links.setdefault(i, []).append((j, silenced_z(co, nj, th.cofire_max)))
-        links.setdefault(j, []).append((i, silenced_z(co, ni, th.cofire_max)))
-        centre[i] = centre.get(i, 0.0) + c * co / max(nj, 1.0)
-        centre[j] = centre.get(j, 0.0) + c * co / max(ni, 1.0)
+        links.setdefault(i, []).append((j, silenced_z(co, nj, th.cofire_max), a))
+        links.setdefault(j, []).append((i, silenced_z(co, ni, th.cofire_max), a))
+        if a:  # the hub's centrality counts its significant links only
+            centre[i] = centre.get(i, 0.0) + c * co / max(nj, 1.0)
+            centre[j] = centre.get(j, 0.0) + c * co / max(ni, 1.0)
     near: dict[int, set[int]] = {}
     for i, j, c in zip(ps.pi.tolist(), ps.pj.tolist(), ps.cos.tolist(), strict=True):
         if th.cos_min <= c < th.duplicate_cos:
             near.setdefault(i, set()).add(j)
             near.setdefault(j, set()).add(i)
     order = sorted(  # ties (a hub silenced on every partner row) fall back to the geometry
-        (h for h, kz in links.items() if len(kz) >= 2),
-        key=lambda h: (-centre[h], -float((D[[k for k, _ in links[h]]] @ D[h]).mean()), h),
+        (h for h, kz in links.items() if sum(a for _, _, a in kz) >= 2),
+        key=lambda h: (-centre.get(h, 0.0),
+                       -float((D[[k for k, _, _ in links[h]]] @ D[h]).mean()), h),
     )
     taken: set[int] = set()
     out: list[Star] = []
     for h in order:
         if h in taken:
             continue
-        taken.update(k for k, _ in links[h])
-        kz = [(k, z) for k, z in links[h] if z >= th.z_min]
+        taken.update(k for k, _, a in links[h] if a)
+        kz = [(k, z, a) for k, z, a in links[h] if z >= th.z_min]
         kz.sort(key=lambda t: -float(D[h] @ D[t[0]]))
-        if len(kz) < 2:
+        if sum(a for _, _, a in kz) < 2:
             continue
-        kept = [k for k, _ in kz]
+        kept = [k for k, _, _ in kz]
         if not _is_centre(h, kept, D, near):
             continue
         cs = D[kept] @ D[h]
@@ -495,9 +513,8 @@ def find_stars(
         rmin = float(rc.min())
         if rmin > th.remainder_cos:  # no two partners with distinct remainders
             continue
-        rmax = rmin
-        out.append(Star(h, tuple(kept), tuple(float(c) for c in cs), tuple(z for _, z in kz),
-                        rmax))
+        out.append(Star(h, tuple(kept), tuple(float(c) for c in cs), tuple(z for _, z, _ in kz),
+                        rmin, tuple(a for _, _, a in kz)))
     return _one_hub_per_partner(out)
 
 
@@ -516,7 +533,7 @@ def _is_centre(h: int, partners: list[int], D: torch.Tensor, near: dict[int, set
 
 def _one_hub_per_partner(stars: list[Star]) -> list[Star]:
     """A partner carries one parent direction: keep it only in the star whose hub it shares
-    most (largest cosine); stars left with fewer than 2 partners are dropped."""
+    most (largest cosine); stars left with fewer than 2 associated partners are dropped."""
     best: dict[int, tuple[float, int]] = {}
     for s_, star in enumerate(stars):
         for k, c in zip(star.partners, star.cos, strict=True):
@@ -525,10 +542,10 @@ def _one_hub_per_partner(stars: list[Star]) -> list[Star]:
     out = []
     for s_, star in enumerate(stars):
         idx = [t for t, k in enumerate(star.partners) if best[k][1] == s_]
-        if len(idx) >= 2:
+        if sum(star.associated[t] for t in idx) >= 2:
             out.append(Star(star.hub, tuple(star.partners[t] for t in idx),
                             tuple(star.cos[t] for t in idx), tuple(star.z[t] for t in idx),
-                            star.remainder_cos))
+                            star.remainder_cos, tuple(star.associated[t] for t in idx)))
     return out
 
 
