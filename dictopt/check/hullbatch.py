@@ -144,24 +144,32 @@ def _outer_products(M: np.ndarray) -> sp.csc_matrix:
     return sp.csc_matrix((values, i * C + j, ptr), shape=(C * C, R))
 
 
-def _hessians(outer: sp.csc_matrix, weights: np.ndarray, C: int) -> np.ndarray:
+def _hessians(outer: sp.csc_matrix, weights: np.ndarray, C: int, *,
+              full: bool = False) -> np.ndarray:
     """``Σ_n weights[n, i] m_n m_nᵀ`` for every column ``i`` of ``weights [R, l]``:
-    ``[l, C, C]`` from the upper triangles."""
-    upper = np.asarray(outer @ weights).T.reshape(-1, C, C)
-    H = upper + upper.transpose(0, 2, 1)
-    diag = np.einsum("ijj->ij", H)
-    diag /= 2
+    ``[l, C, C]``, its lower triangle and diagonal only (what the Cholesky factorisation
+    reads) unless ``full``."""
+    lower = np.ascontiguousarray(np.asarray(outer @ weights).T.reshape(-1, C, C)
+                                 .transpose(0, 2, 1))
+    return _symmetric(lower) if full else lower
+
+
+def _symmetric(lower: np.ndarray) -> np.ndarray:
+    """The symmetric matrices whose lower triangles and diagonals are ``lower``'s."""
+    H = np.tril(lower) + np.tril(lower, -1).transpose(0, 2, 1)
     return H
 
 
 def _solve(H: np.ndarray, G: np.ndarray) -> np.ndarray:
-    """``H⁻¹ G`` for a batch of symmetric positive (semi)definite ``H [l, C, C]``."""
+    """``H⁻¹ G`` for a batch of symmetric positive (semi)definite ``H [l, C, C]`` given by
+    their lower triangles and diagonals."""
     try:
         L = torch.from_numpy(np.linalg.cholesky(H))
         y = torch.linalg.solve_triangular(L, torch.from_numpy(G).unsqueeze(2), upper=False)
         return torch.linalg.solve_triangular(L.transpose(1, 2), y, upper=True)[:, :, 0].numpy()
     except np.linalg.LinAlgError:
-        return np.stack([np.linalg.lstsq(h, g, rcond=None)[0] for h, g in zip(H, G, strict=True)])
+        return np.stack([np.linalg.lstsq(h, g, rcond=None)[0]
+                         for h, g in zip(_symmetric(H), G, strict=True)])
 
 
 class _Rows(NamedTuple):
@@ -305,7 +313,9 @@ def _newton(
         # Newton step on φ (the Hessian: the rows with positive weight)
         G = (B - Pw) * free  # [l, C]
         H = _hessians(pool.outer, uo * (F > 0), C)
-        H *= free[:, :, None] & free[:, None, :]
+        fixed_i, fixed_j = np.nonzero(~free)  # θ_j = 0 there: rows and columns of the identity
+        H[fixed_i, fixed_j, :] = 0.0
+        H[fixed_i, :, fixed_j] = 0.0
         diag = np.einsum("ijj->ij", H)
         diag += np.where(free, 1e-12 * diag.max(1, initial=0.0)[:, None], 1.0)
         delta = _solve(H, G)
@@ -320,7 +330,10 @@ def _newton(
             Ft = 1.0 + M @ trial.T
             phi_t = _dual(trial, B[todo], Ft, uo[:, todo])
             good = phi_t >= phi[todo] + ARMIJO * t[todo] * slope[todo]
-            F[:, todo[good]] = Ft[:, good]
+            if good.all() and todo.size == live.size:
+                F = Ft
+            else:
+                F[:, todo[good]] = Ft[:, good]
             th[todo[good]] = trial[good]
             phi[todo[good]] = phi_t[good]
             t[todo[~good]] *= 0.5
