@@ -133,7 +133,8 @@ def side_hull(n: int, repeats: int, method: str) -> dict[str, Any]:
         timing, res = time_repeats(
             lambda: joint_hull(A, D, abar, LAM, 0.0, DEFAULT_TOLERANCES), repeats)
         gaps = {v.j: v.detail["gap"] for v in res.violations}
-        return {"timing": timing.as_dict(), "gaps": gaps, "lp_solves": res.lp_solves}
+        return {"timing": timing.as_dict(), "gaps": gaps, "lp_solves": res.lp_solves,
+                "certified": len(res.certified)}
     timing, gaps = time_repeats(
         lambda: _hull_every_point(A, D, abar, 0.0, DEFAULT_TOLERANCES), max(1, repeats - 1))
     return {"timing": timing.as_dict(), "gaps": gaps}
@@ -241,7 +242,9 @@ def summarise(mode: str, sides: dict[str, Any]) -> Result:
         figure=f"{fmt_speed(r_hull)}; hull = {share_cpu:.0%} of the check's {kind} time "
                f"({hull_cpu:.2f} of {check_cpu:.2f} s"
                + (f"; wall {share:.0%}, {hc['hull_seconds']:.2f} of {hc['total']:.2f} s)"
-                  if kind == "CPU" else ")"),
+                  if kind == "CPU" else ")")
+               + (f"; {cg['certified']} atoms passed by batched weights, {cg['lp_solves']} LPs"
+                  if "certified" in cg else ""),
         memory=f"check {mib(hc)}",
         accuracy=("same violated atoms and gaps" if same else "DIFFERENT verdicts")
                  + f" ({len(ep['gaps'])} violated)",

@@ -55,6 +55,7 @@ import torch
 from scipy.optimize import linprog
 
 from dictopt.check.blocks import DENSE_ELEMENTS
+from dictopt.check.hullbatch import certify_members
 from dictopt.check.moves import Toward, best_toward_step
 from dictopt.check.report import Violation
 from dictopt.check.tolerances import Tolerances
@@ -71,6 +72,9 @@ except ImportError:  # pragma: no cover - another highspy layout
 START_PER_COORDINATE = 8
 #: Column-generation rounds before falling back to the LP on every point.
 MAX_ROUNDS = 50
+#: Up to this many atoms the batched membership weights are tried before any LP (their
+#: Newton systems are ``(K + 1) × (K + 1)`` per atom).
+BATCH_MAX_K = 128
 
 
 class HullDistance(NamedTuple):
@@ -156,6 +160,8 @@ class HullResult(NamedTuple):
     untested: int
     """Atoms neither tested nor passed by the bound (only above ``full_k``)."""
     lp_solves: int
+    certified: list[int] = []
+    """Atoms passed by batched convex weights (:mod:`dictopt.check.hullbatch`; no LP; exact)."""
 
 
 def hull_distance(v: np.ndarray, P: np.ndarray) -> tuple[float, np.ndarray, float]:
@@ -310,6 +316,7 @@ def joint_hull(
     lower: dict[int, float] | None = None,
     duals: Literal["reference", "working_set"] = "working_set",
     basis: HullBasis | None = None,
+    batch: bool = True,
 ) -> HullResult:
     """Joint hull violations (with certificates) for the atoms ``atoms`` (default: every
     atom up to ``full_k`` atoms, else chosen by the bound of the module docstring).
@@ -341,6 +348,11 @@ def joint_hull(
         Points that carried each passing atom's membership in an earlier check of a nearby
         dictionary (:class:`HullBasis`, updated in place): an atom they still carry passes
         without an LP (exact; the verdicts are the same as without it).
+    batch:
+        First look for every atom's membership weights at once
+        (:func:`~dictopt.check.hullbatch.certify_members`, up to :data:`BATCH_MAX_K` atoms): an
+        atom they put within its threshold passes without an LP; the others go to the column
+        generation as without it (same verdicts, distances, gaps and directions).
 
     Returns
     -------
@@ -352,7 +364,7 @@ def joint_hull(
     active = A > tau
     # the K × K Gram matrix only when it is small; else each tested atom's column on demand
     gram = D @ D.t() if K * K <= DENSE_ELEMENTS else None
-    data = _HullData(A, gram, D, mean_a, active, active.sum(1), A.sum(1))
+    data = _HullData(A, gram, D, mean_a, active)
     sparsest, v_of = data.sparsest, data.v_of
     floor = tol.floor_rel * float(mean_a.max())
     out: list[Violation] = []
@@ -362,22 +374,48 @@ def joint_hull(
         A, active, mean_a, floor, tol, sparsest, v_of,
         atoms=atoms, full_k=full_k, max_atoms=max_atoms, lower=lower,
     )
-    tested: list[int] = []
+    always_on = (A.amin(0) > tau).tolist()  # every row active: C4, not a hull question
+    tested = [k for k in chosen if not always_on[k] and K > 1]
+    V = threshold = None
+    if tested:
+        if gram is not None:  # V[i, j] = (1 − c_jk) ā_j for k = tested[i], as v_of forms it
+            V = ((1 - gram[:, torch.as_tensor(tested)].t()) * mean_a).numpy()
+        else:
+            V = torch.stack([(1 - D @ D[k]) * mean_a for k in tested]).numpy()
+        keep = np.ones(K, dtype=bool)
+        threshold = np.empty(len(tested))
+        for i, k in enumerate(tested):
+            keep[k] = False
+            threshold[i] = _threshold(V[i][keep], mean_a, floor, tol)
+            keep[k] = True
+    held = []
+    if basis is not None:
+        for i, k in enumerate(tested):
+            J = _others(k, K)
+            if basis.passes(k, V[i][J.numpy()], A, J, ~active[:, k], threshold[i]):
+                held.append(k)
+    certified: list[int] = []
+    # the atoms whose C5 lower bound exceeds the threshold certainly fail: straight to the LP
+    low = lower or {}
+    rest = [i for i, k in enumerate(tested)
+            if k not in held and not low.get(k, 0.0) > threshold[i]]
+    if batch and rest and K <= BATCH_MAX_K:
+        members = certify_members(A, active, [tested[i] for i in rest], V[rest], threshold[rest],
+                                  top_idx).passed
+        certified = [k for k in tested if k in members]
     lp_solves = 0
-    for k in chosen:
+    for i, k in enumerate(tested):
+        if k in held:
+            continue
+        if k in certified:
+            if basis is not None:
+                basis.rows.pop(k, None)
+            continue
         inactive = ~active[:, k]
-        if not bool(inactive.any()):
-            continue  # atom k is always on: that is C4, not a hull question
         J = _others(k, K)
-        if J.numel() == 0:
-            continue
-        tested.append(k)
-        v = v_of(k, J)
-        threshold = _threshold(v, mean_a, floor, tol)
-        if basis is not None and basis.passes(k, v, A, J, inactive, threshold):
-            continue
+        v = V[i][J.numpy()]
         start = _start_rows(top_idx, inactive, J, sparsest(k), per)
-        res = hull_distance_cg(v, A, J, inactive, start, threshold)
+        res = hull_distance_cg(v, A, J, inactive, start, threshold[i])
         lp_solves += res.rounds
         if basis is not None:
             basis.keep(k, res)
@@ -386,29 +424,29 @@ def joint_hull(
         violation = _certificate(k, J, v, res, A, D, inactive, mean_a, lam, tol, floor, duals)
         if violation is not None:
             out.append(violation)
-    return HullResult(out, tested, passed_by_bound, untested, lp_solves)
+    return HullResult(out, tested, passed_by_bound, untested, lp_solves, certified)
 
 
-class _HullData(NamedTuple):
+class _HullData:
     """What every atom's hull test reads: codes ``[N, K]`` (float64), the Gram matrix
     ``[K, K]`` when ``K² ≤`` :data:`~dictopt.check.blocks.DENSE_ELEMENTS` (else ``None``: the
     cosines of atom ``k`` are formed when ``k`` is tested, so no ``K × K`` array is held at
-    large ``K``), the atoms ``[K, d]`` (float64), ``ā`` ``[K]``, the activity mask ``[N, K]``,
-    and per row ``[N]`` the number of active atoms and the sum of codes."""
+    large ``K``), the atoms ``[K, d]`` (float64), ``ā`` ``[K]`` and the activity mask
+    ``[N, K]``; per row ``[N]`` the number of active atoms and the sum of codes are formed
+    when an atom first needs its sparsest point."""
 
-    A: torch.Tensor
-    gram: torch.Tensor | None
-    D: torch.Tensor
-    mean_a: torch.Tensor
-    active: torch.Tensor
-    load: torch.Tensor
-    rowsum: torch.Tensor
+    def __init__(self, A: torch.Tensor, gram: torch.Tensor | None, D: torch.Tensor,
+                 mean_a: torch.Tensor, active: torch.Tensor) -> None:
+        self.A, self.gram, self.D, self.mean_a, self.active = A, gram, D, mean_a, active
+        self._score: torch.Tensor | None = None
 
     def sparsest(self, k: int) -> torch.Tensor:
         """``[1]`` the row with the fewest active atoms, then the smallest codes, among
         ``k``'s inactive rows."""
-        score = torch.where(self.active[:, k], torch.inf,
-                            self.load.to(F64) * (1 + self.rowsum.max()) + self.rowsum)
+        if self._score is None:
+            load, rowsum = self.active.sum(1), self.A.sum(1)
+            self._score = load.to(F64) * (1 + rowsum.max()) + rowsum
+        score = torch.where(self.active[:, k], torch.inf, self._score)
         return score.argmin().reshape(1)
 
     def v_of(self, k: int, J: torch.Tensor) -> np.ndarray:
