@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 import torch
+from threadpoolctl import threadpool_limits
 
 F64 = torch.float64
 
@@ -232,38 +233,41 @@ def certify_members(
     -------
     BatchMembership
     """
-    K = A_NK.shape[1]
-    m = len(atoms)
-    if m == 0:
-        return BatchMembership({}, 0, 0)
-    index, u = pool_rows(A_NK, active_NK, top_idx, atoms, sample=sample,
-                         per_coordinate=per_coordinate)
-    M = np.hstack([A_NK[index].numpy(), np.ones((index.numel(), 1))])
-    pool = _Rows(index, M, _outer_products(M), u)
-    added_prior = ADDED_PRIOR / min(sample, A_NK.shape[0])
-    C = K + 1
-    idx = np.arange(m)
-    own = np.zeros((m, C), dtype=bool)
-    own[idx, np.asarray(atoms)] = True
-    Bfull = np.hstack([np.where(own[:, :K], 0.0, V), np.ones((m, 1))])
-    live = idx
-    theta = np.zeros((m, C))
-    passed: dict[int, Membership] = {}
-    steps = 0
-    for rnd in range(rounds + 1):
-        live, done_steps = _newton(pool, active_NK, atoms, live, theta, Bfull, V, own,
-                                   np.asarray(thresholds, dtype=np.float64), max_steps, passed)
-        steps += done_steps
-        if live.size == 0 or rnd == rounds:
-            break
-        # add the rows the duals of the atoms left weight most (column generation)
-        score = 1.0 + A_NK @ torch.from_numpy(theta[live, :K]).T + torch.from_numpy(
-            theta[live, K])  # [N, l]
-        score[active_NK[:, [atoms[i] for i in live]]] = -np.inf
-        score[pool.index] = -np.inf
-        best = torch.topk(score, min(ADD_PER_ROUND, score.shape[0]), dim=0)
-        pool = pool.extend(A_NK, torch.unique(best.indices[best.values > 0]), added_prior)
-    return BatchMembership(passed, steps, pool.index.numel())
+    # The Newton steps are many small dense products and Cholesky factors, for which BLAS's
+    # threads cost more than they save: on 2 cores they doubled repair's wall time.
+    with threadpool_limits(limits=1, user_api="blas"):
+        K = A_NK.shape[1]
+        m = len(atoms)
+        if m == 0:
+            return BatchMembership({}, 0, 0)
+        index, u = pool_rows(A_NK, active_NK, top_idx, atoms, sample=sample,
+                             per_coordinate=per_coordinate)
+        M = np.hstack([A_NK[index].numpy(), np.ones((index.numel(), 1))])
+        pool = _Rows(index, M, _outer_products(M), u)
+        added_prior = ADDED_PRIOR / min(sample, A_NK.shape[0])
+        C = K + 1
+        idx = np.arange(m)
+        own = np.zeros((m, C), dtype=bool)
+        own[idx, np.asarray(atoms)] = True
+        Bfull = np.hstack([np.where(own[:, :K], 0.0, V), np.ones((m, 1))])
+        live = idx
+        theta = np.zeros((m, C))
+        passed: dict[int, Membership] = {}
+        steps = 0
+        for rnd in range(rounds + 1):
+            live, done_steps = _newton(pool, active_NK, atoms, live, theta, Bfull, V, own,
+                                       np.asarray(thresholds, dtype=np.float64), max_steps, passed)
+            steps += done_steps
+            if live.size == 0 or rnd == rounds:
+                break
+            # add the rows the duals of the atoms left weight most (column generation)
+            score = 1.0 + A_NK @ torch.from_numpy(theta[live, :K]).T + torch.from_numpy(
+                theta[live, K])  # [N, l]
+            score[active_NK[:, [atoms[i] for i in live]]] = -np.inf
+            score[pool.index] = -np.inf
+            best = torch.topk(score, min(ADD_PER_ROUND, score.shape[0]), dim=0)
+            pool = pool.extend(A_NK, torch.unique(best.indices[best.values > 0]), added_prior)
+        return BatchMembership(passed, steps, pool.index.numel())
 
 
 def _newton(
