@@ -9,11 +9,8 @@ and the significance before and after Holm (the README's held-out table quotes i
 
 from __future__ import annotations
 
-import math
-
-import torch
-
 from dictopt.check import check
+from dictopt.data.controls import rotate_atom
 from dictopt.data.worlds import make_world
 from dictopt.problem import Dictionary
 from dictopt.solvers.classical import fit_classical
@@ -28,13 +25,8 @@ def main() -> None:
                         progress=False)
     print("angle  decrease  se  z  significant(raw)  significant(Holm)")
     for angle in ANGLES:
-        atoms = dic.atoms.clone()
-        g = torch.Generator().manual_seed(1)
-        u = torch.randn(atoms.shape[1], generator=g, dtype=atoms.dtype)
-        u -= (u @ atoms[0]) * atoms[0]
-        u /= u.norm()
-        atoms[0] = math.cos(angle) * atoms[0] + math.sin(angle) * u
-        bent = Dictionary(atoms=atoms, bias=dic.bias.clone(), lam=0.05)
+        bent = Dictionary(atoms=rotate_atom(dic.atoms, 0, angle), bias=dic.bias.clone(),
+                          lam=0.05)
         rep = check(bent, w.x, codes="optimal", heldout=True)
         c2 = next(v for v in rep.violations
                   if v.condition == "C2" and v.i == 0 and v.label == "rotation")

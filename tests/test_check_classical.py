@@ -10,14 +10,13 @@ perturbed, or stopped early, must be flagged (the test can fail).
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from dictopt.check import check
 from dictopt.check.certify import certify
 from dictopt.check.tolerances import DEFAULT_TOLERANCES
+from dictopt.data.controls import rotate_atom
 from dictopt.data.worlds import make_world
 from dictopt.problem import Dictionary
 from dictopt.solvers.classical import fit_classical
@@ -64,14 +63,7 @@ def test_converged_classical_solution_passes_every_condition(fitted):
 def test_slightly_rotated_atom_is_flagged(fitted):
     """Rotating one atom by 1e-3 rad breaks C2 for that atom: the checker must see it."""
     w, dic = fitted
-    atoms = dic.atoms.clone()
-    g = torch.Generator().manual_seed(1)
-    u = torch.randn(atoms.shape[1], generator=g, dtype=atoms.dtype)
-    u -= (u @ atoms[0]) * atoms[0]
-    u /= u.norm()
-    angle = 1e-3
-    atoms[0] = math.cos(angle) * atoms[0] + math.sin(angle) * u
-    bent = Dictionary(atoms=atoms, bias=dic.bias.clone(), lam=LAM)
+    bent = Dictionary(atoms=rotate_atom(dic.atoms, 0, 1e-3), bias=dic.bias.clone(), lam=LAM)
     rep = check(bent, w.x, codes="optimal")
     flagged = [v for v in rep.violations if v.condition == "C2"]
     assert 0 in {v.i for v in flagged}, rep.summary["counts"]

@@ -19,6 +19,7 @@ from dictopt.check.multitest import alpha_of, holm, one_sided_p
 from dictopt.check.quantiles import PairTopM
 from dictopt.check.rowdelta import RecodeToward, row_deltas
 from dictopt.check.split import validation_mask
+from dictopt.data.controls import rotate_atom
 from dictopt.data.worlds import make_world
 from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
@@ -286,13 +287,7 @@ def test_rotated_atom(fitted, angle, significant):
     certificate of atom 0 is significant on the 500 validation rows; at 1e-3 rad the exact
     C2 verdict still fires but the decrease (∝ angle²) is below what 500 rows resolve."""
     w, dic = fitted
-    atoms = dic.atoms.clone()
-    g = torch.Generator().manual_seed(1)
-    u = torch.randn(atoms.shape[1], generator=g, dtype=atoms.dtype)
-    u -= (u @ atoms[0]) * atoms[0]
-    u /= u.norm()
-    atoms[0] = math.cos(angle) * atoms[0] + math.sin(angle) * u
-    bent = Dictionary(atoms=atoms, bias=dic.bias.clone(), lam=0.05)
+    bent = Dictionary(atoms=rotate_atom(dic.atoms, 0, angle), bias=dic.bias.clone(), lam=0.05)
     rep = check(bent, w.x, codes="optimal", heldout=True)
     c2 = next(v for v in rep.violations if v.condition == "C2" and v.i == 0
               and v.label == "rotation")
