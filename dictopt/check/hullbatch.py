@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 import torch
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 F64 = torch.float64
 
@@ -161,6 +161,18 @@ def _symmetric(lower: np.ndarray) -> np.ndarray:
     return H
 
 
+_BLAS: list[ThreadpoolController] = []
+
+
+def _one_blas_thread() -> object:
+    """A context holding BLAS at one thread. The controller (a scan of the loaded libraries,
+    ~3 ms: a quarter of a second over repair's 100 rounds) is made once, on first use: the
+    BLAS libraries this module calls (numpy's and torch's) are loaded by its imports."""
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
 def _solve(H: np.ndarray, G: np.ndarray) -> np.ndarray:
     """``H⁻¹ G`` for a batch of symmetric positive (semi)definite ``H [l, C, C]`` given by
     their lower triangles and diagonals."""
@@ -235,7 +247,7 @@ def certify_members(
     """
     # The Newton steps are many small dense products and Cholesky factors, for which BLAS's
     # threads cost more than they save: on 2 cores they doubled repair's wall time.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _one_blas_thread():
         K = A_NK.shape[1]
         m = len(atoms)
         if m == 0:
