@@ -273,7 +273,8 @@ def best_toward_step(
 
     def f(t: float) -> float:
         s = t * q64
-        nrm = (a_J + s[:, None] * a_k).norm(dim=1)
+        # the kernel ``Tensor.norm(dim=1)`` reaches, without its Python dispatch
+        nrm = torch.linalg.vector_norm(a_J + s[:, None] * a_k, dim=1)
         return lam * float((m_J * (nrm - 1 - s)).sum() + t * move.kappa)
 
     res = minimize_scalar(f, bounds=(0.0, hi), method="bounded", options={"xatol": hi * 1e-9})
