@@ -69,6 +69,20 @@ def _solve_all(dic: Dictionary, source: Any, init: SolvedCodes | None) -> Solved
     loss they give, through :func:`dictopt.problem.evaluate` (which streams chunks in order);
     the prepared chunks are kept."""
     from dictopt.lasso import solve_codes
+    from dictopt.problem import LossSums, check_codes
+
+    if init is not None and init.data is not None:
+        # the prepared chunks are held: solve them in the same order, summed as evaluate sums
+        # them (the same codes and loss, without reading and validating the source again)
+        acc = LossSums(dic)
+        parts = []
+        for x, start in zip(init.data, init.codes, strict=True):
+            a = solve_codes(dic.atoms, x, dic.lam, bias=dic.bias, init=start).codes
+            a = a.to(dic.dtype)
+            check_codes(a, x.shape[0], dic.K, tol=1e-12)
+            parts.append(a)
+            acc.update(x, a, dic.decode(a))
+        return SolvedCodes(acc.result().loss, parts, init.data)
 
     parts: list[torch.Tensor] = []
     data: list[torch.Tensor] = []
@@ -220,6 +234,7 @@ class _Objective:
     ) -> None:
         self.source, self.reuse, self.check_options = source, reuse, check_options
         self.code = coder or (lambda dic, x: dic.optimal_codes(x))
+        self.held: tuple[torch.dtype, _HeldChunks] | None = None
 
     def codes_of(self, dic: Dictionary) -> Callable[[torch.Tensor], torch.Tensor]:
         """The exact coder of ``dic``."""
@@ -239,9 +254,40 @@ class _Objective:
         return _solve_all(dic, self.source, init)
 
     def check(self, dic: Dictionary, solved: SolvedCodes) -> CheckReport:
-        """The check of ``dic`` at its exact codes."""
+        """The check of ``dic`` at its exact codes (streaming the held chunks when
+        :meth:`_check_source` holds them)."""
         codes: Any = torch.cat(solved.codes) if self.reuse else self.codes_of(dic)
-        return check(dic, self.source, codes=codes, amortisation=False, **self.check_options)
+        return check(dic, self._check_source(dic), codes=codes, amortisation=False,
+                     **self.check_options)
+
+    def _check_source(self, dic: Dictionary) -> Any:
+        """What the check streams: the chunks the local executor opens for ``dic``'s dtype,
+        read and validated once and held (:class:`_HeldChunks`) when codes are held, the
+        check runs locally and the source knows its N; otherwise the source itself."""
+        if not self.reuse or self.check_options.get("executor") is not None:
+            return self.source
+        if self.held is None or self.held[0] != dic.dtype:
+            from dictopt.check.executor import LocalExecutor
+
+            opened = LocalExecutor().open(self.source, dtype=dic.dtype,
+                                          chunk_size=self.check_options.get("chunk_size"))
+            if opened.n is None:
+                return self.source
+            self.held = (dic.dtype, _HeldChunks(opened))
+        return self.held[1]
+
+
+class _HeldChunks:
+    """A source's validated chunks, read once and streamed again from memory (the same
+    :class:`~dictopt.data.sources.Chunk` objects every pass, so every pass sees the same rows)."""
+
+    def __init__(self, opened: Any) -> None:
+        self.d, self.n = opened.d, opened.n
+        self.chunks = list(opened.iter_chunks())
+
+    def iter_chunks(self, *, progress: bool = False, desc: str = "chunks") -> Any:
+        """The held chunks in order (``progress`` and ``desc`` are accepted and unused)."""
+        return iter(self.chunks)
 
 
 def _first_descent(
