@@ -16,6 +16,8 @@ move changes few codes). A trial that moves a few atoms and not the bias re-solv
 rows whose codes touch a moved atom or where a moved atom now violates C1
 (:func:`solve_after_move`): the other rows keep their residuals, so their held codes already
 meet the exact coder's stopping rule. The accepted trial's codes are the next round's codes.
+The source is read and validated once: later full solves run on the held prepared chunks, and
+each round's check streams the held validated chunks (the same rows in the same order).
 Without the budget (or with a custom ``coder``) every solve starts from zero, as the exact
 coder always did. Each round's check takes the joint hull's direction from its column
 generation (``hull_duals="working_set"``; pass ``hull_duals="reference"`` for the LP on every
