@@ -89,6 +89,7 @@ class _Group:
 
     @property
     def S(self) -> int:
+        """Slots per point (the widest support the arrays can hold)."""
         return self.idx.shape[1]
 
     def make_room(self, need: int) -> None:
@@ -109,6 +110,7 @@ class _Group:
             t[rows] for t in (self.idx, self.valid, self.val, self.fresh, self.H))
 
     def dense(self, rows: torch.Tensor, K: int) -> torch.Tensor:
+        """The codes ``[len(rows), K]`` of these points, dense (empty slots add zero)."""
         v = torch.where(self.valid[rows], self.val[rows], 0.0)
         a = torch.zeros(v.shape[0], K, dtype=v.dtype, device=v.device)
         return a.scatter_add_(1, self.idx[rows], v)

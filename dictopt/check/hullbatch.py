@@ -194,6 +194,7 @@ class _Rows(NamedTuple):
     u: np.ndarray
 
     def extend(self, A_NK: torch.Tensor, more: torch.Tensor, prior: float) -> _Rows:
+        """These rows plus the new ones in ``more`` (each with prior ``prior``)."""
         more = more[~torch.isin(more, self.index)]
         if more.numel() == 0:
             return self
