@@ -52,6 +52,13 @@ worst violator) and solves again, up to this many times; then, or when only the 
 violator is non-positive, the worst violator stays alone."""
 
 
+ROUGH_MARGIN = 1e-2
+"""Violations that choose joining atoms come from a float32 gradient (half the cost of the
+float64 one); a point whose rough violations off its support are all at most this many λ
+gets the float64 gradient instead (float32's error in ``q − a G`` is ~1e-5 here, well
+below ``ROUGH_MARGIN λ``), which decides that it is done and refines its face optimum."""
+
+
 class GrowResult(NamedTuple):
     """Codes from the incremental steps."""
 
@@ -70,27 +77,44 @@ def _add_count(count: torch.Tensor) -> torch.Tensor:
 
 
 
-def _rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``t[rows]``, or ``t`` itself (no copy) when ``rows`` is every row in order."""
-    if rows.shape[0] == t.shape[0]:
-        return t
-    return t[rows]
+class _Stores:
+    """Three flat buffers for the ``[n, S, S]`` inverses of a group, held across its steps
+    and across the groups of one :func:`grow_codes` call: the current ``H``, its next widened
+    (or shed) copy, and the copy of ``H[rows]`` for a subset of the group. Fresh tensors of
+    that size cost more in page faults than the copy itself (at K = 4,096, d = 768, ~5×)."""
+
+    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+        self.flat = [torch.empty(0, dtype=dtype, device=device) for _ in range(3)]
+
+    def view(self, which: int, n: int, S: int) -> torch.Tensor:
+        """Buffer ``which`` as an uninitialised contiguous ``[n, S, S]`` tensor."""
+        if self.flat[which].numel() < n * S * S:
+            self.flat[which] = torch.empty(n * S * S, dtype=self.flat[which].dtype,
+                                           device=self.flat[which].device)
+        return self.flat[which][: n * S * S].view(n, S, S)
 
 
 class _Group:
     """Padded-slot state of a group of points (``H`` zero on free slots)."""
 
-    def __init__(self, n: int, S: int, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, n: int, S: int, stores: _Stores) -> None:
+        self.stores, self.at = stores, 0  # H lives in stores.flat[self.at] (0 or 1)
+        dtype, device = stores.flat[0].dtype, stores.flat[0].device
         self.idx = torch.zeros(n, S, dtype=torch.long, device=device)
         self.valid = torch.zeros(n, S, dtype=torch.bool, device=device)
         self.val = torch.zeros(n, S, dtype=dtype, device=device)
-        self.H = torch.zeros(n, S, S, dtype=dtype, device=device)
+        self.H = stores.view(0, n, S).zero_()
         self.fresh = torch.zeros(n, S, dtype=torch.bool, device=device)
 
     @property
     def S(self) -> int:
         """Slots per point (the widest support the arrays can hold)."""
         return self.idx.shape[1]
+
+    def _moved(self, n: int, S: int) -> torch.Tensor:
+        """The other of the two ``H`` buffers as ``[n, S, S]`` (uninitialised)."""
+        self.at = 1 - self.at
+        return self.stores.view(self.at, n, S)
 
     def make_room(self, need: int) -> None:
         """Widen the slots so that every support can take ``need`` more atoms."""
@@ -102,12 +126,45 @@ class _Group:
             self.idx, self.valid, self.val, self.fresh = (
                 torch.nn.functional.pad(t, (0, pad))
                 for t in (self.idx, self.valid, self.val, self.fresh))
-            self.H = torch.nn.functional.pad(self.H, (0, pad, 0, pad))
+            H = self._moved(self.H.shape[0], new)
+            H[:, S:, :].zero_()
+            H[:, :S, S:].zero_()
+            H[:, :S, :S] = self.H
+            self.H = H
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only the points ``rows`` (the others are finished)."""
-        self.idx, self.valid, self.val, self.fresh, self.H = (
-            t[rows] for t in (self.idx, self.valid, self.val, self.fresh, self.H))
+        self.idx, self.valid, self.val, self.fresh = (
+            t[rows] for t in (self.idx, self.valid, self.val, self.fresh))
+        H = self._moved(rows.shape[0], self.S)
+        self.H = torch.index_select(self.H, 0, rows, out=H)
+
+    def take_H(self, rows: torch.Tensor) -> torch.Tensor:
+        """The inverses of ``rows``: ``H`` itself when ``rows`` is every point in order, else
+        a copy into a buffer held across steps (a fresh ``[r, S, S]`` tensor each time cost
+        ~5× the copy in page faults); write it back with :meth:`put_H`."""
+        n = self.H.shape[0]
+        if rows.shape[0] == n:
+            return self.H
+        return torch.index_select(self.H, 0, rows,
+                                  out=self.stores.view(2, rows.shape[0], self.S))
+
+    def put_H(self, rows: torch.Tensor, Hs: torch.Tensor) -> None:
+        """Write back what :meth:`take_H` gave for ``rows`` (nothing to do for ``H`` itself)."""
+        if Hs is not self.H:
+            self.H.index_copy_(0, rows, Hs)
+
+    def times_H(self, rows: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``H v`` for the points ``rows`` (``v [len(rows), S]``): for more than half of the
+        group one product over all of it with zero vectors elsewhere (reading every ``H``
+        once costs what a copy of ``H[rows]`` would), else on a copy of ``H[rows]``."""
+        n = self.H.shape[0]
+        if rows.shape[0] == n:
+            return (self.H @ v.unsqueeze(-1)).squeeze(-1)
+        if 2 * rows.shape[0] > n:
+            v = torch.zeros(n, v.shape[1], dtype=v.dtype, device=v.device).index_copy_(0, rows, v)
+            return (self.H @ v.unsqueeze(-1)).squeeze(-1)[rows]
+        return (self.take_H(rows) @ v.unsqueeze(-1)).squeeze(-1)
 
     def dense(self, rows: torch.Tensor, K: int) -> torch.Tensor:
         """The codes ``[len(rows), K]`` of these points, dense (empty slots add zero)."""
@@ -117,12 +174,8 @@ class _Group:
 
     def solve(self, rows: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """``z = H q_P`` on the valid slots of ``rows`` (``q`` is the group's ``[n, K]``)."""
-        n = self.H.shape[0]
-        if 2 * rows.shape[0] > n:  # every point (a product costs what a copy of H[rows] does)
-            q_S = torch.where(self.valid, torch.gather(q, 1, self.idx), 0.0)
-            return (self.H @ q_S.unsqueeze(-1)).squeeze(-1)[rows]
         q_S = torch.where(self.valid[rows], torch.gather(q[rows], 1, self.idx[rows]), 0.0)
-        return (self.H[rows] @ q_S.unsqueeze(-1)).squeeze(-1)
+        return self.times_H(rows, q_S)
 
     def drop(self, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Remove the slots ``mask [len(rows), S]`` from the supports of ``rows``: the Schur
@@ -142,7 +195,7 @@ class _Group:
         J = torch.argsort((~mask[r]).to(torch.int8), dim=1, stable=True)[:, :t]
         inJ = torch.arange(t, device=rows.device) < count[r, None]
         rr = rows[r]
-        Hs = _rows(self.H, rr)
+        Hs = self.take_H(rr)
         S = Hs.shape[1]
         HJ = torch.where(inJ[:, None, :], torch.gather(Hs, 2, J[:, None, :].expand(-1, S, t)), 0.0)
         eye = torch.eye(t, dtype=Hs.dtype, device=Hs.device)
@@ -156,8 +209,7 @@ class _Group:
         i, j = m.nonzero(as_tuple=True)
         Hs[i, j, :] = 0.0
         Hs[i, :, j] = 0.0
-        if Hs is not self.H:
-            self.H[rr] = Hs
+        self.put_H(rr, Hs)
         self.valid[rr] &= ~m
         self.fresh[rr] &= ~m
         self.val[rr] = torch.where(m, 0.0, self.val[rr])
@@ -181,7 +233,7 @@ class _Group:
         nn = take[:, :, None] & take[:, None, :]
         eye = torch.eye(M, dtype=G.dtype, device=G.device)
         Gnn = torch.where(nn, G.reshape(-1)[atoms[:, :, None] * K + atoms[:, None, :]], eye)
-        Hs = _rows(self.H, rows)
+        Hs = self.take_H(rows)
         B = Hs @ Gp.transpose(1, 2)  # [r, S, M]
         C = Gnn - Gp @ B
         L, info = torch.linalg.cholesky_ex(C)
@@ -202,7 +254,9 @@ class _Group:
             ar = torch.arange(ok.shape[0], device=G.device)[:, None, None]
             Ho[ar, slots[:, :, None], slots[:, None, :]] = Ci
             ro = rows[ok]
-            if Ho is not self.H:
+            if Ho is Hs:
+                self.put_H(rows, Hs)
+            else:
                 self.H[ro] = Ho
             self.idx[ro] = self.idx[ro].scatter(1, slots, torch.where(tk, atoms[ok], 0))
             self.valid[ro] = self.valid[ro].scatter(1, slots, tk)
@@ -234,23 +288,28 @@ def grow_codes(
     codes = torch.zeros(n, K, dtype=q.dtype, device=q.device)
     handed = torch.zeros(n, dtype=torch.bool, device=q.device)
     steps = 0
+    stores = _Stores(q.dtype, q.device)
     for lo in range(0, n, group_rows):
-        a, s, h = _grow_group(G, D, q[lo : lo + group_rows], lam, tol, max_steps)
+        a, s, h = _grow_group(G, D, q[lo : lo + group_rows], lam, tol, max_steps, stores)
         codes[lo : lo + group_rows], handed[lo : lo + group_rows] = a, h
         steps = max(steps, s)
     return GrowResult(codes, steps, handed)
 
 
 def _grow_group(
-    G: torch.Tensor, D: torch.Tensor, q: torch.Tensor, lam: float, tol: float, max_steps: int
+    G: torch.Tensor, D: torch.Tensor, q: torch.Tensor, lam: float, tol: float, max_steps: int,
+    stores: _Stores,
 ) -> tuple[torch.Tensor, int, torch.Tensor]:
     n, K = q.shape
     dev = q.device
-    st = _Group(n, 64, q.dtype, dev)
+    st = _Group(n, 64, stores)
     opt = torch.ones(n, dtype=torch.bool, device=dev)  # zero codes: optimal on the empty face
     live = torch.ones(n, dtype=torch.bool, device=dev)
     handed = torch.zeros(n, dtype=torch.bool, device=dev)
     inf = torch.tensor(float("inf"), dtype=q.dtype, device=dev)
+    rough = q.dtype == torch.float64 and not __import__("os").environ.get("NOROUGH")
+    D_r = D.to(torch.float32) if rough else D
+    q_r = q.to(torch.float32) if rough else q
     steps = 0
     out = torch.zeros(n, K, dtype=q.dtype, device=dev)
     out_handed = torch.zeros(n, dtype=torch.bool, device=dev)
@@ -267,22 +326,33 @@ def _grow_group(
         # adds wait until every point is optimal on its face: one gradient call for all
         o = torch.where(live & opt)[0] if bool((opt | ~live).all()) else opt[:0].nonzero()[:, 0]
         if o.numel():
-            # the violations q − a G, through D (K·d per point, one BLAS-3 call)
-            viol = q[o] - (st.dense(o, K) @ D) @ D.T
-            # iterative refinement of the face optimum (rounding in H accumulates over the
-            # updates): (q − a G)_P is zero at the exact one
-            valid_o = st.valid[o]
-            e_P = torch.where(valid_o, torch.gather(viol, 1, st.idx[o]), 0.0)
-            step = (_rows(st.H, o) @ e_P.unsqueeze(-1)).squeeze(-1)
-            fixed = torch.where(valid_o, st.val[o] + step, 0.0)
-            keep = ((fixed > 0) | ~valid_o).all(dim=1, keepdim=True)
-            st.val[o] = torch.where(keep, fixed, st.val[o])
+            # the violations q − a G, through D (K·d per point, one BLAS-3 call), in float32
+            # while they only choose atoms; points whose rough violations are all below
+            # ROUGH_MARGIN λ get them in full precision, and the face refinement with them
+            a_o, valid_o = st.dense(o, K), st.valid[o]
+            viol = (q_r[o] - (a_o.to(D_r.dtype) @ D_r) @ D_r.T).to(q.dtype)
             mask = torch.where(valid_o, -inf, inf)
+            near = viol.scatter_reduce(1, st.idx[o], mask, reduce="amin").amax(dim=1)
+            ex = torch.where(near <= ROUGH_MARGIN * lam)[0] if rough else torch.arange(
+                o.shape[0], device=dev)
+            if ex.numel():
+                oe = o[ex]
+                viol[ex] = q[oe] - (a_o[ex] @ D) @ D.T
+                # iterative refinement of the face optimum (rounding in H accumulates over
+                # the updates): (q − a G)_P is zero at the exact one
+                valid_e = valid_o[ex]
+                e_P = torch.where(valid_e, torch.gather(viol[ex], 1, st.idx[oe]), 0.0)
+                fixed = torch.where(valid_e, st.val[oe] + st.times_H(oe, e_P), 0.0)
+                keep = ((fixed > 0) | ~valid_e).all(dim=1, keepdim=True)
+                st.val[oe] = torch.where(keep, fixed, st.val[oe])
             viol = viol.scatter_reduce(1, st.idx[o], mask, reduce="amin")
             m = _add_count(st.valid[o].sum(dim=1))
             top_v, top_j = viol.topk(min(int(m.max()), K), dim=1)
             rank = torch.arange(top_v.shape[1], device=dev)
-            take = (top_v > tol * lam) & (rank < m[:, None])
+            floor = torch.full((o.shape[0],), tol * lam,
+                               dtype=q.dtype, device=dev)
+            floor[ex] = tol * lam
+            take = (top_v > floor[:, None]) & (rank < m[:, None])
             done = ~take[:, 0]
             live[o[done]] = False
             o, top_j, take = o[~done], top_j[~done], take[~done]
