@@ -59,6 +59,14 @@ gets the float64 gradient instead (float32's error in ``q − a G`` is ~1e-5 her
 below ``ROUGH_MARGIN λ``), which decides that it is done and refines its face optimum."""
 
 
+REFINE_ROUNDS = 4
+"""Most float64 gradients per point and step for refining its face optimum (float32
+inverses: each refinement gains ~7 digits)."""
+
+REFINE_TOL = 0.01
+"""Refinement stops once ``|(q − a G)_P| ≤ REFINE_TOL · tol · λ`` on the support."""
+
+
 class GrowResult(NamedTuple):
     """Codes from the incremental steps."""
 
@@ -97,9 +105,9 @@ class _Stores:
 class _Group:
     """Padded-slot state of a group of points (``H`` zero on free slots)."""
 
-    def __init__(self, n: int, S: int, stores: _Stores) -> None:
+    def __init__(self, n: int, S: int, stores: _Stores, dtype: torch.dtype) -> None:
         self.stores, self.at = stores, 0  # H lives in stores.flat[self.at] (0 or 1)
-        dtype, device = stores.flat[0].dtype, stores.flat[0].device
+        device = stores.flat[0].device
         self.idx = torch.zeros(n, S, dtype=torch.long, device=device)
         self.valid = torch.zeros(n, S, dtype=torch.bool, device=device)
         self.val = torch.zeros(n, S, dtype=dtype, device=device)
@@ -158,13 +166,14 @@ class _Group:
         """``H v`` for the points ``rows`` (``v [len(rows), S]``): for more than half of the
         group one product over all of it with zero vectors elsewhere (reading every ``H``
         once costs what a copy of ``H[rows]`` would), else on a copy of ``H[rows]``."""
-        n = self.H.shape[0]
+        n, out = self.H.shape[0], v.dtype
+        v = v.to(self.H.dtype)
         if rows.shape[0] == n:
-            return (self.H @ v.unsqueeze(-1)).squeeze(-1)
+            return (self.H @ v.unsqueeze(-1)).squeeze(-1).to(out)
         if 2 * rows.shape[0] > n:
             v = torch.zeros(n, v.shape[1], dtype=v.dtype, device=v.device).index_copy_(0, rows, v)
-            return (self.H @ v.unsqueeze(-1)).squeeze(-1)[rows]
-        return (self.take_H(rows) @ v.unsqueeze(-1)).squeeze(-1)
+            return (self.H @ v.unsqueeze(-1)).squeeze(-1)[rows].to(out)
+        return (self.take_H(rows) @ v.unsqueeze(-1)).squeeze(-1).to(out)
 
     def dense(self, rows: torch.Tensor, K: int) -> torch.Tensor:
         """The codes ``[len(rows), K]`` of these points, dense (empty slots add zero)."""
@@ -261,7 +270,8 @@ class _Group:
             self.idx[ro] = self.idx[ro].scatter(1, slots, torch.where(tk, atoms[ok], 0))
             self.valid[ro] = self.valid[ro].scatter(1, slots, tk)
             self.fresh[ro] = self.fresh[ro].scatter(1, slots, tk)
-            self.val[ro] = self.val[ro].scatter(1, slots, torch.zeros_like(Ci[:, 0]))
+            self.val[ro] = self.val[ro].scatter(
+                1, slots, torch.zeros(slots.shape, dtype=self.val.dtype, device=G.device))
         return well
 
 
@@ -288,7 +298,11 @@ def grow_codes(
     codes = torch.zeros(n, K, dtype=q.dtype, device=q.device)
     handed = torch.zeros(n, dtype=torch.bool, device=q.device)
     steps = 0
-    stores = _Stores(q.dtype, q.device)
+    # float64 problems hold the inverses (and read the Gram matrix) in float32: half the
+    # memory traffic of every update; the face optimum is refined in float64 at the end
+    low = torch.float32 if q.dtype == torch.float64 else q.dtype
+    stores = _Stores(low, q.device)
+    G = G.to(low)
     for lo in range(0, n, group_rows):
         a, s, h = _grow_group(G, D, q[lo : lo + group_rows], lam, tol, max_steps, stores)
         codes[lo : lo + group_rows], handed[lo : lo + group_rows] = a, h
@@ -302,14 +316,34 @@ def _grow_group(
 ) -> tuple[torch.Tensor, int, torch.Tensor]:
     n, K = q.shape
     dev = q.device
-    st = _Group(n, 64, stores)
+    st = _Group(n, 64, stores, q.dtype)
     opt = torch.ones(n, dtype=torch.bool, device=dev)  # zero codes: optimal on the empty face
     live = torch.ones(n, dtype=torch.bool, device=dev)
+    # points near their optimum (rough violations all below ROUGH_MARGIN λ) solve their faces
+    # as a correction from their codes with float64 violations, z = a + H (q − a G)_P: the
+    # float32 inverse then errs by ~1e-7 of the correction, not of the codes, so the small
+    # codes of the last joining atoms keep their sign
+    precise = torch.zeros(n, dtype=torch.bool, device=dev)
+
+    def face(rows: torch.Tensor) -> torch.Tensor:
+        p = precise[rows]
+        if not bool(p.any()):
+            return st.solve(rows, q)
+        z = torch.empty(rows.shape[0], st.S, dtype=q.dtype, device=dev)
+        r = torch.where(~p)[0]
+        if r.numel():
+            z[r] = st.solve(rows[r], q)
+        r = torch.where(p)[0]
+        rp = rows[r]
+        valid = st.valid[rp]
+        g = q[rp] - (st.dense(rp, K) @ D) @ D.T
+        e = torch.where(valid, torch.gather(g, 1, st.idx[rp]), 0.0)
+        z[r] = torch.where(valid, st.val[rp] + st.times_H(rp, e), 0.0)
+        return z
     handed = torch.zeros(n, dtype=torch.bool, device=dev)
     inf = torch.tensor(float("inf"), dtype=q.dtype, device=dev)
     rough = q.dtype == torch.float64 and not __import__("os").environ.get("NOROUGH")
     D_r = D.to(torch.float32) if rough else D
-    q_r = q.to(torch.float32) if rough else q
     steps = 0
     out = torch.zeros(n, K, dtype=q.dtype, device=dev)
     out_handed = torch.zeros(n, dtype=torch.bool, device=dev)
@@ -322,6 +356,7 @@ def _grow_group(
             out_handed[orig[fin]] = handed[fin]
             st.keep(keep)
             opt, live, handed, q, orig = opt[keep], live[keep], handed[keep], q[keep], orig[keep]
+            precise = precise[keep]
         st.fresh.zero_()
         # adds wait until every point is optimal on its face: one gradient call for all
         o = torch.where(live & opt)[0] if bool((opt | ~live).all()) else opt[:0].nonzero()[:, 0]
@@ -330,32 +365,47 @@ def _grow_group(
             # while they only choose atoms; points whose rough violations are all below
             # ROUGH_MARGIN λ get them in full precision, and the face refinement with them
             a_o, valid_o = st.dense(o, K), st.valid[o]
-            viol = (q_r[o] - (a_o.to(D_r.dtype) @ D_r) @ D_r.T).to(q.dtype)
+            viol = (q[o].to(D_r.dtype) - (a_o.to(D_r.dtype) @ D_r) @ D_r.T).to(q.dtype)
             mask = torch.where(valid_o, -inf, inf)
             near = viol.scatter_reduce(1, st.idx[o], mask, reduce="amin").amax(dim=1)
             ex = torch.where(near <= ROUGH_MARGIN * lam)[0] if rough else torch.arange(
                 o.shape[0], device=dev)
             if ex.numel():
+                # float64 violations; iterative refinement of the face optimum (the inverses
+                # are float32 and their rounding accumulates over the updates): (q − a G)_P
+                # is zero at the exact one; the last violations are those of the last codes
                 oe = o[ex]
-                viol[ex] = q[oe] - (a_o[ex] @ D) @ D.T
-                # iterative refinement of the face optimum (rounding in H accumulates over
-                # the updates): (q − a G)_P is zero at the exact one
-                valid_e = valid_o[ex]
-                e_P = torch.where(valid_e, torch.gather(viol[ex], 1, st.idx[oe]), 0.0)
-                fixed = torch.where(valid_e, st.val[oe] + st.times_H(oe, e_P), 0.0)
-                keep = ((fixed > 0) | ~valid_e).all(dim=1, keepdim=True)
-                st.val[oe] = torch.where(keep, fixed, st.val[oe])
+                valid_e, idx_e, a_e = valid_o[ex], st.idx[oe], a_o[ex]
+                for rnd in range(REFINE_ROUNDS):
+                    g = q[oe] - (a_e @ D) @ D.T
+                    e_P = torch.where(valid_e, torch.gather(g, 1, idx_e), 0.0)
+                    loose = e_P.abs().amax(dim=1) > REFINE_TOL * tol * lam
+                    if rnd == REFINE_ROUNDS - 1 or not bool(loose.any()):
+                        break
+                    fixed = torch.where(valid_e, st.val[oe] + st.times_H(oe, e_P), 0.0)
+                    keep = loose[:, None] & ((fixed > 0) | ~valid_e).all(dim=1, keepdim=True)
+                    if not bool(keep.any()):
+                        break
+                    st.val[oe] = torch.where(keep, fixed, st.val[oe])
+                    a_e = st.dense(oe, K)
+                viol[ex] = g
+                precise[oe] = rough
             viol = viol.scatter_reduce(1, st.idx[o], mask, reduce="amin")
             m = _add_count(st.valid[o].sum(dim=1))
             top_v, top_j = viol.topk(min(int(m.max()), K), dim=1)
             rank = torch.arange(top_v.shape[1], device=dev)
-            floor = torch.full((o.shape[0],), tol * lam,
-                               dtype=q.dtype, device=dev)
-            floor[ex] = tol * lam
-            take = (top_v > floor[:, None]) & (rank < m[:, None])
-            done = ~take[:, 0]
+            take = (top_v > tol * lam) & (rank < m[:, None])
+            # a point whose codes are not yet its face's optimum to the refinement tolerance
+            # (a refinement would make a code non-positive, or the rounds ran out) is not
+            # optimal on its face: it solves its face again (precisely) instead of adding
+            hold = torch.zeros(o.shape[0], dtype=torch.bool, device=dev)
+            if ex.numel():
+                hold[ex] = loose
+            opt[o[hold]] = False
+            done = ~take[:, 0] & ~hold
             live[o[done]] = False
-            o, top_j, take = o[~done], top_j[~done], take[~done]
+            go = ~done & ~hold
+            o, top_j, take = o[go], top_j[go], take[go]
             if o.numel():
                 width = int(take.sum(dim=1).max())
                 well = st.add(G, o, top_j[:, :width], take[:, :width])
@@ -369,7 +419,7 @@ def _grow_group(
         if not w.numel():
             continue
         slots = torch.arange(st.S, device=dev)
-        z = st.solve(w, q)
+        z = face(w)
         added = st.fresh[w]
         first = added & (slots == added.to(torch.int8).argmax(dim=1, keepdim=True))
         failed = (added & (z <= 0)).any(dim=1)
@@ -387,13 +437,13 @@ def _grow_group(
                 break
             st.drop(w[f], torch.where(alone[cut.any(dim=1)][:, None],
                                       added[f] & ~first[f], bad[f] & ~first[f]))
-            z[f] = st.solve(w[f], q)
+            z[f] = face(w[f])
             added[f] &= st.valid[w[f]]
         failed = (added & (z <= 0)).any(dim=1)
         redo = torch.where(failed & (added.sum(dim=1) > 1))[0]
         if redo.numel():  # rounds spent: the worst violator alone
             st.drop(w[redo], added[redo] & ~first[redo])
-            z[redo] = st.solve(w[redo], q)
+            z[redo] = face(w[redo])
             added[redo] &= st.valid[w[redo]]
             failed[redo] = (added[redo] & (z[redo] <= 0)).any(dim=1)
         stall = torch.where(failed)[0]
