@@ -46,6 +46,11 @@ SCHUR_WELL = 1e-4
 atom outside the face's span). Below it the inverse would lose accuracy: only the worst
 violator is tried, and if it fails too the point is handed back."""
 
+SCHUR_WELL_LOW = 1e-2
+""":data:`SCHUR_WELL` for float32 inverses: a joining atom with less than a tenth of its norm
+outside the face's span makes the face poorly conditioned for float32 (each update's rounding
+grows with the condition number), and the point is handed back to the float64 run."""
+
 KEEP_POSITIVE_ROUNDS = 8
 """An add whose face solve makes some joining atoms non-positive drops those (keeping the
 worst violator) and solves again, up to this many times; then, or when only the worst
@@ -64,7 +69,13 @@ REFINE_ROUNDS = 4
 inverses: each refinement gains ~7 digits)."""
 
 REFINE_TOL = 0.01
-"""Refinement stops once ``|(q − a G)_P| ≤ REFINE_TOL · tol · λ`` on the support."""
+"""A point whose ``|(q − a G)_P|`` on its support stays above ``REFINE_TOL · tol · λ`` is not
+yet optimal on its face (it solves its face again; if the rounds ran out, the float32
+inverses drifted and it is handed back)."""
+
+REFINE_FLOOR = 1e-4
+"""Refinement goes on while ``|(q − a G)_P| > REFINE_FLOOR · tol · λ`` and each round still
+gains a digit: codes then agree with the float64 path's to rounding (~1e-13)."""
 
 
 class GrowResult(NamedTuple):
@@ -226,7 +237,7 @@ class _Group:
         return sane
 
     def add(self, G: torch.Tensor, rows: torch.Tensor, atoms: torch.Tensor,
-            take: torch.Tensor) -> torch.Tensor:
+            take: torch.Tensor, well_pivot: float = SCHUR_WELL) -> torch.Tensor:
         """Join ``atoms [r, M]`` where ``take`` (a prefix per row) to the supports of ``rows``,
         in the first free slots, in order, marked ``fresh``. Returns ``well``:
         whether the Schur complement was well conditioned (if not, nothing changed)."""
@@ -248,7 +259,7 @@ class _Group:
         L, info = torch.linalg.cholesky_ex(C)
         piv = L.diagonal(dim1=1, dim2=2)
         norm = Gnn.diagonal(dim1=1, dim2=2)
-        well = (info == 0) & ((piv * piv >= SCHUR_WELL * norm) | ~take).all(dim=1)
+        well = (info == 0) & ((piv * piv >= well_pivot * norm) | ~take).all(dim=1)
         ok = torch.where(well)[0]
         if ok.numel():
             Ci = torch.where(nn[ok], torch.cholesky_inverse(L[ok]), 0.0)
@@ -294,17 +305,32 @@ def grow_codes(
     -------
     GrowResult
     """
+    if q.dtype != torch.float64:
+        return _grow_all(G, D, q, lam, tol, max_steps, group_rows, low=False)
+    # float64 problems hold the inverses (and read the Gram matrix) in float32 first: half
+    # the memory traffic of every update, the face optimum refined in float64 at the end;
+    # points that this hands back (poorly conditioned faces) run again in float64
+    first = _grow_all(G.to(torch.float32), D, q, lam, tol, max_steps, group_rows, low=True)
+    h = torch.where(first.handed)[0]
+    if not h.numel():
+        return first
+    again = _grow_all(G, D, q[h], lam, tol, max_steps, group_rows, low=False)
+    first.codes[h] = again.codes
+    first.handed[h] = again.handed
+    return GrowResult(first.codes, max(first.steps, again.steps), first.handed)
+
+
+def _grow_all(
+    G: torch.Tensor, D: torch.Tensor, q: torch.Tensor, lam: float, tol: float,
+    max_steps: int, group_rows: int, low: bool,
+) -> GrowResult:
     n, K = q.shape
     codes = torch.zeros(n, K, dtype=q.dtype, device=q.device)
     handed = torch.zeros(n, dtype=torch.bool, device=q.device)
     steps = 0
-    # float64 problems hold the inverses (and read the Gram matrix) in float32: half the
-    # memory traffic of every update; the face optimum is refined in float64 at the end
-    low = torch.float32 if q.dtype == torch.float64 else q.dtype
-    stores = _Stores(low, q.device)
-    G = G.to(low)
+    stores = _Stores(G.dtype, q.device)
     for lo in range(0, n, group_rows):
-        a, s, h = _grow_group(G, D, q[lo : lo + group_rows], lam, tol, max_steps, stores)
+        a, s, h = _grow_group(G, D, q[lo : lo + group_rows], lam, tol, max_steps, stores, low)
         codes[lo : lo + group_rows], handed[lo : lo + group_rows] = a, h
         steps = max(steps, s)
     return GrowResult(codes, steps, handed)
@@ -312,7 +338,7 @@ def grow_codes(
 
 def _grow_group(
     G: torch.Tensor, D: torch.Tensor, q: torch.Tensor, lam: float, tol: float, max_steps: int,
-    stores: _Stores,
+    stores: _Stores, low: bool,
 ) -> tuple[torch.Tensor, int, torch.Tensor]:
     n, K = q.shape
     dev = q.device
@@ -342,7 +368,8 @@ def _grow_group(
         return z
     handed = torch.zeros(n, dtype=torch.bool, device=dev)
     inf = torch.tensor(float("inf"), dtype=q.dtype, device=dev)
-    rough = q.dtype == torch.float64 and not __import__("os").environ.get("NOROUGH")
+    rough = low  # float32 inverses: rough gradients, precise solves near the optimum
+    well_pivot = SCHUR_WELL_LOW if low else SCHUR_WELL
     D_r = D.to(torch.float32) if rough else D
     steps = 0
     out = torch.zeros(n, K, dtype=q.dtype, device=dev)
@@ -376,20 +403,34 @@ def _grow_group(
                 # is zero at the exact one; the last violations are those of the last codes
                 oe = o[ex]
                 valid_e, idx_e, a_e = valid_o[ex], st.idx[oe], a_o[ex]
-                for rnd in range(REFINE_ROUNDS):
+                loose = torch.zeros(oe.shape[0], dtype=torch.bool, device=dev)
+                spent, prev = loose, torch.full_like(loose, float("inf"), dtype=q.dtype)
+                for rnd in range(REFINE_ROUNDS if low else 1):
                     g = q[oe] - (a_e @ D) @ D.T
                     e_P = torch.where(valid_e, torch.gather(g, 1, idx_e), 0.0)
-                    loose = e_P.abs().amax(dim=1) > REFINE_TOL * tol * lam
-                    if rnd == REFINE_ROUNDS - 1 or not bool(loose.any()):
-                        break
+                    if low:
+                        # refine until at rounding level: far below the tolerance, or no
+                        # longer gaining a digit (each round gains ~7 when all is well)
+                        err = e_P.abs().amax(dim=1)
+                        loose = err > REFINE_TOL * tol * lam
+                        more = (err > REFINE_FLOOR * tol * lam) & (loose | (err < 0.1 * prev))
+                        if rnd == REFINE_ROUNDS - 1 or not bool(more.any()):
+                            spent = loose if rnd == REFINE_ROUNDS - 1 else spent
+                            break
+                        prev = err
                     fixed = torch.where(valid_e, st.val[oe] + st.times_H(oe, e_P), 0.0)
-                    keep = loose[:, None] & ((fixed > 0) | ~valid_e).all(dim=1, keepdim=True)
-                    if not bool(keep.any()):
-                        break
+                    keep = ((fixed > 0) | ~valid_e).all(dim=1, keepdim=True)
+                    if low:
+                        keep &= more[:, None]
                     st.val[oe] = torch.where(keep, fixed, st.val[oe])
+                    if low and not bool(keep.any()):
+                        break
                     a_e = st.dense(oe, K)
-                viol[ex] = g
+                viol[ex] = g  # float64 mode: before its one refinement, as Lawson–Hanson's
                 precise[oe] = rough
+                if bool(spent.any()):  # refinement too slow: the float32 inverses drifted
+                    handed[oe[spent]] = True
+                    live[oe[spent]] = False
             viol = viol.scatter_reduce(1, st.idx[o], mask, reduce="amin")
             m = _add_count(st.valid[o].sum(dim=1))
             top_v, top_j = viol.topk(min(int(m.max()), K), dim=1)
@@ -398,9 +439,9 @@ def _grow_group(
             # a point whose codes are not yet its face's optimum to the refinement tolerance
             # (a refinement would make a code non-positive, or the rounds ran out) is not
             # optimal on its face: it solves its face again (precisely) instead of adding
-            hold = torch.zeros(o.shape[0], dtype=torch.bool, device=dev)
-            if ex.numel():
-                hold[ex] = loose
+            hold = ~live[o]
+            if ex.numel() and low:
+                hold[ex] |= loose
             opt[o[hold]] = False
             done = ~take[:, 0] & ~hold
             live[o[done]] = False
@@ -408,11 +449,11 @@ def _grow_group(
             o, top_j, take = o[go], top_j[go], take[go]
             if o.numel():
                 width = int(take.sum(dim=1).max())
-                well = st.add(G, o, top_j[:, :width], take[:, :width])
+                well = st.add(G, o, top_j[:, :width], take[:, :width], well_pivot)
                 bad = torch.where(~well)[0]
                 if bad.numel():  # the worst violator alone, else hand the point back
                     ob = o[bad]
-                    w1 = st.add(G, ob, top_j[bad, :1], take[bad, :1])
+                    w1 = st.add(G, ob, top_j[bad, :1], take[bad, :1], well_pivot)
                     handed[ob[~w1]] = True
                     live[ob[~w1]] = False
         w = torch.where(live & (~opt | st.fresh.any(dim=1)))[0]
@@ -446,6 +487,12 @@ def _grow_group(
             z[redo] = face(w[redo])
             added[redo] &= st.valid[w[redo]]
             failed[redo] = (added[redo] & (z[redo] <= 0)).any(dim=1)
+        retry = torch.where(failed & ~precise[w])[0] if rough else failed[:0].nonzero()[:, 0]
+        if retry.numel():  # a float32 face solve may get the sign wrong on a poorly
+            # conditioned face: solve it again precisely before giving up on the point
+            precise[w[retry]] = True
+            z[retry] = face(w[retry])
+            failed[retry] = (added[retry] & (z[retry] <= 0)).any(dim=1)
         stall = torch.where(failed)[0]
         if stall.numel():  # even the worst violator alone gets no positive code: hand back
             st.drop(w[stall], added[stall])
