@@ -462,3 +462,81 @@ def test_grow_codes_alone_reaches_the_optimum(seed, log_lam, group):
     assert not bool(res.handed.any())
     viol = kkt_violations(D, x, res.codes, lam, bias=b).amax(dim=1) / lam
     assert float(viol.max()) <= 1e-8
+
+
+@given(seed=st.integers(0, 10_000), log_lam=st.floats(-1.5, -0.5), group=st.integers(4, 60))
+@example(seed=578, log_lam=-1.5, group=1)  # a float32 face solve got a sign wrong
+@example(seed=7, log_lam=-1.5, group=42)  # float32 inverses drifted at S ≈ 0.9 d
+@settings(max_examples=10, deadline=None)
+def test_float32_inverses_give_the_float64_codes(seed, log_lam, group):
+    """The float32 first pass of :func:`dictopt.faceinverse.grow_codes` (rough gradients,
+    precise solves near the optimum, the float64 run for points it hands back) gives the
+    codes of the float64 method alone: same supports, values to 1e-10, C1 to rounding."""
+    from dictopt.faceinverse import _grow_all, grow_codes
+
+    lam = 10.0**log_lam
+    D, x, b = _problem(seed, n=50, k=160, d=80, sparsity=0.3, noise=0.3)
+    Dt = torch.from_numpy(D)
+    q = torch.from_numpy(x - b) @ Dt.T - lam
+    G = Dt @ Dt.T
+    mixed = grow_codes(G, Dt, q, lam, 1e-9, 10_000, group)
+    exact = _grow_all(G, Dt, q, lam, 1e-9, 10_000, group, low=False)
+    assert not bool(mixed.handed.any()) and not bool(exact.handed.any())
+    assert torch.equal(mixed.codes > 0, exact.codes > 0)
+    assert float((mixed.codes - exact.codes).abs().max()) <= 1e-10
+    viol = kkt_violations(D, x, mixed.codes, lam, bias=b).amax(dim=1) / lam
+    assert float(viol.max()) <= 1e-9
+
+
+@given(seed=st.integers(0, 10_000), log_lam=st.floats(-1.0, -0.3), group=st.integers(4, 60),
+       idle=st.integers(0, 40))
+@settings(max_examples=10, deadline=None)
+def test_float32_pass_alone_on_well_conditioned_faces(seed, log_lam, group, idle):
+    """On well-conditioned faces (supports of at most half of d) the float32 pass alone
+    reaches the optimum: it hands no point back and its codes are the float64 method's.
+    ``idle`` points have zero data (done at the first step), so groups shed finished points
+    while others still grow (the rows of every per-point tensor must stay aligned)."""
+    from dictopt.faceinverse import _grow_all
+
+    lam = 10.0**log_lam
+    D, x, b = _problem(seed, n=50, k=160, d=80, sparsity=0.05, noise=0.1)
+    x[:idle] = b  # y = 0: zero codes
+    Dt = torch.from_numpy(D)
+    q = torch.from_numpy(x - b) @ Dt.T - lam
+    G = Dt @ Dt.T
+    low = _grow_all(G.float(), Dt, q, lam, 1e-9, 10_000, group, low=True)
+    exact = _grow_all(G, Dt, q, lam, 1e-9, 10_000, group, low=False)
+    assert int((low.codes > 0).sum(dim=1).max()) <= 0.5 * 80
+    assert not bool(low.handed.any())
+    assert not bool(low.codes[:idle].any())
+    assert torch.equal(low.codes > 0, exact.codes > 0)
+    assert float((low.codes - exact.codes).abs().max()) <= 1e-10
+
+
+@given(seed=st.integers(0, 10_000), log_lam=st.floats(-2.0, -0.5), cos=st.floats(0.9, 0.9999))
+@settings(max_examples=8, deadline=None)
+def test_face_inverse_path_with_nearly_parallel_atoms(seed, log_lam, cos):
+    """Pairs of atoms with cosine ``cos`` (poorly conditioned faces: the float32 inverses
+    hand such points to the float64 run) still give certified codes with the from-scratch
+    path's objective and CLARABEL's."""
+    import dictopt.lasso as coding
+
+    lam = 10.0**log_lam
+    D, x, b = _problem(seed, n=30, k=40, d=24, sparsity=0.4, noise=0.2)
+    rng = np.random.default_rng(seed + 1)
+    E = rng.standard_normal(D.shape)
+    E -= (E * D).sum(axis=1, keepdims=True) * D  # orthogonal to each atom
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    D = np.vstack([D, cos * D + np.sqrt(1 - cos**2) * E])
+    with mock.patch.object(coding, "GROW_MIN_ATOMS", 0):
+        grown = solve_codes(D, x, lam, bias=b)
+    with mock.patch.object(coding, "GROW_MIN_ATOMS", 10**9):
+        scratch = solve_codes(D, x, lam, bias=b)
+    assert grown.converged and grown.kkt_residual <= 1e-9
+    assert float(kkt_violations(D, x, grown.codes, lam, bias=b).max()) / lam <= 1e-9
+    f_grown = _lasso_objective(D, x, b, grown.codes.numpy(), lam)
+    f_scratch = _lasso_objective(D, x, b, scratch.codes.numpy(), lam)
+    assert np.allclose(f_grown, f_scratch, rtol=1e-9, atol=1e-10)
+    ref = _cvxpy_codes(D, x[:2], b, lam)
+    f_ref = _lasso_objective(D, x[:2], b, ref, lam)
+    assert np.all(f_grown[:2] <= f_ref + 1e-9 * (1 + np.abs(f_ref)))
