@@ -19,6 +19,17 @@ Only adds need the gradient over all ``K`` atoms. Points are processed in groups
 padded slots (``idx``, ``valid``, ``val``) with ``H`` zero on free slots, new atoms put in the
 first free slots, slots widened when they run out.
 
+**Precision.** For float64 problems a first pass holds ``H`` (and reads ``G``) in float32:
+half the memory traffic of every update, which is what the steps cost. Gradients that only
+choose joining atoms are float32 too; once a point's rough violations are all below
+:data:`ROUGH_MARGIN` ``λ`` its gradients are float64, its face optimum is refined in float64
+(``a ← a + H (q − a G)_P`` until at rounding level) and its face solves are corrections from
+its codes with float64 violations, so float32 errs by ~1e-7 of the correction, not of the
+codes. Points whose faces are poorly conditioned for float32 (a joining atom with less than
+:data:`SCHUR_WELL_LOW` of its squared norm outside the span, refinement that stops gaining,
+a stall even after a precise solve) are handed back by that pass and run again with float64
+inverses (the method above, unchanged).
+
 Nothing here certifies the result: rounding in ``H`` accumulates over the updates, so
 :func:`dictopt.lasso.solve_codes` measures the KKT residual of every point from its residual
 and finishes any point above the tolerance (and every point handed back here) with its
