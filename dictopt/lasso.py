@@ -126,7 +126,7 @@ class CoderPlan(NamedTuple):
         """Bytes of the coder's working set under this plan (the model the plan is made from):
         the Gram matrix if formed, :data:`DENSE_TENSORS` ``batch × K`` and three ``batch × d``
         float64 tensors, and one group of face solves."""
-        gram = 8 * K * K if self.gram else 0
+        gram = gram_bytes(K, d) if self.gram else 0
         return gram + 8 * self.batch_size * (DENSE_TENSORS * K + 3 * d) + self.face_bytes
 
 
@@ -190,16 +190,25 @@ def coder_memory_budget(budget: int | str | None = None) -> int:
     return int(budget)
 
 
+def gram_bytes(K: int, d: int) -> int:
+    """Bytes the coder holds when it forms the Gram matrix: ``K × K`` float64, and from
+    :data:`GROW_MIN_ATOMS` atoms on the face-inverse path's float32 copies of it and of ``D``
+    (:mod:`dictopt.faceinverse` reads them in its first, float32 pass)."""
+    extra = 4 * K * K + 4 * K * d if K >= GROW_MIN_ATOMS else 0
+    return 8 * K * K + extra
+
+
 def plan_coder(
     K: int, d: int, budget: int | str | None = None, *, max_batch: int = DEFAULT_BATCH_SIZE
 ) -> CoderPlan:
     """Choose the batch size and the Gram strategy so the working set fits ``budget``.
 
-    The Gram matrix is formed when it takes at most a quarter of the budget; one group of
-    face solves gets :data:`FACE_SHARE` of it (the groups are cut by support size, so this
-    holds whatever the supports); the batch takes the rest, ``DENSE_TENSORS × K + 3 d`` float64
-    values per point, between 1 and ``max_batch`` points. Only a single point whose dense
-    vectors alone exceed the budget (``K`` in the tens of millions) overruns it.
+    The Gram matrix is formed when it (:func:`gram_bytes`) takes at most a quarter of the
+    budget; one group of face solves gets :data:`FACE_SHARE` of it (the groups are cut by
+    support size, so this holds whatever the supports); the batch takes the rest,
+    ``DENSE_TENSORS × K + 3 d`` float64 values per point, between 1 and ``max_batch`` points.
+    Only a single point whose dense vectors alone exceed the budget (``K`` in the tens of
+    millions) overruns it.
 
     Parameters
     ----------
@@ -215,9 +224,9 @@ def plan_coder(
     CoderPlan
     """
     budget = coder_memory_budget(budget)
-    gram = 8 * K * K <= budget // 4
+    gram = gram_bytes(K, d) <= budget // 4
     face = int(FACE_SHARE * budget)
-    left = budget - face - (8 * K * K if gram else 0)
+    left = budget - face - (gram_bytes(K, d) if gram else 0)
     per_point = 8 * (DENSE_TENSORS * K + 3 * d)
     batch = max(1, min(max_batch, left // per_point))
     return CoderPlan(int(batch), gram, face, budget)
