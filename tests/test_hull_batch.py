@@ -112,3 +112,46 @@ def test_the_hessians_from_sparse_upper_triangles_are_the_dense_sums(seed, R, C)
     W = rng.random((R, 3))
     H = _hessians(_outer_products(M), W, C, full=True)
     assert np.allclose(H, np.einsum("nk,ni,nj->kij", W, M, M), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("world_seed", [0, 1])
+def test_the_batch_rows_from_any_top_list_leave_the_violations_unchanged(world_seed):
+    """``top=`` (the check's pass-1 buffer) only chooses the batch's rows: with the buffer,
+    with a shuffled (not descending) list, with rows out of range or too few rows, the
+    violations are bit for bit those without it, and the batch still passes atoms; a list that
+    is not a descending list of the codes is replaced by ``topk``."""
+    import dictopt.check.hull as hull
+
+    w = make_world("hierarchy", seed=world_seed, n=600)
+    d = w.truth(0.05)
+    A = torch.as_tensor(w.codes, dtype=F64)
+    abar = A.mean(0)
+    tol = Tolerances(tau=0.0)
+
+    def key(res):
+        return [(v.j, v.slope, v.step, v.detail, v.move.q.tolist(), v.move.kappa)
+                for v in res.violations]
+
+    ref = joint_hull(A, d.atoms, abar, 0.05, 0.0, tol)
+    assert ref.violations and ref.certified
+    buffer = torch.topk(A, 16, dim=0).indices
+    rng = np.random.default_rng(world_seed)
+    shuffled = buffer[torch.from_numpy(rng.permutation(16))]
+    for top, used in [(buffer, True), (shuffled, False), (buffer + A.shape[0], False),
+                      (buffer[:4], False)]:
+        calls = []
+        real = hull.certify_members
+
+        def spy(*a, real=real, calls=calls, **k):
+            calls.append(a[5])
+            return real(*a, **k)
+
+        hull.certify_members = spy
+        try:
+            res = joint_hull(A, d.atoms, abar, 0.05, 0.0, tol, top=top)
+        finally:
+            hull.certify_members = real
+        assert key(res) == key(ref) and res.certified
+        assert torch.equal(calls[0], top) == used
+        if not used:  # the codes' own topk
+            assert torch.equal(calls[0], torch.topk(A, calls[0].shape[0], dim=0).indices)

@@ -55,7 +55,7 @@ import torch
 from scipy.optimize import linprog
 
 from dictopt.check.blocks import DENSE_ELEMENTS
-from dictopt.check.hullbatch import certify_members
+from dictopt.check.hullbatch import TOP_PER_COORDINATE, certify_members
 from dictopt.check.moves import Toward, best_toward_step
 from dictopt.check.report import Violation
 from dictopt.check.tolerances import Tolerances
@@ -317,6 +317,7 @@ def joint_hull(
     duals: Literal["reference", "working_set"] = "working_set",
     basis: HullBasis | None = None,
     batch: bool = True,
+    top: torch.Tensor | None = None,
 ) -> HullResult:
     """Joint hull violations (with certificates) for the atoms ``atoms`` (default: every
     atom up to ``full_k`` atoms, else chosen by the bound of the module docstring).
@@ -353,6 +354,13 @@ def joint_hull(
         (:func:`~dictopt.check.hullbatch.certify_members`, up to :data:`BATCH_MAX_K` atoms): an
         atom they put within its threshold passes without an LP; the others go to the column
         generation as without it (same verdicts, distances, gaps and directions).
+    top:
+        Row indices ``[m, K]`` of each coordinate's largest codes, largest first (the check's
+        pass-1 buffer), for the batch's rows; used only where ``codes_NK`` holds those codes
+        there. Default (or ``m`` < :data:`~dictopt.check.hullbatch.TOP_PER_COORDINATE`):
+        ``topk`` of the codes. The column generation's first working sets always come from
+        ``topk`` (formed only when an atom reaches it), so its results do not depend on
+        ``top``.
 
     Returns
     -------
@@ -369,7 +377,13 @@ def joint_hull(
     floor = tol.floor_rel * float(mean_a.max())
     out: list[Violation] = []
     per = min(START_PER_COORDINATE, N)
-    top_idx = torch.topk(A, min(N, 4 * per), dim=0).indices  # [m, K] largest codes per atom
+    top_idx: torch.Tensor | None = None  # [m, K] largest codes per atom, when first needed
+
+    def largest() -> torch.Tensor:
+        nonlocal top_idx
+        if top_idx is None:  # 10 ms at N = 30,000, K = 64: only when an atom needs it
+            top_idx = torch.topk(A, min(N, 4 * per), dim=0).indices
+        return top_idx
     chosen, passed_by_bound, untested = _choose_atoms(
         A, active, mean_a, floor, tol, sparsest, v_of,
         atoms=atoms, full_k=full_k, max_atoms=max_atoms, lower=lower,
@@ -401,7 +415,7 @@ def joint_hull(
             if k not in held and not low.get(k, 0.0) > threshold[i]]
     if batch and rest and K <= BATCH_MAX_K:
         members = certify_members(A, active, [tested[i] for i in rest], V[rest], threshold[rest],
-                                  top_idx).passed
+                                  _batch_top(A, top, largest)).passed
         certified = [k for k in tested if k in members]
     lp_solves = 0
     for i, k in enumerate(tested):
@@ -414,7 +428,7 @@ def joint_hull(
         inactive = ~active[:, k]
         J = _others(k, K)
         v = V[i][J.numpy()]
-        start = _start_rows(top_idx, inactive, J, sparsest(k), per)
+        start = _start_rows(largest(), inactive, J, sparsest(k), per)
         res = hull_distance_cg(v, A, J, inactive, start, threshold[i])
         lp_solves += res.rounds
         if basis is not None:
@@ -425,6 +439,21 @@ def joint_hull(
         if violation is not None:
             out.append(violation)
     return HullResult(out, tested, passed_by_bound, untested, lp_solves, certified)
+
+
+def _batch_top(A: torch.Tensor, top: torch.Tensor | None,
+               largest: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The batch's largest codes per coordinate: ``top`` when it has enough rows, all of
+    them rows of ``A`` whose codes come in descending order (pass 1's buffer of the same
+    codes), else ``topk`` of ``A``. Either gives valid rows: the batch passes an atom only
+    with explicit weights, so which rows it starts from changes its speed, never a verdict."""
+    if top is not None and top.shape[0] >= TOP_PER_COORDINATE and top.shape[1] == A.shape[1]:
+        top = top[:TOP_PER_COORDINATE]
+        if bool((top >= 0).all()) and bool((top < A.shape[0]).all()):
+            vals = A.gather(0, top)
+            if bool((vals[:-1] >= vals[1:]).all()):
+                return top
+    return largest()
 
 
 class _HullData:

@@ -191,13 +191,13 @@ def joint_hull_verdicts(
         from dictopt.check.hull import joint_hull
 
         th = time.perf_counter()
-        A = torch.cat(kept_codes).to(F64)
+        A = (torch.cat(kept_codes) if len(kept_codes) > 1 else kept_codes[0]).to(F64)
         lower: dict[int, float] = {}
         for v in found:
             if v.condition == "C5" and v.j is not None:
                 lower[v.j] = max(lower.get(v.j, 0.0), abs(v.slope) / setup.lam)
         res = joint_hull(A, dic.atoms, st1.mean_a, setup.lam, tau, tol, lower=lower,
-                         duals=duals, basis=basis)  # type: ignore[arg-type]
+                         duals=duals, basis=basis, top=st1.top.ids)  # type: ignore[arg-type]
         # every atom is decided unless the LP budget left some untested
         info = {"mode": "exact", "atoms_checked": dic.K - res.untested,
                 "seconds": time.perf_counter() - th}
