@@ -388,7 +388,7 @@ def joint_hull(
         A, active, mean_a, floor, tol, sparsest, v_of,
         atoms=atoms, full_k=full_k, max_atoms=max_atoms, lower=lower,
     )
-    always_on = (A.amin(0) > tau).tolist()  # every row active: C4, not a hull question
+    always_on = active.all(0).tolist()  # every row active: C4, not a hull question
     tested = [k for k in chosen if not always_on[k] and K > 1]
     V = threshold = None
     if tested:
