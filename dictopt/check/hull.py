@@ -162,6 +162,10 @@ class HullResult(NamedTuple):
     lp_solves: int
     certified: list[int] = []
     """Atoms passed by batched convex weights (:mod:`dictopt.check.hullbatch`; no LP; exact)."""
+    bounds: dict[int, tuple[float | None, float]] = {}
+    """Above ``full_k``, why each tested atom was chosen: its C5 lower bound on the gap
+    (``None`` without a C5 violation) and its upper bound ``‖v_k − p‖₁`` on the distance;
+    atoms are ranked by the first, then the second. Empty when every atom was tested."""
 
 
 def hull_distance(v: np.ndarray, P: np.ndarray) -> tuple[float, np.ndarray, float]:
@@ -384,7 +388,7 @@ def joint_hull(
         if top_idx is None:  # 10 ms at N = 30,000, K = 64: only when an atom needs it
             top_idx = torch.topk(A, min(N, 4 * per), dim=0).indices
         return top_idx
-    chosen, passed_by_bound, untested = _choose_atoms(
+    chosen, passed_by_bound, untested, bounds = _choose_atoms(
         A, active, mean_a, floor, tol, sparsest, v_of,
         atoms=atoms, full_k=full_k, max_atoms=max_atoms, lower=lower,
     )
@@ -438,7 +442,8 @@ def joint_hull(
         violation = _certificate(k, J, v, res, A, D, inactive, mean_a, lam, tol, floor, duals)
         if violation is not None:
             out.append(violation)
-    return HullResult(out, tested, passed_by_bound, untested, lp_solves, certified)
+    return HullResult(out, tested, passed_by_bound, untested, lp_solves, certified,
+                      {k: bounds[k] for k in tested if k in bounds})
 
 
 def _batch_top(A: torch.Tensor, top: torch.Tensor | None,
@@ -488,11 +493,13 @@ def _choose_atoms(
     A: torch.Tensor, active: torch.Tensor, mean_a: torch.Tensor, floor: float, tol: Tolerances,
     sparsest: Callable[[int], torch.Tensor], v_of: Callable[[int, torch.Tensor], np.ndarray],
     *, atoms: list[int] | None, full_k: int, max_atoms: int, lower: dict[int, float] | None,
-) -> tuple[list[int], list[int], int]:
-    """The atoms the LP tests, those passed by the bound, and how many were left untested."""
+) -> tuple[list[int], list[int], int, dict[int, tuple[float | None, float]]]:
+    """The atoms the LP tests, those passed by the bound, how many were left untested, and
+    (above ``full_k``) each candidate's bounds ``(C5 lower bound or None, upper bound)``."""
     K = A.shape[1]
     passed_by_bound: list[int] = []
     untested = 0
+    ranked: dict[int, tuple[float | None, float]] = {}
     if atoms is not None:
         chosen = list(atoms)
     elif K <= full_k:
@@ -514,7 +521,8 @@ def _choose_atoms(
         bounds.sort(key=lambda t: (-low.get(t[1], 0.0), -t[0], t[1]))
         chosen = sorted(k for _, k in bounds[:max_atoms])
         untested = max(len(bounds) - max_atoms, 0)
-    return chosen, passed_by_bound, untested
+        ranked = {k: (low.get(k), ub) for ub, k in bounds}
+    return chosen, passed_by_bound, untested, ranked
 
 
 def _certificate(

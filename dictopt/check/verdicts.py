@@ -20,6 +20,13 @@ from dictopt.check.report import Label, Violation
 from dictopt.check.stats import PassOneStats, PassTwoStats
 from dictopt.check.tolerances import LabelThresholds, Tolerances
 
+HULL_RANKING = ("atoms with a C5 violation (i, k) first, by their lower bound |θ_ik − H_ik| "
+                "on the gap (the hull certainly fails); then by the upper bound ‖v_k − p‖₁ "
+                "on the distance, p the sparsest inactive point (within the threshold: passed "
+                "by the bound)")
+"""Why the joint hull tested the atoms it tested above K = 64 (the report's
+``hull_selection.ranked_by``)."""
+
 F64 = torch.float64
 
 
@@ -201,9 +208,14 @@ def joint_hull_verdicts(
         # every atom is decided unless the LP budget left some untested
         info = {"mode": "exact", "atoms_checked": dic.K - res.untested,
                 "seconds": time.perf_counter() - th}
-        if res.untested or res.passed_by_bound:
+        if res.untested or res.passed_by_bound or res.bounds:
+            # above K = 64: which atoms the LP tested and why (the bounds that ranked them)
             info.update(tested=res.tested, passed_by_bound=len(res.passed_by_bound),
-                        untested=res.untested)
+                        untested=res.untested, ranked_by=HULL_RANKING,
+                        lower_bound=[res.bounds[k][0] if k in res.bounds else None
+                                     for k in res.tested],
+                        upper_bound=[res.bounds[k][1] if k in res.bounds else None
+                                     for k in res.tested])
         return res.violations, info
     if hull is not False and dic.has_bias:
         info["mode"] = f"skipped (N·K = {st1.n * dic.K} > hull_exact_limit)"
