@@ -155,3 +155,31 @@ def test_the_batch_rows_from_any_top_list_leave_the_violations_unchanged(world_s
         assert torch.equal(calls[0], top) == used
         if not used:  # the codes' own topk
             assert torch.equal(calls[0], torch.topk(A, calls[0].shape[0], dim=0).indices)
+
+
+def test_above_128_atoms_the_batch_runs_and_the_violations_are_the_lps():
+    """BATCH_MAX_K is 256 (measured): at K = 160 the batch passes atoms before any LP and the
+    violations are bit for bit those of the column generation alone; above the limit the
+    batch does not run."""
+    import dictopt.check.hull as hull
+
+    w = make_world("hierarchy", seed=0, n=400, d=48, n_roots=40, branching=3)
+    d = w.truth(0.05)
+    assert 128 < d.K <= hull.BATCH_MAX_K
+    A = torch.as_tensor(w.codes, dtype=F64)
+    abar = A.mean(0)
+    tol = Tolerances(tau=0.0)
+    fast = joint_hull(A, d.atoms, abar, 0.05, 0.0, tol)
+    slow = joint_hull(A, d.atoms, abar, 0.05, 0.0, tol, batch=False)
+    assert fast.tested == slow.tested and fast.certified and fast.lp_solves < slow.lp_solves
+    key = [(v.j, v.slope, v.step, v.detail, v.move.q.tolist(), v.move.kappa)
+           for v in fast.violations]
+    assert fast.violations and key == [
+        (v.j, v.slope, v.step, v.detail, v.move.q.tolist(), v.move.kappa)
+        for v in slow.violations]
+    old = hull.BATCH_MAX_K
+    hull.BATCH_MAX_K = d.K - 1
+    try:
+        assert joint_hull(A, d.atoms, abar, 0.05, 0.0, tol).certified == []
+    finally:
+        hull.BATCH_MAX_K = old
