@@ -112,3 +112,74 @@ def test_the_hessians_from_sparse_upper_triangles_are_the_dense_sums(seed, R, C)
     W = rng.random((R, 3))
     H = _hessians(_outer_products(M), W, C, full=True)
     assert np.allclose(H, np.einsum("nk,ni,nj->kij", W, M, M), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("world_seed", [0, 1])
+def test_the_batch_rows_from_any_top_list_leave_the_violations_unchanged(world_seed):
+    """``top=`` (the check's pass-1 buffer) only chooses the batch's rows: with the buffer,
+    with a shuffled (not descending) list, with rows out of range or too few rows, the
+    violations are bit for bit those without it, and the batch still passes atoms; a list that
+    is not a descending list of the codes is replaced by ``topk``."""
+    import dictopt.check.hull as hull
+
+    w = make_world("hierarchy", seed=world_seed, n=600)
+    d = w.truth(0.05)
+    A = torch.as_tensor(w.codes, dtype=F64)
+    abar = A.mean(0)
+    tol = Tolerances(tau=0.0)
+
+    def key(res):
+        return [(v.j, v.slope, v.step, v.detail, v.move.q.tolist(), v.move.kappa)
+                for v in res.violations]
+
+    ref = joint_hull(A, d.atoms, abar, 0.05, 0.0, tol)
+    assert ref.violations and ref.certified
+    buffer = torch.topk(A, 16, dim=0).indices
+    rng = np.random.default_rng(world_seed)
+    shuffled = buffer[torch.from_numpy(rng.permutation(16))]
+    for top, used in [(buffer, True), (shuffled, False), (buffer + A.shape[0], False),
+                      (buffer[:4], False)]:
+        calls = []
+        real = hull.certify_members
+
+        def spy(*a, real=real, calls=calls, **k):
+            calls.append(a[5])
+            return real(*a, **k)
+
+        hull.certify_members = spy
+        try:
+            res = joint_hull(A, d.atoms, abar, 0.05, 0.0, tol, top=top)
+        finally:
+            hull.certify_members = real
+        assert key(res) == key(ref) and res.certified
+        assert torch.equal(calls[0], top) == used
+        if not used:  # the codes' own topk
+            assert torch.equal(calls[0], torch.topk(A, calls[0].shape[0], dim=0).indices)
+
+
+def test_above_128_atoms_the_batch_runs_and_the_violations_are_the_lps():
+    """BATCH_MAX_K is 256 (measured): at K = 160 the batch passes atoms before any LP and the
+    violations are bit for bit those of the column generation alone; above the limit the
+    batch does not run."""
+    import dictopt.check.hull as hull
+
+    w = make_world("hierarchy", seed=0, n=400, d=48, n_roots=40, branching=3)
+    d = w.truth(0.05)
+    assert 128 < d.K <= hull.BATCH_MAX_K
+    A = torch.as_tensor(w.codes, dtype=F64)
+    abar = A.mean(0)
+    tol = Tolerances(tau=0.0)
+    fast = joint_hull(A, d.atoms, abar, 0.05, 0.0, tol)
+    slow = joint_hull(A, d.atoms, abar, 0.05, 0.0, tol, batch=False)
+    assert fast.tested == slow.tested and fast.certified and fast.lp_solves < slow.lp_solves
+    key = [(v.j, v.slope, v.step, v.detail, v.move.q.tolist(), v.move.kappa)
+           for v in fast.violations]
+    assert fast.violations and key == [
+        (v.j, v.slope, v.step, v.detail, v.move.q.tolist(), v.move.kappa)
+        for v in slow.violations]
+    old = hull.BATCH_MAX_K
+    hull.BATCH_MAX_K = d.K - 1
+    try:
+        assert joint_hull(A, d.atoms, abar, 0.05, 0.0, tol).certified == []
+    finally:
+        hull.BATCH_MAX_K = old

@@ -243,6 +243,26 @@ def test_above_64_atoms_the_report_lists_the_atoms_tested(tmp_path):
     parents = {v.j for v in rep.by_condition("C5")}
     assert parents and parents <= set(sel["tested"])
     assert {v.j for v in rep.by_condition("hull")} <= set(sel["tested"])
+    # why: each tested atom's bounds, ranked as the rule says (C5 lower bound first, then
+    # the upper bound ‖v_k − p‖₁ with p the sparsest inactive point, recomputed here)
+    assert "C5" in sel["ranked_by"] and "upper bound" in sel["ranked_by"]
+    lows, ups = sel["lower_bound"], sel["upper_bound"]
+    assert len(lows) == len(ups) == len(sel["tested"])
+    assert {k for k, lo in zip(sel["tested"], lows, strict=True) if lo is not None} == parents
+    A = torch.as_tensor(w.codes, dtype=F64)
+    D = d.atoms.to(F64)
+    abar = A.mean(0)
+    active = A > 0
+    for k, lo, ub in zip(sel["tested"], lows, ups, strict=True):
+        J = [j for j in range(K) if j != k]
+        off = (~active[:, k]).nonzero().flatten()
+        load = active[off].sum(1).to(F64) * (1 + A.sum(1).max()) + A[off].sum(1)
+        p = A[off[load.argmin()], J]
+        v = (1 - D[J] @ D[k]) * abar[J]
+        assert ub == pytest.approx(float((v - p).abs().sum()), rel=1e-9)
+        if lo is not None:
+            assert lo == pytest.approx(max(abs(c.slope) / 0.05 for c in rep.by_condition("C5")
+                                           if c.j == k), rel=1e-12)
     saved = json.loads(rep.save_json(tmp_path / "r.json").read_text())
     assert saved["summary"]["hull_selection"] == sel
 

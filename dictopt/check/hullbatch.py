@@ -124,9 +124,10 @@ def pool_rows(
 
 
 def _outer_products(M: np.ndarray) -> sp.csc_matrix:
-    """The upper triangles (``i ≤ j``) of the rows' outer products ``m_n m_nᵀ`` as the
-    columns of a sparse ``[C², R]`` matrix (each row's nonzeros in order, so the indices come
-    out sorted)."""
+    """The lower triangles (``i ≤ j``, entry ``j·C + i``) of the rows' outer products
+    ``m_n m_nᵀ`` as the columns of a sparse ``[C², R]`` matrix (each row's nonzeros in order,
+    so the indices come out sorted): a product with it reshapes to ``[C, C]`` matrices whose
+    lower triangles are set, with no transposition."""
     R, C = M.shape
     nz_r, nz_c = np.nonzero(M)
     count = np.bincount(nz_r, minlength=R)
@@ -136,22 +137,28 @@ def _outer_products(M: np.ndarray) -> sp.csc_matrix:
     row_of_pair = np.repeat(np.arange(R), per_row)  # entry e of row n pairs with every entry
     local = np.arange(ptr[-1]) - ptr[row_of_pair]
     c_row = np.maximum(count[row_of_pair], 1)
-    a, b = local // c_row, local % c_row
+    b, a = local // c_row, local % c_row
     upper = a <= b
     row_of_pair, a, b = row_of_pair[upper], a[upper], b[upper]
     i, j = nz_c[start[row_of_pair] + a], nz_c[start[row_of_pair] + b]
     values = M[row_of_pair, i] * M[row_of_pair, j]
     ptr = np.concatenate([[0], np.cumsum(np.bincount(row_of_pair, minlength=R))])
-    return sp.csc_matrix((values, i * C + j, ptr), shape=(C * C, R))
+    return sp.csc_matrix((values, j * C + i, ptr), shape=(C * C, R))
 
 
 def _hessians(outer: sp.csc_matrix, weights: np.ndarray, C: int, *,
-              full: bool = False) -> np.ndarray:
+              full: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """``Σ_n weights[n, i] m_n m_nᵀ`` for every column ``i`` of ``weights [R, l]``:
     ``[l, C, C]``, its lower triangle and diagonal only (what the Cholesky factorisation
-    reads) unless ``full``."""
-    lower = np.ascontiguousarray(np.asarray(outer @ weights).T.reshape(-1, C, C)
-                                 .transpose(0, 2, 1))
+    reads) unless ``full``. ``out`` (``[≥ l, C, C]``, C-contiguous) receives them when given
+    (a fresh array of this size cost 3× the copy into a held one on the loaded 2-core box)."""
+    X = np.asarray(outer @ weights)  # [C², l]
+    l = X.shape[1]
+    if out is None:
+        lower = np.ascontiguousarray(X.T).reshape(l, C, C)
+    else:
+        lower = out[:l]
+        lower.reshape(l, C * C)[...] = X.T
     return _symmetric(lower) if full else lower
 
 
@@ -303,9 +310,12 @@ def _newton(
     B = Bfull[live] * free
     F = 1.0 + M @ th.T  # [R, l]
     phi = None
+    held = np.empty((live.size, C, C))  # the Hessians, written in place every step
     steps = 0
     for step in range(max_steps + 1):
-        Wt = uo * np.maximum(F, 0.0)  # [R, l] the weights (unnormalised)
+        pos = F > 0
+        Wt = np.maximum(F, 0.0)
+        Wt *= uo  # [R, l] the weights (unnormalised)
         Pw = Wt.T @ M  # [l, C]: Σ_n w_n m_n (the last column is Σ_n w_n)
         total = Pw[:, K]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -314,22 +324,25 @@ def _newton(
         res_l1 = resid.sum(1)
         done = (total > 0) & (res_l1 <= thresholds[live])
         for i in np.flatnonzero(done):
-            pos = Wt[:, i] > 0
+            on = Wt[:, i] > 0
             passed[atoms[live[i]]] = Membership(
-                pool.index[torch.from_numpy(pos)], Wt[pos, i] / total[i], float(res_l1[i]))
+                pool.index[torch.from_numpy(on)], Wt[on, i] / total[i], float(res_l1[i]))
         keep = ~done
         if step == max_steps or not keep.any():
             theta[live] = th
             return live[keep], steps
         if not keep.all():
             theta[live] = th
-            live, uo, th, F, Pw, B, free = (live[keep], uo[:, keep], th[keep], F[:, keep],
-                                            Pw[keep], B[keep], free[keep])
+            live, uo, th, F, Pw, B, free, pos, Wt = (
+                live[keep], uo[:, keep], th[keep], F[:, keep], Pw[keep], B[keep], free[keep],
+                pos[:, keep], Wt[:, keep])
             phi = None if phi is None else phi[keep]
         steps = step + 1
         # Newton step on φ (the Hessian: the rows with positive weight)
         G = (B - Pw) * free  # [l, C]
-        H = _hessians(pool.outer, uo * (F > 0), C)
+        if phi is None:  # φ(θ) = θ·b − ½ Σ_n w_n F_n (w_n = u_n F_n where F_n > 0)
+            phi = (th * B).sum(1) - 0.5 * np.einsum("nl,nl->l", Wt, F)
+        H = _hessians(pool.outer, np.multiply(uo, pos, out=Wt), C, out=held)
         fixed_i, fixed_j = np.nonzero(~free)  # θ_j = 0 there: rows and columns of the identity
         H[fixed_i, fixed_j, :] = 0.0
         H[fixed_i, :, fixed_j] = 0.0
@@ -337,14 +350,13 @@ def _newton(
         diag += np.where(free, 1e-12 * diag.max(1, initial=0.0)[:, None], 1.0)
         delta = _solve(H, G)
         # backtracking line search on φ, per atom
-        if phi is None:
-            phi = _dual(th, B, F, uo)
         slope = (delta * G).sum(1)
         t = np.ones(live.size)
         todo = np.arange(live.size)
         while todo.size:
             trial = th[todo] + t[todo, None] * delta[todo]
-            Ft = 1.0 + M @ trial.T
+            Ft = M @ trial.T
+            Ft += 1.0
             phi_t = _dual(trial, B[todo], Ft, uo[:, todo])
             good = phi_t >= phi[todo] + ARMIJO * t[todo] * slope[todo]
             if good.all() and todo.size == live.size:
@@ -369,4 +381,4 @@ def _newton(
 def _dual(theta: np.ndarray, B: np.ndarray, F: np.ndarray, uo: np.ndarray) -> np.ndarray:
     """``φ(θ) = θ·b − ½ Σ_n u_n (1 + θ·m_n)₊²`` per atom (``F = 1 + θ·m_n`` given)."""
     Fp = np.maximum(F, 0.0)
-    return (theta * B).sum(1) - 0.5 * (uo * Fp * Fp).sum(0)
+    return (theta * B).sum(1) - 0.5 * np.einsum("nl,nl,nl->l", uo, Fp, Fp)

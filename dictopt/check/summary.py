@@ -102,9 +102,11 @@ def assemble_report(
     return CheckReport(summary, atom_rows, violations, labels)
 
 
-HULL_SELECTION = ("tested", "passed_by_bound", "untested")
-"""Keys of the hull's info that say which atoms were tested (above K = 64); they go to the
-summary's extra key ``hull_selection``."""
+HULL_SELECTION = ("tested", "passed_by_bound", "untested", "ranked_by", "lower_bound",
+                  "upper_bound")
+"""Keys of the hull's info that say which atoms were tested (above K = 64) and why (the rule
+and, per tested atom, its C5 lower bound on the gap or null and its upper bound on the
+distance); they go to the summary's extra key ``hull_selection``."""
 
 
 def _label_counts(

@@ -20,6 +20,13 @@ from dictopt.check.report import Label, Violation
 from dictopt.check.stats import PassOneStats, PassTwoStats
 from dictopt.check.tolerances import LabelThresholds, Tolerances
 
+HULL_RANKING = ("atoms with a C5 violation (i, k) first, by their lower bound |θ_ik − H_ik| "
+                "on the gap (the hull certainly fails); then by the upper bound ‖v_k − p‖₁ "
+                "on the distance, p the sparsest inactive point (within the threshold: passed "
+                "by the bound)")
+"""Why the joint hull tested the atoms it tested above K = 64 (the report's
+``hull_selection.ranked_by``)."""
+
 F64 = torch.float64
 
 
@@ -191,19 +198,24 @@ def joint_hull_verdicts(
         from dictopt.check.hull import joint_hull
 
         th = time.perf_counter()
-        A = torch.cat(kept_codes).to(F64)
+        A = (torch.cat(kept_codes) if len(kept_codes) > 1 else kept_codes[0]).to(F64)
         lower: dict[int, float] = {}
         for v in found:
             if v.condition == "C5" and v.j is not None:
                 lower[v.j] = max(lower.get(v.j, 0.0), abs(v.slope) / setup.lam)
         res = joint_hull(A, dic.atoms, st1.mean_a, setup.lam, tau, tol, lower=lower,
-                         duals=duals, basis=basis)  # type: ignore[arg-type]
+                         duals=duals, basis=basis, top=st1.top.ids)  # type: ignore[arg-type]
         # every atom is decided unless the LP budget left some untested
         info = {"mode": "exact", "atoms_checked": dic.K - res.untested,
                 "seconds": time.perf_counter() - th}
-        if res.untested or res.passed_by_bound:
+        if res.untested or res.passed_by_bound or res.bounds:
+            # above K = 64: which atoms the LP tested and why (the bounds that ranked them)
             info.update(tested=res.tested, passed_by_bound=len(res.passed_by_bound),
-                        untested=res.untested)
+                        untested=res.untested, ranked_by=HULL_RANKING,
+                        lower_bound=[res.bounds[k][0] if k in res.bounds else None
+                                     for k in res.tested],
+                        upper_bound=[res.bounds[k][1] if k in res.bounds else None
+                                     for k in res.tested])
         return res.violations, info
     if hull is not False and dic.has_bias:
         info["mode"] = f"skipped (N·K = {st1.n * dic.K} > hull_exact_limit)"
