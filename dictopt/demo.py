@@ -116,18 +116,23 @@ def run_demo(
         f"world 'hierarchy': N={world.n} d={world.d} K_true={world.K_true} "
         f"with {len(world.edges)} child→parent edges (children fire only with their parent)"
     )
-    truth, truth_report, hits = _demo_truth(world, lam, out, progress, nar)
-    repaired = _demo_repair(truth, world, out, progress, nar)
-    learned, learned_report, rec, absorbed = _demo_classical(
-        world, lam, seed, max_iter, repaired.losses[0], out, progress, nar
-    )
+    # Everything but the SAE's training runs without autograd (inference mode: no version
+    # counters or grad checks on each of the many small tensor operations of the exact coder,
+    # the checks and the fits; the same numbers). The world's tensors are made outside, so
+    # that the training can use them.
+    with torch.inference_mode():
+        truth, truth_report, hits = _demo_truth(world, lam, out, progress, nar)
+        repaired = _demo_repair(truth, world, out, progress, nar)
+        learned, learned_report, rec, absorbed = _demo_classical(
+            world, lam, seed, max_iter, repaired.losses[0], out, progress, nar
+        )
     s = learned_report.summary
     sae, sae_report = _demo_sae(world, lam, seed, out, progress, nar)
     t = sae_report.summary
-    wide = _demo_wide(world, lam, seed, out, progress, nar)
-
-    reports = _demo_reports(out, world, (truth, truth_report), (learned, learned_report),
-                            (sae, sae_report), wide)
+    with torch.inference_mode():
+        wide = _demo_wide(world, lam, seed, out, progress, nar)
+        reports = _demo_reports(out, world, (truth, truth_report), (learned, learned_report),
+                                (sae, sae_report), wide)
     say("reports: " + ", ".join(str(path) for path in reports.values()))
     say(f"open {reports['report_truth.html']} in a browser: it opens with the triage (what "
         "is wrong, what it means, what to do), then the pair hull plots", ends_phase=False)
@@ -273,10 +278,11 @@ def _demo_sae(
         batch_size=256,
         lr_decay_steps=SAE_STEPS // 5,
     ).to(torch.float64)
-    save_dictionary(sae, out / "sae_relu")
-    # K = 64: exact codes for all 4,000 rows cost little, so the demo reports the exact gap
-    sae_report = _check_and_save(sae, world.x, "own", out / "check_sae_relu.json", progress,
-                                 amortisation="all")
+    with torch.inference_mode():  # as the other phases (run_demo)
+        save_dictionary(sae, out / "sae_relu")
+        # K = 64: exact codes for all 4,000 rows cost little, so the demo reports the exact gap
+        sae_report = _check_and_save(sae, world.x, "own", out / "check_sae_relu.json",
+                                     progress, amortisation="all")
     t = sae_report.summary
     nar.say(
         f"ReLU SAE (K={sae.K}, λ={lam}): loss {t['loss']:.6g} with its own codes; amortisation "
