@@ -87,3 +87,28 @@ def test_demo_without_autograd_finds_the_same(tmp_path, monkeypatch):
     for name in ("wide.json", "truth_repaired/sae_weights.safetensors",
                  "classical/sae_weights.safetensors", "sae_relu/sae_weights.safetensors"):
         assert (tmp_path / "fast" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
+
+
+def test_demo_runs_torch_and_blas_on_one_thread_and_restores_them():
+    """The demo's phases run on one thread (default threads stalled on a busy 2-core box);
+    the caller's settings come back afterwards, also when a phase raises."""
+    import pytest
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from dictopt.demo import _one_thread
+
+    caller = torch.get_num_threads()
+    torch.set_num_threads(2)  # as on the 2-core box with default threads
+    try:
+        blas_before = [lib["num_threads"] for lib in threadpool_info()]
+        with _one_thread():
+            assert torch.get_num_threads() == 1
+            assert all(lib["num_threads"] == 1 for lib in threadpool_info())
+        assert torch.get_num_threads() == 2
+        assert [lib["num_threads"] for lib in threadpool_info()] == blas_before
+        with pytest.raises(RuntimeError), _one_thread():
+            raise RuntimeError("a phase failed")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(caller)
