@@ -9,10 +9,11 @@ self-contained HTML reports. Everything goes to one folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,36 @@ def run_demo(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with _one_thread():
+        return _run(out, seed, lam, world_params, max_iter, progress, narrate)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch and the BLAS libraries on one thread while the demo runs (restored after).
+
+    The demo's work is many small tensor operations (the exact coder on a few thousand rows,
+    a 256-row SAE batch): a second thread does not shorten it on an idle 2-core box (37.6 and
+    41.6 s with one thread, 38.2–49.3 s with default threads), and when other processes hold
+    the cores, threads waiting for each other stretched a run several-fold. One thread also
+    makes the outputs independent of the machine's core count.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(
+    out: Path, seed: int, lam: float, world_params: dict[str, Any] | None, max_iter: int,
+    progress: bool, narrate: Callable[[str], None] | None,
+) -> DemoResult:
+    """:func:`run_demo`'s phases, in order."""
     result = DemoResult(out)
     t0 = time.perf_counter()
     nar = _Narrator(result, narrate, t0)
@@ -116,18 +147,23 @@ def run_demo(
         f"world 'hierarchy': N={world.n} d={world.d} K_true={world.K_true} "
         f"with {len(world.edges)} child→parent edges (children fire only with their parent)"
     )
-    truth, truth_report, hits = _demo_truth(world, lam, out, progress, nar)
-    repaired = _demo_repair(truth, world, out, progress, nar)
-    learned, learned_report, rec, absorbed = _demo_classical(
-        world, lam, seed, max_iter, repaired.losses[0], out, progress, nar
-    )
+    # Everything but the SAE's training runs without autograd (inference mode: no version
+    # counters or grad checks on each of the many small tensor operations of the exact coder,
+    # the checks and the fits; the same numbers). The world's tensors are made outside, so
+    # that the training can use them.
+    with torch.inference_mode():
+        truth, truth_report, hits = _demo_truth(world, lam, out, progress, nar)
+        repaired = _demo_repair(truth, world, out, progress, nar)
+        learned, learned_report, rec, absorbed = _demo_classical(
+            world, lam, seed, max_iter, repaired.losses[0], out, progress, nar
+        )
     s = learned_report.summary
     sae, sae_report = _demo_sae(world, lam, seed, out, progress, nar)
     t = sae_report.summary
-    wide = _demo_wide(world, lam, seed, out, progress, nar)
-
-    reports = _demo_reports(out, world, (truth, truth_report), (learned, learned_report),
-                            (sae, sae_report), wide)
+    with torch.inference_mode():
+        wide = _demo_wide(world, lam, seed, out, progress, nar)
+        reports = _demo_reports(out, world, (truth, truth_report), (learned, learned_report),
+                                (sae, sae_report), wide)
     say("reports: " + ", ".join(str(path) for path in reports.values()))
     say(f"open {reports['report_truth.html']} in a browser: it opens with the triage (what "
         "is wrong, what it means, what to do), then the pair hull plots", ends_phase=False)
@@ -273,10 +309,11 @@ def _demo_sae(
         batch_size=256,
         lr_decay_steps=SAE_STEPS // 5,
     ).to(torch.float64)
-    save_dictionary(sae, out / "sae_relu")
-    # K = 64: exact codes for all 4,000 rows cost little, so the demo reports the exact gap
-    sae_report = _check_and_save(sae, world.x, "own", out / "check_sae_relu.json", progress,
-                                 amortisation="all")
+    with torch.inference_mode():  # as the other phases (run_demo)
+        save_dictionary(sae, out / "sae_relu")
+        # K = 64: exact codes for all 4,000 rows cost little, so the demo reports the exact gap
+        sae_report = _check_and_save(sae, world.x, "own", out / "check_sae_relu.json",
+                                     progress, amortisation="all")
     t = sae_report.summary
     nar.say(
         f"ReLU SAE (K={sae.K}, λ={lam}): loss {t['loss']:.6g} with its own codes; amortisation "

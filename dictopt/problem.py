@@ -340,15 +340,19 @@ class ExplainedVariance:
         self.sst = 0.0
         self.sse = 0.0
 
-    def update(self, x_ND: torch.Tensor, x_hat_ND: torch.Tensor) -> None:
-        """Add a chunk of data and its reconstruction."""
+    def update(self, x_ND: torch.Tensor, x_hat_ND: torch.Tensor, *,
+               sse: float | None = None) -> None:
+        """Add a chunk of data and its reconstruction (``sse``: ``Σ‖x − x̂‖²`` in float64 when
+        the caller has it)."""
         x = x_ND.to(torch.float64)
         m = x.shape[0]
         if m == 0:
             return
         chunk_mean = x.mean(dim=0)
         chunk_sst = float(((x - chunk_mean) ** 2).sum())
-        self._merge(m, chunk_mean, chunk_sst, float(((x - x_hat_ND.to(torch.float64)) ** 2).sum()))
+        if sse is None:
+            sse = float(((x - x_hat_ND.to(torch.float64)) ** 2).sum())
+        self._merge(m, chunk_mean, chunk_sst, sse)
 
     def merge(self, other: ExplainedVariance) -> None:
         """Absorb another accumulator (e.g. from another process)."""
@@ -409,10 +413,13 @@ class LossSums:
 
     def update(self, x: torch.Tensor, codes: torch.Tensor, recon: torch.Tensor) -> None:
         r = x - recon
-        self.half_sq += 0.5 * float((r.to(torch.float64) ** 2).sum())
+        sq = float((r.to(torch.float64) ** 2).sum())
+        self.half_sq += 0.5 * sq
         self.l1 += float(codes.to(torch.float64).sum())
         self.active += float((codes > 0).sum())
-        self.ev.update(x, recon)
+        # in float64 the explained variance's squared error is this sum, bit for bit
+        f64 = x.dtype == recon.dtype == torch.float64
+        self.ev.update(x, recon, sse=sq if f64 else None)
 
     def result(self) -> LossBreakdown:
         n = self.ev.n

@@ -256,6 +256,78 @@ def test_overlap_check_catches_an_inside_legend(world):
     assert _boxes_over_data(fig)
 
 
+def _labels_clipped_or_crossing(fig) -> list[str]:  # noqa: ANN001
+    """Texts (tick labels, axis labels, titles, legends) that leave the figure's canvas or
+    cover another axes (not a twin sharing the same box), from the rendered extents: the
+    figures have no layout engine, so their set margins must hold every label."""
+    from matplotlib.legend import Legend
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+    bad = []
+    for ax in axes:
+        texts = [ax.title, ax.xaxis.label, ax.yaxis.label]
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            span = 1e-9 * (hi - lo)  # labels of ticks outside the limits are not drawn
+            texts += [label for tick in axis.get_major_ticks()
+                      if lo - span <= tick.get_loc() <= hi + span
+                      for label in (tick.label1, tick.label2) if label.get_visible()]
+        texts += [leg for leg in [ax.get_legend()] if leg is not None]
+        for t in texts:
+            if not t.get_visible() or (isinstance(t, Text) and not t.get_text()):
+                continue
+            box = t.get_window_extent(renderer)
+            name = t.get_text() if isinstance(t, Text) else "legend"
+            if box.x0 < page.x0 - 1 or box.x1 > page.x1 + 1 or box.y0 < page.y0 - 1 \
+                    or box.y1 > page.y1 + 1:
+                bad.append(f"{name!r} {box} leaves the figure {page}")
+            if isinstance(t, Legend):
+                continue  # legends against the axes: test_no_legend_or_text_box_covers_data
+            for other in axes:
+                area = other.get_window_extent(renderer)
+                if other is ax or np.allclose(area.bounds, ax.get_window_extent(renderer).bounds):
+                    continue
+                w = min(box.x1, area.x1) - max(box.x0, area.x0)
+                h = min(box.y1, area.y1) - max(box.y0, area.y0)
+                if w > 1 and h > 1:
+                    bad.append(f"{name!r} {box} covers axes {area}")
+    for t in fig.texts + ([fig._suptitle] if fig._suptitle is not None else []):
+        box = t.get_window_extent(renderer)
+        if t.get_text() and (box.x0 < page.x0 - 1 or box.x1 > page.x1 + 1
+                             or box.y0 < page.y0 - 1 or box.y1 > page.y1 + 1):
+            bad.append(f"{t.get_text()!r} {box} leaves the figure {page}")
+    return bad
+
+
+def test_every_label_inside_the_figure_and_off_other_axes(world, tmp_path):
+    figs = _every_figure(world, tmp_path)
+    checked = 0
+    for fig in figs:
+        assert _labels_clipped_or_crossing(fig) == []
+        checked += sum(len(ax.get_yticklabels()) for ax in fig.axes)
+    assert checked > 50  # real tick labels were looked at
+
+
+def test_label_check_catches_missing_margins(world):
+    """The check above can fail: without the left margin the y label leaves the figure, and
+    without the gap between panels the tick labels of one cover the next."""
+    from dictopt.plots.figure import set_margins
+
+    D, x, codes, report = world
+    (pd,) = pair_data(D, x, [(1, 0)], codes=codes)
+    fig = hull_plot(pd, report)
+    set_margins(fig, left=0.0, right=3.5, bottom=0.6, top=0.5)
+    assert any("leaves the figure" in b for b in _labels_clipped_or_crossing(fig))
+    fig = training_curves({"step": [1, 2, 3], "loss": [3.0, 2.0, 1.5],
+                           "mse": [1000.0, 2000.0, 3000.0]})
+    set_margins(fig, left=0.7, right=0.2, bottom=0.5, top=0.6, wspace=0.0, ncols=2)
+    assert any("covers axes" in b for b in _labels_clipped_or_crossing(fig))
+
+
 def test_one_point_and_empty_hulls_draw_visible_markers(world):
     D, x, codes, report = world
     (pd,) = pair_data(D, x, [(1, 0)], codes=codes)

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from dictopt.plots.figure import new_figure, to_base64
+from dictopt.plots.figure import new_figure, set_margins, to_base64
 from dictopt.problem import Dictionary
 from dictopt.validation import DictoptInputError
 
@@ -194,6 +194,7 @@ def _next_to(tokens: RowTokens, a: int, b: int) -> bool:
 def _histogram(vals: np.ndarray, k: int) -> Any:
     fig = new_figure(4.2, 1.6)
     ax = fig.add_subplot(1, 1, 1)
+    set_margins(fig, left=0.55, right=0.15, bottom=0.4, top=0.1)  # labels at 6–7 pt
     if len(vals):
         ax.hist(vals, bins=40, color="tab:orange", gid="activations")
     ax.set_xlabel(f"activation of latent {k} (nonzero only)", fontsize=7)

@@ -10,7 +10,13 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from dictopt.plots.figure import legend_outside, new_figure, note_figure
+from dictopt.plots.figure import (
+    legend_inches,
+    legend_outside,
+    new_figure,
+    note_figure,
+    set_margins,
+)
 from dictopt.validation import DictoptInputError
 
 
@@ -55,7 +61,7 @@ def wide_curves(sweep: Any) -> Figure:
     ax.set_ylabel("loss (optimal codes)")
     ax.set_title(f"Wide limit: N = {s.get('n')}, λ = {s.get('lam'):.3g}, "
                  f"{s.get('n_rays')} limit rays", fontsize=10)
-    legend_outside(ax, where="below", ncol=3)
+    below = legend_outside(ax, where="below", ncol=3)
     ax2.plot(K, [r["ray_ownership"] for r in rows], "o-", color="tab:purple",
              gid="ray_ownership", label="ray ownership")
     ax2.set_ylim(-0.05, 1.05)
@@ -75,8 +81,14 @@ def wide_curves(sweep: Any) -> Figure:
         tw.set_ylabel("count")
     handles = ax2.get_legend_handles_labels()[0] + (
         tw.get_legend_handles_labels()[0] if splits or c5 else [])
-    legend_outside(ax2, where="below", ncol=2, handles=handles)
+    below2 = legend_outside(ax2, where="below", ncol=2, handles=handles)
     ax2.set_title("Feature splitting with width", fontsize=10)
+    # the legends hang 20 % of the axes' height below them (room for the tick labels and
+    # the x label): bottom = 0.2 (height − top − bottom) + legend + margin
+    height, top = float(fig.get_size_inches()[1]), 0.4
+    legend_h = max(legend_inches(below)[1], legend_inches(below2)[1])
+    set_margins(fig, left=0.8, right=0.8 if splits or c5 else 0.3, top=top,
+                bottom=(0.2 * (height - top) + legend_h + 0.1) / 1.2, wspace=0.95, ncols=2)
     return fig
 
 
@@ -109,7 +121,8 @@ def one_d_plot(x: Any, lam: float, dictionary: Any | None = None, direction: Any
     ax.set_ylabel("points")
     ax.set_title(f"1-D model: antipodal pair (cos {pred.pair_cosine:.3f}), "
                  f"L_∞ = {pred.l_inf:.4g}", fontsize=10)
-    legend_outside(ax)
+    legend = legend_outside(ax)
+    set_margins(fig, left=0.8, right=legend_inches(legend)[0] + 0.3, bottom=0.6, top=0.4)
     return fig
 
 
@@ -133,6 +146,8 @@ def training_curves(log: Any) -> Figure:
         return note_figure("The training log has no recorded metrics.")
     fig = new_figure(3.2 * len(fields), 3.0)
     axes = fig.subplots(1, len(fields), squeeze=False)[0]
+    # top: the title and the panels' titles; left of each panel: its tick labels
+    set_margins(fig, left=0.7, right=0.2, bottom=0.5, top=0.6, wspace=0.7, ncols=len(fields))
     for ax, name in zip(axes, fields, strict=True):
         vals = [v if v is not None else math.nan for v in log[name]]
         ax.plot(log["step"], vals, color="tab:blue", gid=f"train:{name}")

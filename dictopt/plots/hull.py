@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from dictopt.check.pairdata import PairData, pair_data
 from dictopt.check.report import CheckReport, Violation
-from dictopt.plots.figure import legend_outside, new_figure
+from dictopt.plots.figure import legend_inches, legend_outside, new_figure, set_margins
 
 F64 = torch.float64
 INF = math.inf
@@ -132,8 +132,10 @@ def hull_plot(
     i, j, c = pd.i, pd.j, pd.cos
     verdict = pair_verdict(pd, report)
     dec = "" if verdict.decrease is None else f"; certified decrease {verdict.decrease:.3g}"
-    fig.suptitle(f"atoms {i} and {j} (c = {fmt_number(c)}): {verdict.text}{dec}", fontsize=10,
-                 wrap=True)
+    title = f"atoms {i} and {j} (c = {fmt_number(c)}): {verdict.text}{dec}"
+    fig.suptitle(title, fontsize=10, wrap=True)
+    # the title wraps at the figure's width: about 0.08 in per character at 10 pt
+    top = 0.2 + 0.2 * math.ceil(0.08 * len(title) / max(width - 0.5, 1.0))
     ax.set_xlabel(f"ã_{i} = a_{i} / ā_{i} − 1   (atom {i}'s normalised response)")
     ax.set_ylabel(f"ã_{j} = a_{j} / ā_{j} − 1")
     if pd.mean_i <= 0 or pd.mean_j <= 0:
@@ -141,6 +143,7 @@ def hull_plot(
         ax.set_axis_off()
         fig.text(0.5, 0.4, f"atom {dead} is never active: no normalised responses",
                  ha="center", va="center")
+        set_margins(fig, left=0.8, right=0.3, bottom=0.6, top=top)
         return fig
     if pd.sample is not None and len(pd.sample):
         smp = pd.sample
@@ -163,8 +166,11 @@ def hull_plot(
     for atom, lo, hi, n_off, other, span in (("i", pd.lo_i, pd.hi_i, pd.n_off_j, j, span_x),
                                              ("j", pd.lo_j, pd.hi_j, pd.n_off_i, i, span_y)):
         _draw_edge(ax, pd, atom, i if atom == "i" else j, other, lo, hi, n_off, span)
-    legend_outside(ax, fontsize=8, title=f"N = {pd.n}; active: atom {i} on {pd.active_i},\n"
-                   f"atom {j} on {pd.active_j}, both on {pd.coactive}", title_fontsize=8)
+    legend = legend_outside(ax, fontsize=8, title=f"N = {pd.n}; active: atom {i} on "
+                            f"{pd.active_i},\natom {j} on {pd.active_j}, both on {pd.coactive}",
+                            title_fontsize=8)
+    # right: the legend, its gap to the axes (2 % of their width) and a margin
+    set_margins(fig, left=0.8, right=legend_inches(legend)[0] + 0.3, bottom=0.6, top=top)
     return fig
 
 

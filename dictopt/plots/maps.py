@@ -15,7 +15,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from dictopt.check.report import CheckReport
-from dictopt.plots.figure import legend_outside, new_figure, note_figure
+from dictopt.plots.figure import (
+    legend_inches,
+    legend_outside,
+    new_figure,
+    note_figure,
+    set_margins,
+)
 from dictopt.plots.hull import PairData
 
 LABEL_MARK = {"hierarchy": "H", "absorption": "A", "antipodal": "±", "duplicate": "D"}
@@ -94,11 +100,16 @@ def violation_map(report: CheckReport, top: int = 30) -> Figure:
     size = min(3.0 + 0.25 * len(atoms), 11.0)
     fig = new_figure(size + 1.2, size)
     ax = fig.add_subplot(1, 1, 1)
+    # tick labels at 7 pt (rotated below) and the axis labels; right of the colorbar (which
+    # takes 0.45 in of the axes' cell: a gap and its bar): its tick labels and label
+    set_margins(fig, left=0.75, right=0.9, bottom=0.8, top=0.4)
+    cell = size + 1.2 - 0.75 - 0.9
     vmax = float(np.abs(M).max()) or 1.0
     im = ax.imshow(M, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -vmax, vmax),
                    interpolation="nearest")
     im.set_gid("violation_map")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="C5 margin / ā_i  (+ upper, − lower)")
+    fig.colorbar(im, ax=ax, shrink=0.8, fraction=0.3 / cell, pad=0.15 / cell,
+                 label="C5 margin / ā_i  (+ upper, − lower)")
     ax.set_xticks(range(len(atoms)), [str(k) for k in atoms], fontsize=7, rotation=90)
     ax.set_yticks(range(len(atoms)), [str(k) for k in atoms], fontsize=7)
     ax.set_xlabel("j (inactive atom)")
@@ -178,8 +189,9 @@ def cooccurrence_scatter(pairs: list[PairData], report: CheckReport) -> Figure:
     ax.set_ylabel("co-occurrence |S_i ∩ S_j| / min(|S_i|, |S_j|)")
     ax.set_xlim(-1.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
-    legend_outside(ax)
+    legend = legend_outside(ax)
     ax.set_title("Candidate pairs: co-occurrence vs decoder cosine", fontsize=10)
+    set_margins(fig, left=0.8, right=legend_inches(legend)[0] + 0.3, bottom=0.6, top=0.4)
     return fig
 
 
@@ -222,6 +234,8 @@ def condition_bars(report: CheckReport, top: int = 20) -> Figure:
     order = np.argsort(-norm, kind="stable")[:top]
     fig = new_figure(11.0, 0.9 + 0.22 * len(order))
     axes = fig.subplots(1, 4, sharey=True)
+    # top: the title and the panels' titles; between panels: half a tick label each side
+    set_margins(fig, left=0.75, right=0.25, bottom=0.35, top=0.6, wspace=0.35, ncols=4)
     labels = [str(report.atoms[k]["k"]) for k in order]
     for ax, (name, v) in zip(axes, scores.items(), strict=True):
         # zeros (e.g. C4 of atoms that are off somewhere) sit at a floor 1000× below the
