@@ -7,7 +7,9 @@ at K = 32,768 that took a tenth of the whole check. Here ``g`` is swept once, a 
 that fits the cache at a time: the shift, the clamp and the column maxima per block, and the
 squares added to one accumulator row by row, in row order. Torch's single-threaded
 ``vector_norm(dim=0)`` adds the squares in that same order in the array's dtype, so the norms
-are the same bits (``tests/test_columns.py`` compares them).
+are the same bits (``tests/test_columns.py`` compares them). (With several threads, torch
+splits a column longer than its grain size, 32,768 rows, between threads; the norms here are
+then still those of the single-threaded reduction, whatever the threads.)
 """
 
 from __future__ import annotations
