@@ -107,3 +107,57 @@ def test_timed_process_reports_cpu_time_and_peak_memory():
     assert r["peak_rss_mib"] >= 80
     with pytest.raises(SystemExit, match="failed with status 3"):
         harness.timed_process([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def _issue17(tmp_path, *extra):
+    from benchmarks.bench_issue17 import main as issue17_main
+
+    out, md = tmp_path / "i17.json", tmp_path / "i17.md"
+    rc = issue17_main(["--smoke", "--work", str(tmp_path / "work"), "--json", str(out),
+                       "--md", str(md), *extra])
+    return rc, json.loads(out.read_text()), md.read_text()
+
+
+def _width_rows_are_consistent(doc, md):
+    from benchmarks.bench_issue17 import WIDTHS
+    from benchmarks.bench_widths import parse_sizes
+
+    assert [(r["K"], r["d"], r["rows"]) for r in doc["widths"]] == parse_sizes(WIDTHS["smoke"])
+    for r in doc["widths"]:
+        e, c = r["encdec"], r["check"]
+        assert e["cpu_seconds"] > 0 and c["cpu_seconds"] > 0
+        assert e["peak_rss_mib"] > 0 and c["peak_rss_mib"] > 0
+        # every ratio is the quotient of the two sides' figures in this run
+        assert math.isclose(r["cpu_ratio"], c["cpu_seconds"] / e["cpu_seconds"])
+        assert math.isclose(r["peak_ratio"], c["peak_rss_mib"] / e["peak_rss_mib"])
+        met = r["cpu_ratio"] <= 2 and r["peak_ratio"] <= 1.5
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {r['K']:,} | {r['d']} |"))
+        assert line.endswith("| met |") == met and ("not met" in line) == (not met)
+        assert 0 < r["l0_check"] < r["K"]
+
+
+def test_issue17_one_command_width_table(tmp_path):
+    rc, doc, md = _issue17(tmp_path, "--no-speed")
+    assert rc == 0 and doc["mode"] == "smoke" and doc["speed"] is None
+    _width_rows_are_consistent(doc, md)
+    for key in ("cpu", "cores", "date", "load_average_start"):
+        assert key in doc["machine"]
+
+
+@pytest.mark.slow
+def test_issue17_one_command_with_the_speed_rows(tmp_path):
+    rc, doc, md = _issue17(tmp_path)
+    assert rc == 0 and doc["speed"]["failed"] == []
+    _width_rows_are_consistent(doc, md)
+    (res,) = doc["speed"]["results"]
+    assert res["name"] == "speed" and len(res["rows"]) == 3  # hull, optimal vs own, repair
+    for row in res["rows"]:
+        assert row["figure"] in md
+
+
+def test_issue17_refuses_bad_sizes(capsys):
+    from benchmarks.bench_issue17 import main as issue17_main
+
+    assert issue17_main(["--sizes", "4096x768"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--sizes" in err[0] and "KxdxN" in err[0]

@@ -20,6 +20,7 @@ from typing import Any
 from dictopt.check.codecache import CODE_CACHE_BYTES, OWN_CODE_CACHE_BYTES, CodeCache
 from dictopt.check.conditions import atom_conditions
 from dictopt.check.executor import Chunked, Executor, LocalExecutor
+from dictopt.check.gcpause import paused_gc
 from dictopt.check.inputs import (
     Setup,
     prepare_setup,
@@ -171,7 +172,8 @@ def run_check(
     p1 = executor.run(PassOne(setup, o.tol, o.buffer_size, o.sparse), stream, progress=progress)
     timings["pass1"] = time.perf_counter() - t0
     st1, tau = p1.stats, p1.tau
-    violations, cols = atom_conditions(st1, dic.atoms, setup.lam, tau, dic.has_bias, o.tol)
+    with paused_gc():  # a record per violated atom: up to hundreds of thousands, acyclic
+        violations, cols = atom_conditions(st1, dic.atoms, setup.lam, tau, dic.has_bias, o.tol)
 
     t1 = time.perf_counter()
     plan = decide_pairs(dic, setup.lam, st1, tau, o.tol, o.thresholds, o.block,
@@ -200,9 +202,9 @@ def run_check(
     timings["hull"] = hull_info["seconds"]
 
     violations.sort(key=lambda v: (-(v.model_decrease or 0.0), -v.slope))
-    report = assemble_report(
-        setup, p1, cols, violations, labels, hull_info, int(plan.key.numel()), o.tol, timings, t0
-    )
+    with paused_gc():  # a row per atom
+        report = assemble_report(setup, p1, cols, violations, labels, hull_info,
+                                 int(plan.key.numel()), o.tol, timings, t0)
     if o.heldout is not None and o.heldout is not False:
         from dictopt.check.heldout import run_heldout
 

@@ -111,7 +111,8 @@ class PassOne:
     def first_chunk(self, x: torch.Tensor, start: int) -> PassOne:
         """A copy with τ and the kernels fixed on the codes of the stream's first chunk."""
         x = x.to(self.setup.dictionary.device)
-        a = self.setup.codes(x, start)
+        # held by ``update`` with the nonzeros it finds anyway (not scanned twice here)
+        a = self.setup.codes(x, start, hold=False)
         out = PassOne(self.setup, self.tol, self.buffer_size, self.sparse)
         out.tau, out.sparse = first_chunk_choices(self.setup, a, self.tol, self.sparse)
         out._first = (start, a)

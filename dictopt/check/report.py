@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dictopt.check.gcpause import paused_gc
 from dictopt.check.records import (
     AtomRow,
     CheckSummary,
@@ -177,7 +178,9 @@ class CheckReport:
         """
         from dictopt.atomic import write_text
 
-        return write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
+        with paused_gc():  # one dict per row and violation: nothing cyclic to collect
+            text = json.dumps(self.to_json(), indent=1) + "\n"
+        return write_text(path, text)
 
     def format(self, top: int = 10) -> str:
         """A readable terminal summary."""

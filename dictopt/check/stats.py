@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 import torch
 
+from dictopt.check.columns import relu_column_stats, topk_columns
 from dictopt.problem import ExplainedVariance
 
 F64 = torch.float64
@@ -61,7 +62,7 @@ class TopBuffer:
             if bool(keep.any()):
                 self._merge_sparse(rows[keep] + start, cols[keep], vals[keep].to(F64))
         else:
-            vals, idx = codes_NK.topk(k, dim=0, largest=self.largest, sorted=True)
+            vals, idx = topk_columns(codes_NK, k, largest=self.largest)
             self._merge(vals.to(F64), idx + start)
         # supports of the chunk's rows that made it into the buffer
         local = self.ids - start
@@ -338,9 +339,10 @@ class PassOneStats:
         # inactive ones (proofs/c1_code_kkt.md).
         if tau > 0:
             g_small = g[(a > 0) & (a <= tau)]  # dust entries 0 < a ≤ τ, used below
-        v = g.sub_(lam).clamp_(min=0)  # in place: g is not needed any more
-        self.kkt_max = torch.maximum(self.kkt_max, v.amax(0).to(F64))
-        v2 = torch.linalg.vector_norm(v, dim=0).to(F64) ** 2
+        # v = relu(g − λ), in place (g is not needed any more): its column maxima and norms
+        v_max, v_norm = relu_column_stats(g, lam)
+        self.kkt_max = torch.maximum(self.kkt_max, v_max.to(F64))
+        v2 = v_norm.to(F64) ** 2
         # active entries: violation |g − λ|, step δ = max(g − λ, −a); replace their
         # inactive-formula contribution (relu ≤ |·|, so the max above stays correct).
         delta = torch.maximum(ex, -v64)
