@@ -12,8 +12,13 @@ from typing import NamedTuple
 
 import torch
 
-from dictopt.check.absorption import candidate_block, merge_candidate_keys
+from dictopt.check.absorption import (
+    AbsorptionThresholds,
+    candidate_block,
+    merge_candidate_keys,
+)
 from dictopt.check.conditions import atom_floor
+from dictopt.check.gramsweep import rounding_margin, sweep_entries
 from dictopt.check.pairs import BufferExtremes, buffer_extremes, dense_extremes
 from dictopt.check.stats import PassOneStats, argsort_stable, sort_unique
 from dictopt.check.tolerances import LabelThresholds, Tolerances
@@ -86,6 +91,7 @@ def decide_pairs(
     thresholds: LabelThresholds,
     block: int,
     max_pair_certificates: int,
+    sweep: bool = True,
 ) -> PairPlan:
     """Classify every ordered pair from the top buffers (:mod:`dictopt.check.pairs`), a block
     of ``block`` rows of the Gram matrix at a time, and list the pairs pass 2 must track.
@@ -104,6 +110,12 @@ def decide_pairs(
         Rows of the Gram matrix per block.
     max_pair_certificates:
         Known violations (by slope) that get step bounds in pass 2.
+    sweep:
+        Form each unordered pair's cosine once (:mod:`dictopt.check.gramsweep`) and decide the
+        blocks whose every rule the sweep's intervals decide without their own products (on
+        the CPU, float32 or float64 atoms, more than one block); the other blocks form their
+        row block's products as before. ``False``: every block forms its own (the reference
+        the sweep must equal bit for bit).
 
     Returns
     -------
@@ -117,7 +129,23 @@ def decide_pairs(
     # one Gram block at a time, formed once: the C5 classification and the absorption
     # candidates read the same cosines (never a K × K matrix)
     blocks, cand_keys = [], []
-    for rows in torch.arange(K, device=dev).split(block):
+    parts = list(torch.arange(K, device=dev).split(block))
+    window = None
+    if sweep and len(parts) > 1 and D.device.type == "cpu" and D.dtype in (torch.float32, F64):
+        window = _Window.of(D, st1, top, abar, floor, tau, tol, thresholds, dic.has_bias)
+        entries = sweep_entries(D, block, window.low, window.high)
+        bounds = torch.searchsorted(entries.i, torch.tensor([int(r[0]) for r in parts]
+                                                           + [K], device=dev))
+    for b, rows in enumerate(parts):
+        if window is not None:
+            lo, hi = int(bounds[b]), int(bounds[b + 1])
+            done = _sweep_block(rows, entries.i[lo:hi], entries.j[lo:hi],
+                                entries.value[lo:hi], window, st1, top, thresholds, K)
+            if done is not None:  # decided from the sweep's intervals, no product formed
+                blocks.append(done[0])
+                cand_keys.append(done[1])
+                continue
+        # the row block's own products, as they always were: every decision on these bits
         c = D[rows] @ D.t()  # in the atoms' dtype; float64 only where a pair needs it
         if c.dtype not in (torch.float32, F64):
             c = c.to(F64)
@@ -228,6 +256,188 @@ def _classify_block(
     near = v >= t_cm
     return BlockPairs(found, unknown, (rows[r[cand]], j[cand], v[cand].to(F64)),
                       (r[near], j[near]))
+
+
+class _Window(NamedTuple):
+    """Per row ``i``, what the sweep must list and how its intervals are decided."""
+
+    low: torch.Tensor
+    """``[K]`` (atoms' dtype): list ``c_ij ≥ low_i`` (labels, absorption neighbours,
+    ``θ_ij < τ``), widened by the rounding margin."""
+    high: torch.Tensor
+    """``[K]``: list ``c_ij ≤ high_i`` (antipodal labels, upper C5 violations)."""
+    delta: torch.Tensor
+    """``[K]`` float64 rounding margin (:func:`~dictopt.check.gramsweep.rounding_margin`)."""
+    t_dup: float
+    t_anti: float
+    t_cm: float
+    t_keep: float
+    """The label and absorption thresholds as the block's comparisons round them."""
+    tol: torch.Tensor
+    abar: torch.Tensor
+    tau: float
+    has_bias: bool
+    col_ok: torch.Tensor
+    keys: torch.Tensor
+    """The buffers' listed pairs ``i·K + j``, sorted (for ``H_ij``)."""
+    vals: torch.Tensor
+
+    @staticmethod
+    def of(D: torch.Tensor, st1: PassOneStats, top: BufferExtremes, abar: torch.Tensor,
+           floor: float, tau: float, tol: Tolerances, thresholds: LabelThresholds,
+           has_bias: bool) -> _Window:
+        """The window of every row (see :func:`_sweep_block` for why it suffices)."""
+        dt, K = D.dtype, D.shape[0]
+        ab: AbsorptionThresholds = thresholds.absorption
+        t_dup = _round_threshold(thresholds.duplicate_cos, dt, up=True)
+        t_anti = _round_threshold(-thresholds.antipodal_cos, dt, up=False)
+        t_cm = torch.tensor(ab.cos_min, dtype=dt)  # candidate_block's comparisons
+        t_keep = torch.tensor(ab.duplicate_cos, dtype=dt)
+        delta = rounding_margin(D)
+        tol_K = tol.pair_rel * abar + floor
+        low = torch.minimum(t_dup, t_cm).to(F64).expand(K)
+        if has_bias:  # θ_ij < τ needs c_ij > t_i (_theta_floor)
+            low = torch.minimum(low, _theta_floor(abar, tau, dt).to(F64))
+        # upper side: c ≥ s_i gives no violation (θ_ij − H_ij ≤ θ(s_i) − min_j H_ij ≤ tol_i,
+        # each rounded operation monotone); +inf where none is found (list the whole row)
+        known = ~torch.isnan(top.val)
+        h_min = top.first.clone().scatter_reduce(0, top.pi[known], top.val[known],
+                                                 reduce="amin", include_self=True)
+        bound = h_min + tol_K if has_bias else tol_K
+        est = 1 - bound / abar.clamp(min=1e-300)
+        s = est + 1e-6 * (1 + est.abs())
+        theta_s = (1 - s) * abar
+        ok = ((theta_s - h_min <= tol_K) if has_bias else (theta_s <= tol_K))
+        ok &= torch.isfinite(s) & (abar > 0)
+        s = torch.where(ok, s, torch.full_like(s, torch.inf))
+        # ā_i = 0: θ_ij = ±0 for every finite c
+        zero_ok = (0.0 - h_min <= tol_K) if has_bias else (tol_K >= 0)
+        inf = torch.full_like(s, torch.inf)
+        s = torch.where(abar == 0, torch.where(zero_ok, -inf, inf), s)
+        if not has_bias:  # a violation needs H_ij ≤ 0, so min_j H_ij ≤ 0
+            s = torch.where(h_min > 0, torch.full_like(s, -torch.inf), s)
+        high = torch.maximum(t_anti.to(F64).expand(K), s)
+        keys = top.pi * K + top.pj
+        order = argsort_stable(keys)
+        return _Window(_round_down(low - delta, dt), _round_up(high + delta, dt), delta,
+                       float(t_dup), float(t_anti), float(t_cm), float(t_keep), tol_K, abar,
+                       tau, has_bias, st1.n_active < st1.n, keys[order], top.val[order])
+
+
+def _round_down(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Elementwise the largest value of ``dtype`` that is ``≤ x`` (``x`` float64)."""
+    t = x.to(dtype)
+    return torch.where(t.to(F64) > x, torch.nextafter(t, torch.full_like(t, -torch.inf)), t)
+
+
+def _round_up(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Elementwise the smallest value of ``dtype`` that is ``≥ x`` (``x`` float64)."""
+    t = x.to(dtype)
+    return torch.where(t.to(F64) < x, torch.nextafter(t, torch.full_like(t, torch.inf)), t)
+
+
+def _sweep_block(
+    rows: torch.Tensor,
+    i: torch.Tensor,
+    j: torch.Tensor,
+    v: torch.Tensor,
+    w: _Window,
+    st1: PassOneStats,
+    top: BufferExtremes,
+    thresholds: LabelThresholds,
+    K: int,
+) -> tuple[BlockPairs, torch.Tensor] | None:
+    """The block's :class:`BlockPairs` and absorption candidate keys from the sweep's entries
+    of its rows, exactly those :func:`_classify_block` and
+    :func:`~dictopt.check.absorption.candidate_block` give on the block's own products; or
+    ``None`` when the entries cannot decide it (then the block forms its products).
+
+    The block's own cosine ``c_ij`` lies in ``[v − δ_i, v + δ_i]`` (``v`` the sweep's). Every
+    rule is monotone in ``c`` (or, for an absorption neighbour, an interval of ``c``), so it is
+    decided when it decides the same at both ends; entries the sweep did not list decide no
+    rule (the window). The block needs its own bits when a rule is undecided, when a label
+    candidate ``i < j`` may exist (its cosine is reported), or when a row with more than
+    ``max_neighbours`` neighbours has no clear gap after its largest ``max_neighbours``.
+    """
+    dev = rows.device
+    N = st1.n
+    v64 = v.to(F64)
+    d = w.delta[i]
+    lo, hi = v64 - d, v64 + d
+    off = i != j
+    if bool((off & (i < j) & ((hi >= w.t_dup) | (lo <= w.t_anti))).any()):
+        return None
+    # absorption neighbours: cos_min ≤ c < duplicate_cos
+    near, keep = lo >= w.t_cm, lo < w.t_keep
+    if bool((off & ((near != (hi >= w.t_cm)) | (keep != (hi < w.t_keep)))).any()):
+        return None
+    nb = off & near & keep
+    cand = [i[nb & (i < j)] * K + j[nb & (i < j)]]
+    m = min(thresholds.absorption.max_neighbours, K - 1)
+    if m >= 2 and bool(nb.any()):
+        ni, nj, nv, nlo, nhi = i[nb], j[nb], v64[nb], lo[nb], hi[nb]
+        counts = torch.bincount(ni - int(rows[0]), minlength=rows.numel())
+        ends = counts.cumsum(0)
+        for r in (counts >= 2).nonzero().flatten().tolist():
+            seg = slice(int(ends[r] - counts[r]), int(ends[r]))
+            js = nj[seg]
+            if js.numel() > m:  # the largest m: a clear gap decides topk's choice
+                order = torch.argsort(-nv[seg])
+                if float(nlo[seg][order[:m]].min()) <= float(nhi[seg][order[m:]].max()):
+                    return None
+                js = js[order[:m]]
+            p, q = torch.triu_indices(js.numel(), js.numel(), offset=1, device=dev)
+            a, b = js[p], js[q]
+            cand.append(torch.minimum(a, b) * K + torch.maximum(a, b))
+    ok = off & w.col_ok[j]
+    # known upper violations θ_ij − H_ij > tol_i (θ smallest at the upper end)
+    ui, uj = i[ok], j[ok]
+    H = _sorted_lookup(top, w, ui, uj, K)
+    known = ~torch.isnan(H)
+    th_small, th_large = (1 - hi[ok]) * w.abar[ui], (1 - lo[ok]) * w.abar[ui]
+    tol_u = w.tol[ui]
+    if w.has_bias:
+        viol, viol_hi = known & (th_small - H > tol_u), known & (th_large - H > tol_u)
+    else:
+        viol = known & (H <= 0) & (th_small > tol_u)
+        viol_hi = known & (H <= 0) & (th_large > tol_u)
+    if bool((viol != viol_hi).any()):
+        return None
+    found = (ui[viol], uj[viol], torch.ones_like(ui[viol]), H[viol])
+    # pairs left open: H_ij unknown, and the lower side
+    lo_row, hi_row = int(rows[0]), int(rows[-1])
+    nan = torch.isnan(top.val) & (top.pi >= lo_row) & (top.pi <= hi_row)
+    nan &= w.col_ok[top.pj] & (top.pi != top.pj)
+    keys = [top.pi[nan] * K + top.pj[nan]]
+    if w.has_bias:
+        below, below_lo = th_small < w.tau, th_large < w.tau
+        if bool((below != below_lo).any()):
+            return None
+        keys.append(ui[below] * K + uj[below])
+        n_active = st1.n_active
+        both_rows = ((n_active[rows] + n_active.max()) >= N).nonzero().flatten()
+        if both_rows.numel():
+            hit = n_active[rows[both_rows], None] + n_active[None, :] >= N
+            r, jj = hit.nonzero(as_tuple=True)
+            gi = rows[both_rows[r]]
+            sel = w.col_ok[jj] & (gi != jj)
+            keys.append(gi[sel] * K + jj[sel])
+    key = sort_unique(torch.cat(keys))
+    empty = torch.zeros(0, dtype=torch.long, device=dev)
+    labels = (empty, empty, torch.zeros(0, dtype=F64, device=dev))
+    return BlockPairs(found, (key // K, key % K), labels), torch.cat(cand)
+
+
+def _sorted_lookup(top: BufferExtremes, w: _Window, P_i: torch.Tensor, P_j: torch.Tensor,
+                   K: int) -> torch.Tensor:
+    """:func:`_lookup` with the buffers' keys sorted once (the window's)."""
+    out = top.first[P_i].clone()
+    if w.keys.numel() and P_i.numel():
+        q = P_i * K + P_j
+        pos = torch.searchsorted(w.keys, q).clamp(max=w.keys.numel() - 1)
+        hit = w.keys[pos] == q
+        out[hit] = w.vals[pos[hit]]
+    return out
 
 
 def exact_at_least(c: torch.Tensor, x: float) -> torch.Tensor:
