@@ -210,8 +210,16 @@ def _equal_plans(new, old):
                 assert u == v
 
 
-def _plans(seed, K, N, d, n_dense, n_dup, n_dead, parent, has_bias, tau, m, block, f32):
+def _plans(seed, K, N, d, n_dense, n_dup, n_dead, parent, has_bias, tau, m, block, f32,
+           shift=0):
     D, A, x = world(seed, K, N, d, n_dense, n_dup, n_dead, parent)
+    # roll the atoms (and their codes) by ``shift``: moves the duplicates out of block 0
+    return _plans_of(D.roll(shift, 0), A.roll(shift, 1), x, has_bias, tau, m, block, f32)
+
+
+def _plans_of(D, A, x, has_bias, tau, m, block, f32):
+    """The sweep's plan, the row-block planner's, and how many blocks formed their products."""
+    d = D.shape[1]
     bias = torch.full((d,), 0.3, dtype=F64) if has_bias else torch.zeros(d, dtype=F64)
     if f32:
         D, A, x, bias = D.float(), A.float(), x.float(), bias.float()
@@ -249,30 +257,33 @@ def _plans(seed, K, N, d, n_dense, n_dup, n_dead, parent, has_bias, tau, m, bloc
     m=st.integers(1, 6),
     block=st.integers(1, 17),
     f32=st.booleans(),
+    shift=st.integers(0, 89),
 )
 def test_the_sweep_gives_the_row_block_plan(seed, K, N, d, n_dense, n_dup, n_dead, parent,
-                                           has_bias, tau, m, block, f32):
+                                           has_bias, tau, m, block, f32, shift):
     """Half the products, the same plan bit for bit: in high dimension most blocks are decided
     by the sweep's intervals (no label, no neighbour near a threshold), in low dimension most
     form their own products; both kinds are mixed in one plan."""
     n_dup = min(n_dup, K // 2)
     n_dense = min(n_dense, K)
     new, old, _ = _plans(seed, K, N, d, n_dense, n_dup, min(n_dead, K - n_dense), parent,
-                         has_bias, tau, m, block, f32)
+                         has_bias, tau, m, block, f32, shift=shift % K)
     _equal_plans(new, old)
 
 
 def test_the_sweep_decides_blocks_and_hands_back_the_others():
-    """A high-dimensional world with one exact duplicate pair ``(0, 63)``: its label's cosine is
-    reported with the row block's own bits, and ``θ_63,0 < τ = 0`` (a cosine of 1 up to
-    rounding) is decided within the margin by neither end, so exactly those two blocks of 8
-    form their products; the plan is the row-block planner's."""
-    new, old, formed = _plans(5, 64, 200, 300, 2, 1, 1, True, True, 0.0, 4, 8, True)
+    """A high-dimensional world with one exact duplicate pair, rolled to ``(20, 19)``: its
+    label's cosine is reported with the row block's own bits, and ``θ_20,19 < τ = 0`` (a cosine
+    of 1 up to rounding) is decided within the margin by neither end, so the first block (formed
+    to judge whether the sweep pays) and the duplicate's block of 8 (rows 16–23) form their
+    products; the plan is the row-block planner's. Without the duplicate only the first block
+    does."""
+    new, old, formed = _plans(5, 64, 200, 300, 2, 1, 1, True, True, 0.0, 4, 8, True, shift=20)
     _equal_plans(new, old)
-    assert new.labels.i.tolist() == [0] and new.labels.j.tolist() == [63] and formed == 2
+    assert new.labels.i.tolist() == [19] and new.labels.j.tolist() == [20] and formed == 2
     new, old, formed = _plans(5, 64, 200, 300, 2, 0, 1, True, True, 0.0, 4, 8, True)
     _equal_plans(new, old)
-    assert formed == 0
+    assert formed == 1
 
 
 def test_sweep_entries_are_the_windows_of_one_symmetric_matrix():
@@ -314,3 +325,50 @@ def test_rounding_margin_bounds_every_evaluation():
         for c in (D @ D.t(), D[:7] @ D.t(), (D[:, None, :] * D[None, :, :]).sum(-1)):
             n = c.shape[0]
             assert bool(((c.double() - exact[:n]).abs() <= delta[:n] / 2).all())
+
+
+def _counting_sweep(seen):
+    own = plan.sweep_blocks
+
+    def counted(*a, **k):
+        for e in own(*a, **k):
+            seen[0] += 1
+            yield e
+
+    return own, counted
+
+
+def test_the_sweep_is_not_started_where_it_would_not_pay():
+    """In 6 dimensions nearly every block holds a label or a neighbour near its threshold: the
+    first block says so, no sweep starts, and every block forms its products once."""
+    seen = [0]
+    own, plan.sweep_blocks = _counting_sweep(seen)
+    try:
+        new, old, formed = _plans(3, 90, 150, 6, 2, 3, 1, True, True, 0.2, 4, 5, False)
+    finally:
+        plan.sweep_blocks = own
+    _equal_plans(new, old)
+    assert seen[0] == 0 and formed == 18
+
+
+def test_the_sweep_stops_where_it_does_not_pay():
+    """The first block of 8 is clean but every later one holds a near-duplicate pair (a label):
+    the sweep starts, blocks 1–3 each form their own products, and then (more than half of
+    the blocks seen) the sweep stops; every block forms its products at most once and the plan
+    is the row-block planner's."""
+    g = torch.Generator().manual_seed(4)
+    K, N, d = 64, 200, 300
+    D = torch.randn(K, d, generator=g, dtype=F64)
+    for k in range(8, K, 2):
+        D[k + 1] = D[k] + 1e-3 * torch.randn(d, generator=g, dtype=F64)
+    D /= D.norm(dim=1, keepdim=True)
+    A = torch.rand(N, K, generator=g, dtype=F64) * (torch.rand(N, K, generator=g) < 0.15)
+    x = A @ D + 0.3 + 0.01 * torch.randn(N, d, generator=g, dtype=F64)
+    seen = [0]
+    own, plan.sweep_blocks = _counting_sweep(seen)
+    try:
+        new, old, formed = _plans_of(D, A, x, True, 0.0, 4, 8, True)
+    finally:
+        plan.sweep_blocks = own
+    _equal_plans(new, old)
+    assert seen[0] == 4 and formed == 8

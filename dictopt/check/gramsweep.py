@@ -15,6 +15,7 @@ interval only when both of its ends decide the same.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -58,7 +59,7 @@ def sweep_entries(
     atoms_KD: torch.Tensor, block: int, low_K: torch.Tensor, high_K: torch.Tensor
 ) -> SweepEntries:
     """Every entry ``(i, j)`` (``i = j`` included) with ``c_ij ≥ low_i`` or ``c_ij ≤ high_i``,
-    each unordered pair's product formed once.
+    each unordered pair's product formed once (all of :func:`sweep_blocks` at once).
 
     Parameters
     ----------
@@ -75,40 +76,71 @@ def sweep_entries(
         The selected entries of both orientations, row-major; ``c_ji`` is read from the same
         product as ``c_ij``.
     """
+    parts = list(sweep_blocks(atoms_KD, block, low_K, high_K))
+    return SweepEntries(*(torch.cat([e[f] for e in parts]) for f in range(3)))
+
+
+def sweep_blocks(
+    atoms_KD: torch.Tensor,
+    block: int,
+    low_K: torch.Tensor,
+    high_K: torch.Tensor,
+    first: torch.Tensor | None = None,
+) -> Iterator[SweepEntries]:
+    """The entries of :func:`sweep_entries`, one block of rows ``lo : lo + block`` at a time,
+    in order: block ``b``'s entries are complete once its products with the atoms from ``lo``
+    onwards are formed (the columns before ``lo`` were read from earlier blocks' products), so
+    a caller may stop after any block without forming the rest.
+
+    Parameters
+    ----------
+    atoms_KD, block, low_K, high_K:
+        As :func:`sweep_entries`.
+    first:
+        The first block's ``[block, K]`` products when the caller has formed them (any
+        evaluation: the planner's own row block); ``None``: formed here.
+
+    Yields
+    ------
+    SweepEntries
+        The selected entries of one block's rows, row-major.
+    """
     K = atoms_KD.shape[0]
-    out_i, out_j, out_v = [], [], []
-    for lo in range(0, K, block):
+    n_blocks = -(-K // block)
+    later: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = [
+        [] for _ in range(n_blocks)]
+    for b, lo in enumerate(range(0, K, block)):
         hi = min(lo + block, K)
-        P = atoms_KD[lo:hi] @ atoms_KD[lo:].t()  # [B, K − lo]: rows lo:hi, columns lo:K
+        # [B, K − lo]: rows lo:hi, columns lo:K
+        P = first if b == 0 and first is not None else atoms_KD[lo:hi] @ atoms_KD[lo:].t()
         # the diagonal block holds both orientations
         low_B, high_B = low_K[lo:hi, None], high_K[lo:hi, None]
         G = P[:, : hi - lo]
         r, c = ((G >= low_B) | (G <= high_B)).nonzero(as_tuple=True)
-        out_i.append(r + lo)
-        out_j.append(c + lo)
-        out_v.append(G[r, c])
-        if hi == K:
-            break
-        Q = P[:, hi - lo :]  # rows lo:hi against columns hi:K, and transposed
-        # scan only the rows (columns) whose extremes reach their window
-        q_min, q_max = torch.aminmax(Q, dim=1)
-        rows = ((q_max >= low_B[:, 0]) | (q_min <= high_B[:, 0])).nonzero().flatten()
-        if rows.numel():
-            S = Q[rows]
-            r, c = ((S >= low_B[rows]) | (S <= high_B[rows])).nonzero(as_tuple=True)
-            out_i.append(rows[r] + lo)
-            out_j.append(c + hi)
-            out_v.append(S[r, c])
-        q_min, q_max = torch.aminmax(Q, dim=0)
-        cols = ((q_max >= low_K[hi:]) | (q_min <= high_K[hi:])).nonzero().flatten()
-        if cols.numel():
-            S = Q[:, cols]
-            low_C, high_C = low_K[hi:][cols], high_K[hi:][cols]
-            r, c = ((S >= low_C[None, :]) | (S <= high_C[None, :])).nonzero(as_tuple=True)
-            out_i.append(cols[c] + hi)
-            out_j.append(r + lo)
-            out_v.append(S[r, c])
-        del P, Q
-    i, j, v = torch.cat(out_i), torch.cat(out_j), torch.cat(out_v)
-    order = torch.argsort(i * K + j)  # keys are distinct: any sort is the same order
-    return SweepEntries(i[order], j[order], v[order])
+        mine = [*later[b], (r + lo, c + lo, G[r, c])]
+        later[b] = []
+        if hi < K:
+            Q = P[:, hi - lo :]  # rows lo:hi against columns hi:K, and transposed
+            # scan only the rows (columns) whose extremes reach their window
+            q_min, q_max = torch.aminmax(Q, dim=1)
+            rows = ((q_max >= low_B[:, 0]) | (q_min <= high_B[:, 0])).nonzero().flatten()
+            if rows.numel():
+                S = Q[rows]
+                r, c = ((S >= low_B[rows]) | (S <= high_B[rows])).nonzero(as_tuple=True)
+                mine.append((rows[r] + lo, c + hi, S[r, c]))
+            q_min, q_max = torch.aminmax(Q, dim=0)
+            cols = ((q_max >= low_K[hi:]) | (q_min <= high_K[hi:])).nonzero().flatten()
+            if cols.numel():
+                S = Q[:, cols]
+                low_C, high_C = low_K[hi:][cols], high_K[hi:][cols]
+                r, c = ((S >= low_C[None, :]) | (S <= high_C[None, :])).nonzero(as_tuple=True)
+                gi = cols[c] + hi  # rows of later blocks, each read in its block's turn
+                to = gi // block
+                for t in torch.unique(to).tolist():
+                    sel = to == t
+                    later[t].append((gi[sel], r[sel] + lo, S[r[sel], c[sel]]))
+            del Q
+        del P
+        i, j, v = (torch.cat([e[f] for e in mine]) for f in range(3))
+        order = torch.argsort(i * K + j)  # keys are distinct: any sort gives this order
+        yield SweepEntries(i[order], j[order], v[order])

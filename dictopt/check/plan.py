@@ -18,7 +18,7 @@ from dictopt.check.absorption import (
     merge_candidate_keys,
 )
 from dictopt.check.conditions import atom_floor
-from dictopt.check.gramsweep import rounding_margin, sweep_entries
+from dictopt.check.gramsweep import rounding_margin, sweep_blocks
 from dictopt.check.pairs import BufferExtremes, buffer_extremes, dense_extremes
 from dictopt.check.stats import PassOneStats, argsort_stable, sort_unique
 from dictopt.check.tolerances import LabelThresholds, Tolerances
@@ -114,8 +114,10 @@ def decide_pairs(
         Form each unordered pair's cosine once (:mod:`dictopt.check.gramsweep`) and decide the
         blocks whose every rule the sweep's intervals decide without their own products (on
         the CPU, float32 or float64 atoms, more than one block); the other blocks form their
-        row block's products as before. ``False``: every block forms its own (the reference
-        the sweep must equal bit for bit).
+        row block's products as before (all the remaining blocks once more than half of
+        those seen, and more than two, needed their own: the sweep no longer pays).
+        ``False``: every block forms its own (the reference the sweep must equal bit for
+        bit).
 
     Returns
     -------
@@ -130,21 +132,25 @@ def decide_pairs(
     # candidates read the same cosines (never a K × K matrix)
     blocks, cand_keys = [], []
     parts = list(torch.arange(K, device=dev).split(block))
-    window = None
-    if sweep and len(parts) > 1 and D.device.type == "cpu" and D.dtype in (torch.float32, F64):
-        window = _Window.of(D, st1, top, abar, floor, tau, tol, thresholds, dic.has_bias)
-        entries = sweep_entries(D, block, window.low, window.high)
-        bounds = torch.searchsorted(entries.i, torch.tensor([int(r[0]) for r in parts]
-                                                           + [K], device=dev))
+    sweep = sweep and len(parts) > 1 and D.device.type == "cpu" and D.dtype in (torch.float32,
+                                                                                F64)
+    window = (_Window.of(D, st1, top, abar, floor, tau, tol, thresholds, dic.has_bias)
+              if sweep else None)
+    entries = None
+    own = 0
     for b, rows in enumerate(parts):
-        if window is not None:
-            lo, hi = int(bounds[b]), int(bounds[b + 1])
-            done = _sweep_block(rows, entries.i[lo:hi], entries.j[lo:hi],
-                                entries.value[lo:hi], window, st1, top, thresholds, K)
+        if entries is not None:
+            done = _sweep_block(rows, *next(entries), window, st1, top, thresholds, K)
             if done is not None:  # decided from the sweep's intervals, no product formed
                 blocks.append(done[0])
                 cand_keys.append(done[1])
                 continue
+            own += 1
+            # the sweep costs K²d/2 and each block it leaves 1/n_blocks of K²d: once half
+            # the blocks are left, the row-block products are cheaper for the rest
+            if own > 2 and 2 * own > b + 1:
+                entries.close()
+                entries = None
         # the row block's own products, as they always were: every decision on these bits
         c = D[rows] @ D.t()  # in the atoms' dtype; float64 only where a pair needs it
         if c.dtype not in (torch.float32, F64):
@@ -153,6 +159,12 @@ def decide_pairs(
                                       thresholds, dic.has_bias))
         cand_keys.append(candidate_block(rows, c, thresholds.absorption,
                                          above=blocks[-1].neighbours))
+        if b == 0 and window is not None and _sweep_would_decide(rows, c, window, st1, top,
+                                                                  thresholds, K):
+            # every block's rows meet all K columns, so the first block is a fair sample of
+            # how many blocks the sweep decides: sweep the rest, from this block's products
+            entries = sweep_blocks(D, block, window.low, window.high, first=c)
+            next(entries)  # the first block is decided above, on its own products
         del c
     fi, fj, fside, fval = (torch.cat([b.found[c] for b in blocks]) for c in range(4))
     ui, uj = (torch.cat([b.unknown[c] for b in blocks]) for c in range(2))
@@ -322,6 +334,14 @@ class _Window(NamedTuple):
         return _Window(_round_down(low - delta, dt), _round_up(high + delta, dt), delta,
                        float(t_dup), float(t_anti), float(t_cm), float(t_keep), tol_K, abar,
                        tau, has_bias, st1.n_active < st1.n, keys[order], top.val[order])
+
+
+def _sweep_would_decide(rows: torch.Tensor, c: torch.Tensor, w: _Window, st1: PassOneStats,
+                        top: BufferExtremes, thresholds: LabelThresholds, K: int) -> bool:
+    """Whether :func:`_sweep_block` decides the block ``rows`` from its products ``c`` read as
+    intervals (the planner's guess of whether the sweep pays)."""
+    r, j = ((c >= w.low[rows, None]) | (c <= w.high[rows, None])).nonzero(as_tuple=True)
+    return _sweep_block(rows, rows[r], j, c[r, j], w, st1, top, thresholds, K) is not None
 
 
 def _round_down(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
