@@ -4,6 +4,12 @@
 (:mod:`dictopt.check.pairs`), lists the C5 violations they already prove (ranked by slope) and
 the pairs pass 2 must track: pairs left open, certified pairs (step bounds) and label
 candidates (co-activity). Memory: ``K × block`` blocks of the Gram matrix at a time.
+
+The cosines cost ``K² d`` multiply-adds when every block forms its own; the half-product sweep
+(:mod:`dictopt.check.gramsweep`) forms each unordered pair once and decides, from its values
+read as intervals, every block where no rule sits within rounding of a threshold and no label
+cosine (a reported value) is present; the plan is the same bit for bit
+(``tests/test_plan_bound.py``).
 """
 
 from __future__ import annotations
@@ -113,11 +119,12 @@ def decide_pairs(
     sweep:
         Form each unordered pair's cosine once (:mod:`dictopt.check.gramsweep`) and decide the
         blocks whose every rule the sweep's intervals decide without their own products (on
-        the CPU, float32 or float64 atoms, more than one block); the other blocks form their
-        row block's products as before (all the remaining blocks once more than half of
-        those seen, and more than two, needed their own: the sweep no longer pays).
-        ``False``: every block forms its own (the reference the sweep must equal bit for
-        bit).
+        the CPU, float32 or float64 atoms, float32 matmul precision ``"highest"``, more than
+        one block, and only when the first block's products say the sweep decides it); the
+        other blocks form their row block's products as before (all the remaining blocks
+        once more than half of those seen, and more than two, needed their own: the sweep no
+        longer pays). ``False``: every block forms its own (the reference the sweep must
+        equal bit for bit).
 
     Returns
     -------
@@ -132,8 +139,11 @@ def decide_pairs(
     # candidates read the same cosines (never a K × K matrix)
     blocks, cand_keys = [], []
     parts = list(torch.arange(K, device=dev).split(block))
-    sweep = sweep and len(parts) > 1 and D.device.type == "cpu" and D.dtype in (torch.float32,
-                                                                                F64)
+    # the margin assumes products summed in the atoms' own precision (no reduced-precision
+    # matmul setting) on the CPU
+    sweep = (sweep and len(parts) > 1 and D.device.type == "cpu"
+             and D.dtype in (torch.float32, F64)
+             and torch.get_float32_matmul_precision() == "highest")
     window = (_Window.of(D, st1, top, abar, floor, tau, tol, thresholds, dic.has_bias)
               if sweep else None)
     entries = None
