@@ -1,8 +1,9 @@
-"""The planner's row bound (dictopt.check.plan.upper_rows) changes nothing: every pair plan
-equals the one the dense classification of every block gives (the planner before the bound,
-kept below as the reference, with main's current label rule), on worlds with
-near-duplicate, dense, dead and never-co-active atoms, with and without a bias, for τ = 0 and
-τ > 0."""
+"""The planner's row bound (dictopt.check.plan.upper_rows) and its half-product sweep
+(dictopt.check.gramsweep) change nothing: every pair plan equals the one the dense
+classification of every block's own products gives (the planner before the bound, kept below
+as the reference, with main's current label rule), on worlds with near-duplicate, dense, dead
+and never-co-active atoms, with and without a bias, for τ = 0 and τ > 0; and the sweep's plan
+is the row-block planner's bit for bit where the sweep decides the blocks."""
 
 from __future__ import annotations
 
@@ -131,7 +132,7 @@ def test_plan_equals_the_dense_planner(seed, K, N, n_dense, n_dup, n_dead, paren
     saved = plan._classify_block
     plan._classify_block = dense_classify_block
     try:
-        old = decide_pairs(*args)
+        old = decide_pairs(*args, sweep=False)
     finally:
         plan._classify_block = saved
     for a, b in zip(new, old, strict=True):
@@ -194,3 +195,180 @@ def test_lower_side_prefilter_is_exact():
         ii, jj = plan._lower_open(rows, c, n_active, 10, abar, tau)
         want = ((1 - c.double()) * abar[:, None] < tau).nonzero(as_tuple=True)
         assert torch.equal(ii, want[0]) and torch.equal(jj, want[1])
+
+
+# ---- the half-product sweep ------------------------------------------------------------------
+
+
+def _equal_plans(new, old):
+    for a, b in zip(new, old, strict=True):
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,),
+                        strict=True):
+            if isinstance(u, torch.Tensor):
+                assert u.dtype == v.dtype and torch.equal(u, v)
+            else:
+                assert u == v
+
+
+def _plans(seed, K, N, d, n_dense, n_dup, n_dead, parent, has_bias, tau, m, block, f32,
+           shift=0):
+    D, A, x = world(seed, K, N, d, n_dense, n_dup, n_dead, parent)
+    # roll the atoms (and their codes) by ``shift``: moves the duplicates out of block 0
+    return _plans_of(D.roll(shift, 0), A.roll(shift, 1), x, has_bias, tau, m, block, f32)
+
+
+def _plans_of(D, A, x, has_bias, tau, m, block, f32):
+    """The sweep's plan, the row-block planner's, and how many blocks formed their products."""
+    d = D.shape[1]
+    bias = torch.full((d,), 0.3, dtype=F64) if has_bias else torch.zeros(d, dtype=F64)
+    if f32:
+        D, A, x, bias = D.float(), A.float(), x.float(), bias.float()
+    dic = Dictionary(atoms=D, bias=bias, lam=0.05, has_bias=has_bias)
+    st1 = stats_of(D, A, x, bias, tau, m)
+    args = (dic, 0.05, st1, tau, DEFAULT_TOLERANCES, DEFAULT_LABELS, block, 7)
+    calls = [0]
+    own = plan._classify_block
+
+    def counted(*a, **k):
+        calls[0] += 1
+        return own(*a, **k)
+
+    plan._classify_block = counted
+    try:
+        new = decide_pairs(*args)
+        formed = calls[0]
+    finally:
+        plan._classify_block = own
+    return new, decide_pairs(*args, sweep=False), formed
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    K=st.integers(3, 90),
+    N=st.integers(20, 300),
+    d=st.sampled_from([6, 48, 300]),
+    n_dense=st.integers(0, 3),
+    n_dup=st.integers(0, 3),
+    n_dead=st.integers(0, 2),
+    parent=st.booleans(),
+    has_bias=st.booleans(),
+    tau=st.sampled_from([0.0, 1e-3, 0.2]),
+    m=st.integers(1, 6),
+    block=st.integers(1, 17),
+    f32=st.booleans(),
+    shift=st.integers(0, 89),
+)
+def test_the_sweep_gives_the_row_block_plan(seed, K, N, d, n_dense, n_dup, n_dead, parent,
+                                           has_bias, tau, m, block, f32, shift):
+    """Half the products, the same plan bit for bit: in high dimension most blocks are decided
+    by the sweep's intervals (no label, no neighbour near a threshold), in low dimension most
+    form their own products; both kinds are mixed in one plan."""
+    n_dup = min(n_dup, K // 2)
+    n_dense = min(n_dense, K)
+    new, old, _ = _plans(seed, K, N, d, n_dense, n_dup, min(n_dead, K - n_dense), parent,
+                         has_bias, tau, m, block, f32, shift=shift % K)
+    _equal_plans(new, old)
+
+
+def test_the_sweep_decides_blocks_and_hands_back_the_others():
+    """A high-dimensional world with one exact duplicate pair, rolled to ``(20, 19)``: its
+    label's cosine is reported with the row block's own bits, and ``θ_20,19 < τ = 0`` (a cosine
+    of 1 up to rounding) is decided within the margin by neither end, so the first block (formed
+    to judge whether the sweep pays) and the duplicate's block of 8 (rows 16–23) form their
+    products; the plan is the row-block planner's. Without the duplicate only the first block
+    does."""
+    new, old, formed = _plans(5, 64, 200, 300, 2, 1, 1, True, True, 0.0, 4, 8, True, shift=20)
+    _equal_plans(new, old)
+    assert new.labels.i.tolist() == [19] and new.labels.j.tolist() == [20] and formed == 2
+    new, old, formed = _plans(5, 64, 200, 300, 2, 0, 1, True, True, 0.0, 4, 8, True)
+    _equal_plans(new, old)
+    assert formed == 1
+
+
+def test_sweep_entries_are_the_windows_of_one_symmetric_matrix():
+    """Each unordered pair's product once: the entries are exactly those of the matrix built
+    from the upper block triangle of the sweep's own products (off the diagonal blocks read
+    transposed) inside each row's window, row-major."""
+    from dictopt.check.gramsweep import sweep_entries
+
+    g = torch.Generator().manual_seed(1)
+    K, d, block = 23, 9, 5
+    D = torch.randn(K, d, generator=g)
+    S = torch.empty(K, K)
+    for lo in range(0, K, block):
+        hi = min(lo + block, K)
+        P = D[lo:hi] @ D[lo:].t()
+        S[lo:hi, lo:] = P  # the diagonal block as computed, both orientations
+        S[hi:, lo:hi] = P[:, hi - lo :].t()
+    low = torch.randn(K, generator=g) + 1.0
+    high = torch.randn(K, generator=g) - 1.0
+    low[3], high[4] = -torch.inf, torch.inf  # whole rows
+    got = sweep_entries(D, block, low, high)
+    want_i, want_j = ((S >= low[:, None]) | (S <= high[:, None])).nonzero(as_tuple=True)
+    assert torch.equal(got.i, want_i) and torch.equal(got.j, want_j)
+    assert torch.equal(got.value, S[want_i, want_j])
+
+
+def test_rounding_margin_bounds_every_evaluation():
+    """Any two float32 evaluations of a cosine (row-block, sub-block, single dot, float64
+    rounded) differ by at most the margin; the bound also holds against the exact value."""
+    from dictopt.check.gramsweep import rounding_margin
+
+    g = torch.Generator().manual_seed(2)
+    for d in (6, 300, 2304):
+        D = torch.randn(40, d, generator=g)
+        D[5] = D[4]  # an exact copy: a cosine of 1 up to rounding
+        D /= D.norm(dim=1, keepdim=True)
+        exact = D.double() @ D.double().t()
+        delta = rounding_margin(D)[:, None]
+        for c in (D @ D.t(), D[:7] @ D.t(), (D[:, None, :] * D[None, :, :]).sum(-1)):
+            n = c.shape[0]
+            assert bool(((c.double() - exact[:n]).abs() <= delta[:n] / 2).all())
+
+
+def _counting_sweep(seen):
+    own = plan.sweep_blocks
+
+    def counted(*a, **k):
+        for e in own(*a, **k):
+            seen[0] += 1
+            yield e
+
+    return own, counted
+
+
+def test_the_sweep_is_not_started_where_it_would_not_pay():
+    """In 6 dimensions nearly every block holds a label or a neighbour near its threshold: the
+    first block says so, no sweep starts, and every block forms its products once."""
+    seen = [0]
+    own, plan.sweep_blocks = _counting_sweep(seen)
+    try:
+        new, old, formed = _plans(3, 90, 150, 6, 2, 3, 1, True, True, 0.2, 4, 5, False)
+    finally:
+        plan.sweep_blocks = own
+    _equal_plans(new, old)
+    assert seen[0] == 0 and formed == 18
+
+
+def test_the_sweep_stops_where_it_does_not_pay():
+    """The first block of 8 is clean but every later one holds a near-duplicate pair (a label):
+    the sweep starts, blocks 1–3 each form their own products, and then (more than half of
+    the blocks seen) the sweep stops; every block forms its products at most once and the plan
+    is the row-block planner's."""
+    g = torch.Generator().manual_seed(4)
+    K, N, d = 64, 200, 300
+    D = torch.randn(K, d, generator=g, dtype=F64)
+    for k in range(8, K, 2):
+        D[k + 1] = D[k] + 1e-3 * torch.randn(d, generator=g, dtype=F64)
+    D /= D.norm(dim=1, keepdim=True)
+    A = torch.rand(N, K, generator=g, dtype=F64) * (torch.rand(N, K, generator=g) < 0.15)
+    x = A @ D + 0.3 + 0.01 * torch.randn(N, d, generator=g, dtype=F64)
+    seen = [0]
+    own, plan.sweep_blocks = _counting_sweep(seen)
+    try:
+        new, old, formed = _plans_of(D, A, x, True, 0.0, 4, 8, True)
+    finally:
+        plan.sweep_blocks = own
+    _equal_plans(new, old)
+    assert seen[0] == 4 and formed == 8

@@ -4,6 +4,12 @@
 (:mod:`dictopt.check.pairs`), lists the C5 violations they already prove (ranked by slope) and
 the pairs pass 2 must track: pairs left open, certified pairs (step bounds) and label
 candidates (co-activity). Memory: ``K × block`` blocks of the Gram matrix at a time.
+
+The cosines cost ``K² d`` multiply-adds when every block forms its own; the half-product sweep
+(:mod:`dictopt.check.gramsweep`) forms each unordered pair once and decides, from its values
+read as intervals, every block where no rule sits within rounding of a threshold and no label
+cosine (a reported value) is present; the plan is the same bit for bit
+(``tests/test_plan_bound.py``).
 """
 
 from __future__ import annotations
@@ -12,8 +18,13 @@ from typing import NamedTuple
 
 import torch
 
-from dictopt.check.absorption import candidate_block, merge_candidate_keys
+from dictopt.check.absorption import (
+    AbsorptionThresholds,
+    candidate_block,
+    merge_candidate_keys,
+)
 from dictopt.check.conditions import atom_floor
+from dictopt.check.gramsweep import rounding_margin, sweep_blocks
 from dictopt.check.pairs import BufferExtremes, buffer_extremes, dense_extremes
 from dictopt.check.stats import PassOneStats, argsort_stable, sort_unique
 from dictopt.check.tolerances import LabelThresholds, Tolerances
@@ -86,6 +97,7 @@ def decide_pairs(
     thresholds: LabelThresholds,
     block: int,
     max_pair_certificates: int,
+    sweep: bool = True,
 ) -> PairPlan:
     """Classify every ordered pair from the top buffers (:mod:`dictopt.check.pairs`), a block
     of ``block`` rows of the Gram matrix at a time, and list the pairs pass 2 must track.
@@ -104,6 +116,15 @@ def decide_pairs(
         Rows of the Gram matrix per block.
     max_pair_certificates:
         Known violations (by slope) that get step bounds in pass 2.
+    sweep:
+        Form each unordered pair's cosine once (:mod:`dictopt.check.gramsweep`) and decide the
+        blocks whose every rule the sweep's intervals decide without their own products (on
+        the CPU, float32 or float64 atoms, float32 matmul precision ``"highest"``, more than
+        one block, and only when the first block's products say the sweep decides it); the
+        other blocks form their row block's products as before (all the remaining blocks
+        once more than half of those seen, and more than two, needed their own: the sweep no
+        longer pays). ``False``: every block forms its own (the reference the sweep must
+        equal bit for bit).
 
     Returns
     -------
@@ -117,7 +138,30 @@ def decide_pairs(
     # one Gram block at a time, formed once: the C5 classification and the absorption
     # candidates read the same cosines (never a K × K matrix)
     blocks, cand_keys = [], []
-    for rows in torch.arange(K, device=dev).split(block):
+    parts = list(torch.arange(K, device=dev).split(block))
+    # the margin assumes products summed in the atoms' own precision (no reduced-precision
+    # matmul setting) on the CPU
+    sweep = (sweep and len(parts) > 1 and D.device.type == "cpu"
+             and D.dtype in (torch.float32, F64)
+             and torch.get_float32_matmul_precision() == "highest")
+    window = (_Window.of(D, st1, top, abar, floor, tau, tol, thresholds, dic.has_bias)
+              if sweep else None)
+    entries = None
+    own = 0
+    for b, rows in enumerate(parts):
+        if entries is not None:
+            done = _sweep_block(rows, *next(entries), window, st1, top, thresholds, K)
+            if done is not None:  # decided from the sweep's intervals, no product formed
+                blocks.append(done[0])
+                cand_keys.append(done[1])
+                continue
+            own += 1
+            # the sweep costs K²d/2 and each block it leaves 1/n_blocks of K²d: once half
+            # the blocks are left, the row-block products are cheaper for the rest
+            if own > 2 and 2 * own > b + 1:
+                entries.close()
+                entries = None
+        # the row block's own products, as they always were: every decision on these bits
         c = D[rows] @ D.t()  # in the atoms' dtype; float64 only where a pair needs it
         if c.dtype not in (torch.float32, F64):
             c = c.to(F64)
@@ -125,6 +169,12 @@ def decide_pairs(
                                       thresholds, dic.has_bias))
         cand_keys.append(candidate_block(rows, c, thresholds.absorption,
                                          above=blocks[-1].neighbours))
+        if b == 0 and window is not None and _sweep_would_decide(rows, c, window, st1, top,
+                                                                  thresholds, K):
+            # every block's rows meet all K columns, so the first block is a fair sample of
+            # how many blocks the sweep decides: sweep the rest, from this block's products
+            entries = sweep_blocks(D, block, window.low, window.high, first=c)
+            next(entries)  # the first block is decided above, on its own products
         del c
     fi, fj, fside, fval = (torch.cat([b.found[c] for b in blocks]) for c in range(4))
     ui, uj = (torch.cat([b.unknown[c] for b in blocks]) for c in range(2))
@@ -228,6 +278,196 @@ def _classify_block(
     near = v >= t_cm
     return BlockPairs(found, unknown, (rows[r[cand]], j[cand], v[cand].to(F64)),
                       (r[near], j[near]))
+
+
+class _Window(NamedTuple):
+    """Per row ``i``, what the sweep must list and how its intervals are decided."""
+
+    low: torch.Tensor
+    """``[K]`` (atoms' dtype): list ``c_ij ≥ low_i`` (labels, absorption neighbours,
+    ``θ_ij < τ``), widened by the rounding margin."""
+    high: torch.Tensor
+    """``[K]``: list ``c_ij ≤ high_i`` (antipodal labels, upper C5 violations)."""
+    delta: torch.Tensor
+    """``[K]`` float64 rounding margin (:func:`~dictopt.check.gramsweep.rounding_margin`)."""
+    t_dup: float
+    t_anti: float
+    t_cm: float
+    t_keep: float
+    """The label and absorption thresholds as the block's comparisons round them."""
+    tol: torch.Tensor
+    abar: torch.Tensor
+    tau: float
+    has_bias: bool
+    col_ok: torch.Tensor
+    keys: torch.Tensor
+    """The buffers' listed pairs ``i·K + j``, sorted (for ``H_ij``)."""
+    vals: torch.Tensor
+
+    @staticmethod
+    def of(D: torch.Tensor, st1: PassOneStats, top: BufferExtremes, abar: torch.Tensor,
+           floor: float, tau: float, tol: Tolerances, thresholds: LabelThresholds,
+           has_bias: bool) -> _Window:
+        """The window of every row (see :func:`_sweep_block` for why it suffices)."""
+        dt, K = D.dtype, D.shape[0]
+        ab: AbsorptionThresholds = thresholds.absorption
+        t_dup = _round_threshold(thresholds.duplicate_cos, dt, up=True)
+        t_anti = _round_threshold(-thresholds.antipodal_cos, dt, up=False)
+        t_cm = torch.tensor(ab.cos_min, dtype=dt)  # candidate_block's comparisons
+        t_keep = torch.tensor(ab.duplicate_cos, dtype=dt)
+        delta = rounding_margin(D)
+        tol_K = tol.pair_rel * abar + floor
+        low = torch.minimum(t_dup, t_cm).to(F64).expand(K)
+        if has_bias:  # θ_ij < τ needs c_ij > t_i (_theta_floor)
+            low = torch.minimum(low, _theta_floor(abar, tau, dt).to(F64))
+        # upper side: c ≥ s_i gives no violation (θ_ij − H_ij ≤ θ(s_i) − min_j H_ij ≤ tol_i,
+        # each rounded operation monotone); +inf where none is found (list the whole row)
+        known = ~torch.isnan(top.val)
+        h_min = top.first.clone().scatter_reduce(0, top.pi[known], top.val[known],
+                                                 reduce="amin", include_self=True)
+        bound = h_min + tol_K if has_bias else tol_K
+        est = 1 - bound / abar.clamp(min=1e-300)
+        s = est + 1e-6 * (1 + est.abs())
+        theta_s = (1 - s) * abar
+        ok = ((theta_s - h_min <= tol_K) if has_bias else (theta_s <= tol_K))
+        ok &= torch.isfinite(s) & (abar > 0)
+        s = torch.where(ok, s, torch.full_like(s, torch.inf))
+        # ā_i = 0: θ_ij = ±0 for every finite c
+        zero_ok = (0.0 - h_min <= tol_K) if has_bias else (tol_K >= 0)
+        inf = torch.full_like(s, torch.inf)
+        s = torch.where(abar == 0, torch.where(zero_ok, -inf, inf), s)
+        if not has_bias:  # a violation needs H_ij ≤ 0, so min_j H_ij ≤ 0
+            s = torch.where(h_min > 0, torch.full_like(s, -torch.inf), s)
+        high = torch.maximum(t_anti.to(F64).expand(K), s)
+        keys = top.pi * K + top.pj
+        order = argsort_stable(keys)
+        return _Window(_round_down(low - delta, dt), _round_up(high + delta, dt), delta,
+                       float(t_dup), float(t_anti), float(t_cm), float(t_keep), tol_K, abar,
+                       tau, has_bias, st1.n_active < st1.n, keys[order], top.val[order])
+
+
+def _sweep_would_decide(rows: torch.Tensor, c: torch.Tensor, w: _Window, st1: PassOneStats,
+                        top: BufferExtremes, thresholds: LabelThresholds, K: int) -> bool:
+    """Whether :func:`_sweep_block` decides the block ``rows`` from its products ``c`` read as
+    intervals (the planner's guess of whether the sweep pays)."""
+    r, j = ((c >= w.low[rows, None]) | (c <= w.high[rows, None])).nonzero(as_tuple=True)
+    return _sweep_block(rows, rows[r], j, c[r, j], w, st1, top, thresholds, K) is not None
+
+
+def _round_down(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Elementwise the largest value of ``dtype`` that is ``≤ x`` (``x`` float64)."""
+    t = x.to(dtype)
+    return torch.where(t.to(F64) > x, torch.nextafter(t, torch.full_like(t, -torch.inf)), t)
+
+
+def _round_up(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Elementwise the smallest value of ``dtype`` that is ``≥ x`` (``x`` float64)."""
+    t = x.to(dtype)
+    return torch.where(t.to(F64) < x, torch.nextafter(t, torch.full_like(t, torch.inf)), t)
+
+
+def _sweep_block(
+    rows: torch.Tensor,
+    i: torch.Tensor,
+    j: torch.Tensor,
+    v: torch.Tensor,
+    w: _Window,
+    st1: PassOneStats,
+    top: BufferExtremes,
+    thresholds: LabelThresholds,
+    K: int,
+) -> tuple[BlockPairs, torch.Tensor] | None:
+    """The block's :class:`BlockPairs` and absorption candidate keys from the sweep's entries
+    of its rows, exactly those :func:`_classify_block` and
+    :func:`~dictopt.check.absorption.candidate_block` give on the block's own products; or
+    ``None`` when the entries cannot decide it (then the block forms its products).
+
+    The block's own cosine ``c_ij`` lies in ``[v − δ_i, v + δ_i]`` (``v`` the sweep's). Every
+    rule is monotone in ``c`` (or, for an absorption neighbour, an interval of ``c``), so it is
+    decided when it decides the same at both ends; entries the sweep did not list decide no
+    rule (the window). The block needs its own bits when a rule is undecided, when a label
+    candidate ``i < j`` may exist (its cosine is reported), or when a row with more than
+    ``max_neighbours`` neighbours has no clear gap after its largest ``max_neighbours``.
+    """
+    dev = rows.device
+    N = st1.n
+    v64 = v.to(F64)
+    d = w.delta[i]
+    lo, hi = v64 - d, v64 + d
+    off = i != j
+    if bool((off & (i < j) & ((hi >= w.t_dup) | (lo <= w.t_anti))).any()):
+        return None
+    # absorption neighbours: cos_min ≤ c < duplicate_cos
+    near, keep = lo >= w.t_cm, lo < w.t_keep
+    if bool((off & ((near != (hi >= w.t_cm)) | (keep != (hi < w.t_keep)))).any()):
+        return None
+    nb = off & near & keep
+    cand = [i[nb & (i < j)] * K + j[nb & (i < j)]]
+    m = min(thresholds.absorption.max_neighbours, K - 1)
+    if m >= 2 and bool(nb.any()):
+        ni, nj, nv, nlo, nhi = i[nb], j[nb], v64[nb], lo[nb], hi[nb]
+        counts = torch.bincount(ni - int(rows[0]), minlength=rows.numel())
+        ends = counts.cumsum(0)
+        for r in (counts >= 2).nonzero().flatten().tolist():
+            seg = slice(int(ends[r] - counts[r]), int(ends[r]))
+            js = nj[seg]
+            if js.numel() > m:  # the largest m: a clear gap decides topk's choice
+                order = torch.argsort(-nv[seg])
+                if float(nlo[seg][order[:m]].min()) <= float(nhi[seg][order[m:]].max()):
+                    return None
+                js = js[order[:m]]
+            p, q = torch.triu_indices(js.numel(), js.numel(), offset=1, device=dev)
+            a, b = js[p], js[q]
+            cand.append(torch.minimum(a, b) * K + torch.maximum(a, b))
+    ok = off & w.col_ok[j]
+    # known upper violations θ_ij − H_ij > tol_i (θ smallest at the upper end)
+    ui, uj = i[ok], j[ok]
+    H = _sorted_lookup(top, w, ui, uj, K)
+    known = ~torch.isnan(H)
+    th_small, th_large = (1 - hi[ok]) * w.abar[ui], (1 - lo[ok]) * w.abar[ui]
+    tol_u = w.tol[ui]
+    if w.has_bias:
+        viol, viol_hi = known & (th_small - H > tol_u), known & (th_large - H > tol_u)
+    else:
+        viol = known & (H <= 0) & (th_small > tol_u)
+        viol_hi = known & (H <= 0) & (th_large > tol_u)
+    if bool((viol != viol_hi).any()):
+        return None
+    found = (ui[viol], uj[viol], torch.ones_like(ui[viol]), H[viol])
+    # pairs left open: H_ij unknown, and the lower side
+    lo_row, hi_row = int(rows[0]), int(rows[-1])
+    nan = torch.isnan(top.val) & (top.pi >= lo_row) & (top.pi <= hi_row)
+    nan &= w.col_ok[top.pj] & (top.pi != top.pj)
+    keys = [top.pi[nan] * K + top.pj[nan]]
+    if w.has_bias:
+        below, below_lo = th_small < w.tau, th_large < w.tau
+        if bool((below != below_lo).any()):
+            return None
+        keys.append(ui[below] * K + uj[below])
+        n_active = st1.n_active
+        both_rows = ((n_active[rows] + n_active.max()) >= N).nonzero().flatten()
+        if both_rows.numel():
+            hit = n_active[rows[both_rows], None] + n_active[None, :] >= N
+            r, jj = hit.nonzero(as_tuple=True)
+            gi = rows[both_rows[r]]
+            sel = w.col_ok[jj] & (gi != jj)
+            keys.append(gi[sel] * K + jj[sel])
+    key = sort_unique(torch.cat(keys))
+    empty = torch.zeros(0, dtype=torch.long, device=dev)
+    labels = (empty, empty, torch.zeros(0, dtype=F64, device=dev))
+    return BlockPairs(found, (key // K, key % K), labels), torch.cat(cand)
+
+
+def _sorted_lookup(top: BufferExtremes, w: _Window, P_i: torch.Tensor, P_j: torch.Tensor,
+                   K: int) -> torch.Tensor:
+    """:func:`_lookup` with the buffers' keys sorted once (the window's)."""
+    out = top.first[P_i].clone()
+    if w.keys.numel() and P_i.numel():
+        q = P_i * K + P_j
+        pos = torch.searchsorted(w.keys, q).clamp(max=w.keys.numel() - 1)
+        hit = w.keys[pos] == q
+        out[hit] = w.vals[pos[hit]]
+    return out
 
 
 def exact_at_least(c: torch.Tensor, x: float) -> torch.Tensor:
