@@ -411,6 +411,25 @@ def test_memory_budget_from_argument_environment_and_default(monkeypatch):
             coder_memory_budget(bad)
 
 
+def _assert_face_path_is_optimal(D, x, b, lam):
+    """The large-support path (forced at any K) certified by C1, with the objective of the
+    from-scratch path on every row and at most CLARABEL's on the first two."""
+    import dictopt.lasso as coding
+
+    with mock.patch.object(coding, "GROW_MIN_ATOMS", 0):
+        grown = solve_codes(D, x, lam, bias=b)
+    with mock.patch.object(coding, "GROW_MIN_ATOMS", 10**9):
+        scratch = solve_codes(D, x, lam, bias=b)
+    assert grown.converged and grown.kkt_residual <= 1e-9
+    assert float(kkt_violations(D, x, grown.codes, lam, bias=b).max()) / lam <= 1e-9
+    f_grown = _lasso_objective(D, x, b, grown.codes.numpy(), lam)
+    f_scratch = _lasso_objective(D, x, b, scratch.codes.numpy(), lam)
+    assert np.allclose(f_grown, f_scratch, rtol=1e-9, atol=1e-10)
+    ref = _cvxpy_codes(D, x[:2], b, lam)
+    f_ref = _lasso_objective(D, x[:2], b, ref, lam)
+    assert np.all(f_grown[:2] <= f_ref + 1e-9 * (1 + np.abs(f_ref)))
+
+
 @given(
     seed=st.integers(0, 10_000),
     k=st.integers(1, 60),
@@ -425,23 +444,10 @@ def test_face_inverse_path_gives_the_optimum(seed, k, d, log_lam, n_dup):
     """The large-support path (face inverses held across steps, forced here at small K) gives
     codes certified by C1 with the objective of the from-scratch path and of CLARABEL,
     whatever the supports (duplicate atoms, supports up to d, more atoms than dimensions)."""
-    import dictopt.lasso as coding
-
     lam = 10.0**log_lam
     D, x, b = _problem(seed, n=40, k=k, d=d, sparsity=0.5, noise=0.2)
     D = np.vstack([D, D[: min(n_dup, k)]])
-    with mock.patch.object(coding, "GROW_MIN_ATOMS", 0):
-        grown = solve_codes(D, x, lam, bias=b)
-    with mock.patch.object(coding, "GROW_MIN_ATOMS", 10**9):
-        scratch = solve_codes(D, x, lam, bias=b)
-    assert grown.converged and grown.kkt_residual <= 1e-9
-    assert float(kkt_violations(D, x, grown.codes, lam, bias=b).max()) / lam <= 1e-9
-    f_grown = _lasso_objective(D, x, b, grown.codes.numpy(), lam)
-    f_scratch = _lasso_objective(D, x, b, scratch.codes.numpy(), lam)
-    assert np.allclose(f_grown, f_scratch, rtol=1e-9, atol=1e-10)
-    ref = _cvxpy_codes(D, x[:2], b, lam)
-    f_ref = _lasso_objective(D, x[:2], b, ref, lam)
-    assert np.all(f_grown[:2] <= f_ref + 1e-9 * (1 + np.abs(f_ref)))
+    _assert_face_path_is_optimal(D, x, b, lam)
 
 
 @given(seed=st.integers(0, 10_000), log_lam=st.floats(-1.5, -0.5), group=st.integers(1, 50))
@@ -520,8 +526,6 @@ def test_face_inverse_path_with_nearly_parallel_atoms(seed, log_lam, cos):
     """Pairs of atoms with cosine ``cos`` (poorly conditioned faces: the float32 inverses
     hand such points to the float64 run) still give certified codes with the from-scratch
     path's objective and CLARABEL's."""
-    import dictopt.lasso as coding
-
     lam = 10.0**log_lam
     D, x, b = _problem(seed, n=30, k=40, d=24, sparsity=0.4, noise=0.2)
     rng = np.random.default_rng(seed + 1)
@@ -529,15 +533,4 @@ def test_face_inverse_path_with_nearly_parallel_atoms(seed, log_lam, cos):
     E -= (E * D).sum(axis=1, keepdims=True) * D  # orthogonal to each atom
     E /= np.linalg.norm(E, axis=1, keepdims=True)
     D = np.vstack([D, cos * D + np.sqrt(1 - cos**2) * E])
-    with mock.patch.object(coding, "GROW_MIN_ATOMS", 0):
-        grown = solve_codes(D, x, lam, bias=b)
-    with mock.patch.object(coding, "GROW_MIN_ATOMS", 10**9):
-        scratch = solve_codes(D, x, lam, bias=b)
-    assert grown.converged and grown.kkt_residual <= 1e-9
-    assert float(kkt_violations(D, x, grown.codes, lam, bias=b).max()) / lam <= 1e-9
-    f_grown = _lasso_objective(D, x, b, grown.codes.numpy(), lam)
-    f_scratch = _lasso_objective(D, x, b, scratch.codes.numpy(), lam)
-    assert np.allclose(f_grown, f_scratch, rtol=1e-9, atol=1e-10)
-    ref = _cvxpy_codes(D, x[:2], b, lam)
-    f_ref = _lasso_objective(D, x[:2], b, ref, lam)
-    assert np.all(f_grown[:2] <= f_ref + 1e-9 * (1 + np.abs(f_ref)))
+    _assert_face_path_is_optimal(D, x, b, lam)
