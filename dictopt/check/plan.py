@@ -511,12 +511,7 @@ def _round_threshold(x: float, dtype: torch.dtype, *, up: bool) -> torch.Tensor:
     """The value of ``dtype`` nearest ``x`` on the side ``up`` (``x`` itself if representable),
     as a 0-d tensor of ``dtype`` (so that comparisons stay in ``dtype``)."""
     x64 = torch.tensor(x, dtype=F64)
-    t = x64.to(dtype)
-    if up and float(t) < x:
-        t = torch.nextafter(t, torch.tensor(torch.inf, dtype=dtype))
-    elif not up and float(t) > x:
-        t = torch.nextafter(t, torch.tensor(-torch.inf, dtype=dtype))
-    return t
+    return _round_up(x64, dtype) if up else _round_down(x64, dtype)
 
 
 def _lower_open(
@@ -577,8 +572,7 @@ def _theta_floor(abar_B: torch.Tensor, tau: float, dtype: torch.dtype) -> torch.
     (the whole row is then decided in float64)."""
     est = 1 - tau / abar_B.clamp(min=1e-300)  # θ(c) = τ in exact arithmetic
     est = est - 1e-6 * (1 + est.abs())  # margin for rounding
-    t = est.to(dtype)
-    t = torch.where(t.to(F64) > est, torch.nextafter(t, torch.full_like(t, -torch.inf)), t)
+    t = _round_down(est, dtype)
     ok = ((1 - t.to(F64)) * abar_B >= tau) & torch.isfinite(t) & (abar_B > 0)
     t = torch.where(ok, t, torch.full_like(t, -torch.inf))
     # ā_i = 0: θ_ij = ±0 for every (finite) c, below τ only when τ > 0
