@@ -95,9 +95,11 @@ def pair_violations(
     cq = torch.tensor([float(c.side) for c in cands], dtype=F64)
     steps, deltas = best_pair_steps(D, abar, lam, ci, cj, cq, kappas, t_max)
     out: list[Violation] = []
+    abar_K = abar.tolist()  # the same floats as float(abar[i])
     for n, (i, j, side, val, _) in enumerate(cands):
         c_ij = float(D[i] @ D[j])
-        slope = lam * side * ((1 - c_ij) * float(abar[i]) - val)
+        a_i = abar_K[i]
+        slope = lam * side * ((1 - c_ij) * a_i - val)
         t = steps[n] if t_max[n] > 0 else 0.0
         move = Toward(t, k=j, J=torch.tensor([i]), q=torch.tensor([float(side)]),
                       kappa=kappas[n])
@@ -106,7 +108,7 @@ def pair_violations(
             "C5", i, j, "hierarchy" if strict else ("upper" if side > 0 else "lower"),
             slope, t, slope * t, -deltas[n] if t > 0 else 0.0,
             detail={"side": "upper" if side > 0 else "lower", "H" if side > 0 else "L": val,
-                    "theta": (1 - c_ij) * float(abar[i]), "cos": c_ij, "t_max": t_max[n]},
+                    "theta": (1 - c_ij) * a_i, "cos": c_ij, "t_max": t_max[n]},
             move=move,
         ))
     return out
@@ -125,9 +127,10 @@ def _pair_candidates(
     K = D.shape[0]
     known = plan.known
     out = [
-        PairCandidate(int(known.i[t]), int(known.j[t]), int(known.side[t]),
-                      float(known.value[t]), t < known.n_certified)
-        for t in range(known.i.numel())
+        PairCandidate(i, j, side, value, t < known.n_certified)
+        for t, (i, j, side, value) in enumerate(zip(
+            known.i.tolist(), known.j.tolist(), known.side.tolist(), known.value.tolist(),
+            strict=True))
     ]
     if plan.unknown_keys.numel():
         keyset = set(plan.unknown_keys.tolist())
