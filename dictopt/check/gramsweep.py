@@ -53,7 +53,10 @@ def rounding_margin(atoms_KD: torch.Tensor) -> torch.Tensor:
     K, d = atoms_KD.shape
     u = {torch.float32: 2.0**-24, torch.float64: 2.0**-53}[atoms_KD.dtype]
     gamma = d * u / (1 - d * u)
-    norm = atoms_KD.to(F64).norm(dim=1)
+    # in slices: a float64 copy of the whole dictionary is 1.2 GB at K = 65,536, d = 2,304
+    # (a row's norm does not depend on the other rows)
+    norm = torch.cat([a.to(F64).norm(dim=1) for a in atoms_KD.split(1024)]) if K else \
+        atoms_KD.to(F64).norm(dim=1)
     top = float(norm.max()) if K else 0.0
     return 2 * gamma * norm * top * (1 + 1e-6)
 
