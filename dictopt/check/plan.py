@@ -144,7 +144,7 @@ def decide_pairs(
     sweep = (sweep and len(parts) > 1 and D.device.type == "cpu"
              and D.dtype in (torch.float32, F64)
              and torch.get_float32_matmul_precision() == "highest")
-    window = (_Window.of(D, st1, top, abar, floor, tau, tol, thresholds, dic.has_bias)
+    window = (_Window.of(D, st1, top, abar, floor, tau, tol, thresholds, dic.has_bias, block)
               if sweep else None)
     entries = None
     own = 0
@@ -310,11 +310,14 @@ class _Window(NamedTuple):
     open_keys: torch.Tensor
     """Sorted ``i·K + j`` of the listed pairs left open (``H_ij`` unknown, ``j`` testable,
     ``i ≠ j``)."""
+    mark: torch.Tensor
+    """``[block · K]`` bool, all False between uses: marks a block's listed pairs so that
+    :func:`_block_lookup` searches only the entries that are listed."""
 
     @staticmethod
     def of(D: torch.Tensor, st1: PassOneStats, top: BufferExtremes, abar: torch.Tensor,
            floor: float, tau: float, tol: Tolerances, thresholds: LabelThresholds,
-           has_bias: bool) -> _Window:
+           has_bias: bool, block: int = 0) -> _Window:
         """The window of every row (see :func:`_sweep_block` for why it suffices)."""
         dt, K = D.dtype, D.shape[0]
         ab: AbsorptionThresholds = thresholds.absorption
@@ -354,7 +357,8 @@ class _Window(NamedTuple):
         open_keys = keys[torch.isnan(vals) & col_ok[sj] & (si != sj)]
         return _Window(_round_down(low - delta, dt), _round_up(high + delta, dt), delta,
                        float(t_dup), float(t_anti), float(t_cm), float(t_keep), tol_K, abar,
-                       tau, has_bias, col_ok, keys, vals, open_keys)
+                       tau, has_bias, col_ok, keys, vals, open_keys,
+                       torch.zeros(block * K, dtype=torch.bool, device=D.device))
 
 
 def _sweep_would_decide(rows: torch.Tensor, c: torch.Tensor, w: _Window, st1: PassOneStats,
@@ -480,13 +484,24 @@ def _block_lookup(top: BufferExtremes, w: _Window, P_i: torch.Tensor, P_j: torch
     """:func:`_lookup` with the window's sorted keys, for pairs whose rows lie in
     ``lo_row … hi_row``: searched in the slice of the keys of those rows only."""
     out = top.first[P_i]
-    a, b = torch.searchsorted(w.keys, torch.tensor([lo_row * K, (hi_row + 1) * K],
+    base = lo_row * K
+    a, b = torch.searchsorted(w.keys, torch.tensor([base, (hi_row + 1) * K],
                                                   device=P_i.device)).tolist()
     if b > a and P_i.numel():
         keys, vals = w.keys[a:b], w.vals[a:b]
         q = P_i * K + P_j
-        pos = torch.searchsorted(keys, q).clamp(max=b - a - 1)
-        out = torch.where(keys[pos] == q, vals[pos], out)
+        if w.mark.numel() >= (hi_row - lo_row + 1) * K:
+            # mark the block's listed pairs, search only the entries that hit one
+            local = keys - base
+            w.mark[local] = True
+            sel = w.mark[q - base].nonzero().flatten()
+            w.mark[local] = False
+            q = q[sel]
+            pos = torch.searchsorted(keys, q).clamp(max=b - a - 1)
+            out[sel] = torch.where(keys[pos] == q, vals[pos], out[sel])
+        else:
+            pos = torch.searchsorted(keys, q).clamp(max=b - a - 1)
+            out = torch.where(keys[pos] == q, vals[pos], out)
     return out
 
 
