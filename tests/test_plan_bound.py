@@ -308,6 +308,15 @@ def test_sweep_entries_are_the_windows_of_one_symmetric_matrix():
     want_i, want_j = ((S >= low[:, None]) | (S <= high[:, None])).nonzero(as_tuple=True)
     assert torch.equal(got.i, want_i) and torch.equal(got.j, want_j)
     assert torch.equal(got.value, S[want_i, want_j])
+    # unordered (the planner's): block by block the same entries, in some order
+    from dictopt.check.gramsweep import sweep_blocks
+
+    for lo, e in zip(range(0, K, block), sweep_blocks(D, block, low, high, ordered=False),
+                     strict=True):
+        order = torch.argsort(e.i * K + e.j)
+        mine = (want_i >= lo) & (want_i < lo + block)
+        assert torch.equal(e.i[order], want_i[mine]) and torch.equal(e.j[order], want_j[mine])
+        assert torch.equal(e.value[order], S[want_i[mine], want_j[mine]])
 
 
 def test_rounding_margin_bounds_every_evaluation():
