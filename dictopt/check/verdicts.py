@@ -83,7 +83,7 @@ def pair_violations(
     floor = atom_floor(abar, tol)
     cands = _pair_candidates(st2, plan, D, abar, floor, tol, dic.has_bias)
     # the steps of every certified move at once: the same numbers as best_toward_step's
-    # one-by-one minimisations (a thousand-odd Python-level evaluations per move before)
+    # one-by-one minimisations (one Python-level ΔL evaluation per Brent step before)
     t_max = []
     for i, j, side, _, certify in cands:
         p = pos_of.get(i * K + j)
