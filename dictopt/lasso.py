@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from dictopt.faceinverse import grow_codes
+from dictopt.faceinverse import grow_codes, seed_from_codes
 from dictopt.validation import (
     DictoptInputError,
     check_finite,
@@ -237,8 +237,29 @@ class _Gram:
 
     def __init__(self, D: torch.Tensor, plan: CoderPlan) -> None:
         self.D, self.K = D, D.shape[0]
-        self.G = D @ D.T if plan.gram else None
+        self.gram = plan.gram
+        self._G: torch.Tensor | None = None
+        self._G32: torch.Tensor | None = None
         self.face_bytes = plan.face_bytes
+
+    @property
+    def G(self) -> torch.Tensor | None:
+        """The dense ``D Dᵀ`` when the plan forms it (on first use), else None."""
+        if self.gram and self._G is None:
+            self._G = self.D @ self.D.T
+        return self._G
+
+    def G32(self) -> torch.Tensor:
+        """``D Dᵀ`` in float32 (the face-inverse path's first pass reads only this one: its
+        float32 product costs about half of the float64 one, ~0.7 s of CPU at K = 4,096,
+        d = 768, which that pass then never needs unless points are handed back)."""
+        if self._G32 is None:
+            if self._G is not None:
+                self._G32 = self._G.to(torch.float32)
+            else:
+                D32 = self.D.to(torch.float32)
+                self._G32 = D32 @ D32.T
+        return self._G32
 
     @property
     def device(self) -> torch.device:
@@ -259,7 +280,7 @@ class _Gram:
         the same nonzero eigenvalues, and at K = 4,096, d = 768 the ``K × K`` one cost ~5 s
         of CPU per call."""
         d = self.D.shape[1]
-        small = self.D.T @ self.D if self.G is None or d < self.K else self.G
+        small = self.D.T @ self.D if not self.gram or d < self.K else self.G
         return float(torch.linalg.eigvalsh(small)[-1])
 
     def padded(self, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -284,7 +305,7 @@ class _Gram:
 
     def face_rows(self, S: int) -> int:
         """Most points whose padded face solves (support size ``S``) fit one group."""
-        per_point = 8 * S * (FACE_TENSORS * S + (self.D.shape[1] if self.G is None else 0))
+        per_point = 8 * S * (FACE_TENSORS * S + (0 if self.gram else self.D.shape[1]))
         return max(1, self.face_bytes // max(per_point, 1))
 
 
@@ -690,8 +711,12 @@ def _solve_batch(
         a = init.clone()
     q = y @ D.T - lam
     n_iter = 0
-    if init is None and G.G is not None and D.shape[0] >= GROW_MIN_ATOMS:
-        grown = grow_codes(G.G, D, q, lam, tol, max_iter, G.grow_rows())
+    if G.gram and D.shape[0] >= GROW_MIN_ATOMS:
+        # a warm start seeds the first supports (its values are not needed: the first step
+        # solves on each seed's face)
+        seed = None if init is None else seed_from_codes(init, q, lam, tol)
+        G32 = G.G32() if D.dtype == torch.float64 else None
+        grown = grow_codes(lambda: G.G, D, q, lam, tol, max_iter, G.grow_rows(), seed, G32)
         a, n_iter = grown.codes, grown.steps
     kkt = _point_kkt(D, y, a, lam)
     work = torch.where(kkt > tol)[0]
