@@ -16,11 +16,12 @@ Algorithm (all points at once, in torch, on the atoms' device):
    held per point as a padded list of its support, so only the gradient and the choice of
    atoms touch all K atoms, and every step is one batched Cholesky solve. In exact arithmetic
    this terminates at the exact solution; the solution it returns is exact up to rounding.
-   From :data:`GROW_MIN_ATOMS` atoms (with the Gram matrix formed and no warm start) the
-   steps start in :func:`dictopt.faceinverse.grow_codes`, the same method holding each
-   point's ``G_PP⁻¹`` across steps (block updates for adds and drops) instead of gathering
-   and factoring ``G_PP`` at every step; its points are certified below like any other, and
-   those it hands back or leaves above the tolerance continue here from its codes.
+   From :data:`GROW_MIN_ATOMS` atoms (with the Gram matrix formed) the steps start in
+   :func:`dictopt.faceinverse.grow_codes` (a warm start seeds its first supports), the same
+   method holding each point's ``G_PP⁻¹`` across steps (block updates for adds and drops)
+   instead of gathering and factoring ``G_PP`` at every step; its points are certified below
+   like any other, and those it hands back or leaves above the tolerance continue here from
+   its codes.
 2. **FISTA** (projected, step ``1/‖G‖``, gradient-based restart) for points where the active
    set stalls (linearly dependent supports, e.g. duplicate atoms). Then back to 1.
 
@@ -91,7 +92,7 @@ FACE_TENSORS = 5
 
 
 GROW_MIN_ATOMS = 1024
-"""From this many atoms, when the Gram matrix is formed and no warm start is given, the
+"""From this many atoms, when the Gram matrix is formed, the
 active set starts with :func:`dictopt.faceinverse.grow_codes` (face inverses held across
 steps); every point is still certified here, and finished by the from-scratch steps below
 if needed."""
@@ -774,7 +775,10 @@ def solve_codes(
     max_iter : int
         Bound on active-set plus FISTA steps per batch (not the stopping rule).
     init : array ``[N, K]``, optional
-        Nonnegative warm start (e.g. the previous codes in alternating minimisation).
+        Nonnegative warm start (e.g. the previous codes in alternating minimisation, or an
+        SAE's own codes). From :data:`GROW_MIN_ATOMS` atoms with the Gram matrix formed only
+        its supports are used (they seed :func:`dictopt.faceinverse.grow_codes`); below, the
+        active set starts from its values. The result is the same to rounding either way.
     batch_size : int
         Most points solved together (fewer when ``memory_budget`` requires it).
     dtype : torch.dtype
