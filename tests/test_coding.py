@@ -333,13 +333,14 @@ def _coder_peak_bytes(budget: int) -> int:
                     reason="measures the peak resident size through Linux's /proc")
 def test_coder_working_set_stays_within_its_budget():
     """An 8 MiB budget holds the measured working set (the K × K Gram matrix alone is
-    34 MB); an unbounded solve of the same rows takes over 5× the budget, so the measurement
-    can tell the two apart."""
+    34 MB in float64, 17 MB in the float32 that the face-inverse path reads, the float64 one
+    being formed only for points handed back); an unbounded solve of the same rows takes over
+    4× the budget (measured 39 MB), so the measurement can tell the two apart."""
     budget = 8 * 1024**2
     bounded = _coder_peak_bytes(budget)
     unbounded = _coder_peak_bytes(10**12)
     assert bounded <= budget, (bounded, budget)
-    assert unbounded > 5 * budget, unbounded
+    assert unbounded > 4 * budget, unbounded
 
 
 @settings(max_examples=60, deadline=None)
