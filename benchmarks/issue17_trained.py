@@ -154,7 +154,7 @@ def row(r: dict[str, Any]) -> str:
     same = ("identical" if rep["identical"] else
             f"same counts and verdicts, floats to {rep['largest_relative_difference']:.0e}"
             if rep["other_differences"] == 0 else f"{rep['other_differences']} leaves differ")
-    return (f"| realistic: optimal L0 ≈ data L0 (`{r['sae']}`, N = {r['rows']:,}) | "
+    return (f"| data L0 45, optimal L0 {r['cold']['l0']:.0f} (`{r['sae']}`, N = {r['rows']:,}) | "
             f"optimal L0 {cold['l0']:.1f}, own {own['l0']:.1f} | check CPU: own "
             f"{own['check_cpu_s']:.1f} s, optimal cold {cold['check_cpu_s']:.1f} s "
             f"(**{r['ratio_cold']:.1f}×**), warm {warm['check_cpu_s']:.1f} s "
