@@ -12,8 +12,14 @@ It runs, one after the other, each side in its own process:
    (own codes, hull off: the issue's setting), CPU time (user + system, one thread), wall time
    and peak RSS of both, and the ratios against the targets (time ≤ 2×, peak memory ≤ 1.5×);
 2. **the speed rows** (:mod:`benchmarks.compare.speed`, as ``benchmarks/run.py --only speed``
-   runs them): the joint hull's share of a check, optimal vs own codes, repair held vs cold
-   and, in ``--full``, the whole ``dictopt demo``.
+   runs them): the joint hull's share of a check, optimal vs own codes on a random ReLU SAE
+   (the stress row: optimal L0 334 ≫ data L0 45), repair held vs cold and, in ``--full``,
+   the whole ``dictopt demo``;
+3. with ``--realistic DIR``, the realistic optimal-codes row
+   (:mod:`benchmarks.issue17_trained`): an SAE whose optimal L0 is the data's (≈ 43 against
+   45) at K = 4,096, d = 768, own codes vs optimal codes cold and warm-started, N =
+   ``--realistic-rows`` (``DIR`` from ``python -m benchmarks.issue17_trained build``, or
+   any folder with ``X.npy`` and a native SAE named by ``--realistic-sae``).
 
 Sizes per mode: ``--smoke`` is tiny (the test suite runs it), ``--quick`` (default) is the
 width table's two ``d = 768`` rows that take about a minute each, ``--full`` is the issue's
@@ -75,11 +81,16 @@ def markdown(doc: dict[str, Any]) -> str:
     parts = [head, "", *width_rows(doc["widths"]), ""]
     if doc.get("speed") is not None:  # the README block's table, without its markers
         parts += render_block(doc["speed"]).splitlines()[1:-1]
+    if doc.get("realistic") is not None:
+        from benchmarks.issue17_trained import row as realistic_row
+
+        parts += ["", "| optimal-codes row | shape | figure | reports | target |",
+                  "|---|---|---|---|---|", realistic_row(doc["realistic"])]
     return "\n".join(parts) + "\n"
 
 
 def run(mode: str, sizes: list[tuple[int, int, int]], work: Path, threads: int, l0: int,
-        speed: bool = True) -> dict[str, Any]:
+        speed: bool = True, realistic: tuple[Path, str, int] | None = None) -> dict[str, Any]:
     """Measure the width table at ``sizes`` and the speed rows in ``mode``; the document."""
     from benchmarks.run import run as run_comparisons
 
@@ -93,6 +104,10 @@ def run(mode: str, sizes: list[tuple[int, int, int]], work: Path, threads: int, 
         print(row(r), flush=True)
     if speed:
         doc["speed"] = run_comparisons(mode, ["speed"], threads)
+    if realistic is not None:
+        from benchmarks.issue17_trained import measure as measure_realistic
+
+        doc["realistic"] = measure_realistic(*realistic)
     doc["seconds"] = time.perf_counter() - t0
     doc["load_average_end"] = list(os.getloadavg())
     return doc
@@ -109,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--l0", type=int, default=45)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", type=Path, default=Path("/tmp/dictopt_bench_issue17"))
+    p.add_argument("--realistic", type=Path, default=None,
+                   help="folder with X.npy and the SAE of the realistic optimal-codes row")
+    p.add_argument("--realistic-sae", default="sae")
+    p.add_argument("--realistic-rows", type=int, default=2000)
     p.add_argument("--json", type=Path, default=None, help="write the figures here")
     p.add_argument("--md", type=Path, default=None, help="write the markdown tables here")
     args = p.parse_args(argv)
@@ -117,7 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: --sizes: {e}", file=sys.stderr)
         return 2
-    doc = run(args.mode, sizes, args.work, args.threads, args.l0, speed=not args.no_speed)
+    realistic = None
+    if args.realistic is not None:
+        if not (args.realistic / args.realistic_sae).exists():
+            print(f"error: --realistic: no SAE {args.realistic_sae!r} in {args.realistic}; "
+                  "make one with `python -m benchmarks.issue17_trained build --work DIR`",
+                  file=sys.stderr)
+            return 2
+        realistic = (args.realistic, args.realistic_sae, args.realistic_rows)
+    doc = run(args.mode, sizes, args.work, args.threads, args.l0, speed=not args.no_speed,
+              realistic=realistic)
     page = markdown(doc)
     if args.json is not None:
         args.json.write_text(json.dumps(doc, indent=1) + "\n")

@@ -52,7 +52,7 @@ def make_coder(dictionary: Dictionary, codes: Any) -> tuple[CodesMode, Coder]:
             mode: CodesMode = "own" if dictionary.encoder is not None else "optimal"
             return mode, lambda x, start: dictionary.encode(x)
         if codes == "optimal":
-            return "optimal", lambda x, start: dictionary.optimal_codes(x)
+            return "optimal", optimal_coder(dictionary)
         raise DictoptInputError(f"codes: expected 'own' or 'optimal', got {codes!r}")
     if callable(codes):
         return "given", lambda x, start: codes(x)
@@ -62,6 +62,35 @@ def make_coder(dictionary: Dictionary, codes: Any) -> tuple[CodesMode, Coder]:
             f"codes: expected shape [N, K={dictionary.K}], got {tuple(arr.shape)}"
         )
     return "given", lambda x, start: arr[start : start + x.shape[0]]
+
+
+WARM_START = False
+"""Whether the optimal codes of a dictionary with an encoder start from its own codes
+(:func:`optimal_coder`)."""
+
+
+def optimal_coder(dictionary: Dictionary, warm_start: bool | None = None) -> Coder:
+    """The coder of ``codes="optimal"``: the exact nonnegative lasso, per chunk.
+
+    Parameters
+    ----------
+    dictionary:
+        The canonical dictionary (with λ).
+    warm_start:
+        Start the exact coder from the dictionary's own codes (when it has an encoder): their
+        supports seed the active set (:func:`dictopt.faceinverse.seed_from_codes`). The codes
+        returned are the same to rounding (the stopping rule is C1's KKT residual either
+        way, and the lasso solution is unique for atoms in general position); only the work
+        differs. Default :data:`WARM_START`.
+
+    Returns
+    -------
+    Coder
+    """
+    warm = WARM_START if warm_start is None else warm_start
+    if warm and dictionary.encoder is not None:
+        return lambda x, start: dictionary.optimal_codes(x, init=dictionary.encode(x))
+    return lambda x, start: dictionary.optimal_codes(x)
 
 
 def chunk_codes(

@@ -38,7 +38,8 @@ from-scratch face solves. Returned codes are always feasible (nonnegative).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 
@@ -66,6 +67,27 @@ KEEP_POSITIVE_ROUNDS = 8
 """An add whose face solve makes some joining atoms non-positive drops those (keeping the
 worst violator) and solves again, up to this many times; then, or when only the worst
 violator is non-positive, the worst violator stays alone."""
+
+
+MULTI_DROP_MAX = 64
+"""Most multi-drops (:func:`_multi_drop`) per point: their acceptance compares objectives
+tracked in rounding, so their number is bounded (Lawson–Hanson's single drops terminate)."""
+
+MULTI_DROP_ROUNDS = 4
+"""Most extra rounds of dropping non-positive atoms in one multi-drop."""
+
+RECON_SLOTS = 8
+"""``a D`` comes from the support's atoms (:meth:`_Group.recon`) while the slots per point
+are fewer than ``K`` / this (the gather of ``S`` atoms costs more per value than the dense
+product's ``K``)."""
+
+SEED_QUANTILE = 0.9
+"""A seed holds at most this quantile (over the points) of the warm start's support sizes
+(the atoms with the largest ``q``): at K = 4,096 an SAE's own L0 of 45 on average came with
+single points of 168 atoms, which set the width of every step of their group."""
+
+SEED_ROUNDS = 16
+"""Most rounds of dropping a seed face's non-positive atoms (then the usual add's rules)."""
 
 
 ROUGH_MARGIN = 1e-2
@@ -203,6 +225,18 @@ class _Group:
         a = torch.zeros(v.shape[0], K, dtype=v.dtype, device=v.device)
         return a.scatter_add_(1, self.idx[rows], v)
 
+    def recon(self, rows: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+        """``a D`` for the codes of ``rows`` (``[len(rows), d]`` in ``D``'s dtype): the sum of
+        the support's atoms weighted by their codes (``embedding_bag``, which reads the rows
+        of ``D`` in place: ``S · d`` per point against ``K · d`` for the dense product, and
+        ~10× faster than gathering the atoms first) while the slots are few next to ``K``."""
+        K = D.shape[0]
+        if RECON_SLOTS * self.S > K:
+            return self.dense(rows, K).to(D.dtype) @ D
+        v = torch.where(self.valid[rows], self.val[rows], 0.0).to(D.dtype)
+        return torch.nn.functional.embedding_bag(self.idx[rows], D, per_sample_weights=v,
+                                                 mode="sum")
+
     def solve(self, rows: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """``z = H q_P`` on the valid slots of ``rows`` (``q`` is the group's ``[n, K]``)."""
         q_S = torch.where(self.valid[rows], torch.gather(q[rows], 1, self.idx[rows]), 0.0)
@@ -248,10 +282,14 @@ class _Group:
         return sane
 
     def add(self, G: torch.Tensor, rows: torch.Tensor, atoms: torch.Tensor,
-            take: torch.Tensor, well_pivot: float = SCHUR_WELL) -> torch.Tensor:
+            take: torch.Tensor, well_pivot: float = SCHUR_WELL,
+            D: torch.Tensor | None = None) -> torch.Tensor:
         """Join ``atoms [r, M]`` where ``take`` (a prefix per row) to the supports of ``rows``,
         in the first free slots, in order, marked ``fresh``. Returns ``well``:
-        whether the Schur complement was well conditioned (if not, nothing changed)."""
+        whether the Schur complement was well conditioned (if not, nothing changed).
+        With the atoms ``D`` (in ``G``'s dtype) the new atoms' Gram block is their product
+        (``M² d`` per point, read in rows) instead of ``M²`` scattered reads of ``G``: for a
+        seed's many atoms those reads wait on memory (~50 ns each at K = 4,096)."""
         K = G.shape[0]
         r, M = atoms.shape
         self.make_room(M)
@@ -260,10 +298,17 @@ class _Group:
         slots = torch.argsort(self.valid[rows].to(torch.int8), dim=1, stable=True)[:, :M]
         idx, valid = self.idx[rows], self.valid[rows]
         pair = take[:, :, None] & valid[:, None, :]
-        Gp = torch.where(pair, G.reshape(-1)[atoms[:, :, None] * K + idx[:, None, :]], 0.0)
+        if bool(valid.any()):
+            Gp = torch.where(pair, G.reshape(-1)[atoms[:, :, None] * K + idx[:, None, :]], 0.0)
+        else:  # empty faces
+            Gp = torch.zeros(r, M, S, dtype=G.dtype, device=G.device)
         nn = take[:, :, None] & take[:, None, :]
         eye = torch.eye(M, dtype=G.dtype, device=G.device)
-        Gnn = torch.where(nn, G.reshape(-1)[atoms[:, :, None] * K + atoms[:, None, :]], eye)
+        if D is None:
+            Gnn = torch.where(nn, G.reshape(-1)[atoms[:, :, None] * K + atoms[:, None, :]], eye)
+        else:
+            Dn = D[atoms]
+            Gnn = torch.where(nn, Dn @ Dn.transpose(1, 2), eye)
         Hs = self.take_H(rows)
         B = Hs @ Gp.transpose(1, 2)  # [r, S, M]
         C = Gnn - Gp @ B
@@ -297,35 +342,104 @@ class _Group:
         return well
 
 
+Seed = tuple[torch.Tensor, torch.Tensor]
+"""A first support per point: atoms ``[n, M]`` and ``take [n, M]`` (a prefix per row), the
+first atom a violator of C1 at zero codes (see :func:`seed_from_codes`)."""
+
+
+def seed_from_codes(init: torch.Tensor, q: torch.Tensor, lam: float, tol: float) -> Seed:
+    """The supports of warm-start codes ``init [n, K]`` as a :data:`Seed`, each ordered by
+    ``q = D y − λ`` (largest first, so the first atom is the worst C1 violator of the seed at
+    zero codes). A point whose seed holds no violator at zero codes gets no seed (its first
+    step is then the usual add from zero codes)."""
+    P = init > 0
+    count = P.sum(dim=1)
+    # every point's seed is padded to the widest one, and every later step works at that
+    # width: the few points with many more atoms than the rest keep their strongest ones
+    M = max(int(torch.quantile(count.double(), SEED_QUANTILE)) if P.numel() else 0, 1)
+    key = torch.where(P, q, torch.tensor(float("-inf"), dtype=q.dtype, device=q.device))
+    top_v, top_j = key.topk(min(M, q.shape[1]), dim=1)
+    take = (top_v > float("-inf")) & (top_v[:, :1] > tol * lam)
+    return torch.where(take, top_j, 0), take
+
+
+def _multi_drop(
+    st: _Group, rows: torch.Tensor, nonpos: torch.Tensor, valid: torch.Tensor, q: torch.Tensor,
+    fval: torch.Tensor, opt: torch.Tensor, jumps: torch.Tensor, face: Any,
+) -> torch.Tensor:
+    """After a blocked step of the points ``rows``: drop every other atom whose face solve
+    was non-positive (``nonpos & valid`` on the slots before the step) at once and solve
+    again (dropping the new non-positive atoms, up to :data:`MULTI_DROP_ROUNDS` times). If
+    the face optimum is then positive and its objective ``−½ q_Pᵀ z`` below the tracked
+    objective of the codes, the point jumps there (optimal on its face). Returns ``[len(rows)]``
+    bool: the points that could not (their codes are feasible but off the path: hand them
+    back). Lawson–Hanson drops one atom per blocked step: when an add makes many atoms
+    leave, that is one face solve per leaving atom, for every point of the group in lockstep.
+    """
+    sane = st.drop(rows, nonpos & st.valid[rows] & valid)
+    z = face(rows)
+    for _ in range(MULTI_DROP_ROUNDS):
+        bad = st.valid[rows] & (z <= 0)
+        b = torch.where(bad.any(dim=1))[0]
+        if not b.numel():
+            break
+        sane[b] &= st.drop(rows[b], bad[b])
+        z[b] = face(rows[b])
+    valid_now = st.valid[rows]
+    q_P = torch.where(valid_now, torch.gather(q[rows], 1, st.idx[rows]), 0.0)
+    f_z = -0.5 * (q_P * z).sum(dim=1)
+    ok = sane & ((z > 0) | ~valid_now).all(dim=1) & (f_z < fval[rows])
+    jumps[rows] += 1
+    a = torch.where(ok)[0]
+    if a.numel():
+        st.val[rows[a]] = torch.where(valid_now[a], z[a], 0.0)
+        fval[rows[a]] = f_z[a]
+        opt[rows[a]] = True
+    return ~ok
+
+
 def grow_codes(
-    G: torch.Tensor, D: torch.Tensor, q: torch.Tensor, lam: float, tol: float,
-    max_steps: int, group_rows: int,
+    G: torch.Tensor | Callable[[], torch.Tensor], D: torch.Tensor, q: torch.Tensor, lam: float,
+    tol: float, max_steps: int, group_rows: int, seed: Seed | None = None,
+    G32: torch.Tensor | None = None,
 ) -> GrowResult:
-    """Lawson–Hanson from zero codes with the face inverses held across steps.
+    """Lawson–Hanson from zero codes (or a seed support) with the face inverses held across
+    steps.
 
     Parameters
     ----------
-    G : ``[K, K]`` Gram matrix ``D Dᵀ``.
+    G : ``[K, K]`` Gram matrix ``D Dᵀ``, or a function giving it (called only when needed:
+        float64 problems with ``G32`` read it only for the points their first pass hands back).
     D : ``[K, d]`` atoms.
     q : ``[n, K]`` ``D y − λ`` per point.
     lam, tol : λ and the relative C1 tolerance for choosing violators.
     max_steps : most lockstep iterations per group.
     group_rows : points per group (each holds ``S × S`` inverses).
+    seed : optional first supports (:func:`seed_from_codes`, e.g. an SAE's own codes): the
+        first step joins them all to the empty face instead of the worst violators (the
+        usual add: joining atoms whose code comes out non-positive leave, the first one stays),
+        and the steps go on from that face's optimum. Only the number of steps depends on
+        it; the stopping rule is the same.
+    G32 : optional float32 copy of ``G`` for the first pass of float64 problems (else
+        ``G`` rounded).
 
     Returns
     -------
     GrowResult
     """
+    full = (lambda: G) if isinstance(G, torch.Tensor) else G
     if q.dtype != torch.float64:
-        return _grow_all(G, D, q, lam, tol, max_steps, group_rows, low=False)
+        return _grow_all(full(), D, q, lam, tol, max_steps, group_rows, low=False, seed=seed)
     # float64 problems hold the inverses (and read the Gram matrix) in float32 first: half
     # the memory traffic of every update, the face optimum refined in float64 at the end;
     # points that this hands back (poorly conditioned faces) run again in float64
-    first = _grow_all(G.to(torch.float32), D, q, lam, tol, max_steps, group_rows, low=True)
+    first = _grow_all(full().to(torch.float32) if G32 is None else G32, D, q, lam, tol,
+                      max_steps, group_rows, low=True, seed=seed)
     h = torch.where(first.handed)[0]
     if not h.numel():
         return first
-    again = _grow_all(G, D, q[h], lam, tol, max_steps, group_rows, low=False)
+    again = _grow_all(full(), D, q[h], lam, tol, max_steps, group_rows, low=False,
+                      seed=None if seed is None else (seed[0][h], seed[1][h]))
     first.codes[h] = again.codes
     first.handed[h] = again.handed
     return GrowResult(first.codes, max(first.steps, again.steps), first.handed)
@@ -333,7 +447,7 @@ def grow_codes(
 
 def _grow_all(
     G: torch.Tensor, D: torch.Tensor, q: torch.Tensor, lam: float, tol: float,
-    max_steps: int, group_rows: int, low: bool,
+    max_steps: int, group_rows: int, low: bool, seed: Seed | None = None,
 ) -> GrowResult:
     n, K = q.shape
     codes = torch.zeros(n, K, dtype=q.dtype, device=q.device)
@@ -341,7 +455,10 @@ def _grow_all(
     steps = 0
     stores = _Stores(G.dtype, q.device)
     for lo in range(0, n, group_rows):
-        a, s, h = _grow_group(G, D, q[lo : lo + group_rows], lam, tol, max_steps, stores, low)
+        part = None if seed is None else (seed[0][lo : lo + group_rows],
+                                          seed[1][lo : lo + group_rows])
+        a, s, h = _grow_group(G, D, q[lo : lo + group_rows], lam, tol, max_steps, stores, low,
+                              part)
         codes[lo : lo + group_rows], handed[lo : lo + group_rows] = a, h
         steps = max(steps, s)
     return GrowResult(codes, steps, handed)
@@ -349,12 +466,14 @@ def _grow_all(
 
 def _grow_group(
     G: torch.Tensor, D: torch.Tensor, q: torch.Tensor, lam: float, tol: float, max_steps: int,
-    stores: _Stores, low: bool,
+    stores: _Stores, low: bool, seed: Seed | None = None,
 ) -> tuple[torch.Tensor, int, torch.Tensor]:
     n, K = q.shape
     dev = q.device
     st = _Group(n, 64, stores, q.dtype)
     opt = torch.ones(n, dtype=torch.bool, device=dev)  # zero codes: optimal on the empty face
+    fval = torch.zeros(n, dtype=q.dtype, device=dev)  # the objective at the codes (tracked)
+    jumps = torch.zeros(n, dtype=torch.long, device=dev)  # multi-drops taken per point
     live = torch.ones(n, dtype=torch.bool, device=dev)
     # points near their optimum (rough violations all below ROUGH_MARGIN λ) solve their faces
     # as a correction from their codes with float64 violations, z = a + H (q − a G)_P: the
@@ -373,7 +492,7 @@ def _grow_group(
         r = torch.where(p)[0]
         rp = rows[r]
         valid = st.valid[rp]
-        g = q[rp] - (st.dense(rp, K) @ D) @ D.T
+        g = q[rp] - st.recon(rp, D) @ D.T
         e = torch.where(valid, torch.gather(g, 1, st.idx[rp]), 0.0)
         z[r] = torch.where(valid, st.val[rp] + st.times_H(rp, e), 0.0)
         return z
@@ -394,16 +513,25 @@ def _grow_group(
             out_handed[orig[fin]] = handed[fin]
             st.keep(keep)
             opt, live, handed, q, orig = opt[keep], live[keep], handed[keep], q[keep], orig[keep]
-            precise = precise[keep]
+            precise, fval, jumps = precise[keep], fval[keep], jumps[keep]
         st.fresh.zero_()
         # adds wait until every point is optimal on its face: one gradient call for all
         o = torch.where(live & opt)[0] if bool((opt | ~live).all()) else opt[:0].nonzero()[:, 0]
+        if seed is not None and steps == 1:
+            # the first step joins the seed supports to the empty faces (no gradient); a
+            # point whose seed is ill-conditioned starts from zero codes at the next step
+            s_j, s_take = seed
+            o = torch.where(s_take[:, 0])[0]
+            if o.numel():
+                width = int(s_take[o].sum(dim=1).max())
+                st.add(G, o, s_j[o, :width], s_take[o, :width], well_pivot, D_r)
+            o = o[:0]
         if o.numel():
             # the violations q − a G, through D (K·d per point, one BLAS-3 call), in float32
             # while they only choose atoms; points whose rough violations are all below
             # ROUGH_MARGIN λ get them in full precision, and the face refinement with them
-            a_o, valid_o = st.dense(o, K), st.valid[o]
-            viol = (q[o].to(D_r.dtype) - (a_o.to(D_r.dtype) @ D_r) @ D_r.T).to(q.dtype)
+            valid_o = st.valid[o]
+            viol = (q[o].to(D_r.dtype) - st.recon(o, D_r) @ D_r.T).to(q.dtype)
             mask = torch.where(valid_o, -inf, inf)
             near = viol.scatter_reduce(1, st.idx[o], mask, reduce="amin").amax(dim=1)
             ex = torch.where(near <= ROUGH_MARGIN * lam)[0] if rough else torch.arange(
@@ -413,11 +541,11 @@ def _grow_group(
                 # are float32 and their rounding accumulates over the updates): (q − a G)_P
                 # is zero at the exact one; the last violations are those of the last codes
                 oe = o[ex]
-                valid_e, idx_e, a_e = valid_o[ex], st.idx[oe], a_o[ex]
+                valid_e, idx_e = valid_o[ex], st.idx[oe]
                 loose = torch.zeros(oe.shape[0], dtype=torch.bool, device=dev)
                 spent, prev = loose, torch.full_like(loose, float("inf"), dtype=q.dtype)
                 for rnd in range(REFINE_ROUNDS if low else 1):
-                    g = q[oe] - (a_e @ D) @ D.T
+                    g = q[oe] - st.recon(oe, D) @ D.T
                     e_P = torch.where(valid_e, torch.gather(g, 1, idx_e), 0.0)
                     if low:
                         # refine until at rounding level: far below the tolerance, or no
@@ -436,7 +564,6 @@ def _grow_group(
                     st.val[oe] = torch.where(keep, fixed, st.val[oe])
                     if low and not bool(keep.any()):
                         break
-                    a_e = st.dense(oe, K)
                 viol[ex] = g  # float64 mode: before its one refinement, as Lawson–Hanson's
                 precise[oe] = rough
                 if bool(spent.any()):  # refinement too slow: the float32 inverses drifted
@@ -474,6 +601,18 @@ def _grow_group(
         z = face(w)
         added = st.fresh[w]
         first = added & (slots == added.to(torch.int8).argmax(dim=1, keepdim=True))
+        if seed is not None and steps == 1:
+            # a seed face: any subset of it is a valid start, so its non-positive atoms all
+            # leave (the first one too) until the rest is positive on its face
+            for _ in range(SEED_ROUNDS):
+                bad = added & (z <= 0)
+                f = torch.where(bad.any(dim=1))[0]
+                if not f.numel():
+                    break
+                st.drop(w[f], bad[f])
+                z[f] = face(w[f])
+                added[f] &= st.valid[w[f]]
+            first = added & (slots == added.to(torch.int8).argmax(dim=1, keepdim=True))
         failed = (added & (z <= 0)).any(dim=1)
         for _ in range(KEEP_POSITIVE_ROUNDS):  # drop the non-positive adds, solve again
             bad = added & (z <= 0)
@@ -521,12 +660,26 @@ def _grow_group(
         new = torch.where(valid, val + t[:, None] * (zg - val), 0.0).clamp(min=0)
         hit = t < 1
         new[hit, blocking[hit]] = 0.0
+        # the objective ½ aᵀGa − qᵀa along the step: with f(z) = −½ q_Pᵀ z on the face,
+        # f(a + t (z − a)) = f(a) − (2t − t²) (f(a) − f(z))
+        q_P = torch.where(valid, torch.gather(q[wg], 1, st.idx[wg]), 0.0)
+        f_z = -0.5 * (q_P * zg).sum(dim=1)
+        fval[wg] -= (2 * t - t * t) * (fval[wg] - f_z)
         st.val[wg] = new
         sane = st.drop(wg, valid & (new <= 0))
         opt[wg] = ~hit | ~st.valid[wg].any(dim=1)
         insane = wg[~sane]
         handed[insane] = True
         live[insane] = False
+        # (the float32 pass only: a point it cannot take hands back to the float64 run,
+        # which keeps to single drops)
+        jump = torch.where(hit & sane & (jumps[wg] < (MULTI_DROP_MAX if low else 0))
+                           & ((valid & (zg <= 0)).sum(dim=1) > 1))[0]
+        if jump.numel():
+            off = wg[jump][_multi_drop(st, wg[jump], zg[jump] <= 0, valid[jump], q, fval,
+                                       opt, jumps, face)]
+            handed[off] = True
+            live[off] = False
     out[orig] = st.dense(torch.arange(orig.shape[0], device=dev), K)
     out_handed[orig] = handed | live  # live: the step budget is spent
     return out, steps, out_handed

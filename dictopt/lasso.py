@@ -16,11 +16,12 @@ Algorithm (all points at once, in torch, on the atoms' device):
    held per point as a padded list of its support, so only the gradient and the choice of
    atoms touch all K atoms, and every step is one batched Cholesky solve. In exact arithmetic
    this terminates at the exact solution; the solution it returns is exact up to rounding.
-   From :data:`GROW_MIN_ATOMS` atoms (with the Gram matrix formed and no warm start) the
-   steps start in :func:`dictopt.faceinverse.grow_codes`, the same method holding each
-   point's ``G_PP⁻¹`` across steps (block updates for adds and drops) instead of gathering
-   and factoring ``G_PP`` at every step; its points are certified below like any other, and
-   those it hands back or leaves above the tolerance continue here from its codes.
+   From :data:`GROW_MIN_ATOMS` atoms (with the Gram matrix formed) the steps start in
+   :func:`dictopt.faceinverse.grow_codes` (a warm start seeds its first supports), the same
+   method holding each point's ``G_PP⁻¹`` across steps (block updates for adds and drops)
+   instead of gathering and factoring ``G_PP`` at every step; its points are certified below
+   like any other, and those it hands back or leaves above the tolerance continue here from
+   its codes.
 2. **FISTA** (projected, step ``1/‖G‖``, gradient-based restart) for points where the active
    set stalls (linearly dependent supports, e.g. duplicate atoms). Then back to 1.
 
@@ -50,7 +51,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from dictopt.faceinverse import grow_codes
+from dictopt.faceinverse import grow_codes, seed_from_codes
 from dictopt.validation import (
     DictoptInputError,
     check_finite,
@@ -91,7 +92,7 @@ FACE_TENSORS = 5
 
 
 GROW_MIN_ATOMS = 1024
-"""From this many atoms, when the Gram matrix is formed and no warm start is given, the
+"""From this many atoms, when the Gram matrix is formed, the
 active set starts with :func:`dictopt.faceinverse.grow_codes` (face inverses held across
 steps); every point is still certified here, and finished by the from-scratch steps below
 if needed."""
@@ -237,8 +238,29 @@ class _Gram:
 
     def __init__(self, D: torch.Tensor, plan: CoderPlan) -> None:
         self.D, self.K = D, D.shape[0]
-        self.G = D @ D.T if plan.gram else None
+        self.gram = plan.gram
+        self._G: torch.Tensor | None = None
+        self._G32: torch.Tensor | None = None
         self.face_bytes = plan.face_bytes
+
+    @property
+    def G(self) -> torch.Tensor | None:
+        """The dense ``D Dᵀ`` when the plan forms it (on first use), else None."""
+        if self.gram and self._G is None:
+            self._G = self.D @ self.D.T
+        return self._G
+
+    def G32(self) -> torch.Tensor:
+        """``D Dᵀ`` in float32 (the face-inverse path's first pass reads only this one: its
+        float32 product costs about half of the float64 one, ~0.7 s of CPU at K = 4,096,
+        d = 768, which that pass then never needs unless points are handed back)."""
+        if self._G32 is None:
+            if self._G is not None:
+                self._G32 = self._G.to(torch.float32)
+            else:
+                D32 = self.D.to(torch.float32)
+                self._G32 = D32 @ D32.T
+        return self._G32
 
     @property
     def device(self) -> torch.device:
@@ -259,7 +281,7 @@ class _Gram:
         the same nonzero eigenvalues, and at K = 4,096, d = 768 the ``K × K`` one cost ~5 s
         of CPU per call."""
         d = self.D.shape[1]
-        small = self.D.T @ self.D if self.G is None or d < self.K else self.G
+        small = self.D.T @ self.D if not self.gram or d < self.K else self.G
         return float(torch.linalg.eigvalsh(small)[-1])
 
     def padded(self, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -284,7 +306,7 @@ class _Gram:
 
     def face_rows(self, S: int) -> int:
         """Most points whose padded face solves (support size ``S``) fit one group."""
-        per_point = 8 * S * (FACE_TENSORS * S + (self.D.shape[1] if self.G is None else 0))
+        per_point = 8 * S * (FACE_TENSORS * S + (0 if self.gram else self.D.shape[1]))
         return max(1, self.face_bytes // max(per_point, 1))
 
 
@@ -690,8 +712,12 @@ def _solve_batch(
         a = init.clone()
     q = y @ D.T - lam
     n_iter = 0
-    if init is None and G.G is not None and D.shape[0] >= GROW_MIN_ATOMS:
-        grown = grow_codes(G.G, D, q, lam, tol, max_iter, G.grow_rows())
+    if G.gram and D.shape[0] >= GROW_MIN_ATOMS:
+        # a warm start seeds the first supports (its values are not needed: the first step
+        # solves on each seed's face)
+        seed = None if init is None else seed_from_codes(init, q, lam, tol)
+        G32 = G.G32() if D.dtype == torch.float64 else None
+        grown = grow_codes(lambda: G.G, D, q, lam, tol, max_iter, G.grow_rows(), seed, G32)
         a, n_iter = grown.codes, grown.steps
     kkt = _point_kkt(D, y, a, lam)
     work = torch.where(kkt > tol)[0]
@@ -749,7 +775,10 @@ def solve_codes(
     max_iter : int
         Bound on active-set plus FISTA steps per batch (not the stopping rule).
     init : array ``[N, K]``, optional
-        Nonnegative warm start (e.g. the previous codes in alternating minimisation).
+        Nonnegative warm start (e.g. the previous codes in alternating minimisation, or an
+        SAE's own codes). From :data:`GROW_MIN_ATOMS` atoms with the Gram matrix formed only
+        its supports are used (they seed :func:`dictopt.faceinverse.grow_codes`); below, the
+        active set starts from its values. The result is the same to rounding either way.
     batch_size : int
         Most points solved together (fewer when ``memory_budget`` requires it).
     dtype : torch.dtype

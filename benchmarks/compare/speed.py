@@ -259,7 +259,8 @@ def summarise(mode: str, sides: dict[str, Any]) -> Result:
     r_cache = ratio(Timing.from_dict(twice["timing"]), Timing.from_dict(opt["timing"]))
     o = s["opt"]
     rows.append(Row(
-        comparison="check with optimal codes vs own codes (and vs solving them in both passes)",
+        comparison="stress: optimal L0 ≫ data L0 — check with optimal codes vs own codes "
+                   "(and vs solving them in both passes)",
         problem=f"random ReLU SAE K={o['K']}, d={o['d']}, N={o['N']}, data L0 {OPT_L0}; "
                 f"optimal-codes L0 {opt['l0']:.1f}",
         figure=f"optimal / own {fmt_ratio(r_opt)}"
