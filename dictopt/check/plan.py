@@ -23,6 +23,7 @@ from dictopt.check.absorption import (
     candidate_block,
     merge_candidate_keys,
 )
+from dictopt.check.blocks import pair_dots
 from dictopt.check.conditions import atom_floor
 from dictopt.check.gramsweep import rounding_margin, sweep_blocks
 from dictopt.check.pairs import BufferExtremes, buffer_extremes, dense_extremes
@@ -181,7 +182,7 @@ def decide_pairs(
     li, lj, lc = (torch.cat([b.labels[c] for b in blocks]) for c in range(3))
     # rank known violations by slope λ·side·(θ_ij − value); only the first
     # max_pair_certificates get step bounds
-    fc = (D[fi] * D[fj]).sum(1).to(F64)
+    fc = pair_dots(D, fi, fj).to(F64)  # blocks of pairs: no [F, d] gathers (issue #17)
     fslope = lam * fside * ((1 - fc) * abar[fi] - fval)
     order = argsort_stable(-fslope)
     fi, fj, fside, fval = (t[order] for t in (fi, fj, fside, fval))
