@@ -80,6 +80,21 @@ def _world(seed: int, K: int, N: int, d: int):
     return dic, torch.tensor(x, dtype=torch.float32), torch.tensor(A, dtype=torch.float32)
 
 
+def _checked(dic, x, A):
+    """The report of a check on ``A``'s codes, with the plan its planner made."""
+    calls = []
+    real = plan.decide_pairs
+
+    def recorded(*a, **k):
+        calls.append(real(*a, **k))
+        return calls[-1]
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("dictopt.check.checker.decide_pairs", recorded)
+        rep = check(dic, x, codes=A, lam=0.05, hull=False, amortisation="off", chunk_size=17)
+    return rep, calls[0]
+
+
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 10_000), K=st.integers(12, 40), N=st.integers(20, 80),
        d=st.sampled_from([8, 33]))
@@ -91,14 +106,9 @@ def test_one_pair_blocks_write_the_same_report(seed, K, N, d):
             if budget is not None:  # one pair per block: every block boundary is exercised
                 m.setattr(plan, "pair_dots", functools.partial(pair_dots, budget=budget))
                 m.setattr(absorption, "pair_dots", functools.partial(pair_dots, budget=budget))
-            calls = []
-            real = plan.decide_pairs
-            m.setattr("dictopt.check.checker.decide_pairs",
-                      lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
-            rep = check(dic, x, codes=A, lam=0.05, hull=False, amortisation="off",
-                        chunk_size=17)
+            rep, pairs = _checked(dic, x, A)
         out.append(golden.render(rep))
-        known.append(int(calls[0].known.i.numel()))
+        known.append(int(pairs.known.i.numel()))
     assert known[0] == known[1]
     assert out[0] == out[1]
 
@@ -106,11 +116,5 @@ def test_one_pair_blocks_write_the_same_report(seed, K, N, d):
 def test_the_world_has_known_pair_violations():
     """The end-to-end test above is not vacuous: its worlds have known C5 violations (whose
     cosines ``pair_dots`` computes in the planner)."""
-    dic, x, A = _world(0, 30, 60, 8)
-    calls = []
-    real = plan.decide_pairs
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr("dictopt.check.checker.decide_pairs",
-                  lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
-        check(dic, x, codes=A, lam=0.05, hull=False, amortisation="off", chunk_size=17)
-    assert calls[0].known.i.numel() > 1
+    _, pairs = _checked(*_world(0, 30, 60, 8))
+    assert pairs.known.i.numel() > 1
