@@ -1,8 +1,9 @@
-"""Pair cosines a block of pairs at a time (issue #17: the gathers ``D[i] * D[j]`` of every
-known C5 violation at once were the check's peak memory at K = 65,536, d = 2,304): the blocked
-dot products equal the unblocked ones bit for bit, float64 rows on demand equal rows of a
-float64 copy, and a check whose planner and absorption statistics use one-pair blocks writes
-the same report, byte for byte."""
+"""Blocked per-pair and per-atom work (issue #17: the gathers ``D[i] * D[j]`` of every known
+C5 violation at once were the check's peak memory at K = 65,536, d = 2,304, and C2's split
+of the gradients the next): the blocked dot products equal the unblocked ones bit for bit,
+float64 rows on demand equal rows of a float64 copy, a check whose planner, absorption
+statistics and C2 split use one-row blocks writes the same report, byte for byte, and the
+released gradients cannot be read by mistake."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dictopt.check.absorption as absorption
+import dictopt.check.conditions as conditions
 import dictopt.check.plan as plan
 from dictopt.check import check
 from dictopt.check.blocks import pair_dots
@@ -80,19 +82,30 @@ def _world(seed: int, K: int, N: int, d: int):
     return dic, torch.tensor(x, dtype=torch.float32), torch.tensor(A, dtype=torch.float32)
 
 
-def _checked(dic, x, A):
-    """The report of a check on ``A``'s codes, with the plan its planner made."""
-    calls = []
-    real = plan.decide_pairs
+def _checked(dic, x, A, with_conditions=False):
+    """The report of a check on ``A``'s codes, with the plan its planner made (and the C1–C4
+    violations, whose moves the report rounds)."""
+    calls, conds = [], []
+    real, real_conditions = plan.decide_pairs, conditions.atom_conditions
 
     def recorded(*a, **k):
         calls.append(real(*a, **k))
         return calls[-1]
 
+    def recorded_conditions(*a, **k):
+        conds.append(real_conditions(*a, **k))
+        return conds[-1]
+
     with pytest.MonkeyPatch.context() as m:
         m.setattr("dictopt.check.checker.decide_pairs", recorded)
+        m.setattr("dictopt.check.checker.atom_conditions", recorded_conditions)
         rep = check(dic, x, codes=A, lam=0.05, hull=False, amortisation="off", chunk_size=17)
-    return rep, calls[0]
+    return (rep, calls[0], conds[0][0]) if with_conditions else (rep, calls[0])
+
+
+def _rotations(violations):
+    """``(k, step, u)`` of the C2 rotations, ``u`` exact."""
+    return [(v.i, v.step, v.move.u) for v in violations if v.label == "rotation"]
 
 
 @settings(max_examples=6, deadline=None)
@@ -100,17 +113,23 @@ def _checked(dic, x, A):
        d=st.sampled_from([8, 33]))
 def test_one_pair_blocks_write_the_same_report(seed, K, N, d):
     dic, x, A = _world(seed, K, N, d)
-    out, known = [], []
+    out, known, rotations = [], [], []
     for budget in (None, 1):
         with pytest.MonkeyPatch.context() as m:
             if budget is not None:  # one pair per block: every block boundary is exercised
                 m.setattr(plan, "pair_dots", functools.partial(pair_dots, budget=budget))
                 m.setattr(absorption, "pair_dots", functools.partial(pair_dots, budget=budget))
-            rep, pairs = _checked(dic, x, A)
+                m.setattr(conditions, "_c2_split",  # C2's split: one atom per block
+                          functools.partial(conditions._c2_split, budget=budget))
+            rep, pairs, conds = _checked(dic, x, A, with_conditions=True)
         out.append(golden.render(rep))
         known.append(int(pairs.known.i.numel()))
+        rotations.append(_rotations(conds))
     assert known[0] == known[1]
     assert out[0] == out[1]
+    assert len(rotations[0]) == len(rotations[1]) > 0
+    for (k, t, u), (k2, t2, u2) in zip(*rotations, strict=True):
+        assert (k, t) == (k2, t2) and torch.equal(u, u2)
 
 
 def test_the_world_has_known_pair_violations():
@@ -118,3 +137,14 @@ def test_the_world_has_known_pair_violations():
     cosines ``pair_dots`` computes in the planner)."""
     _, pairs = _checked(*_world(0, 30, 60, 8))
     assert pairs.known.i.numel() > 1
+
+
+def test_released_gradients_cannot_be_read():
+    from dictopt.check.stats import PassOneStats
+
+    st1 = PassOneStats(3, 2, 0.1, 2, torch.device("cpu"))
+    st1.n = 1
+    assert st1.G.shape == (3, 2)
+    st1.release_gradients()
+    with pytest.raises(RuntimeError, match="released"):
+        _ = st1.G
