@@ -44,7 +44,7 @@ def column_block(rows: int, cols: int, budget: int = DENSE_ELEMENTS) -> int:
 
 
 def pair_dots(atoms_KD: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
-              budget: int = DENSE_ELEMENTS, dtype: torch.dtype | None = None) -> torch.Tensor:
+              budget: int = DENSE_ELEMENTS // 4, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``(atoms[i] * atoms[j]).sum(1)``, a block of pairs at a time (issue #17).
 
     Gathering both rows of every pair at once forms three ``[P, d]`` arrays: 5.4 GB for the
@@ -58,7 +58,8 @@ def pair_dots(atoms_KD: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
     i, j:
         ``[P]`` atom indices of the pairs.
     budget:
-        Largest number of elements of one ``[block, d]`` temporary, ``≥ 1``.
+        Largest number of elements of one ``[block, d]`` temporary, ``≥ 1`` (three are alive
+        at once: 16 MiB of float32 each by default).
     dtype:
         Compute in this dtype (each gathered block converted, as ``atoms.to(dtype)[i]`` would
         give, without a converted copy of all ``K`` atoms); ``None``: the atoms' own.
