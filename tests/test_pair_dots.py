@@ -1,8 +1,8 @@
 """Blocked per-pair and per-atom work (issue #17: the gathers ``D[i] * D[j]`` of every known
 C5 violation at once were the check's peak memory at K = 65,536, d = 2,304, and C2's split
 of the gradients the next): the blocked dot products equal the unblocked ones bit for bit,
-float64 rows on demand equal rows of a float64 copy, a check whose planner, absorption
-statistics and C2 split use one-row blocks writes the same report, byte for byte, and the
+float64 rows on demand equal rows of a float64 copy, a check whose absorption statistics and
+C2 split use one-row blocks writes the same report, byte for byte, and the
 released gradients cannot be read by mistake."""
 
 from __future__ import annotations
@@ -117,7 +117,6 @@ def test_one_pair_blocks_write_the_same_report(seed, K, N, d):
     for budget in (None, 1):
         with pytest.MonkeyPatch.context() as m:
             if budget is not None:  # one pair per block: every block boundary is exercised
-                m.setattr(plan, "pair_dots", functools.partial(pair_dots, budget=budget))
                 m.setattr(absorption, "pair_dots", functools.partial(pair_dots, budget=budget))
                 m.setattr(conditions, "_c2_split",  # C2's split: one atom per block
                           functools.partial(conditions._c2_split, budget=budget))
@@ -134,7 +133,7 @@ def test_one_pair_blocks_write_the_same_report(seed, K, N, d):
 
 def test_the_world_has_known_pair_violations():
     """The end-to-end test above is not vacuous: its worlds have known C5 violations (whose
-    cosines ``pair_dots`` computes in the planner)."""
+    cosines the planner computes in row slices, as ``pair_dots`` does)."""
     _, pairs = _checked(*_world(0, 30, 60, 8))
     assert pairs.known.i.numel() > 1
 

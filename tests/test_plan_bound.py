@@ -308,6 +308,15 @@ def test_sweep_entries_are_the_windows_of_one_symmetric_matrix():
     want_i, want_j = ((S >= low[:, None]) | (S <= high[:, None])).nonzero(as_tuple=True)
     assert torch.equal(got.i, want_i) and torch.equal(got.j, want_j)
     assert torch.equal(got.value, S[want_i, want_j])
+    # unordered (the planner's): block by block the same entries, in some order
+    from dictopt.check.gramsweep import sweep_blocks
+
+    for lo, e in zip(range(0, K, block), sweep_blocks(D, block, low, high, ordered=False),
+                     strict=True):
+        order = torch.argsort(e.i * K + e.j)
+        mine = (want_i >= lo) & (want_i < lo + block)
+        assert torch.equal(e.i[order], want_i[mine]) and torch.equal(e.j[order], want_j[mine])
+        assert torch.equal(e.value[order], S[want_i[mine], want_j[mine]])
 
 
 def test_rounding_margin_bounds_every_evaluation():
@@ -372,3 +381,36 @@ def test_the_sweep_stops_where_it_does_not_pay():
         plan.sweep_blocks = own
     _equal_plans(new, old)
     assert seen[0] == 4 and formed == 8
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), K=st.integers(5, 30), N=st.integers(5, 200),
+       n_dense=st.integers(0, 3), parent=st.booleans(), m=st.integers(1, 6),
+       tau=st.sampled_from([0.0, 0.2]))
+def test_buffer_extremes_are_the_exactness_lemma_pair_by_pair(seed, K, N, n_dense, parent, m,
+                                                              tau):
+    """Every pair's ``H_ij`` from :func:`buffer_extremes` is the lemma's, read pair by pair
+    from the buffers: the value at the first rank where ``j`` is not in the buffered row's
+    support, NaN where it is in all ``m``, ``first[i]`` for ``j = i``; each pair listed once
+    (the listing reads only the atoms with a pair still open after each rank)."""
+    from dictopt.check.pairs import buffer_extremes
+
+    D, A, x = world(seed, K, N, 5, n_dense, 0, 0, parent)
+    bias = torch.full((5,), 0.3, dtype=F64)
+    buf = stats_of(D, A, x, bias, tau, m).top
+    top = buffer_extremes(buf, K)
+    keys = top.pi * K + top.pj
+    assert keys.unique().numel() == keys.numel()
+    got = dense_extremes(top, torch.arange(K), K)
+    want = torch.empty(K, K, dtype=F64)
+    M = buf.vals.shape[0]
+    for i in range(K):
+        supports = [set(buf.supports(buf.ids[r][i : i + 1])[1].tolist()) for r in range(M)]
+        for j in range(K):
+            if j == i:
+                want[i, j] = buf.vals[0][i]
+                continue
+            ranks = [r for r in range(M) if j not in supports[r]]
+            want[i, j] = buf.vals[ranks[0]][i] if ranks else torch.nan
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got.nan_to_num(-7.0), want.nan_to_num(-7.0))

@@ -20,11 +20,14 @@ from typing import NamedTuple
 
 import torch
 
+from dictopt.check.stats import argsort_stable
+
 F64 = torch.float64
 
 
 class SweepEntries(NamedTuple):
-    """Selected entries of the cosine matrix, sorted by ``i·K + j`` (row-major)."""
+    """Selected entries of the cosine matrix, sorted by ``i·K + j`` (row-major) unless asked
+    otherwise (``sweep_blocks(..., ordered=False)``)."""
 
     i: torch.Tensor
     j: torch.Tensor
@@ -50,7 +53,10 @@ def rounding_margin(atoms_KD: torch.Tensor) -> torch.Tensor:
     K, d = atoms_KD.shape
     u = {torch.float32: 2.0**-24, torch.float64: 2.0**-53}[atoms_KD.dtype]
     gamma = d * u / (1 - d * u)
-    norm = atoms_KD.to(F64).norm(dim=1)
+    # in slices: a float64 copy of the whole dictionary is 1.2 GB at K = 65,536, d = 2,304
+    # (a row's norm does not depend on the other rows)
+    norm = torch.cat([a.to(F64).norm(dim=1) for a in atoms_KD.split(1024)]) if K else \
+        atoms_KD.to(F64).norm(dim=1)
     top = float(norm.max()) if K else 0.0
     return 2 * gamma * norm * top * (1 + 1e-6)
 
@@ -86,6 +92,7 @@ def sweep_blocks(
     low_K: torch.Tensor,
     high_K: torch.Tensor,
     first: torch.Tensor | None = None,
+    ordered: bool = True,
 ) -> Iterator[SweepEntries]:
     """The entries of :func:`sweep_entries`, one block of rows ``lo : lo + block`` at a time,
     in order: block ``b``'s entries are complete once its products with the atoms from ``lo``
@@ -99,11 +106,14 @@ def sweep_blocks(
     first:
         The first block's ``[block, K]`` products when the caller has formed them (any
         evaluation: the planner's own row block); ``None``: formed here.
+    ordered:
+        Sort each block's entries row-major (``False``: the same entries in an unspecified
+        order, without the sort of every entry: the planner orders the few it reports).
 
     Yields
     ------
     SweepEntries
-        The selected entries of one block's rows, row-major.
+        The selected entries of one block's rows, row-major (``ordered``).
     """
     K = atoms_KD.shape[0]
     n_blocks = -(-K // block)
@@ -122,25 +132,37 @@ def sweep_blocks(
         if hi < K:
             Q = P[:, hi - lo :]  # rows lo:hi against columns hi:K, and transposed
             # scan only the rows (columns) whose extremes reach their window
-            q_min, q_max = torch.aminmax(Q, dim=1)
+            # (amax and amin: the same values as aminmax, which is several times slower)
+            q_min, q_max = Q.amin(dim=1), Q.amax(dim=1)
             rows = ((q_max >= low_B[:, 0]) | (q_min <= high_B[:, 0])).nonzero().flatten()
             if rows.numel():
                 S = Q[rows]
                 r, c = ((S >= low_B[rows]) | (S <= high_B[rows])).nonzero(as_tuple=True)
                 mine.append((rows[r] + lo, c + hi, S[r, c]))
-            q_min, q_max = torch.aminmax(Q, dim=0)
+            q_min, q_max = Q.amin(dim=0), Q.amax(dim=0)
             cols = ((q_max >= low_K[hi:]) | (q_min <= high_K[hi:])).nonzero().flatten()
             if cols.numel():
                 S = Q[:, cols]
                 low_C, high_C = low_K[hi:][cols], high_K[hi:][cols]
                 r, c = ((S >= low_C[None, :]) | (S <= high_C[None, :])).nonzero(as_tuple=True)
                 gi = cols[c] + hi  # rows of later blocks, each read in its block's turn
+                v = S[r, c]
+                # grouped by the block they belong to, in one stable sort (a mask per target
+                # block rescanned every entry once per block: quadratic in the blocks)
                 to = gi // block
-                for t in torch.unique(to).tolist():
-                    sel = to == t
-                    later[t].append((gi[sel], r[sel] + lo, S[r[sel], c[sel]]))
+                order = argsort_stable(to)
+                counts = torch.bincount(to, minlength=n_blocks)
+                targets = counts.nonzero().flatten().tolist()
+                sizes = counts[targets].tolist()
+                parts = zip(targets, gi[order].split(sizes), (r[order] + lo).split(sizes),
+                            v[order].split(sizes), strict=True)
+                for t, g, rr, vv in parts:
+                    later[t].append((g, rr, vv))
             del Q
         del P
         i, j, v = (torch.cat([e[f] for e in mine]) for f in range(3))
+        if not ordered:
+            yield SweepEntries(i, j, v)
+            continue
         order = torch.argsort(i * K + j)  # keys are distinct: any sort gives this order
         yield SweepEntries(i[order], j[order], v[order])

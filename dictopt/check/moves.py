@@ -283,6 +283,109 @@ def best_toward_step(
     return t
 
 
+def best_pair_steps(
+    atoms: torch.Tensor,
+    mean_a: torch.Tensor,
+    lam: float,
+    i_n: torch.Tensor,
+    k_n: torch.Tensor,
+    q_n: torch.Tensor,
+    kappa_n: list[float],
+    t_max_n: list[float],
+    batch: int = 1024,
+) -> tuple[list[float], list[float]]:
+    """:func:`best_toward_step` and the exact decrease for many one-atom :class:`Toward` moves
+    (C5's pair moves ``J = [i]``), the same numbers to the last bit, batched.
+
+    Each move's minimisation is SciPy's bounded Brent method (:func:`~dictopt.check.brent.
+    bounded_brent`, the same points and result as ``minimize_scalar``); the moves of a batch
+    run side by side and each round evaluates one point of every unfinished move in one
+    ``[batch, d]`` float64 operation. Every value is computed by the same operations as
+    ``best_toward_step``'s ``f`` and :meth:`Toward.model_delta` (a row's norm does not depend on
+    the other rows of the batch; the one-term sum and the ``t κ`` term are formed as there).
+
+    Parameters
+    ----------
+    atoms:
+        ``[K, d]`` unit atoms.
+    mean_a:
+        ``[K]`` mean codes.
+    lam:
+        λ.
+    i_n, k_n:
+        ``[n]`` long: the rotated atom ``J = [i]`` and the atom ``k`` of each move.
+    q_n:
+        ``[n]`` the direction ``q`` (``±1``).
+    kappa_n:
+        ``κ`` of each move.
+    t_max_n:
+        Each move's step bound (a move with ``t_max ≤ 0`` gets step 0).
+    batch:
+        Moves minimised side by side (memory: two ``[batch, d]`` float64 arrays).
+
+    Returns
+    -------
+    tuple[list[float], list[float]]
+        Per move, the step ``t`` that :func:`best_toward_step` returns and ``ΔL(t)``
+        (:meth:`Toward.model_delta` at that step; 0.0 where ``t = 0``).
+    """
+    from dictopt.check.brent import bounded_brent
+
+    n = len(t_max_n)
+    steps, deltas = [0.0] * n, [0.0] * n
+    his = [min(t, 1e3) for t in t_max_n]
+    todo = [p for p in range(n) if his[p] > 0]
+    for lo in range(0, len(todo), batch):
+        sel = todo[lo : lo + batch]
+        idx = torch.tensor(sel, dtype=torch.long)
+        a_J = atoms[i_n[idx]].to(F64)  # [B, d]
+        a_k = atoms[k_n[idx]].to(F64)
+        q64 = q_n[idx].to(F64)
+        m_J = mean_a[i_n[idx]].to(F64)
+        kap = [kappa_n[p] for p in sel]
+
+        def f(ts: list[float], kp: list[float], a_J: torch.Tensor, a_k: torch.Tensor,
+              q64: torch.Tensor, m_J: torch.Tensor) -> list[float]:
+            """``best_toward_step``'s ``f`` at ``ts[r]`` for every row ``r`` of the arrays."""
+            t = torch.tensor(ts, dtype=F64)
+            s = t * q64
+            nrm = torch.linalg.vector_norm(a_J + s[:, None] * a_k, dim=1)
+            tk = torch.tensor([tt * kk for tt, kk in zip(ts, kp, strict=True)], dtype=F64)
+            val = (m_J * (nrm - 1 - s))[:, None].sum(dim=1) + tk
+            return [lam * v for v in val.tolist()]
+
+        gens = [bounded_brent(0.0, his[p], xatol=his[p] * 1e-9) for p in sel]
+        want = [next(g) for g in gens]
+        result: list[tuple[float, float]] = [(0.0, 0.0)] * len(sel)
+        # the arrays hold the rows ``cur``; finished rows are evaluated at 0 (discarded) until
+        # fewer than 3/4 of the rows are left, then the arrays are cut to the live rows
+        cur = list(range(len(sel)))
+        arr = (a_J, a_k, q64, m_J)
+        live = set(cur)
+        while live:
+            if len(live) < 0.75 * len(cur):
+                keep = torch.tensor([x in live for x in cur])
+                cur = [x for x in cur if x in live]
+                arr = tuple(a[keep] for a in arr)
+            vals = f([want[r] if r in live else 0.0 for r in cur],
+                     [kap[r] for r in cur], *arr)
+            for r, v in zip(cur, vals, strict=True):
+                if r not in live:
+                    continue
+                try:
+                    want[r] = gens[r].send(v)
+                except StopIteration as stop:
+                    result[r] = stop.value
+                    live.discard(r)
+        f_hi = f([his[p] for p in sel], kap, a_J, a_k, q64, m_J)
+        for r, p in enumerate(sel):
+            x, fx = result[r]
+            t, ft = (x, fx) if fx <= f_hi[r] else (his[p], f_hi[r])
+            steps[p] = t
+            deltas[p] = ft if t > 0 else 0.0
+    return steps, deltas
+
+
 def move_types() -> dict[str, type[Move]]:
     """Every concrete move class defined so far, by the name its JSON carries (``"type"``).
 

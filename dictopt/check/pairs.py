@@ -72,8 +72,15 @@ def buffer_extremes(buf: TopBuffer, K: int) -> BufferExtremes:
     keys_out: list[torch.Tensor] = []
     vals_out: list[torch.Tensor] = []
     for r in range(1, m):
-        q, col = buf.supports(buf.ids[r])
-        here = sort_unique(q * K + col)
+        if not alive.numel():
+            keys_out.append(alive)
+            vals_out.append(buf.vals[r][:0])
+            continue
+        # only the atoms with a pair still alive need their rank-r support (after rank 1,
+        # few of them): the same membership, without sorting every atom's support
+        need = sort_unique(alive // K)
+        q, col = buf.supports(buf.ids[r][need])
+        here = sort_unique(need[q] * K + col)
         still = member(alive, here)
         gone = alive[~still]
         keys_out.append(gone)

@@ -23,7 +23,6 @@ from dictopt.check.absorption import (
     candidate_block,
     merge_candidate_keys,
 )
-from dictopt.check.blocks import pair_dots
 from dictopt.check.conditions import atom_floor
 from dictopt.check.gramsweep import rounding_margin, sweep_blocks
 from dictopt.check.pairs import BufferExtremes, buffer_extremes, dense_extremes
@@ -145,7 +144,7 @@ def decide_pairs(
     sweep = (sweep and len(parts) > 1 and D.device.type == "cpu"
              and D.dtype in (torch.float32, F64)
              and torch.get_float32_matmul_precision() == "highest")
-    window = (_Window.of(D, st1, top, abar, floor, tau, tol, thresholds, dic.has_bias)
+    window = (_Window.of(D, st1, top, abar, floor, tau, tol, thresholds, dic.has_bias, block)
               if sweep else None)
     entries = None
     own = 0
@@ -174,7 +173,7 @@ def decide_pairs(
                                                                   thresholds, K):
             # every block's rows meet all K columns, so the first block is a fair sample of
             # how many blocks the sweep decides: sweep the rest, from this block's products
-            entries = sweep_blocks(D, block, window.low, window.high, first=c)
+            entries = sweep_blocks(D, block, window.low, window.high, first=c, ordered=False)
             next(entries)  # the first block is decided above, on its own products
         del c
     fi, fj, fside, fval = (torch.cat([b.found[c] for b in blocks]) for c in range(4))
@@ -182,7 +181,11 @@ def decide_pairs(
     li, lj, lc = (torch.cat([b.labels[c] for b in blocks]) for c in range(3))
     # rank known violations by slope λ·side·(θ_ij − value); only the first
     # max_pair_certificates get step bounds
-    fc = pair_dots(D, fi, fj).to(F64)  # blocks of pairs: no [F, d] gathers (issue #17)
+    # (in slices that stay in cache: 196,504 known pairs at d = 2,304 made three 1.8 GB
+    # [n, d] temporaries; a row's sum does not depend on the other rows)
+    fc = (torch.cat([(D[a] * D[b]).sum(1)
+                     for a, b in zip(fi.split(1024), fj.split(1024), strict=True)]).to(F64)
+          if fi.numel() else (D[fi] * D[fj]).sum(1).to(F64))
     fslope = lam * fside * ((1 - fc) * abar[fi] - fval)
     order = argsort_stable(-fslope)
     fi, fj, fside, fval = (t[order] for t in (fi, fj, fside, fval))
@@ -304,11 +307,17 @@ class _Window(NamedTuple):
     keys: torch.Tensor
     """The buffers' listed pairs ``i·K + j``, sorted (for ``H_ij``)."""
     vals: torch.Tensor
+    open_keys: torch.Tensor
+    """Sorted ``i·K + j`` of the listed pairs left open (``H_ij`` unknown, ``j`` testable,
+    ``i ≠ j``)."""
+    mark: torch.Tensor
+    """``[block · K]`` bool, all False between uses: marks a block's listed pairs so that
+    :func:`_block_lookup` searches only the entries that are listed."""
 
     @staticmethod
     def of(D: torch.Tensor, st1: PassOneStats, top: BufferExtremes, abar: torch.Tensor,
            floor: float, tau: float, tol: Tolerances, thresholds: LabelThresholds,
-           has_bias: bool) -> _Window:
+           has_bias: bool, block: int = 0) -> _Window:
         """The window of every row (see :func:`_sweep_block` for why it suffices)."""
         dt, K = D.dtype, D.shape[0]
         ab: AbsorptionThresholds = thresholds.absorption
@@ -342,9 +351,14 @@ class _Window(NamedTuple):
         high = torch.maximum(t_anti.to(F64).expand(K), s)
         keys = top.pi * K + top.pj
         order = argsort_stable(keys)
+        col_ok = st1.n_active < st1.n
+        keys, vals = keys[order], top.val[order]
+        si, sj = keys // K, keys % K
+        open_keys = keys[torch.isnan(vals) & col_ok[sj] & (si != sj)]
         return _Window(_round_down(low - delta, dt), _round_up(high + delta, dt), delta,
                        float(t_dup), float(t_anti), float(t_cm), float(t_keep), tol_K, abar,
-                       tau, has_bias, st1.n_active < st1.n, keys[order], top.val[order])
+                       tau, has_bias, col_ok, keys, vals, open_keys,
+                       torch.zeros(block * K, dtype=torch.bool, device=D.device))
 
 
 def _sweep_would_decide(rows: torch.Tensor, c: torch.Tensor, w: _Window, st1: PassOneStats,
@@ -379,7 +393,7 @@ def _sweep_block(
     K: int,
 ) -> tuple[BlockPairs, torch.Tensor] | None:
     """The block's :class:`BlockPairs` and absorption candidate keys from the sweep's entries
-    of its rows, exactly those :func:`_classify_block` and
+    of its rows (in any order), exactly those :func:`_classify_block` and
     :func:`~dictopt.check.absorption.candidate_block` give on the block's own products; or
     ``None`` when the entries cannot decide it (then the block forms its products).
 
@@ -406,7 +420,9 @@ def _sweep_block(
     cand = [i[nb & (i < j)] * K + j[nb & (i < j)]]
     m = min(thresholds.absorption.max_neighbours, K - 1)
     if m >= 2 and bool(nb.any()):
-        ni, nj, nv, nlo, nhi = i[nb], j[nb], v64[nb], lo[nb], hi[nb]
+        ni, nj = i[nb], j[nb]
+        order = torch.argsort(ni * K + nj)  # row-major (the entries come in any order)
+        ni, nj, nv, nlo, nhi = ni[order], nj[order], v64[nb][order], lo[nb][order], hi[nb][order]
         counts = torch.bincount(ni - int(rows[0]), minlength=rows.numel())
         ends = counts.cumsum(0)
         for r in (counts >= 2).nonzero().flatten().tolist():
@@ -421,12 +437,14 @@ def _sweep_block(
             a, b = js[p], js[q]
             cand.append(torch.minimum(a, b) * K + torch.maximum(a, b))
     ok = off & w.col_ok[j]
-    # known upper violations θ_ij − H_ij > tol_i (θ smallest at the upper end)
-    ui, uj = i[ok], j[ok]
-    H = _sorted_lookup(top, w, ui, uj, K)
-    known = ~torch.isnan(H)
-    th_small, th_large = (1 - hi[ok]) * w.abar[ui], (1 - lo[ok]) * w.abar[ui]
-    tol_u = w.tol[ui]
+    # known upper violations θ_ij − H_ij > tol_i (θ smallest at the upper end); every entry
+    # is computed and the rules read only the testable ones (``ok``: no masked copies)
+    lo_row, hi_row = int(rows[0]), int(rows[-1])
+    H = _block_lookup(top, w, i, j, K, lo_row, hi_row)
+    known = ok & ~torch.isnan(H)
+    ab = w.abar[i]
+    th_small, th_large = (1 - hi) * ab, (1 - lo) * ab
+    tol_u = w.tol[i]
     if w.has_bias:
         viol, viol_hi = known & (th_small - H > tol_u), known & (th_large - H > tol_u)
     else:
@@ -434,17 +452,19 @@ def _sweep_block(
         viol_hi = known & (H <= 0) & (th_large > tol_u)
     if bool((viol != viol_hi).any()):
         return None
-    found = (ui[viol], uj[viol], torch.ones_like(ui[viol]), H[viol])
-    # pairs left open: H_ij unknown, and the lower side
-    lo_row, hi_row = int(rows[0]), int(rows[-1])
-    nan = torch.isnan(top.val) & (top.pi >= lo_row) & (top.pi <= hi_row)
-    nan &= w.col_ok[top.pj] & (top.pi != top.pj)
-    keys = [top.pi[nan] * K + top.pj[nan]]
-    if w.has_bias:
-        below, below_lo = th_small < w.tau, th_large < w.tau
+    vi, vj = i[viol], j[viol]
+    order = torch.argsort(vi * K + vj)  # row-major, as the block's own classification
+    found = (vi[order], vj[order], torch.ones_like(vi), H[viol][order])
+    # pairs left open: H_ij unknown (the window's sorted list of them, sliced to the block's
+    # rows: a mask over every listed pair for each block was quadratic in the blocks) ...
+    a, b = torch.searchsorted(w.open_keys, torch.tensor([lo_row * K, (hi_row + 1) * K],
+                                                        device=dev)).tolist()
+    keys = [w.open_keys[a:b]]
+    if w.has_bias:  # ... and the lower side
+        below, below_lo = ok & (th_small < w.tau), ok & (th_large < w.tau)
         if bool((below != below_lo).any()):
             return None
-        keys.append(ui[below] * K + uj[below])
+        keys.append(i[below] * K + j[below])
         n_active = st1.n_active
         both_rows = ((n_active[rows] + n_active.max()) >= N).nonzero().flatten()
         if both_rows.numel():
@@ -459,15 +479,29 @@ def _sweep_block(
     return BlockPairs(found, (key // K, key % K), labels), torch.cat(cand)
 
 
-def _sorted_lookup(top: BufferExtremes, w: _Window, P_i: torch.Tensor, P_j: torch.Tensor,
-                   K: int) -> torch.Tensor:
-    """:func:`_lookup` with the buffers' keys sorted once (the window's)."""
-    out = top.first[P_i].clone()
-    if w.keys.numel() and P_i.numel():
+def _block_lookup(top: BufferExtremes, w: _Window, P_i: torch.Tensor, P_j: torch.Tensor,
+                  K: int, lo_row: int, hi_row: int) -> torch.Tensor:
+    """:func:`_lookup` with the window's sorted keys, for pairs whose rows lie in
+    ``lo_row … hi_row``: searched in the slice of the keys of those rows only."""
+    out = top.first[P_i]
+    base = lo_row * K
+    a, b = torch.searchsorted(w.keys, torch.tensor([base, (hi_row + 1) * K],
+                                                  device=P_i.device)).tolist()
+    if b > a and P_i.numel():
+        keys, vals = w.keys[a:b], w.vals[a:b]
         q = P_i * K + P_j
-        pos = torch.searchsorted(w.keys, q).clamp(max=w.keys.numel() - 1)
-        hit = w.keys[pos] == q
-        out[hit] = w.vals[pos[hit]]
+        if w.mark.numel() >= (hi_row - lo_row + 1) * K:
+            # mark the block's listed pairs, search only the entries that hit one
+            local = keys - base
+            w.mark[local] = True
+            sel = w.mark[q - base].nonzero().flatten()
+            w.mark[local] = False
+            q = q[sel]
+            pos = torch.searchsorted(keys, q).clamp(max=b - a - 1)
+            out[sel] = torch.where(keys[pos] == q, vals[pos], out[sel])
+        else:
+            pos = torch.searchsorted(keys, q).clamp(max=b - a - 1)
+            out = torch.where(keys[pos] == q, vals[pos], out)
     return out
 
 

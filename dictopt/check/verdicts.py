@@ -14,7 +14,7 @@ import torch
 from dictopt.check.absorption import AbsorptionStats, absorption_findings
 from dictopt.check.conditions import atom_floor
 from dictopt.check.inputs import Setup
-from dictopt.check.moves import Toward, best_toward_step
+from dictopt.check.moves import Toward, best_pair_steps
 from dictopt.check.plan import LabelCandidates, PairPlan
 from dictopt.check.report import Label, Violation
 from dictopt.check.stats import PassOneStats, PassTwoStats
@@ -81,24 +81,34 @@ def pair_violations(
     dic, lam = setup.dictionary, setup.lam
     K, D = dic.K, dic.atoms
     floor = atom_floor(abar, tol)
-    out: list[Violation] = []
-    for i, j, side, val, certify in _pair_candidates(st2, plan, D, abar, floor, tol, dic.has_bias):
-        c_ij = float(D[i] @ D[j])
-        slope = lam * side * ((1 - c_ij) * float(abar[i]) - val)
+    cands = _pair_candidates(st2, plan, D, abar, floor, tol, dic.has_bias)
+    # the steps of every certified move at once: the same numbers as best_toward_step's
+    # one-by-one minimisations (one Python-level ΔL evaluation per Brent step before)
+    t_max = []
+    for i, j, side, _, certify in cands:
         p = pos_of.get(i * K + j)
-        if certify and p is not None:
-            t_max = float(st2.t_up[p] if side > 0 else st2.t_lo[p])
-        else:
-            t_max = 0.0
-        move = Toward(0.0, k=j, J=torch.tensor([i]), q=torch.tensor([float(side)]),
-                      kappa=float(side * val) if dic.has_bias else 0.0)
-        t = best_toward_step(move, D, abar, lam, t_max) if t_max > 0 else 0.0
+        t_max.append(float(st2.t_up[p] if side > 0 else st2.t_lo[p])
+                     if certify and p is not None else 0.0)
+    kappas = [float(c.side * c.value) if dic.has_bias else 0.0 for c in cands]
+    ci = torch.tensor([c.i for c in cands], dtype=torch.long)
+    cj = torch.tensor([c.j for c in cands], dtype=torch.long)
+    cq = torch.tensor([float(c.side) for c in cands], dtype=F64)
+    steps, deltas = best_pair_steps(D, abar, lam, ci, cj, cq, kappas, t_max)
+    out: list[Violation] = []
+    abar_K = abar.tolist()  # the same floats as float(abar[i])
+    for n, (i, j, side, val, _) in enumerate(cands):
+        c_ij = float(D[i] @ D[j])
+        a_i = abar_K[i]
+        slope = lam * side * ((1 - c_ij) * a_i - val)
+        t = steps[n] if t_max[n] > 0 else 0.0
+        move = Toward(t, k=j, J=torch.tensor([i]), q=torch.tensor([float(side)]),
+                      kappa=kappas[n])
         strict = side > 0 and val <= tau
         out.append(Violation(
             "C5", i, j, "hierarchy" if strict else ("upper" if side > 0 else "lower"),
-            slope, t, slope * t, -move.model_delta(D, abar, lam) if t > 0 else 0.0,
+            slope, t, slope * t, -deltas[n] if t > 0 else 0.0,
             detail={"side": "upper" if side > 0 else "lower", "H" if side > 0 else "L": val,
-                    "theta": (1 - c_ij) * float(abar[i]), "cos": c_ij, "t_max": t_max},
+                    "theta": (1 - c_ij) * a_i, "cos": c_ij, "t_max": t_max[n]},
             move=move,
         ))
     return out
@@ -117,9 +127,10 @@ def _pair_candidates(
     K = D.shape[0]
     known = plan.known
     out = [
-        PairCandidate(int(known.i[t]), int(known.j[t]), int(known.side[t]),
-                      float(known.value[t]), t < known.n_certified)
-        for t in range(known.i.numel())
+        PairCandidate(i, j, side, value, t < known.n_certified)
+        for t, (i, j, side, value) in enumerate(zip(
+            known.i.tolist(), known.j.tolist(), known.side.tolist(), known.value.tolist(),
+            strict=True))
     ]
     if plan.unknown_keys.numel():
         keyset = set(plan.unknown_keys.tolist())
