@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from dictopt.check.blocks import DENSE_ELEMENTS, column_block
+from dictopt.check.blocks import DENSE_ELEMENTS, column_block, pair_dots
 
 F64 = torch.float64
 
@@ -342,8 +342,8 @@ def pair_statistics(
         z-score).
     """
     N = max(st.n, 1)
-    D = atoms_KD.to(F64)
-    cos = (D[st.pi] * D[st.pj]).sum(1)
+    # blocks of pairs in float64: no float64 copy of all K atoms, no [P, d] gathers (issue #17)
+    cos = pair_dots(atoms_KD, st.pi, st.pj, dtype=F64)
     ni, nj = st.n_k[st.pi], st.n_k[st.pj]
     E = ni * nj / N
     lift = torch.where(E > 0, st.co / E.clamp(min=1e-300), torch.ones_like(E))
@@ -464,7 +464,7 @@ def find_stars(
     list[Star]
         The stars, each partner in at most one star.
     """
-    D = atoms_KD.to(F64)
+    D = _RowsF64(atoms_KD)  # the rows read, in float64 (no float64 copy of all K atoms)
     assoc = _associated(ps, th).tolist()
     testable = (~ps.rare).tolist()
     # links[h]: (k, silenced-hub z, associated) for every testable pair in the cosine range
@@ -518,7 +518,19 @@ def find_stars(
     return _one_hub_per_partner(out)
 
 
-def _is_centre(h: int, partners: list[int], D: torch.Tensor, near: dict[int, set[int]]) -> bool:
+class _RowsF64:
+    """Rows of the atoms in float64 on demand: ``R[idx]`` is ``atoms.to(float64)[idx]`` (the
+    same values: the conversion is exact), without a float64 copy of all ``K`` atoms (1.2 GB
+    at K = 65,536, d = 2,304; issue #17)."""
+
+    def __init__(self, atoms_KD: torch.Tensor) -> None:
+        self.atoms_KD = atoms_KD
+
+    def __getitem__(self, idx: Any) -> torch.Tensor:
+        return self.atoms_KD[idx].to(F64)
+
+
+def _is_centre(h: int, partners: list[int], D: _RowsF64, near: dict[int, set[int]]) -> bool:
     """``h`` is the centre of its partners: no other latent is closer than ``h`` to every
     partner (a sibling posing as a hub is farther from the other siblings than the true hub
     is)."""

@@ -9,6 +9,8 @@ small problems run exactly the computation they always ran.
 
 from __future__ import annotations
 
+import torch
+
 DENSE_ELEMENTS = 1 << 24
 """Default budget: 16 Mi elements (128 MiB of float64) per temporary block."""
 
@@ -39,3 +41,37 @@ def column_block(rows: int, cols: int, budget: int = DENSE_ELEMENTS) -> int:
     if rows * cols <= budget:
         return max(cols, 1)
     return max(1, min(cols, budget // max(rows, 1)))
+
+
+def pair_dots(atoms_KD: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
+              budget: int = DENSE_ELEMENTS // 4, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``(atoms[i] * atoms[j]).sum(1)``, a block of pairs at a time (issue #17).
+
+    Gathering both rows of every pair at once forms three ``[P, d]`` arrays: 5.4 GB for the
+    196,504 known C5 violations at K = 65,536, d = 2,304 (the check's peak memory there). Each
+    pair's dot product is one row's reduction, so summing blocks of rows gives the same bits.
+
+    Parameters
+    ----------
+    atoms_KD:
+        ``[K, d]`` atoms.
+    i, j:
+        ``[P]`` atom indices of the pairs.
+    budget:
+        Largest number of elements of one ``[block, d]`` temporary, ``≥ 1`` (three are alive
+        at once: 16 MiB of float32 each by default).
+    dtype:
+        Compute in this dtype (each gathered block converted, as ``atoms.to(dtype)[i]`` would
+        give, without a converted copy of all ``K`` atoms); ``None``: the atoms' own.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[P]`` dot products, in ``dtype`` (default: the atoms' dtype).
+    """
+    if budget < 1:
+        raise ValueError(f"pair_dots: budget must be at least 1 element, got {budget}")
+    step = max(1, budget // max(atoms_KD.shape[1], 1))
+    dt = atoms_KD.dtype if dtype is None else dtype
+    return torch.cat([(atoms_KD[bi].to(dt) * atoms_KD[bj].to(dt)).sum(1)
+                      for bi, bj in zip(i.split(step), j.split(step), strict=True)])

@@ -174,6 +174,7 @@ def run_check(
     st1, tau = p1.stats, p1.tau
     with paused_gc():  # a record per violated atom: up to hundreds of thousands, acyclic
         violations, cols = atom_conditions(st1, dic.atoms, setup.lam, tau, dic.has_bias, o.tol)
+    st1.release_gradients()  # [K, d] float64, read by C2 alone (issue #17)
 
     t1 = time.perf_counter()
     plan = decide_pairs(dic, setup.lam, st1, tau, o.tol, o.thresholds, o.block,

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from dictopt.check.blocks import DENSE_ELEMENTS
 from dictopt.check.moves import AlwaysOnShift, BiasShift, CodeStep, Rotate, Scale
 from dictopt.check.report import Violation
 from dictopt.check.stats import PassOneStats
@@ -85,7 +86,6 @@ def atom_conditions(
         ``stationarity_tangential``, ``stationarity_radial``.
     """
     n = st.n
-    D = atoms_KD.to(F64)
     abar = st.mean_a
     q2 = st.sum_a2 / n
     floor = atom_floor(abar, tol)
@@ -101,16 +101,12 @@ def atom_conditions(
         ))
 
     # C2: G_k = λ ā_k d_k, split into tangential and radial parts.
-    G = st.G
-    radial = (G * D).sum(1)
-    perp = G - radial[:, None] * D
-    tang = perp.norm(dim=1)
-    rad = radial - lam * abar
     tol2 = tol.stat_rel * lam * torch.clamp(abar, min=floor)
-    for k in (tang > tol2).nonzero().flatten().tolist():
+    radial, tang, directions = _c2_split(st, atoms_KD, tol2)
+    rad = radial - lam * abar
+    for k, u in directions:
         # d' = cos φ d + sin φ u gives ΔL(φ) = γ'(1 − cos φ) − p sin φ with p = ‖perp‖,
         # γ' = d·G + (1/N)Σa²; minimised at φ* = atan2(p, γ') (capped below π/2, t = tan φ).
-        u = perp[k] / tang[k]
         p, gp = float(tang[k]), float(radial[k] + q2[k])
         phi = min(math.atan2(p, gp), 1.5)
         t = math.tan(phi)
@@ -131,6 +127,55 @@ def atom_conditions(
         out += _bias_conditions(st, lam, tau, abar, tol)
     cols = {"kkt_violation": kkt_rel, "stationarity_tangential": tang, "stationarity_radial": rad}
     return out, cols
+
+
+def _c2_split(
+    st: PassOneStats, atoms_KD: torch.Tensor, tol2: torch.Tensor,
+    budget: int = DENSE_ELEMENTS // 4,
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, torch.Tensor]]]:
+    """C2's split of each gradient ``G_k`` into its radial and tangential parts, a block of
+    atoms at a time.
+
+    The whole split at once formed five ``[K, d]`` float64 arrays (the atoms, ``G``, ``G·D``,
+    ``radial·D``, the perpendicular parts: 4.5 GiB at K = 65,536, d = 2,304, the check's peak
+    there once the planner's gathers were blocked; issue #17). Every quantity is per atom (one
+    row's elementwise operations and reductions), so blocks of rows give the same bits.
+
+    Parameters
+    ----------
+    st:
+        Pass 1's statistics (``G_sum``, ``n``).
+    atoms_KD:
+        The unit atoms.
+    tol2:
+        ``[K]`` the tangential tolerance.
+    budget:
+        Largest number of elements of one ``[block, d]`` temporary (five are alive at once:
+        32 MiB of float64 each by default).
+
+    Returns
+    -------
+    tuple
+        ``radial = G_k·d_k`` ``[K]``, ``tang = ‖G_k − radial_k d_k‖`` ``[K]`` and, for each
+        atom with ``tang > tol2`` in ascending order, ``(k, u_k)`` with ``u_k`` the unit
+        perpendicular part (the rotation's direction).
+    """
+    K, d = atoms_KD.shape
+    step = max(1, budget // max(d, 1))
+    radial = torch.empty(K, dtype=F64, device=atoms_KD.device)
+    tang = torch.empty(K, dtype=F64, device=atoms_KD.device)
+    directions: list[tuple[int, torch.Tensor]] = []
+    for lo in range(0, K, step):
+        hi = min(K, lo + step)
+        G = st.G_sum[lo:hi] / st.n  # as ``st.G`` gives these rows
+        D = atoms_KD[lo:hi].to(F64)
+        r = (G * D).sum(1)
+        perp = G - r[:, None] * D
+        t = perp.norm(dim=1)
+        radial[lo:hi], tang[lo:hi] = r, t
+        for k in (t > tol2[lo:hi]).nonzero().flatten().tolist():
+            directions.append((lo + k, perp[k] / t[k]))
+    return radial, tang, directions
 
 
 def _bias_conditions(

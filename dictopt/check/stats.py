@@ -418,7 +418,19 @@ class PassOneStats:
     @property
     def G(self) -> torch.Tensor:
         """``G_k = (1/N) Σ_n a_kn r_n`` ``[K, d]``."""
+        if self.G_sum is None:
+            raise RuntimeError("PassOneStats.G: the gradients were released (release_gradients)")
         return self.G_sum / self.n
+
+    def release_gradients(self) -> None:
+        """Free ``G_sum`` once C2 has read it (:func:`~dictopt.check.conditions.atom_conditions`).
+
+        It is the one ``[K, d]`` float64 array of the statistics (1.1 GiB at K = 65,536,
+        d = 2,304), and nothing after the conditions reads it, so holding it through the
+        planning, pass 2 and the report only raised the check's peak memory (issue #17).
+        Afterwards ``G`` raises and the statistics can no longer be updated or merged.
+        """
+        self.G_sum = None  # type: ignore[assignment]
 
     @property
     def r_mean(self) -> torch.Tensor:
